@@ -1,0 +1,119 @@
+"""Reading images and fitting them to a model's square resolution.
+
+Choice: an image is centre-cropped to a square, then resized (Lanczos); a mask image takes
+the same crop and a nearest-neighbour resize, so it stays binary. Preset masks are made at the
+model's resolution directly, so their patterns (alternate lines, x2 grids) are exact.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["MAX_PIXELS", "fit_image", "fit_mask", "from_tensor", "open_image", "to_rgb", "to_tensor", "upright_size"]
+
+#: Largest image accepted, in pixels (PIL's decompression-bomb limit is set to this while opening).
+MAX_PIXELS = 50_000_000
+#: Longer side an image is first reduced to, bounding memory before any other work.
+WORKING_SIDE = 2048
+
+
+def open_image(source) -> Image.Image:
+    """Open a path, bytes or PIL image, refusing non-images and decompression bombs with a ValueError."""
+    if source is None:
+        raise ValueError("no image given: upload or pick an image first")
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise ValueError(f"an image array must be uint8 (H, W) or (H, W, C), got {source.dtype} {source.shape}")
+        img = Image.fromarray(source)
+    else:
+        data = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source)
+        limit = Image.MAX_IMAGE_PIXELS
+        try:
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL raises beyond twice this, we warn-as-error beyond it
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(data)
+                img.draft("RGB", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode already reduced
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"image too large: more than {MAX_PIXELS // 2:,} pixels ({e})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"not a readable image file: {e}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    if img.width * img.height > MAX_PIXELS:
+        raise ValueError(f"image too large: {img.width}x{img.height} is more than {MAX_PIXELS:,} pixels")
+    if min(img.size) < 1:
+        raise ValueError(f"image is empty: {img.width}x{img.height}")
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Upright RGB: EXIF rotation applied, 16-bit scaled, CMYK converted, transparency over white."""
+    img = ImageOps.exif_transpose(img)
+    if max(img.size) > WORKING_SIDE:
+        img = img.copy()
+        img.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(a / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img) * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def center_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The centred square crop box (left, top, right, bottom) of a width x height image."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def fit_image(img: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to ``size``: uint8 (size, size, 3)."""
+    img = to_rgb(img)
+    img = img.crop(center_crop_box(*img.size))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of ``img`` once its EXIF orientation is applied."""
+    swap = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    return (img.height, img.width) if swap else img.size
+
+
+def fit_mask(mask: np.ndarray, image_size: tuple[int, int], size: int) -> np.ndarray:
+    """Fit a bool mask of an upright image of ``image_size`` (width, height) like :func:`fit_image`."""
+    h, w = mask.shape
+    if (w, h) != tuple(image_size):
+        raise ValueError(f"the mask is {w}x{h} but the image is {image_size[0]}x{image_size[1]}: they must match")
+    m = Image.fromarray(mask.astype(np.uint8) * 255).crop(center_crop_box(w, h))
+    if m.size != (size, size):
+        m = m.resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(m) >= 128
+
+
+def to_tensor(image: np.ndarray, device=None) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (1, 3, H, W) in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).to(device=device)
+    return (t.permute(2, 0, 1)[None].float() / 127.5 - 1.0).contiguous()
+
+
+def from_tensor(x: torch.Tensor) -> np.ndarray:
+    """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), rounded."""
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,153 @@
+"""The RePaint sampler (Lugmayr et al., CVPR 2022, arXiv 2201.09865).
+
+Step functions are pure and take their noise, so each is testable in closed form;
+:func:`sample_repaint` strings them together along one resampling schedule per sample.
+Images are float tensors in [-1, 1]; masks are bool, True = pixel to fill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .schedule import NoiseTables
+
+__all__ = ["ddpm_step", "forward_step", "q_sample", "sample_repaint"]
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[int, list[int], torch.Tensor, torch.Tensor], None]
+
+
+def q_sample(x0: torch.Tensor, alpha_cumprod, noise: torch.Tensor) -> torch.Tensor:
+    """Known part, q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I): paper eq. 8a, Algorithm 1 line 5."""
+    return alpha_cumprod**0.5 * x0 + (1 - alpha_cumprod) ** 0.5 * noise
+
+
+def forward_step(x_prev: torch.Tensor, beta, noise: torch.Tensor) -> torch.Tensor:
+    """Re-noising jump, x_t ~ N(sqrt(1 - beta_t) x_{t-1}, beta_t I): Algorithm 1 line 10, with the respaced beta."""
+    return (1 - beta) ** 0.5 * x_prev + beta**0.5 * noise
+
+
+def ddpm_step(x_t, eps, alpha_cumprod, alpha_cumprod_prev, beta, sigma, noise, clip_sample: bool = True):
+    """Unknown part, one DDPM ancestral step p(x_{t-1} | x_t): Algorithm 1 lines 6-7.
+
+    x_0 is predicted from epsilon (DDPM eq. 15), optionally clipped to [-1, 1], and
+    x_{t-1} = mu~(x_t, x_0) + sigma * noise with the posterior mean of DDPM eq. 7.
+    Returns ``(x_prev, x0_pred)``.
+    """
+    x0 = (x_t - (1 - alpha_cumprod) ** 0.5 * eps) / alpha_cumprod**0.5
+    if clip_sample:
+        x0 = x0.clamp(-1, 1)
+    coef_x0 = alpha_cumprod_prev**0.5 * beta / (1 - alpha_cumprod)
+    coef_xt = (1 - beta) ** 0.5 * (1 - alpha_cumprod_prev) / (1 - alpha_cumprod)
+    return coef_x0 * x0 + coef_xt * x_t + sigma * noise, x0
+
+
+def _moves(schedule: Sequence[int]) -> list[tuple[list[int], int]]:
+    """Split a schedule into its denoising steps, each with the levels re-noised up to just before it."""
+    moves, ups = [], []
+    for a, b in zip(schedule, schedule[1:]):
+        if b == a + 1:
+            ups.append(b)
+        elif b == a - 1:
+            moves.append((ups, a))
+            ups = []
+        else:
+            raise ValueError(f"schedule moves from {a} to {b}: each step must change the level by exactly 1")
+    if ups or schedule[-1] != -1:
+        raise ValueError("a schedule must end with a denoising step to -1")
+    return moves
+
+
+def _ticks(counts: Sequence[int]) -> list[list[int]]:
+    """For chains with ``counts`` model calls, which chains call the model at each shared tick.
+
+    The longest chain calls at every tick; a shorter one is spread evenly over them,
+    so chains finish together and one batched call serves all chains of a tick.
+    """
+    n = max(counts)
+    return [[b for b, c in enumerate(counts) if (k + 1) * c // n > k * c // n] for k in range(n)]
+
+
+def sample_repaint(
+    model: Model,
+    x: torch.Tensor,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    tables: NoiseTables,
+    schedules: Sequence[Sequence[int]],
+    generators: Sequence[torch.Generator],
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Inpaint with RePaint: Algorithm 1 with resampling (section 4.2).
+
+    Args:
+        model: ``model(x, timesteps) -> eps``, timesteps a long tensor with one training timestep per sample.
+        x: (B, C, H, W) starting noise x_T, one sample per row (drawn by the caller from ``generators``).
+        image: (B, C, H, W) or (1, C, H, W) the input image in [-1, 1]; only its known pixels are used.
+        mask: (B or 1, 1, H, W) bool, True = fill.
+        tables: the respaced noise tables (:func:`repaint.schedule.noise_tables`).
+        schedules: one :func:`repaint.schedule.jump_schedule` per sample; chains with different schedules
+            (n = 1 next to n > 1) advance together in one batched model call per tick, each at its own level.
+        generators: one ``torch.Generator`` per sample; a sample's draws do not depend on the others, so a
+            batched run gives each sample the image of a run alone with its generator.
+        callback: called after each tick as ``callback(tick, levels, x, x0_pred)``; ``levels`` holds each sample's
+            current level (-1 = done). It may raise to cancel the run.
+
+    The known part is merged *after* each step, as in the paper's Algorithm 1 (line 8), not before the next
+    model call as the official code does; so the last step (level 0 -> -1, where abar = 1 and the known part is
+    the input itself) returns the known pixels exactly, rather than a prediction of them.
+
+    The known and unknown parts share one noise draw per step: they cover disjoint pixels, so this is exactly
+    the same distribution as two independent draws, at half the cost.
+    """
+    if x.ndim != 4 or len(schedules) != len(x) or len(generators) != len(x):
+        raise ValueError("x must be (B, C, H, W) with one schedule and one generator per sample")
+    moves = [_moves(s) for s in schedules]
+    for m in moves:
+        if m[0][1] != tables.steps - 1:
+            raise ValueError(f"a schedule must start at level {tables.steps - 1} (steps - 1), got {m[0][1]}")
+    dev = x.device
+    # Per-level coefficients, computed in float64 and cast once; rows gathered per tick by level.
+    sigma = [tables.sigma(t) for t in range(tables.steps)]
+    coef = torch.tensor(
+        list(zip(tables.alphas_cumprod, tables.alphas_cumprod_prev, tables.betas, sigma)), dtype=torch.float64
+    ).to(device=dev, dtype=torch.float32)
+    train_t = torch.as_tensor(tables.timesteps, dtype=torch.long, device=dev)
+
+    x = x.clone()
+    x0_pred = torch.zeros_like(x)
+    noise = torch.empty_like(x)
+    image = image.expand_as(x)
+    mask = mask.expand(len(x), 1, *x.shape[2:])
+    done = [0] * len(x)
+    levels = [s[0] for s in schedules]
+    for tick, active in enumerate(_ticks([len(m) for m in moves])):
+        every = len(active) == len(x)
+        for b in active:
+            ups, level = moves[b][done[b]]
+            for up in ups:  # Algorithm 1 line 10: back up one level at a time
+                torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
+                x[b] = forward_step(x[b], float(tables.betas[up]), noise[b])
+            levels[b] = level
+        t = torch.tensor([levels[b] for b in active], device=dev)
+        xa = x if every else x[active]
+        c = coef[t].T.reshape(4, -1, 1, 1, 1)
+        eps = model(xa, train_t[t])
+        for b in active:
+            torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
+        n = noise if every else noise[active]
+        unknown, x0 = ddpm_step(xa, eps, c[0], c[1], c[2], c[3], n, tables.clip_sample)
+        known = q_sample(image if every else image[active], c[1], n)
+        merged = torch.where(mask if every else mask[active], unknown, known)  # Algorithm 1 line 8
+        if every:
+            x, x0_pred = merged, x0
+        else:
+            x[active], x0_pred[active] = merged, x0
+        for b in active:
+            done[b] += 1
+            levels[b] -= 1
+        if callback is not None:
+            callback(tick, list(levels), x, x0_pred)
+    return x

@@ -1,0 +1,42 @@
+"""Tiny random diffusers models for fast tests (weights do not matter for the checks that use them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from repaint.models import Inpainter
+
+
+def tiny_unet(size: int = 16, seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=size, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    ).eval()
+
+
+def tiny_scheduler(**kw) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", **kw)
+
+
+def tiny_pipe(size: int = 16) -> Inpainter:
+    return Inpainter(tiny_unet(size).requires_grad_(False), dict(tiny_scheduler().config), "tiny")
+
+
+def save_root_layout(path: Path, size: int = 16, safe: bool = True) -> Path:
+    """config.json + weights + scheduler_config.json at the root, as the google/ddpm-* repos have."""
+    tiny_unet(size).save_pretrained(path, safe_serialization=safe)
+    tiny_scheduler().save_pretrained(path)
+    return path
+
+
+def save_pipeline_layout(path: Path, size: int = 16) -> Path:
+    """model_index.json + unet/ + scheduler/, as DDPMPipeline.save_pretrained writes."""
+    from diffusers import DDPMPipeline
+
+    DDPMPipeline(unet=tiny_unet(size), scheduler=tiny_scheduler()).save_pretrained(path)
+    return path
