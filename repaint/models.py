@@ -141,7 +141,9 @@ def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_di
         raise ModelLoadError(f"unknown model {key!r}: not a registry name ({', '.join(MODELS)}), folder or Hub id")
     unet, sched = _read_folder(root, key)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    unet = unet.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)
+    unet = unet.to(device).eval().requires_grad_(False)
+    if dtype is not None and dtype != unet.dtype:
+        unet = unet.to(dtype=dtype)
     return Inpainter(unet, sched, key)
 
 

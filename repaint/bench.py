@@ -1,0 +1,182 @@
+"""Benchmark: this project's sampler against diffusers' RePaintPipeline (eta=1), and the bare model-call floor.
+
+    python -m repaint.bench --model bundled
+    python -m repaint.bench --config cifar10 --steps 50
+    python -m repaint.bench --config celebahq --device cuda --dtype float16
+
+All runs share one UNet, input, mask, seeds and schedule, in one process. The floor is the
+number of model calls times the median time of one UNet forward at that batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from .models import MODELS, Inpainter, load
+from .schedule import count_model_calls
+
+_UNET_256 = dict(
+    sample_size=256, block_out_channels=[128, 128, 256, 256, 512, 512], layers_per_block=2,
+    down_block_types=["DownBlock2D"] * 4 + ["AttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "AttnUpBlock2D"] + ["UpBlock2D"] * 4,
+)
+#: UNet architectures of the registry's Hub models (google/ddpm-*), for timing with random weights.
+CONFIGS: dict[str, dict] = {
+    "celebahq": _UNET_256, "church": _UNET_256, "bedroom": _UNET_256, "cat": _UNET_256,
+    "cifar10": dict(
+        sample_size=32, block_out_channels=[128, 256, 256, 256], layers_per_block=2,
+        down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    ),
+}
+_COMMON = dict(in_channels=3, out_channels=3, act_fn="silu", attention_head_dim=None, center_input_sample=False,
+               downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, norm_eps=1e-6,
+               norm_num_groups=32, time_embedding_type="positional")
+_DDPM = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+             variance_type="fixed_small", clip_sample=True, prediction_type="epsilon")
+
+
+def random_model(name: str, device, dtype) -> Inpainter:
+    """A registry model's architecture with random weights: it times exactly like the real one."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(**_COMMON, **CONFIGS[name]).to(device).eval().requires_grad_(False)
+    if dtype != torch.float32:
+        unet = unet.to(dtype=dtype)
+    return Inpainter(unet, _DDPM, f"{name} (random weights)")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def call_time(pipe: Inpainter, batch: int, repeats: int = 20) -> float:
+    """Median seconds of one UNet forward at ``batch`` (after warm-up), as the sampler calls it."""
+    x = torch.randn(batch, pipe.channels, pipe.resolution, pipe.resolution, device=pipe.device)
+    t = torch.full((batch,), 500, device=pipe.device, dtype=torch.long)
+    for _ in range(3):
+        pipe.eps(x, t)
+    return statistics.median(_timed(lambda: pipe.eps(x, t), pipe.device) for _ in range(repeats))
+
+
+def _diffusers_run(pipe: Inpainter, image: np.ndarray, mask: np.ndarray, steps, j, r, seed, n) -> None:
+    from diffusers import RePaintPipeline, RePaintScheduler
+
+    dev = pipe.device
+    peer = RePaintPipeline(unet=pipe.unet, scheduler=RePaintScheduler.from_config(pipe.scheduler_config))
+    peer.set_progress_bar_config(disable=True)
+    warnings.filterwarnings("ignore", message="The preprocess method is deprecated", category=FutureWarning)
+    img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).repeat(n, 1, 1, 1)
+    keep = torch.from_numpy(~mask)[None, None].float().repeat(n, 1, 1, 1)  # diffusers: 1 = keep
+    gens = [torch.Generator(dev).manual_seed(seed + i) for i in range(n)]
+    peer(img.to(dev, pipe.dtype), keep.to(dev, pipe.dtype), num_inference_steps=steps, eta=1.0, jump_length=j,
+         jump_n_sample=r, generator=gens if n > 1 else gens[0], output_type="np")
+
+
+def run(pipe: Inpainter, steps: int, jump_length: int, jump_n_sample: int, batch: int = 1, diffusers: bool = True,
+        repeats: int = 20) -> dict:
+    """Time the samplers; returns a JSON-able report."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((pipe.resolution, pipe.resolution, 3)) * 255).astype(np.uint8)
+    mask = pipe.prepare(image, "left_half")[1]
+    calls = count_model_calls(steps, jump_length, jump_n_sample)
+    plain_calls = count_model_calls(steps, jump_length, 1)
+    t_b, t_2b = call_time(pipe, batch, repeats), call_time(pipe, 2 * batch, repeats)
+    kw = dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, seed=0, num_samples=batch)
+    rows = [
+        dict(name="model calls only (floor)", calls=calls, batch=batch, wall_s=calls * t_b, floor_s=calls * t_b),
+        dict(name="repaint (this project)", calls=calls, batch=batch, floor_s=calls * t_b,
+             wall_s=_timed(lambda: pipe.inpaint(image, mask, **kw), pipe.device)),
+        dict(name="repaint compare n=1 + n>1", calls=calls, batch=f"{batch}/{2 * batch}",
+             floor_s=(calls - plain_calls) * t_b + plain_calls * t_2b,
+             wall_s=_timed(lambda: pipe.compare(image, mask, **kw), pipe.device)),
+    ]
+    if diffusers:
+        rows.append(dict(name="diffusers RePaintPipeline eta=1", calls=calls, batch=batch, floor_s=calls * t_b,
+                         wall_s=_timed(lambda: _diffusers_run(pipe, image, mask, steps, jump_length, jump_n_sample,
+                                                              0, batch), pipe.device)))
+    peer = rows[-1]["wall_s"] if diffusers else None
+    for row in rows:
+        row["ms_per_call"] = 1000 * row["wall_s"] / row["calls"]
+        row["overhead_pct"] = 100 * (row["wall_s"] / row["floor_s"] - 1)
+        row["vs_diffusers"] = row["wall_s"] / peer if peer else None
+    return dict(
+        model=pipe.name, resolution=pipe.resolution, params_M=sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
+        device=_device_name(pipe.device), dtype=str(pipe.dtype).removeprefix("torch."), threads=torch.get_num_threads(),
+        torch=torch.__version__, steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, batch=batch,
+        call_ms={str(batch): 1000 * t_b, str(2 * batch): 1000 * t_2b}, rows=rows,
+    )
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown table with a one-line header, ready to paste into an issue."""
+    r = report
+    head = (f"**{r['model']}** ({r['resolution']}x{r['resolution']}, {r['params_M']:.1f}M params) on {r['device']}, "
+            f"{r['dtype']}, {r['threads']} threads, torch {r['torch']}; T={r['steps']}, j={r['jump_length']}, "
+            f"r={r['jump_n_sample']}, batch {r['batch']}; one call: "
+            + ", ".join(f"{v:.2f} ms at batch {k}" for k, v in r["call_ms"].items()))
+    lines = [head, "", "| run | model calls | batch | wall (s) | ms / call | over floor | vs diffusers |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        ratio = f"{row['vs_diffusers']:.2f}x" if row["vs_diffusers"] else "-"
+        lines.append(f"| {row['name']} | {row['calls']} | {row['batch']} | {row['wall_s']:.2f} | "
+                     f"{row['ms_per_call']:.2f} | {row['overhead_pct']:+.1f}% | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m repaint.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help=f"registry name ({', '.join(MODELS)}) or folder (default bundled)")
+    src.add_argument("--config", choices=list(CONFIGS), help="a registry model's architecture with random weights")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--jump-length", type=int, default=10)
+    p.add_argument("--jump-n-sample", type=int, default=10)
+    p.add_argument("--batch", type=int, default=1, help="samples per run (num_samples)")
+    p.add_argument("--repeats", type=int, default=20, help="forward calls timed for the floor's median")
+    p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' RePaintPipeline")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    args = p.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    pipe = random_model(args.config, device, dtype) if args.config else load(args.model or "bundled", device, dtype)
+    report = run(pipe, args.steps, args.jump_length, args.jump_n_sample, args.batch, not args.no_diffusers,
+                 args.repeats)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
