@@ -109,9 +109,10 @@ def fit_mask(mask: np.ndarray, image_size: tuple[int, int], size: int) -> np.nda
 
 
 def to_tensor(image: np.ndarray, device=None) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float32 (1, 3, H, W) in [-1, 1]."""
+    """uint8 (H, W, 3) or (B, H, W, 3) -> float32 (1 or B, 3, H, W) in [-1, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(image)).to(device=device)
-    return (t.permute(2, 0, 1)[None].float() / 127.5 - 1.0).contiguous()
+    t = t[None] if t.ndim == 3 else t
+    return (t.permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
 
 
 def from_tensor(x: torch.Tensor) -> np.ndarray:

@@ -205,18 +205,23 @@ class Inpainter:
             _check_int("num_samples", num_samples)
 
     @torch.inference_mode()
-    def _run(self, rgb: np.ndarray, mask: np.ndarray, steps: int, schedules: list[list[int]], seeds: list[int],
-             callback: Callback | None) -> np.ndarray:
+    def sample(self, images_u8: np.ndarray, fill: np.ndarray, schedules: list[list[int]], seeds: list[int],
+               callback: Callback | None = None) -> np.ndarray:
+        """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
+        one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact."""
         dev = self.device
+        steps = schedules[0][0] + 1
         gens = [torch.Generator(dev).manual_seed(s) for s in seeds]
         shape = (self.channels, self.resolution, self.resolution)
         x = torch.stack([torch.randn(shape, generator=g, device=dev) for g in gens])  # x_T, Algorithm 1 line 1
-        image = images.to_tensor(rgb, dev)
-        m = torch.from_numpy(mask).to(dev)[None, None]
+        images_u8, fill = np.asarray(images_u8), np.asarray(fill, dtype=bool)
+        image = images.to_tensor(images_u8, dev)
+        m = torch.from_numpy(fill).to(dev).reshape(-1, 1, *fill.shape[-2:])
         out = sample_repaint(self.eps, x, image, m, noise_tables(self.scheduler_config, steps), schedules, gens,
                              callback)
         result = images.from_tensor(out)
-        result[:, ~mask] = rgb[~mask]  # exact already (abar = 1 at the last step); kept explicit for dtypes
+        keep = np.broadcast_to(~fill, result.shape[:3])
+        result[keep] = np.broadcast_to(images_u8, result.shape)[keep]  # exact already (abar = 1 at the end)
         return result
 
     def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert):
@@ -229,7 +234,7 @@ class Inpainter:
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
-        out = self._run(rgb, m, steps, schedules, seeds, callback)
+        out = self.sample(rgb, m, schedules, seeds, callback)
         return [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
 
     def inpaint(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
