@@ -194,7 +194,8 @@ class Inpainter:
         """Batched model calls of one run (a compare run makes the same number, with a larger batch)."""
         return count_model_calls(steps, jump_length, jump_n_sample)
 
-    def _check(self, steps, jump_length, jump_n_sample, seed, num_samples):
+    def check_settings(self, steps, jump_length, jump_n_sample, seed, num_samples) -> tuple[int, int, int, int, int]:
+        """Validated (steps, jump_length, jump_n_sample, seed, num_samples), or a ValueError naming the setting."""
         steps = _check_int("steps", steps)
         if steps > self.train_steps:
             raise ValueError(f"steps must be between 1 and {self.train_steps} for this model, got {steps}")
@@ -225,7 +226,7 @@ class Inpainter:
         return result
 
     def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert):
-        steps, jump_length, _, seed, num_samples = self._check(steps, jump_length, max(ns), seed, num_samples)
+        steps, jump_length, _, seed, num_samples = self.check_settings(steps, jump_length, max(ns), seed, num_samples)
         rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
         if not m.any():
             log.info("empty mask: nothing to fill, returning the input")
