@@ -109,12 +109,13 @@ def sample_repaint(
         if m[0][1] != tables.steps - 1:
             raise ValueError(f"a schedule must start at level {tables.steps - 1} (steps - 1), got {m[0][1]}")
     dev = x.device
-    # Per-level coefficients, computed in float64 and cast once; rows gathered per tick by level.
-    sigma = [tables.sigma(t) for t in range(tables.steps)]
-    coef = torch.tensor(
-        list(zip(tables.alphas_cumprod, tables.alphas_cumprod_prev, tables.betas, sigma)), dtype=torch.float64
-    ).to(device=dev, dtype=torch.float32)
+    # Per-level coefficients in float64. A tick whose samples share one level (every plain or batched run) uses
+    # them as Python floats; a tick with samples at different levels (compare mode) gathers float32 rows.
+    table = list(zip(tables.alphas_cumprod.tolist(), tables.alphas_cumprod_prev.tolist(), tables.betas.tolist(),
+                     [tables.sigma(t) for t in range(tables.steps)]))
+    coef = torch.tensor(table, dtype=torch.float64).to(device=dev, dtype=torch.float32)
     train_t = torch.as_tensor(tables.timesteps, dtype=torch.long, device=dev)
+    betas = tables.betas.tolist()
 
     x = x.clone()
     x0_pred = torch.zeros_like(x)
@@ -123,24 +124,43 @@ def sample_repaint(
     mask = mask.expand(len(x), 1, *x.shape[2:])
     done = [0] * len(x)
     levels = [s[0] for s in schedules]
+
+    def draw(rows):  # a standard normal for each sample in rows, from that sample's own generator
+        for b in rows:
+            torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
+
     for tick, active in enumerate(_ticks([len(m) for m in moves])):
         every = len(active) == len(x)
-        for b in active:
-            ups, level = moves[b][done[b]]
-            for up in ups:  # Algorithm 1 line 10: back up one level at a time
-                torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
-                x[b] = forward_step(x[b], float(tables.betas[up]), noise[b])
+        step = [moves[b][done[b]] for b in active]
+        # Algorithm 1 line 10: back up one level at a time, each with its own (respaced) beta.
+        if all(ups == step[0][0] for ups, _ in step):  # the same jumps for all: one batched op per level
+            for up in step[0][0]:
+                draw(active)
+                if every:
+                    x = forward_step(x, betas[up], noise)
+                else:
+                    x[active] = forward_step(x[active], betas[up], noise[active])
+        else:
+            for b, (ups, _) in zip(active, step):
+                for up in ups:
+                    draw([b])
+                    x[b] = forward_step(x[b], betas[up], noise[b])
+        lv = [level for _, level in step]
+        for b, level in zip(active, lv):
             levels[b] = level
-        t = torch.tensor([levels[b] for b in active], device=dev)
+        if lv.count(lv[0]) == len(lv):
+            c = table[lv[0]]
+            t = torch.full((len(active),), int(tables.timesteps[lv[0]]), dtype=torch.long, device=dev)
+        else:
+            idx = torch.tensor(lv, device=dev)
+            c, t = coef[idx].T.reshape(4, -1, 1, 1, 1), train_t[idx]
         xa = x if every else x[active]
-        c = coef[t].T.reshape(4, -1, 1, 1, 1)
-        eps = model(xa, train_t[t])
-        for b in active:
-            torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
+        eps = model(xa, t)
+        draw(active)
         n = noise if every else noise[active]
-        unknown, x0 = ddpm_step(xa, eps, c[0], c[1], c[2], c[3], n, tables.clip_sample)
-        known = q_sample(image if every else image[active], c[1], n)
-        merged = torch.where(mask if every else mask[active], unknown, known)  # Algorithm 1 line 8
+        unknown, x0 = ddpm_step(xa, eps, c[0], c[1], c[2], c[3], n, tables.clip_sample)  # lines 6-7
+        known = q_sample(image if every else image[active], c[1], n)  # line 5
+        merged = torch.where(mask if every else mask[active], unknown, known)  # line 8
         if every:
             x, x0_pred = merged, x0
         else:
