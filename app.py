@@ -16,6 +16,8 @@ import logging
 import math
 import os
 import queue
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -40,6 +42,13 @@ HAS_GPU = ON_ZEROGPU or torch.cuda.is_available()
 GPU_MODEL = "celebahq"  # default on a GPU, when it loads
 OFFLINE_MODEL = "bundled"  # default on a CPU, or when the Hub cannot be reached
 MODEL_ENV = "REPAINT_MODEL"  # environment variable overriding the default model
+HUB_IDS_ENV = "REPAINT_ALLOW_HUB_IDS"  # "1": any Hub id ``owner/name`` may be asked for, not only registry names
+ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
+# owner/name as the Hub spells it: letters, digits, '-', '_', '.'; no '..' or '--', no leading/trailing '.'/'-'
+HUB_ID_RE = re.compile(r"(?!.*(\.\.|--))([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?)/"
+                       r"([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?)")
+HUB_MODELS_MAX = 2  # Hub models (not in the registry) kept loaded at once; the oldest is dropped first
+HUB_RESOLUTION_MAX = 512  # larger Hub models are refused (time and memory)
 
 DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE = 250, 10, 10  # the paper's T, j and r (its n)
 STEPS_MAX, JUMP_MAX, RESAMPLE_MAX = 1000, 50, 20
@@ -57,9 +66,15 @@ ANIMATION_TILE = 128  # pixel size of one image tile in the GIF
 ANIMATION_PLOT_H = 56  # height of the noise-level plot under the GIF
 PREVIEW_TILE = 128  # pixel size of one tile of the live preview
 MAX_FILE_SIZE = "10mb"
-QUEUE_MAX = 32
+QUEUE_MAX = 32  # requests waiting at once; more are refused with "Queue is full"
 CONCURRENCY = 1  # one model per process; runs queue
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
+# Result files are written here, one folder per run, and the folder is deleted as soon as Gradio has copied the
+# files into its own cache (which DELETE_CACHE cleans); folders left by a crash are swept after RESULTS_MAX_AGE_S.
+# Outside Gradio's cache on purpose: files already in it are served in place, not copied.
+RESULTS_DIR = Path(tempfile.gettempdir()) / "repaint_results"
+RESULTS_MAX_AGE_S = DELETE_CACHE[1]
+WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
 
 CSS = "#results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}"
 
@@ -99,10 +114,37 @@ _call_s: dict[str, float] = {}  # measured seconds per forward call (batch of on
 _load_lock = threading.Lock()
 
 
+def is_hub_id(name) -> bool:
+    """A well-formed Hub repository id ``owner/name`` (no paths, no '..'), not a registry name."""
+    return isinstance(name, str) and name not in repaint.MODELS and HUB_ID_RE.fullmatch(name) is not None
+
+
 def check_model_name(name) -> str:
-    if name not in repaint.MODELS:
-        raise gr.Error(f"unknown model {name!r}: choose one of {', '.join(repaint.MODELS)}")
-    return name
+    """``name`` if it may be loaded: a registry name, or (only with REPAINT_ALLOW_HUB_IDS=1) a Hub id."""
+    if isinstance(name, str) and name in repaint.MODELS:
+        return name
+    if ALLOW_HUB_IDS and is_hub_id(name):
+        return name
+    shown = repr(name)[:80]  # echo at most a short, quoted prefix of what was sent
+    extra = " or a Hugging Face Hub id owner/name" if ALLOW_HUB_IDS else ""
+    raise gr.Error(f"unknown model {shown}: choose one of {', '.join(repaint.MODELS)}{extra}")
+
+
+def model_resolution(name: str) -> int:
+    """The model's image size (a Hub model is loaded to learn it)."""
+    name = check_model_name(name)
+    return repaint.MODELS[name].resolution if name in repaint.MODELS else get_model(name).resolution
+
+
+def _load(name: str) -> repaint.Inpainter:
+    """repaint.load for a registry name; a Hub id is only ever downloaded (never read as a local folder)."""
+    if name in repaint.MODELS:
+        return repaint.load(name)
+    inp = repaint.load_hub(name)
+    if inp.resolution > HUB_RESOLUTION_MAX:
+        raise repaint.ModelLoadError(f"model {name!r} is {inp.resolution}x{inp.resolution}; at most "
+                                     f"{HUB_RESOLUTION_MAX}x{HUB_RESOLUTION_MAX} is served here")
+    return inp
 
 
 def time_calls(inp: repaint.Inpainter, n: int = TIMING_CALLS) -> float:
@@ -126,13 +168,26 @@ def time_calls(inp: repaint.Inpainter, n: int = TIMING_CALLS) -> float:
 def get_model(name: str) -> repaint.Inpainter:
     """The loaded model ``name`` (loaded once per process); a failed load raises gr.Error."""
     check_model_name(name)
+    inp = _models.get(name)
+    if inp is not None:
+        return inp
     with _load_lock:
         if name not in _models:
             try:
-                inp = repaint.load(name)
+                inp = _load(name)
+                per_call = time_calls(inp)
             except repaint.ModelLoadError as e:
                 raise gr.Error(f"Could not load model {name!r}: {e}. Other models still work.") from None
-            _call_s[name] = time_calls(inp)
+            except Exception as e:  # noqa: BLE001 - anything else a load can raise must not kill the app
+                log.exception("loading %s failed", name)
+                raise gr.Error(f"Could not load model {name!r} ({type(e).__name__}). Other models still work.") \
+                    from None
+            hub = [n for n in _models if n not in repaint.MODELS]
+            if name not in repaint.MODELS and len(hub) >= HUB_MODELS_MAX:
+                for old in hub[: len(hub) - HUB_MODELS_MAX + 1]:  # oldest first (dicts keep insertion order)
+                    _models.pop(old, None)
+                    _call_s.pop(old, None)
+            _call_s[name] = per_call
             _models[name] = inp
             log.info("loaded %s (%.4f s per call)", name, _call_s[name])
         return _models[name]
@@ -141,7 +196,7 @@ def get_model(name: str) -> repaint.Inpainter:
 def pick_default_model() -> tuple[str, str]:
     """(default model, notice shown on the page, or '')."""
     wanted = os.environ.get(MODEL_ENV, "").strip()
-    if wanted and wanted not in repaint.MODELS:
+    if wanted and wanted not in repaint.MODELS and not (ALLOW_HUB_IDS and is_hub_id(wanted)):
         notice = f"{MODEL_ENV}={wanted!r} is not a known model; "
         wanted = ""
     else:
@@ -236,7 +291,7 @@ def editor_with_preset(value, preset: str, model: str, seed: int):
     if preset == DRAW or preset is None:
         layer = np.zeros((h, w, 4), dtype=np.uint8)
     else:
-        layer = mask_layer(preset_mask(preset, w, h, repaint.MODELS[check_model_name(model)].resolution, seed))
+        layer = mask_layer(preset_mask(preset, w, h, model_resolution(model), seed))
     return {"background": bg, "layers": [layer], "composite": None}
 
 
@@ -378,7 +433,30 @@ def make_animation(frames: list[tuple[int, np.ndarray, np.ndarray]], levels: lis
 
 
 # ----------------------------------------------------------------------------------------------- running
-_stop_flags: dict[str, threading.Event] = {}
+_stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, only while that session's run runs
+WORKER_NAME = "repaint-worker"
+
+
+def new_results_dir() -> Path:
+    """A fresh folder for one run's files under RESULTS_DIR (old ones swept first)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    sweep_results()
+    return Path(tempfile.mkdtemp(prefix="run_", dir=RESULTS_DIR))
+
+
+def sweep_results(max_age_s: float = RESULTS_MAX_AGE_S) -> int:
+    """Deletes result folders older than ``max_age_s`` (left by a crash or a closed server); how many."""
+    if not RESULTS_DIR.is_dir():
+        return 0
+    n, now = 0, time.time()
+    for d in RESULTS_DIR.iterdir():
+        try:
+            if d.name.startswith("run_") and now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+        except OSError:
+            pass
+    return n
 
 
 def _sample_every(total: int) -> int:
@@ -412,7 +490,7 @@ def _gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_sam
             events.put(("error", e))
 
     start = time.perf_counter()
-    worker = threading.Thread(target=work, daemon=True)
+    worker = threading.Thread(target=work, daemon=True, name=WORKER_NAME)
     worker.start()
     try:
         while True:
@@ -429,8 +507,10 @@ def _gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_sam
                        spent / max(total, 1))
                 return
     finally:
-        closed.set()  # the generator was closed (Stop / disconnect): the callback raises at the next call
-        worker.join(timeout=30)
+        # Closed early (Stop, cancel, client gone): the callback raises at the next model call, ending the worker.
+        # Gradio closes generators on its event loop, so this waits only briefly; the thread ends by itself.
+        closed.set()
+        worker.join(timeout=WORKER_JOIN_S)
 
 
 # ZeroGPU slot sized per request (a no-op off ZeroGPU); the CPU checks in prepare_request come first
@@ -467,13 +547,14 @@ def run(editor, model, steps, jump_length, jump_n_sample, seed, randomize, num_s
                                                      num_samples, compare, invert)
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     key = getattr(request, "session_hash", None) or str(id(request))
-    _stop_flags[key] = threading.Event()
+    flag = _stop_flags[key] = threading.Event()
     nothing = gr.skip()
     est = estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
     yield (f"Starting: {model_calls(steps, jump_length, jump_n_sample):,} model calls, about "
            f"{fmt_seconds(est or 0)}...", None, nothing, nothing, nothing, nothing, nothing, seed)
     start = time.perf_counter()
     frames, levels = [], []
+    stopped = error = None
     try:
         for ev in gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                           bool(invert), key):
@@ -493,17 +574,25 @@ def run(editor, model, steps, jump_length, jump_n_sample, seed, randomize, num_s
                 if ON_ZEROGPU:
                     _call_s[name] = per_call / (1 + GPU_BATCH_COST * (batch_rows(num_samples, compare) - 1))
     except InterruptedError:
-        raise gr.Error("Stopped.") from None
+        stopped = True
     except ValueError as e:
-        raise gr.Error(str(e)) from None
+        error = str(e)
     finally:
-        _stop_flags.pop(key, None)
+        if _stop_flags.get(key) is flag:  # not a newer run's flag of the same session
+            del _stop_flags[key]
+    if stopped or error:  # raised here, not in ``except``: no traceback keeps the run's tensors alive
+        frames = levels = None
+        raise gr.Error("Stopped." if stopped else error)
     spent = time.perf_counter() - start
-    yield from finish(name, inp, rgb, m, res, plain, frames, levels, steps, jump_n_sample, seed, spent)
+    out_dir = new_results_dir()
+    try:
+        yield finish(name, inp, rgb, m, res, plain, frames, levels, steps, jump_n_sample, seed, spent, out_dir)
+    finally:  # Gradio has copied the files into its cache by the time it asks for more (or closes us)
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def finish(name, inp, rgb, m, res, plain, frames, levels, steps, jump_n_sample, seed, spent):
-    out_dir = Path(tempfile.mkdtemp(prefix="repaint_"))
+def finish(name, inp, rgb, m, res, plain, frames, levels, steps, jump_n_sample, seed, spent, out_dir: Path):
+    """The final outputs of :func:`run`, files written to ``out_dir``."""
     masked = show_mask(rgb, m)
     gallery, files = [], []
     for i, a in enumerate(res):
@@ -533,8 +622,8 @@ def finish(name, inp, rgb, m, res, plain, frames, levels, steps, jump_n_sample, 
         files.append(str(gif))
     status = (f"Done in **{fmt_seconds(spent)}** ({len(levels):,} model calls, {name}, seed {seed}). "
               f"Known pixels are kept exactly; downloads are lossless PNG.")
-    yield (status, gr.skip(), gallery, gr.update(value=side, label=side_label), slider,
-           str(gif) if gif else None, files, seed)
+    return (status, gr.skip(), gallery, gr.update(value=side, label=side_label), slider,
+            str(gif) if gif else None, files, seed)
 
 
 def stop_run(request: gr.Request):
@@ -544,25 +633,37 @@ def stop_run(request: gr.Request):
     return "Stopping..."
 
 
+def uploaded_path(value) -> str:
+    """The path of a file the client uploaded (a FileData dict), refused unless it lies in Gradio's upload cache:
+    no path a client names reaches the file system otherwise."""
+    path = value.get("path") if isinstance(value, dict) else None
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise gr.Error("The mask file was not uploaded; pass it with gradio_client.handle_file(path).")
+    cache = Path(gr.utils.get_upload_folder()).resolve()
+    resolved = Path(path).resolve()  # symlinks and '..' resolved before the check
+    if cache not in resolved.parents or not resolved.is_file():
+        raise gr.Error("The mask file was not uploaded; pass it with gradio_client.handle_file(path).")
+    return str(resolved)
+
+
 def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare):
     """Inpaint ``image`` (a file) where ``mask`` says: a preset name (see repaint.masks.PRESETS) or a mask file
     (white or opaque = fill, same size as the image). Returns the results as PNG files; with ``compare``,
-    the n = r results first, then the n = 1 results from the same seeds."""
+    the n = r results first, then the n = 1 results from the same seeds.
+
+    A generator (it yields nothing until the results) so that Gradio closes it when the client cancels or
+    disconnects, which stops the model at its next call; a plain function would run on to the end."""
     name = check_model_name(model)
     if image is None:
         raise gr.Error("No image: pass an image file.")
     if mask is None or (isinstance(mask, str) and not mask.strip()):
         raise gr.Error("No mask: pass a preset name or a mask file.")
     if isinstance(mask, dict):
-        mask_path = Path(str(mask.get("path", ""))).resolve()
-        cache = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio")).resolve()
-        if not mask_path.is_file() or cache not in mask_path.parents:
-            raise gr.Error("The mask file was not uploaded; pass it with gradio_client.handle_file(path).")
-        mask = str(mask_path)
+        mask = uploaded_path(mask)
     elif isinstance(mask, str):
         mask = mask.strip()
         if mask not in rmasks.PRESETS:
-            raise gr.Error(f"unknown mask preset {mask!r}; choose one of: {', '.join(rmasks.PRESETS)}, "
+            raise gr.Error(f"unknown mask preset {mask[:40]!r}; choose one of: {', '.join(rmasks.PRESETS)}, "
                            f"or pass a mask file with handle_file")
     else:
         raise gr.Error("mask must be a preset name or a mask file")
@@ -578,22 +679,29 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
     if not m.any():
         raise gr.Error("Empty mask: nothing to fill. Paint the region to fill (white or opaque) or use a preset.")
     check_fits(name, steps, jump_length, jump_n_sample, num_samples, bool(compare))
-    res = plain = None
+    res = plain = error = None
     try:
         for ev in gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, bool(compare),
                           False, None):
             if ev[0] == "done":
                 res, plain = ev[1], ev[2]
+            elif ev[4] is not None:
+                yield gr.skip()  # a chance for Gradio to notice a cancel or a lost client (and close us)
     except ValueError as e:
-        raise gr.Error(str(e)) from None
-    out_dir = Path(tempfile.mkdtemp(prefix="repaint_api_"))
-    out = []
-    for tag, arrays in ((f"n{jump_n_sample}", res), ("n1", plain)):
-        for i, a in enumerate(arrays or []):
-            path = out_dir / f"{tag}_seed{seed + i}.png"
-            Image.fromarray(a).save(path)
-            out.append((str(path), f"{tag.replace('n', 'n=')}, seed {seed + i}"))
-    return out
+        error = str(e)
+    if error:
+        raise gr.Error(error)
+    out_dir = new_results_dir()
+    try:
+        out = []
+        for tag, arrays in ((f"n{jump_n_sample}", res), ("n1", plain)):
+            for i, a in enumerate(arrays or []):
+                path = out_dir / f"{tag}_seed{seed + i}.png"
+                Image.fromarray(a).save(path)
+                out.append((str(path), f"{tag.replace('n', 'n=')}, seed {seed + i}"))
+        yield out
+    finally:  # Gradio has copied the files into its cache by the time it asks for more (or closes us)
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------- layout
@@ -644,7 +752,9 @@ with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
                 invert = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
         with gr.Column(scale=2):
             model = gr.Dropdown(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model", elem_id="model",
-                                info=" ".join(f"**{n}**: {m.description}" for n, m in repaint.MODELS.items()))
+                                allow_custom_value=ALLOW_HUB_IDS,
+                                info=" ".join(f"**{n}**: {m.description}" for n, m in repaint.MODELS.items())
+                                + (" Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else ""))
             steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")
             jump_length = gr.Slider(1, JUMP_MAX, DEFAULT_JUMP, step=1, label="Jump length j", elem_id="jump")
             jump_n_sample = gr.Slider(1, RESAMPLE_MAX, DEFAULT_RESAMPLE, step=1, label="Resamplings r (the paper's n)",

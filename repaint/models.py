@@ -15,7 +15,7 @@ from . import images, masks
 from .sampler import Callback, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
-__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "load"]
+__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "load", "load_hub"]
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,10 @@ def _read_folder(root: Path, name: str) -> tuple[torch.nn.Module, dict]:
     sched_file = sched_dir / "scheduler_config.json"
     for f in (config_file, sched_file):
         if not f.is_file():
-            raise ModelLoadError(f"model {name!r}: {f.relative_to(root)} is missing in {root}")
+            raise ModelLoadError(f"model {name!r}: {f.relative_to(root)} is missing")
     has_st = (unet_dir / "diffusion_pytorch_model.safetensors").is_file()
     if not has_st and not (unet_dir / "diffusion_pytorch_model.bin").is_file():
-        raise ModelLoadError(f"model {name!r}: no diffusion_pytorch_model.safetensors (or .bin) in {unet_dir}")
+        raise ModelLoadError(f"model {name!r}: no diffusion_pytorch_model.safetensors (or .bin) found")
     try:
         config = json.loads(config_file.read_text())
         if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
@@ -95,7 +95,8 @@ def _read_folder(root: Path, name: str) -> tuple[torch.nn.Module, dict]:
     except ModelLoadError:
         raise
     except Exception as e:  # corrupt weights, wrong shapes, bad json
-        raise ModelLoadError(f"model {name!r}: cannot read {root}: {type(e).__name__}: {e}") from None
+        log.debug("model %r: reading %s failed", name, root, exc_info=True)  # paths stay in the log, not the message
+        raise ModelLoadError(f"model {name!r}: cannot read its weights or config ({type(e).__name__})") from None
     if sched.get("prediction_type", "epsilon") != "epsilon":
         raise ModelLoadError(f"model {name!r} predicts {sched['prediction_type']!r}; RePaint here needs epsilon")
     return unet, sched
@@ -136,9 +137,18 @@ def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_di
     elif Path(key).is_dir():
         root = Path(key)
     elif key.count("/") == 1 and not Path(key).exists():
-        root = _download(key, key, cache_dir)
+        return load_hub(key, device, dtype, cache_dir)
     else:
         raise ModelLoadError(f"unknown model {key!r}: not a registry name ({', '.join(MODELS)}), folder or Hub id")
+    return _from_folder(root, key, device, dtype)
+
+
+def load_hub(repo_id: str, device=None, dtype=None, cache_dir=None) -> Inpainter:
+    """Load from the Hugging Face Hub only (or its cache): ``repo_id`` is never read as a local path."""
+    return _from_folder(_download(repo_id, repo_id, cache_dir), repo_id, device, dtype)
+
+
+def _from_folder(root: Path, key: str, device, dtype) -> Inpainter:
     unet, sched = _read_folder(root, key)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     unet = unet.to(device).eval().requires_grad_(False)
@@ -181,7 +191,7 @@ class Inpainter:
         rgb = images.fit_image(img, self.resolution)
         if mask is None:
             raise ValueError("no mask given: draw the region to fill or pick a preset")
-        if isinstance(mask, str) and not Path(mask).is_file():
+        if isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file()):
             m = masks.preset(mask, self.resolution, self.resolution, seed) ^ keep_mask ^ invert
         else:
             if not isinstance(mask, (Image.Image, np.ndarray)):

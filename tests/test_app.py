@@ -5,6 +5,7 @@ are absent) with small settings, so the whole file takes well under a minute on 
 """
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,7 +156,12 @@ def test_ui_handler_streams_previews_then_results(face):
 
     bg = np.asarray(Image.open(face).convert("RGBA"))
     value = app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
-    outs = list(app.run(value, "bundled", 20, 5, 2, 7, False, 2, True, False, Request()))
+    gen = app.run(value, "bundled", 20, 5, 2, 7, False, 2, True, False, Request())
+    outs = []
+    for out in gen:  # Gradio copies the files of each yield before it asks for the next one
+        outs.append(out)
+        if "Done" in out[0]:
+            break
     previews = [o[1] for o in outs if isinstance(o[1], np.ndarray)]
     assert len(previews) >= 5  # streamed during the run
     status, _, gallery, _, slider, gif, files, seed = outs[-1]
@@ -167,6 +173,9 @@ def test_ui_handler_streams_previews_then_results(face):
     rgb, _ = app.get_model("bundled").prepare(str(face), "left_half")
     for path, _ in gallery:
         assert (read(path)[known] == rgb[known]).all()
+    folder = Path(files[0]).parent
+    assert folder.parent == app.RESULTS_DIR
+    assert list(gen) == [] and not folder.exists()  # the run's folder is deleted once Gradio has its files
 
 
 def test_stop_cancels_within_one_step(face):
@@ -246,3 +255,238 @@ def test_examples_exist_and_load_their_preset_into_the_editor():
                                  0, 1, False)
         assert value["layers"][0].shape == bg.shape and app.mask_from_editor(value).any()
     assert (app.EXAMPLES_DIR / "LICENSES.md").is_file()
+
+
+# ------------------------------------------------------------------------------------------- faults and safety
+def run_workers():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == app.WORKER_NAME and t.is_alive()]
+
+
+def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monkeypatch):
+    import gc
+    import weakref
+
+    import gradio as gr
+
+    class Request:
+        session_hash = "test-stop-free"
+
+    inp = app.get_model("bundled")
+    calls, refs = [], []
+    eps = inp.eps
+
+    def counting_eps(x, t):
+        calls.append(1)
+        refs.append(weakref.ref(x))
+        return eps(x, t)
+
+    monkeypatch.setattr(inp, "eps", counting_eps)
+    bg = np.asarray(Image.open(face).convert("RGBA"))
+    value = app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
+    gen = app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, Request())
+    next(gen)  # started
+    next(gen)  # first preview: the worker is running
+    assert run_workers() and "test-stop-free" in app._stop_flags
+    app.stop_run(Request())
+    at_stop = len(calls)
+    with pytest.raises(gr.Error, match="Stopped") as info:
+        for _ in gen:
+            pass
+    assert len(calls) - at_stop <= 1  # the call in flight, then the callback raises
+    assert info.value.__context__ is None  # no traceback of the worker hangs on the error
+    assert not run_workers()  # the worker ended
+    assert "test-stop-free" not in app._stop_flags
+    del gen, info
+    gc.collect()
+    assert refs and all(r() is None for r in refs)  # none of the run's tensors is kept
+
+
+def test_closing_the_run_generator_stops_the_worker(face):
+    """What Gradio does when a client cancels or disconnects: it closes the handler's generator."""
+    class Request:
+        session_hash = "test-close"
+
+    bg = np.asarray(Image.open(face).convert("RGBA"))
+    value = app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
+    for handler in (app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, Request()),
+                    app.api_inpaint(str(face), "left_half", "bundled", 250, 10, 10, 0, 1, False)):
+        next(handler)
+        next(handler)
+        assert run_workers()
+        handler.close()
+        assert not run_workers() and "test-close" not in app._stop_flags
+
+
+@pytest.fixture
+def broken_model(monkeypatch, tmp_path):
+    """A registry entry 'broken' whose files come from ``tmp_path`` (as if downloaded there)."""
+    monkeypatch.setitem(repaint.models.MODELS, "broken", repaint.ModelInfo("broken", "test/broken", 32, "test"))
+    monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None: tmp_path)
+    monkeypatch.delitem(app._models, "broken", raising=False)
+    return tmp_path
+
+
+def test_missing_files_are_a_clear_error_and_bundled_keeps_serving(broken_model, face):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match=r"Could not load model 'broken'.*config.json is missing.*Other models"):
+        app.get_model("broken")
+    assert "broken" not in app._models
+    assert app.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
+
+
+def test_corrupt_weights_are_a_clear_error_and_bundled_keeps_serving(broken_model, face):
+    import gradio as gr
+
+    for f in ("config.json", "scheduler_config.json"):
+        (broken_model / f).write_bytes((repaint.models.BUNDLED_DIR / f).read_bytes())
+    (broken_model / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
+    with pytest.raises(gr.Error, match=r"Could not load model 'broken'.*cannot read"):
+        app.get_model("broken")
+    assert "broken" not in app._models
+    assert app.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
+
+
+def test_offline_hub_is_a_clear_error_and_bundled_keeps_serving(monkeypatch):
+    import gradio as gr
+    import huggingface_hub
+
+    def offline(*a, **k):  # what snapshot_download raises without a network and without the files cached
+        raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.delitem(app._models, "celebahq", raising=False)
+    with pytest.raises(gr.Error, match=r"Could not load model 'celebahq'.*Hub could not be reached.*'bundled'"):
+        app.get_model("celebahq")
+    assert app.get_model("bundled") is app._models["bundled"]
+
+
+HUB_OK = ["google/ddpm-cifar10-32", "a/b", "Some-User_1/model.v2"]
+HUB_BAD = ["../etc", "a/../b", "/etc/passwd", "a/b/c", "a//b", "a/.b", "a/b.", "a/b..c", "a/--b", ".a/b",
+           "a\\b", "a/b\n", "a /b", "a", "", "x" * 97 + "/b", None, 3]
+
+
+def test_hub_ids_are_refused_unless_allowed(monkeypatch):
+    import gradio as gr
+
+    monkeypatch.setattr(app, "ALLOW_HUB_IDS", False)
+    for name in HUB_OK + HUB_BAD:
+        with pytest.raises(gr.Error, match="unknown model"):
+            app.check_model_name(name)
+    assert app.check_model_name("bundled") == "bundled"
+
+
+def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
+    import gradio as gr
+
+    monkeypatch.setattr(app, "ALLOW_HUB_IDS", True)
+    for name in HUB_OK:
+        assert app.check_model_name(name) == name
+    for name in HUB_BAD:
+        with pytest.raises(gr.Error, match="unknown model"):
+            app.check_model_name(name)
+    # a local folder of the same name is never read: a Hub id only goes to the Hub
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").symlink_to(repaint.models.BUNDLED_DIR)
+    asked = []
+
+    def offline(repo_id, name, cache_dir=None):
+        asked.append(repo_id)
+        raise repaint.ModelLoadError(f"model {name!r} ({repo_id}) is not in the local cache and the Hub could not "
+                                     f"be reached")
+
+    monkeypatch.setattr(repaint.models, "_download", offline)
+    with pytest.raises(gr.Error, match="Could not load model 'a/b'"):
+        app.get_model("a/b")
+    assert asked == ["a/b"] and "a/b" not in app._models
+
+
+def test_hub_models_loaded_are_capped(monkeypatch):
+    monkeypatch.setattr(app, "ALLOW_HUB_IDS", True)
+    monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None:
+                        repaint.models.BUNDLED_DIR)
+    names = [f"owner/m{i}" for i in range(app.HUB_MODELS_MAX + 2)]
+    try:
+        for name in names:
+            assert app.get_model(name).name == name
+        hub = [n for n in app._models if n not in repaint.MODELS]
+        assert hub == names[-app.HUB_MODELS_MAX:] and "bundled" in app._models
+    finally:
+        for name in names:
+            app._models.pop(name, None)
+            app._call_s.pop(name, None)
+
+
+def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import app; d = next(b for b in app.demo.blocks.values() if getattr(b, 'elem_id', None) == 'model'); "
+            "print(app.ALLOW_HUB_IDS, d.allow_custom_value, app.check_model_name('someone/model'))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", app.HUB_IDS_ENV: "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=app.HERE, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split()[-3:] == ["True", "True", "someone/model"], out.stderr[-2000:]
+    model = next(b for b in app.demo.blocks.values() if getattr(b, "elem_id", None) == "model")
+    assert not app.ALLOW_HUB_IDS and not model.allow_custom_value
+
+
+def test_old_result_folders_are_swept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setattr(app, "RESULTS_DIR", tmp_path)
+    old, new, other = tmp_path / "run_old", tmp_path / "run_new", tmp_path / "keep_me"
+    for d in (old, new, other):
+        d.mkdir()
+        (d / "x.png").write_bytes(b"png")
+    past = time.time() - app.RESULTS_MAX_AGE_S - 60
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    fresh = app.new_results_dir()  # sweeps first
+    assert not old.exists() and new.exists() and other.exists() and fresh.parent == tmp_path
+
+
+def test_api_leaves_no_result_folder(client, face):
+    before = set(app.RESULTS_DIR.iterdir()) if app.RESULTS_DIR.is_dir() else set()
+    out = client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", compare=True, **SMALL)
+    assert len(paths(out)) == 2 and all(Path(p).is_file() for p in paths(out))  # the client's downloads
+    assert set(app.RESULTS_DIR.iterdir()) <= before
+
+
+def test_api_mask_paths_outside_the_upload_cache_are_refused(client, face, tmp_path):
+    import gradio as gr
+
+    cache = Path(gr.utils.get_upload_folder())
+    cache.mkdir(parents=True, exist_ok=True)
+    outside = tmp_path / "secret.png"
+    Image.new("L", (256, 256), 255).save(outside)
+    link = cache / f"link_{tmp_path.name}.png"
+    link.symlink_to(outside)
+    try:
+        for path in (str(outside), str(cache / ".." / ".." / outside.relative_to("/")), str(link), "/etc/passwd",
+                     "", 5):
+            with pytest.raises(AppError, match="not uploaded"):
+                client.predict(handle_file(str(face)), {"path": path}, api_name="/inpaint", compare=False, **SMALL)
+    finally:
+        link.unlink()
+
+
+def test_api_hub_ids_follow_the_variable(client, face, monkeypatch):
+    def offline(repo_id, name, cache_dir=None):
+        raise repaint.ModelLoadError(f"model {name!r} ({repo_id}): the Hub could not be reached")
+
+    monkeypatch.setattr(repaint.models, "_download", offline)
+    args = {**SMALL, "model": "someone/model", "compare": False}
+    monkeypatch.setattr(app, "ALLOW_HUB_IDS", False)
+    with pytest.raises(AppError, match="unknown model 'someone/model'"):
+        client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
+    monkeypatch.setattr(app, "ALLOW_HUB_IDS", True)
+    with pytest.raises(AppError, match="Could not load model 'someone/model'.*Hub could not be reached"):
+        client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
+    with pytest.raises(AppError, match="unknown model"):
+        client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **{**args, "model": "../x/y"})

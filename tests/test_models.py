@@ -52,6 +52,30 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch):
     assert pipe.resolution == 16 and _same_weights(pipe, tiny_pipe())
 
 
+def test_load_hub_never_reads_a_local_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    save_root_layout(tmp_path / "someone" / "tiny-ddpm")  # a local folder named like the repo id
+    with pytest.raises(ModelLoadError, match="not in the local cache"):
+        repaint.load_hub("someone/tiny-ddpm", device="cpu", cache_dir=tmp_path / "empty")
+    assert repaint.load("someone/tiny-ddpm", device="cpu").resolution == 16  # load() does read it
+
+
+def test_preset_names_win_over_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.new("L", (16, 16), 255).save(tmp_path / "left_half", format="PNG")  # a file named like a preset
+    _, m = tiny_pipe().prepare(np.zeros((16, 16, 3), dtype=np.uint8), "left_half")
+    assert m[:, :8].all() and not m[:, 8:].any()
+
+
+def test_error_messages_show_no_server_paths(tmp_path):
+    save_root_layout(tmp_path)
+    (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError) as e:
+        repaint.load(tmp_path, device="cpu")
+    assert str(e.value).count(str(tmp_path)) == 1  # the name the caller gave, nothing more
+
+
 def test_offline_miss_names_the_model(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match=r"'celebahq' \(google/ddpm-ema-celebahq-256\) is not in the local cache"):
