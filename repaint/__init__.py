@@ -6,7 +6,7 @@ from .sampler import ddpm_step, forward_step, q_sample, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables, space_timesteps
 
 __all__ = [
-    "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "count_model_calls", "ddpm_step",
-    "forward_step", "jump_schedule", "load", "load_hub", "masks", "noise_tables", "q_sample", "sample_repaint", "space_timesteps",
+    "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "count_model_calls", "ddpm_step", "forward_step",
+    "jump_schedule", "load", "load_hub", "masks", "noise_tables", "q_sample", "sample_repaint", "space_timesteps",
 ]
 __version__ = "0.1.0"
