@@ -11,6 +11,7 @@ number of model calls times the median time of one UNet forward at that batch si
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import statistics
@@ -79,18 +80,25 @@ def call_time(pipe: Inpainter, batch: int, repeats: int = 20) -> float:
     return statistics.median(_timed(lambda: pipe.eps(x, t), pipe.device) for _ in range(repeats))
 
 
-def _diffusers_run(pipe: Inpainter, image: np.ndarray, mask: np.ndarray, steps, j, r, seed, n) -> None:
+def diffusers_repaint(pipe: Inpainter, images: np.ndarray, fills: np.ndarray, steps: int, jump_length: int,
+                      jump_n_sample: int, seeds: list[int], eta: float = 1.0) -> np.ndarray:
+    """The peer: diffusers' RePaintPipeline on the same UNet, uint8 (B, R, R, 3) images and bool (B, R, R) fill
+    masks, one generator per sample; returns uint8 (B, R, R, 3)."""
     from diffusers import RePaintPipeline, RePaintScheduler
 
     dev = pipe.device
-    peer = RePaintPipeline(unet=pipe.unet, scheduler=RePaintScheduler.from_config(pipe.scheduler_config))
+    known = set(inspect.signature(RePaintScheduler.__init__).parameters)
+    config = {k: v for k, v in pipe.scheduler_config.items() if k in known}
+    peer = RePaintPipeline(unet=pipe.unet, scheduler=RePaintScheduler.from_config(config))
     peer.set_progress_bar_config(disable=True)
-    warnings.filterwarnings("ignore", message="The preprocess method is deprecated", category=FutureWarning)
-    img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).repeat(n, 1, 1, 1)
-    keep = torch.from_numpy(~mask)[None, None].float().repeat(n, 1, 1, 1)  # diffusers: 1 = keep
-    gens = [torch.Generator(dev).manual_seed(seed + i) for i in range(n)]
-    peer(img.to(dev, pipe.dtype), keep.to(dev, pipe.dtype), num_inference_steps=steps, eta=1.0, jump_length=j,
-         jump_n_sample=r, generator=gens if n > 1 else gens[0], output_type="np")
+    img = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    keep = torch.from_numpy(~fills)[:, None].float()  # diffusers: 1 = keep
+    gens = [torch.Generator(dev).manual_seed(s) for s in seeds]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The preprocess method is deprecated", category=FutureWarning)
+        out = peer(img.to(dev, pipe.dtype), keep.to(dev, pipe.dtype), num_inference_steps=steps, eta=eta,
+                   jump_length=jump_length, jump_n_sample=jump_n_sample, generator=gens, output_type="np").images
+    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
 def run(pipe: Inpainter, steps: int, jump_length: int, jump_n_sample: int, batch: int = 1, diffusers: bool = True,
@@ -113,8 +121,9 @@ def run(pipe: Inpainter, steps: int, jump_length: int, jump_n_sample: int, batch
     ]
     if diffusers:
         rows.append(dict(name="diffusers RePaintPipeline eta=1", calls=calls, batch=batch, floor_s=calls * t_b,
-                         wall_s=_timed(lambda: _diffusers_run(pipe, image, mask, steps, jump_length, jump_n_sample,
-                                                              0, batch), pipe.device)))
+                         wall_s=_timed(lambda: diffusers_repaint(pipe, np.stack([image] * batch),
+                                                                 np.stack([mask] * batch), steps, jump_length,
+                                                                 jump_n_sample, list(range(batch))), pipe.device)))
     peer = rows[-1]["wall_s"] if diffusers else None
     for row in rows:
         row["ms_per_call"] = 1000 * row["wall_s"] / row["calls"]

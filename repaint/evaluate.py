@@ -18,12 +18,11 @@ import argparse
 import json
 import sys
 import time
-import warnings
 
 import numpy as np
-import torch
 
 from . import faces, masks
+from .bench import diffusers_repaint
 from .models import Inpainter, load
 from .schedule import jump_schedule
 
@@ -73,21 +72,6 @@ def _ours(pipe: Inpainter, images, fills, steps, j, r, seeds):
     return pipe.sample(images, fills, [jump_schedule(steps, j, r)] * len(images), seeds)
 
 
-def _diffusers(pipe: Inpainter, images, fills, steps, j, r, seeds, eta):
-    from diffusers import RePaintPipeline, RePaintScheduler
-
-    peer = RePaintPipeline(unet=pipe.unet, scheduler=RePaintScheduler.from_config(pipe.scheduler_config))
-    peer.set_progress_bar_config(disable=True)
-    img = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    keep = torch.from_numpy(~fills)[:, None].float()
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        out = peer(img, keep, num_inference_steps=steps, eta=eta, jump_length=j, jump_n_sample=r, generator=gens,
-                   output_type="np").images
-    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
-
-
 def _chance(pipe: Inpainter, images, fills, steps, seeds):
     """Unconditional samples (nothing known) pasted into the masked region."""
     uncond = pipe.sample(images, np.ones_like(fills), [jump_schedule(steps, 1, 1)] * len(images), seeds)
@@ -103,7 +87,7 @@ def evaluate(pipe: Inpainter, *, n_images=32, seeds=(0, 1), steps=50, jump_lengt
         for eta in (1.0, 0.0):
             for r in (1, max(rs)):
                 methods.append((f"diffusers eta={eta:g} r={r}", r, lambda im, f, s, r=r, eta=eta:
-                                _diffusers(pipe, im, f, steps, jump_length, r, s, eta)))
+                                diffusers_repaint(pipe, im, f, steps, jump_length, r, s, eta)))
     methods.append(("chance (unconditional)", None, lambda im, f, s: _chance(pipe, im, f, steps, s)))
     rows = []
     for name in mask_names:
