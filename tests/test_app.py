@@ -1,7 +1,6 @@
 """The Space (app.py): its helpers, and the ``inpaint`` API endpoint through gradio_client on a live server.
 
-Runs on the bundled model (tests/conftest.py puts a tiny random model in its place while the trained weights
-are absent) with small settings, so the whole file takes well under a minute on a CPU.
+Runs on the bundled model with small settings, so the whole file takes well under a minute on a CPU.
 """
 
 import socket
