@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import platform
 import statistics
 import sys
@@ -140,7 +141,12 @@ def run(pipe: Inpainter, steps: int, jump_length: int, jump_n_sample: int, batch
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"cpu ({model}, {os.cpu_count()} cores)"
 
 
 def markdown(report: dict) -> str:
