@@ -517,6 +517,15 @@ def _gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_sam
 gpu_run = spaces.GPU(duration=gpu_duration)(_gpu_run) if spaces is not None else _gpu_run
 
 
+FULL_MASK_NOTE = "The mask covers the whole image: nothing is known, so this is unconditional generation."
+
+
+def note_full_mask(m: np.ndarray) -> None:
+    """Tell the visitor when nothing is known (the run is then plain unconditional sampling)."""
+    if m.all():
+        gr.Info(FULL_MASK_NOTE)
+
+
 def prepare_request(editor, model, steps, jump_length, jump_n_sample, num_samples, compare, invert):
     """CPU checks before any GPU is requested: image, non-empty mask, known model, settings, time limit."""
     name = check_model_name(model)
@@ -534,6 +543,7 @@ def prepare_request(editor, model, steps, jump_length, jump_n_sample, num_sample
     if not m.any():
         raise gr.Error("The painted region lies outside the centred square the model sees; paint inside it.")
     check_fits(name, steps, jump_length, jump_n_sample, num_samples, compare)
+    note_full_mask(m)
     return name, inp, image, mask, rgb, m
 
 
@@ -678,6 +688,7 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
         raise gr.Error(str(e)) from None
     if not m.any():
         raise gr.Error("Empty mask: nothing to fill. Paint the region to fill (white or opaque) or use a preset.")
+    note_full_mask(m)
     check_fits(name, steps, jump_length, jump_n_sample, num_samples, bool(compare))
     res = plain = error = None
     try:

@@ -489,3 +489,11 @@ def test_api_hub_ids_follow_the_variable(client, face, monkeypatch):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
     with pytest.raises(AppError, match="unknown model"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **{**args, "model": "../x/y"})
+
+
+def test_full_mask_is_announced(monkeypatch):
+    said = []
+    monkeypatch.setattr(app.gr, "Info", lambda message, *a, **k: said.append(message))
+    app.note_full_mask(np.ones((4, 4), dtype=bool))
+    app.note_full_mask(np.eye(4, dtype=bool))
+    assert said == [app.FULL_MASK_NOTE]
