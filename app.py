@@ -30,7 +30,8 @@ from PIL import Image, ImageDraw
 
 import repaint
 from repaint import masks as rmasks
-from repaint.images import from_tensor
+from repaint.bench import call_time
+from repaint.images import center_crop_box, from_tensor
 
 # ----------------------------------------------------------------------------------------------- constants
 TITLE = "RePaint: inpainting with denoising diffusion"
@@ -148,21 +149,10 @@ def _load(name: str) -> repaint.Inpainter:
 
 
 def time_calls(inp: repaint.Inpainter, n: int = TIMING_CALLS) -> float:
-    """Seconds per forward call of a batch of one, measured with ``n`` calls after one warm-up call."""
+    """Seconds per forward call of a batch of one: the median of ``n`` calls after one warm-up call."""
     if ON_ZEROGPU:  # no GPU in the main process: a guess, refined after each run
         return ZEROGPU_CALL_S.get(inp.resolution, 0.05)
-    x = torch.zeros(1, inp.channels, inp.resolution, inp.resolution, device=inp.device)
-    t = torch.full((1,), inp.train_steps // 2, device=inp.device, dtype=torch.long)
-    with torch.inference_mode():
-        inp.eps(x, t)
-        if inp.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(n):
-            inp.eps(x, t)
-        if inp.device.type == "cuda":
-            torch.cuda.synchronize()
-    return (time.perf_counter() - start) / n
+    return call_time(inp, 1, repeats=n, warmup=1)
 
 
 def get_model(name: str) -> repaint.Inpainter:
@@ -232,11 +222,11 @@ def preset_mask(name: str, width: int, height: int, resolution: int, seed: int =
     if name not in rmasks.PRESETS:
         raise gr.Error(f"unknown mask preset {name!r}; choose one of: {', '.join(rmasks.PRESETS)}")
     small = rmasks.PRESETS[name](resolution, resolution, int(seed))
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
+    left, top, right, bottom = center_crop_box(width, height)
+    side = right - left
     big = Image.fromarray(small.astype(np.uint8) * 255).resize((side, side), Image.Resampling.NEAREST)
     out = np.zeros((height, width), dtype=bool)
-    out[top : top + side, left : left + side] = np.asarray(big) >= 128
+    out[top:bottom, left:right] = np.asarray(big) >= 128
     return out
 
 
@@ -601,20 +591,22 @@ def run(editor, model, steps, jump_length, jump_n_sample, seed, randomize, num_s
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def save_results(out_dir: Path, prefix: str, res, plain, jump_n_sample: int, seed: int) -> list[tuple[str, str]]:
+    """Writes the n=r results, then the n=1 results, as PNGs: (path, caption) pairs, sample i with seed + i."""
+    saved = []
+    for n, arrays in ((jump_n_sample, res), (1, plain)):
+        for i, a in enumerate(arrays):
+            path = out_dir / f"{prefix}n{n}_seed{seed + i}.png"
+            Image.fromarray(a).save(path)
+            saved.append((str(path), f"n={n}, seed {seed + i}"))
+    return saved
+
+
 def finish(name, inp, rgb, m, res, plain, frames, levels, steps, jump_n_sample, seed, spent, out_dir: Path):
     """The final outputs of :func:`run`, files written to ``out_dir``."""
     masked = show_mask(rgb, m)
-    gallery, files = [], []
-    for i, a in enumerate(res):
-        path = out_dir / f"repaint_{name}_n{jump_n_sample}_seed{seed + i}.png"
-        Image.fromarray(a).save(path)
-        gallery.append((str(path), f"n={jump_n_sample}, seed {seed + i}"))
-        files.append(str(path))
-    for i, a in enumerate(plain):
-        path = out_dir / f"repaint_{name}_n1_seed{seed + i}.png"
-        Image.fromarray(a).save(path)
-        gallery.append((str(path), f"n=1, seed {seed + i}"))
-        files.append(str(path))
+    gallery = save_results(out_dir, f"repaint_{name}_", res, plain, jump_n_sample, seed)
+    files = [path for path, _ in gallery]
     input_path = out_dir / "input_masked.png"
     Image.fromarray(masked).save(input_path)
     files.append(str(input_path))
@@ -704,13 +696,7 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
         raise gr.Error(error)
     out_dir = new_results_dir()
     try:
-        out = []
-        for tag, arrays in ((f"n{jump_n_sample}", res), ("n1", plain)):
-            for i, a in enumerate(arrays or []):
-                path = out_dir / f"{tag}_seed{seed + i}.png"
-                Image.fromarray(a).save(path)
-                out.append((str(path), f"{tag.replace('n', 'n=')}, seed {seed + i}"))
-        yield out
+        yield save_results(out_dir, "", res, plain or [], jump_n_sample, seed)
     finally:  # Gradio has copied the files into its cache by the time it asks for more (or closes us)
         shutil.rmtree(out_dir, ignore_errors=True)
 

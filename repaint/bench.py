@@ -51,8 +51,10 @@ def random_model(name: str, device, dtype) -> Inpainter:
     """A registry model's architecture with random weights: it times exactly like the real one."""
     from diffusers import UNet2DModel
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(**_COMMON, **CONFIGS[name]).to(device).eval().requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's global RNG left untouched
+        torch.manual_seed(0)
+        unet = UNet2DModel(**_COMMON, **CONFIGS[name])
+    unet = unet.to(device).eval().requires_grad_(False)
     if dtype != torch.float32:
         unet = unet.to(dtype=dtype)
     return Inpainter(unet, _DDPM, f"{name} (random weights)")
@@ -72,11 +74,11 @@ def _timed(fn, device) -> float:
 
 
 @torch.inference_mode()
-def call_time(pipe: Inpainter, batch: int, repeats: int = 20) -> float:
-    """Median seconds of one UNet forward at ``batch`` (after warm-up), as the sampler calls it."""
-    x = torch.randn(batch, pipe.channels, pipe.resolution, pipe.resolution, device=pipe.device)
-    t = torch.full((batch,), 500, device=pipe.device, dtype=torch.long)
-    for _ in range(3):
+def call_time(pipe: Inpainter, batch: int, repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of one UNet forward at ``batch`` (after ``warmup`` calls), as the sampler calls it."""
+    x = torch.zeros(batch, pipe.channels, pipe.resolution, pipe.resolution, device=pipe.device)  # values: no matter
+    t = torch.full((batch,), pipe.train_steps // 2, device=pipe.device, dtype=torch.long)
+    for _ in range(warmup):
         pipe.eps(x, t)
     return statistics.median(_timed(lambda: pipe.eps(x, t), pipe.device) for _ in range(repeats))
 
