@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["MAX_PIXELS", "fit_image", "fit_mask", "from_tensor", "open_image", "to_rgb", "to_tensor", "upright_size"]
+__all__ = ["MAX_PIXELS", "center_crop_box", "fit_image", "fit_mask", "from_tensor", "open_image", "to_rgb",
+           "to_tensor", "upright_size"]
 
 #: Largest image accepted, in pixels (PIL's decompression-bomb limit is set to this while opening).
 MAX_PIXELS = 50_000_000

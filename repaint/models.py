@@ -31,10 +31,6 @@ class ModelInfo:
     resolution: int
     description: str
 
-    @property
-    def source(self) -> str:
-        return self.repo_id or str(BUNDLED_DIR)
-
 
 MODELS: dict[str, ModelInfo] = {
     m.name: m
