@@ -48,6 +48,17 @@ def paths(result):
 def read(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
+def ui_request(session: str):
+    """A stand-in for gr.Request in direct handler calls: only its session hash is read."""
+    return type("Request", (), {"session_hash": session})()
+
+
+def left_half_editor(face) -> dict:
+    """An editor value: the face with the left_half preset as its layer."""
+    bg = np.asarray(Image.open(face).convert("RGBA"))
+    return app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
+
+
 
 # ------------------------------------------------------------------------------------------- helpers
 @pytest.mark.parametrize("size", [(256, 256), (300, 200), (37, 53), (32, 32)])
@@ -150,12 +161,9 @@ def test_default_falls_back_to_bundled_with_a_notice(monkeypatch):
 
 
 def test_ui_handler_streams_previews_then_results(face):
-    class Request:
-        session_hash = "test-ui"
-
-    bg = np.asarray(Image.open(face).convert("RGBA"))
-    value = app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
-    gen = app.run(value, "bundled", 20, 5, 2, 7, False, 2, True, False, Request())
+    request = ui_request("test-ui")
+    value = left_half_editor(face)
+    gen = app.run(value, "bundled", 20, 5, 2, 7, False, 2, True, False, request)
     outs = []
     for out in gen:  # Gradio copies the files of each yield before it asks for the next one
         outs.append(out)
@@ -178,15 +186,12 @@ def test_ui_handler_streams_previews_then_results(face):
 
 
 def test_stop_cancels_within_one_step(face):
-    class Request:
-        session_hash = "test-stop"
-
-    bg = np.asarray(Image.open(face).convert("RGBA"))
-    value = app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
-    gen = app.run(value, "bundled", 200, 10, 10, 0, False, 1, False, False, Request())
+    request = ui_request("test-stop")
+    value = left_half_editor(face)
+    gen = app.run(value, "bundled", 200, 10, 10, 0, False, 1, False, False, request)
     next(gen)  # started
     next(gen)  # first preview
-    app.stop_run(Request())
+    app.stop_run(request)
     import gradio as gr
 
     with pytest.raises(gr.Error, match="Stopped"):
@@ -269,9 +274,7 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
 
     import gradio as gr
 
-    class Request:
-        session_hash = "test-stop-free"
-
+    request = ui_request("test-stop-free")
     inp = app.get_model("bundled")
     calls, refs = [], []
     eps = inp.eps
@@ -282,13 +285,12 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
         return eps(x, t)
 
     monkeypatch.setattr(inp, "eps", counting_eps)
-    bg = np.asarray(Image.open(face).convert("RGBA"))
-    value = app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
-    gen = app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, Request())
+    value = left_half_editor(face)
+    gen = app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, request)
     next(gen)  # started
     next(gen)  # first preview: the worker is running
     assert run_workers() and "test-stop-free" in app._stop_flags
-    app.stop_run(Request())
+    app.stop_run(request)
     at_stop = len(calls)
     with pytest.raises(gr.Error, match="Stopped") as info:
         for _ in gen:
@@ -304,12 +306,9 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
 
 def test_closing_the_run_generator_stops_the_worker(face):
     """What Gradio does when a client cancels or disconnects: it closes the handler's generator."""
-    class Request:
-        session_hash = "test-close"
-
-    bg = np.asarray(Image.open(face).convert("RGBA"))
-    value = app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
-    for handler in (app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, Request()),
+    request = ui_request("test-close")
+    value = left_half_editor(face)
+    for handler in (app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, request),
                     app.api_inpaint(str(face), "left_half", "bundled", 250, 10, 10, 0, 1, False)):
         next(handler)
         next(handler)
