@@ -516,24 +516,33 @@ def note_full_mask(m: np.ndarray) -> None:
         gr.Info(FULL_MASK_NOTE)
 
 
-def prepare_request(editor, model, steps, jump_length, jump_n_sample, num_samples, compare, invert):
-    """CPU checks before any GPU is requested: image, non-empty mask, known model, settings, time limit."""
-    name = check_model_name(model)
-    image = editor_image(editor)
-    mask = mask_from_editor(editor)
-    fill = mask ^ bool(invert)
-    if not fill.any():
-        raise gr.Error("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
+def check_request(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare, invert=False):
+    """The checks every handler runs before a GPU is requested: settings, the mask as the model sees it (after the
+    centre crop), the time limit. Returns the model, the fitted RGB input and its fill mask."""
     inp = get_model(name)
     try:
-        inp.check_settings(steps, jump_length, jump_n_sample, 0, num_samples)
-        rgb, m = inp.prepare(image, mask, invert=invert)
+        inp.check_settings(steps, jump_length, jump_n_sample, seed, num_samples)
+        if num_samples > SAMPLES_MAX:
+            raise ValueError(f"num_samples must be at most {SAMPLES_MAX} here, got {num_samples}")
+        rgb, m = inp.prepare(image, mask, invert=invert, seed=seed)
     except ValueError as e:
         raise gr.Error(str(e)) from None
     if not m.any():
-        raise gr.Error("The painted region lies outside the centred square the model sees; paint inside it.")
+        raise gr.Error("Empty mask: nothing to fill inside the centred square the model sees. Paint the region to "
+                       "fill (white or opaque) inside it, or pick a preset.")
     check_fits(name, steps, jump_length, jump_n_sample, num_samples, compare)
     note_full_mask(m)
+    return inp, rgb, m
+
+
+def prepare_request(editor, model, steps, jump_length, jump_n_sample, num_samples, compare, invert):
+    """The UI's checks: an image, a painted mask, then :func:`check_request`."""
+    name = check_model_name(model)
+    image = editor_image(editor)
+    mask = mask_from_editor(editor)
+    if not (mask ^ bool(invert)).any():
+        raise gr.Error("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
+    inp, rgb, m = check_request(name, image, mask, steps, jump_length, jump_n_sample, 0, num_samples, compare, invert)
     return name, inp, image, mask, rgb, m
 
 
@@ -669,19 +678,9 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
                            f"or pass a mask file with handle_file")
     else:
         raise gr.Error("mask must be a preset name or a mask file")
-    inp = get_model(name)
-    try:
-        steps, jump_length, jump_n_sample, seed, num_samples = inp.check_settings(
-            int(steps), int(jump_length), int(jump_n_sample), int(seed), int(num_samples))
-        if num_samples > SAMPLES_MAX:
-            raise ValueError(f"num_samples must be at most {SAMPLES_MAX} here, got {num_samples}")
-        rgb, m = inp.prepare(image, mask, seed=seed)
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
-    if not m.any():
-        raise gr.Error("Empty mask: nothing to fill. Paint the region to fill (white or opaque) or use a preset.")
-    note_full_mask(m)
-    check_fits(name, steps, jump_length, jump_n_sample, num_samples, bool(compare))
+    steps, jump_length, jump_n_sample, seed, num_samples = (int(v) for v in (steps, jump_length, jump_n_sample, seed,
+                                                                             num_samples))
+    check_request(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, bool(compare))
     res = plain = error = None
     try:
         for ev in gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, bool(compare),

@@ -185,6 +185,32 @@ def test_ui_handler_streams_previews_then_results(face):
     assert list(gen) == [] and not folder.exists()  # the run's folder is deleted once Gradio has its files
 
 
+def test_ui_and_api_share_the_checks_after_the_crop(client, face, tmp_path):
+    """A mask painted only outside the centred square is empty to the model; too many samples are refused:
+    the same message from the UI handler and from the API."""
+    import gradio as gr
+
+    wide = np.full((32, 64, 4), 255, np.uint8)
+    margin = np.zeros_like(wide)
+    margin[:, :8] = (30, 90, 255, 128)  # painted in the left margin, which the centre crop drops
+    value = {"background": wide, "layers": [margin], "composite": None}
+    with pytest.raises(gr.Error, match="nothing to fill inside the centred square"):
+        next(app.run(value, "bundled", 10, 5, 2, 0, False, 1, False, False, ui_request("test-crop")))
+    image, mask = tmp_path / "wide.png", tmp_path / "margin.png"
+    Image.fromarray(wide[..., :3]).save(image)
+    Image.fromarray(margin[..., 3]).save(mask)
+    with pytest.raises(AppError, match="nothing to fill inside the centred square"):
+        client.predict(handle_file(str(image)), handle_file(str(mask)), api_name="/inpaint",
+                       **{**SMALL, "compare": False})
+    too_many = app.SAMPLES_MAX + 1
+    with pytest.raises(gr.Error, match=f"at most {app.SAMPLES_MAX}"):
+        next(app.run(left_half_editor(face), "bundled", 10, 5, 2, 0, False, too_many, False, False,
+                     ui_request("test-many")))
+    with pytest.raises(AppError, match=f"at most {app.SAMPLES_MAX}"):
+        client.predict(handle_file(str(face)), "left_half", api_name="/inpaint",
+                       **{**SMALL, "compare": False, "num_samples": too_many})
+
+
 def test_stop_cancels_within_one_step(face):
     request = ui_request("test-stop")
     value = left_half_editor(face)
