@@ -21,8 +21,8 @@ def setup():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_resampling_beats_plain_on_the_half_mask(setup, seed):
-    """Across seeds, r=5 stayed at 0.70-0.80x the r=1 error during development (T=20, j=5, 16 faces); the 0.9x
-    bound leaves room for seed noise, and the chance level (unconditional samples, about 70) is far above both."""
+    """With the bundled model, seeds 0-5 gave r=5 at 0.63-0.70x the r=1 error (T=20, j=5, 16 faces; r=1 8.7-9.9);
+    the 0.8x bound leaves room for seed noise, and the chance level (unconditional samples, 87-95) is far above."""
     pipe, imgs, labels, fills = setup
     seeds = [seed * 1000 + i for i in range(N)]
     err = {}
@@ -31,5 +31,5 @@ def test_resampling_beats_plain_on_the_half_mask(setup, seed):
         s = scores(out, imgs, labels, fills)
         assert s["known_exact"]
         err[r] = s["error"]
-    assert err[5] < 0.9 * err[1], err
+    assert err[5] < 0.8 * err[1], err
     assert err[1] < 45, err  # far better than chance: the model does use the known half
