@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from repaint.faces import render_face, train_rng
+from repaint.images import center_crop_box
 
 STATE_FILE = "train_state.pt"
 
@@ -53,9 +54,7 @@ def load_folder(path: Path, size: int) -> np.ndarray:
             im = Image.open(f).convert("RGB")
         except OSError:
             continue
-        w, h = im.size
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        im = im.crop(center_crop_box(*im.size))
         imgs.append(np.asarray(im.resize((size, size), Image.Resampling.BICUBIC)))
     if not imgs:
         raise SystemExit(f"no readable images under {path}")

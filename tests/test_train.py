@@ -83,3 +83,18 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_load_folder_centre_crops_and_resizes(tmp_path):
+    from PIL import Image
+
+    from repaint.train import load_folder
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, :5] = (0, 0, 255)  # the side bands, cut off by the centred 20x20 crop
+    img[:, 25:] = (0, 0, 255)
+    img[:, 5:25] = (255, 0, 0)
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = load_folder(tmp_path, 8)
+    assert data.shape == (1, 8, 8, 3) and (data[0] == (255, 0, 0)).all()
