@@ -6,7 +6,9 @@
 (``config.json``, ``diffusion_pytorch_model.safetensors``,
 ``scheduler_config.json``). ``--work`` (default: ``--out``) receives the
 resumable state ``train_state.pt``, the loss log ``loss.csv`` and sample grids.
-Rerun with ``--resume`` (and a larger ``--steps``) to continue a run.
+Rerun with ``--resume`` (and a larger ``--steps``) to continue a run. ``--init MODEL`` fine-tunes an
+existing diffusers UNet folder (its architecture, size and weights) instead of a new UNet, e.g.
+``--init repaint/bundled --data my_images``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from repaint.faces import render_face, train_rng
-from repaint.images import center_crop_box
+from repaint.images import fit_image, open_image
 
 STATE_FILE = "train_state.pt"
 
@@ -47,17 +49,18 @@ def make_unet(size: int, channels: tuple[int, ...], layers_per_block: int = 1,
 
 
 def load_folder(path: Path, size: int) -> np.ndarray:
-    """All images under ``path`` (any format PIL reads), centre-cropped and resized: uint8 (N, size, size, 3)."""
-    imgs = []
+    """All images under ``path``, prepared as for inpainting (``repaint.images.fit_image``: upright, transparency
+    over white, centre-cropped, Lanczos-resized): uint8 (N, size, size, 3). Other files are skipped."""
+    imgs, skipped = [], 0
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         try:
-            im = Image.open(f).convert("RGB")
-        except OSError:
-            continue
-        im = im.crop(center_crop_box(*im.size))
-        imgs.append(np.asarray(im.resize((size, size), Image.Resampling.BICUBIC)))
+            imgs.append(fit_image(open_image(f), size))
+        except ValueError:  # not an image, or too large
+            skipped += 1
     if not imgs:
         raise SystemExit(f"no readable images under {path}")
+    if skipped:
+        print(f"{len(imgs)} images loaded; skipped {skipped} files that are not readable images", file=sys.stderr)
     return np.stack(imgs)
 
 
@@ -97,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default="faces", help="'faces' (built-in procedural set) or a folder of images")
     p.add_argument("--out", type=Path, required=True, help="diffusers folder for the EMA weights")
     p.add_argument("--work", type=Path, help=f"folder for {STATE_FILE}, loss.csv, samples (default: --out)")
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--size", type=int, help="image size of a new model (default 32; else the model's own)")
     p.add_argument("--steps", type=int, default=6000, help="total optimiser steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -107,6 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels", default="32,64,64", help="block_out_channels, one level per entry")
     p.add_argument("--layers-per-block", type=int, default=1)
     p.add_argument("--attn-levels", default="", help="comma list of levels with attention (mid block always has it)")
+    p.add_argument("--init", type=Path,
+                   help="fine-tune this diffusers UNet folder (its architecture and weights) instead of a new UNet")
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--samples", type=int, default=0, help="write a grid of this many samples at the end")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
@@ -125,8 +130,6 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     if a.threads:
         torch.set_num_threads(a.threads)
-    data = None if a.data == "faces" else load_folder(Path(a.data), a.size)
-    rng = train_rng(a.seed) if data is None else np.random.default_rng(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
     scheduler = make_scheduler()
 
@@ -134,12 +137,19 @@ def main(argv: list[str] | None = None) -> None:
     state = torch.load(state_path) if a.resume else None
     if state:
         unet = UNet2DModel.from_config(state["config"])
+    elif a.init:
+        unet = UNet2DModel.from_pretrained(a.init)
     else:
         channels = tuple(int(c) for c in a.channels.split(","))
         levels = tuple(int(c) for c in a.attn_levels.split(",") if c)
         with torch.random.fork_rng():  # seeded initial weights, global RNG left untouched
             torch.manual_seed(a.seed)
-            unet = make_unet(a.size, channels, a.layers_per_block, levels)
+            unet = make_unet(a.size or 32, channels, a.layers_per_block, levels)
+    size = unet.config.sample_size
+    if a.size and a.size != size:
+        raise SystemExit(f"--size {a.size} does not match the model's {size}")
+    data = None if a.data == "faces" else load_folder(Path(a.data), size)
+    rng = train_rng(a.seed) if data is None else np.random.default_rng(a.seed)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=0.0)
     step = 0
@@ -170,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         bar = tqdm(total=a.steps, initial=step, file=sys.stderr, disable=a.no_progress, dynamic_ncols=True)
         unet.train()
         while step < a.steps:
-            x0 = next_batch(rng, data, a.batch_size, a.size)
+            x0 = next_batch(rng, data, a.batch_size, size)
             noise = torch.randn(x0.shape, generator=gen)
             t = torch.randint(0, len(alphas), (len(x0),), generator=gen)
             ab = alphas[t].view(-1, 1, 1, 1)

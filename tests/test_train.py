@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from repaint.faces import EVAL_SEED, LABELS, make_faces, render_face, train_rng
-from repaint.train import main
+from repaint.train import load_folder, main
 
 TINY = ["--size", "16", "--batch-size", "4", "--channels", "16,16", "--threads", "1", "--no-progress"]
 SHIPPED = {"config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"}
@@ -81,20 +81,47 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "b" / "train_state.pt")["step"] == 4
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
-def test_load_folder_centre_crops_and_resizes(tmp_path):
-    from PIL import Image
-
-    from repaint.train import load_folder
-
+def test_load_folder_prepares_images_as_inference_does(tmp_path):
+    """Centre crop, EXIF rotation and transparency are handled as by ``repaint.images.fit_image``."""
     img = np.zeros((20, 30, 3), np.uint8)
     img[:, :5] = (0, 0, 255)  # the side bands, cut off by the centred 20x20 crop
     img[:, 25:] = (0, 0, 255)
     img[:, 5:25] = (255, 0, 0)
-    Image.fromarray(img).save(tmp_path / "wide.png")
+    Image.fromarray(img).save(tmp_path / "a_wide.png")
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent: white once over white
+    Image.fromarray(rgba).save(tmp_path / "b_clear.png")
+    halves = np.zeros((8, 16, 3), np.uint8)  # stored wide, left red / right green, EXIF: rotate 90 degrees
+    halves[:, :8] = (255, 0, 0)
+    halves[:, 8:] = (0, 255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(halves).save(tmp_path / "c_rotated.png", exif=exif)
     (tmp_path / "notes.txt").write_text("not an image")
+
     data = load_folder(tmp_path, 8)
-    assert data.shape == (1, 8, 8, 3) and (data[0] == (255, 0, 0)).all()
+    assert data.shape == (3, 8, 8, 3)
+    assert (data[0] == (255, 0, 0)).all() and (data[1] == 255).all()
+    upright = data[2]  # tall once upright: its centre square is split into top and bottom halves
+    assert np.array_equal(upright, upright[:, ::-1]) and not np.array_equal(upright[0], upright[-1])
+    assert (upright[:3] == (255, 0, 0)).all() and (upright[-3:] == (0, 255, 0)).all()
+
+
+def test_init_fine_tunes_an_existing_model(tmp_path: Path) -> None:
+    """``--init``: training starts from that folder's architecture and weights (0 steps: an exact copy)."""
+    tiny = [a for a in TINY if a not in ("--size", "16")]
+    main(["--out", str(tmp_path / "base"), "--steps", "2", "--size", "16", *tiny])
+    base = load_file(tmp_path / "base" / "diffusion_pytorch_model.safetensors")
+    main(["--out", str(tmp_path / "copy"), "--init", str(tmp_path / "base"), "--steps", "0", *tiny])
+    copy = load_file(tmp_path / "copy" / "diffusion_pytorch_model.safetensors")
+    assert copy.keys() == base.keys() and all(torch.equal(copy[k], base[k]) for k in base)
+
+    main(["--out", str(tmp_path / "tuned"), "--init", str(tmp_path / "base"), "--steps", "2", *tiny])
+    tuned = load_file(tmp_path / "tuned" / "diffusion_pytorch_model.safetensors")
+    assert _load(tmp_path / "tuned").config.sample_size == 16
+    assert tuned.keys() == base.keys() and not all(torch.equal(tuned[k], base[k]) for k in base)
+    with pytest.raises(SystemExit, match="--size 32 does not match the model's 16"):
+        main(["--out", str(tmp_path / "bad"), "--init", str(tmp_path / "base"), "--size", "32", *tiny])
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
