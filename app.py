@@ -825,4 +825,9 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if not HAS_GPU and "OMP_NUM_THREADS" not in os.environ:
+        # One core is left to the server: with torch on every core, its event loop and the run's hand-offs preempt
+        # the model's threads mid-operation (2 cores, bundled model, T=50, j=5, r=5, 2 samples: 7.7-8.0 s per API
+        # request with 2 threads, 4.6-4.8 s with 1; the sampler alone takes 3.0 s and 3.8 s).
+        torch.set_num_threads(max(1, torch.get_num_threads() - 1))
     demo.launch(share=args.share, server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)
