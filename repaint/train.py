@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from repaint.faces import render_face, train_rng
 from repaint.images import fit_image, open_image
+from repaint.schedule import betas_from_config
 
 STATE_FILE = "train_state.pt"
 
@@ -62,6 +64,18 @@ def load_folder(path: Path, size: int) -> np.ndarray:
     if skipped:
         print(f"{len(imgs)} images loaded; skipped {skipped} files that are not readable images", file=sys.stderr)
     return np.stack(imgs)
+
+
+def check_schedule(path: Path) -> None:
+    """Refuse to fine-tune a model trained with another noise schedule or target than :func:`make_scheduler`'s."""
+    file = path / "scheduler_config.json"
+    if not file.exists():
+        return
+    theirs, ours = json.loads(file.read_text()), make_scheduler().config
+    if theirs.get("prediction_type", "epsilon") != "epsilon" or not np.allclose(
+            betas_from_config(theirs), betas_from_config(ours), rtol=1e-6, atol=0):
+        raise SystemExit(f"{path} was trained with another noise schedule or prediction type; this trainer uses "
+                         "the 1000-step linear-beta (1e-4..0.02) epsilon-prediction DDPM")
 
 
 def next_batch(rng: np.random.Generator, data: np.ndarray | None, n: int, size: int) -> torch.Tensor:
@@ -107,9 +121,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels", default="32,64,64", help="block_out_channels, one level per entry")
-    p.add_argument("--layers-per-block", type=int, default=1)
-    p.add_argument("--attn-levels", default="", help="comma list of levels with attention (mid block always has it)")
+    p.add_argument("--channels", default="32,64,64", help="a new model's block_out_channels, one level per entry")
+    p.add_argument("--layers-per-block", type=int, default=1, help="a new model's ResNet blocks per level")
+    p.add_argument("--attn-levels", default="",
+                   help="a new model's levels with attention, comma-separated (the mid block always has it)")
     p.add_argument("--init", type=Path,
                    help="fine-tune this diffusers UNet folder (its architecture and weights) instead of a new UNet")
     p.add_argument("--save-every", type=int, default=500)
@@ -138,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if state:
         unet = UNet2DModel.from_config(state["config"])
     elif a.init:
+        check_schedule(a.init)
         unet = UNet2DModel.from_pretrained(a.init)
     else:
         channels = tuple(int(c) for c in a.channels.split(","))

@@ -121,6 +121,10 @@ def test_init_fine_tunes_an_existing_model(tmp_path: Path) -> None:
     assert tuned.keys() == base.keys() and not all(torch.equal(tuned[k], base[k]) for k in base)
     with pytest.raises(SystemExit, match="--size 32 does not match the model's 16"):
         main(["--out", str(tmp_path / "bad"), "--init", str(tmp_path / "base"), "--size", "32", *tiny])
+    cosine = tmp_path / "base" / "scheduler_config.json"
+    cosine.write_text(cosine.read_text().replace('"linear"', '"squaredcos_cap_v2"'))
+    with pytest.raises(SystemExit, match="another noise schedule"):
+        main(["--out", str(tmp_path / "bad"), "--init", str(tmp_path / "base"), *tiny])
 
 
 if __name__ == "__main__":
