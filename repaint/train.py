@@ -66,12 +66,12 @@ def load_folder(path: Path, size: int) -> np.ndarray:
     return np.stack(imgs)
 
 
-def check_schedule(path: Path) -> None:
-    """Refuse to fine-tune a model trained with another noise schedule or target than :func:`make_scheduler`'s."""
+def check_schedule(path: Path, ours: dict) -> None:
+    """Refuse to fine-tune a model trained with another noise schedule or target than the scheduler config ``ours``."""
     file = path / "scheduler_config.json"
     if not file.exists():
         return
-    theirs, ours = json.loads(file.read_text()), make_scheduler().config
+    theirs = json.loads(file.read_text())
     if theirs.get("prediction_type", "epsilon") != "epsilon" or not np.allclose(
             betas_from_config(theirs), betas_from_config(ours), rtol=1e-6, atol=0):
         raise SystemExit(f"{path} was trained with another noise schedule or prediction type; this trainer uses "
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if state:
         unet = UNet2DModel.from_config(state["config"])
     elif a.init:
-        check_schedule(a.init)
+        check_schedule(a.init, scheduler.config)
         unet = UNet2DModel.from_pretrained(a.init)
     else:
         channels = tuple(int(c) for c in a.channels.split(","))
