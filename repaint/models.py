@@ -30,17 +30,22 @@ class ModelInfo:
     repo_id: str | None  # Hugging Face Hub repository, or None for a model shipped in this package
     resolution: int
     description: str
+    licence: str = "unknown"  # licence of the weights, as their source states it
+    gpu_only: bool = True  # too slow on a CPU for an interactive page (the app offers it only with a GPU)
 
 
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
-        ModelInfo("celebahq", "google/ddpm-ema-celebahq-256", 256, "Faces (CelebA-HQ), the paper's face model; GPU."),
-        ModelInfo("church", "google/ddpm-ema-church-256", 256, "Churches (LSUN church outdoor); GPU."),
-        ModelInfo("bedroom", "google/ddpm-ema-bedroom-256", 256, "Bedrooms (LSUN bedroom); GPU."),
-        ModelInfo("cat", "google/ddpm-ema-cat-256", 256, "Cats (LSUN cat); GPU."),
-        ModelInfo("cifar10", "google/ddpm-cifar10-32", 32, "Small objects (CIFAR-10), 32x32; runs on a CPU."),
-        ModelInfo("bundled", None, 32, "This project's cartoon-face model, 32x32, offline; seconds on a CPU."),
+        ModelInfo("celebahq", "google/ddpm-ema-celebahq-256", 256, "Faces (CelebA-HQ), the paper's face model; GPU.",
+                  "apache-2.0"),
+        ModelInfo("church", "google/ddpm-ema-church-256", 256, "Churches (LSUN church outdoor); GPU.", "apache-2.0"),
+        ModelInfo("bedroom", "google/ddpm-ema-bedroom-256", 256, "Bedrooms (LSUN bedroom); GPU.", "apache-2.0"),
+        ModelInfo("cat", "google/ddpm-ema-cat-256", 256, "Cats (LSUN cat); GPU.", "apache-2.0"),
+        ModelInfo("cifar10", "google/ddpm-cifar10-32", 32, "Small objects (CIFAR-10), 32x32; runs on a CPU.",
+                  "apache-2.0", gpu_only=False),
+        ModelInfo("bundled", None, 32, "This project's cartoon-face model, 32x32, offline; seconds on a CPU.", "MIT",
+                  gpu_only=False),
     )
 }
 
