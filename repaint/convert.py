@@ -1,0 +1,321 @@
+"""Convert guided-diffusion ("ADM", Dhariwal & Nichol 2021) checkpoints to diffusers folders, exactly.
+
+    python -m repaint.convert places256_300000.pt models/places2              # a known file name: its preset
+    python -m repaint.convert ckpt.pt out --preset celeba256
+    python -m repaint.convert ckpt.pt out --image_size 64 --num_channels 128 --attention_resolutions 16,8 ...
+
+Options use guided-diffusion's own names (``script_util.model_and_diffusion_defaults()``, RePaint's YAML confs).
+The output is a standard diffusers root layout: ``config.json`` (``UNet2DModel``), safetensors weights and a
+``scheduler_config.json`` (``variance_type: learned_range`` when the model learned its variance). Checkpoints are
+read with ``torch.load(weights_only=True)`` only. Architectures ``UNet2DModel`` cannot express raise
+:class:`UnsupportedArchitecture` instead of giving a silently different model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["DEFAULTS", "KNOWN_FILES", "PRESETS", "UnsupportedArchitecture", "convert_adm", "diffusers_config",
+           "scheduler_config", "convert_state_dict"]
+
+
+class UnsupportedArchitecture(ValueError):
+    """The checkpoint's architecture has no exact diffusers ``UNet2DModel`` equivalent."""
+
+
+#: guided-diffusion's defaults (``model_and_diffusion_defaults()``, create_model's keyword defaults where it differs).
+DEFAULTS = dict(image_size=64, num_channels=128, num_res_blocks=2, channel_mult="", attention_resolutions="16,8",
+                num_heads=4, num_head_channels=-1, num_heads_upsample=-1, learn_sigma=False, class_cond=False,
+                use_scale_shift_norm=True, resblock_updown=False, use_new_attention_order=False, dropout=0.0,
+                diffusion_steps=1000, noise_schedule="linear")
+
+_ADM256 = dict(image_size=256, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
+               num_head_channels=64, learn_sigma=True, use_scale_shift_norm=True, resblock_updown=True,
+               diffusion_steps=1000, noise_schedule="linear")
+
+#: The released checkpoints' options: guided-diffusion's README flags, RePaint's confs/*.yml.
+PRESETS: dict[str, dict] = {
+    "celeba256": dict(_ADM256, num_heads=4),  # RePaint confs/face_example.yml, test_c256_*.yml
+    "places256": dict(_ADM256, num_heads=4),  # RePaint confs/test_p256_*.yml
+    "imagenet256": dict(_ADM256, class_cond=True),  # guided-diffusion 256x256_diffusion.pt
+    "imagenet256_uncond": dict(_ADM256),  # guided-diffusion 256x256_diffusion_uncond.pt
+    "lsun256": dict(_ADM256, dropout=0.1),  # guided-diffusion lsun_{bedroom,cat,horse}.pt
+    "imagenet64": dict(image_size=64, num_channels=192, num_res_blocks=3, attention_resolutions="32,16,8",
+                       num_head_channels=64, learn_sigma=True, class_cond=True, use_scale_shift_norm=True,
+                       resblock_updown=True, use_new_attention_order=True, dropout=0.1, noise_schedule="cosine"),
+    # Listed so that their known file names give the clear error below rather than a guess.
+    "imagenet128": dict(image_size=128, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
+                        num_heads=4, learn_sigma=True, class_cond=True, use_scale_shift_norm=True,
+                        resblock_updown=True),
+    "imagenet512": dict(image_size=512, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
+                        num_head_channels=64, learn_sigma=True, class_cond=True, use_scale_shift_norm=True,
+                        resblock_updown=False),
+}
+
+#: Released file names and their presets (``repaint.load("…/places256_300000.pt")`` uses these).
+KNOWN_FILES = {"celeba256_250000.pt": "celeba256", "places256_300000.pt": "places256",
+               "256x256_diffusion.pt": "imagenet256", "256x256_diffusion_uncond.pt": "imagenet256_uncond",
+               "lsun_bedroom.pt": "lsun256", "lsun_cat.pt": "lsun256", "lsun_horse.pt": "lsun256",
+               "64x64_diffusion.pt": "imagenet64", "128x128_diffusion.pt": "imagenet128",
+               "512x512_diffusion.pt": "imagenet512"}
+
+_NUM_CLASSES = 1000  # guided_diffusion.script_util.NUM_CLASSES
+
+
+def _options(preset: str | None, options: dict) -> dict:
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    return {**DEFAULTS, **(PRESETS[preset] if preset else {}), **options}
+
+
+def _channel_mult(o: dict) -> tuple:
+    """``create_model``'s channel multipliers: given, or its default for the image size."""
+    if o["channel_mult"] not in ("", None):
+        cm = o["channel_mult"]
+        return tuple(float(c) for c in (cm.split(",") if isinstance(cm, str) else cm))
+    default = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
+    if o["image_size"] not in default:
+        raise ValueError(f"image_size {o['image_size']} has no default channel_mult; give channel_mult")
+    return default[o["image_size"]]
+
+
+def _attention_levels(o: dict, n_levels: int) -> list[bool]:
+    """Which levels attend: resolution r attends at downsampling rate image_size // r (create_model)."""
+    res = o["attention_resolutions"]
+    res = [int(r) for r in (res.split(",") if isinstance(res, str) else res)]
+    rates = {o["image_size"] // r for r in res}
+    return [2**level in rates for level in range(n_levels)]
+
+
+def diffusers_config(o: dict) -> dict:
+    """The ``UNet2DModel`` config equal to guided-diffusion's ``create_model(**o)``, or UnsupportedArchitecture."""
+    mult = _channel_mult(o)
+    if mult[0] != 1:
+        raise UnsupportedArchitecture(
+            f"channel_mult starts with {mult[0]:g}, not 1 (ADM 512): UNet2DModel's first width is also its time "
+            "embedding width, so this model cannot be expressed exactly")
+    widths = [int(m * o["num_channels"]) for m in mult]
+    attn = _attention_levels(o, len(widths))
+    if o["num_head_channels"] != -1:
+        head_dim = int(o["num_head_channels"])
+    else:
+        heads_up = o["num_heads_upsample"] if o["num_heads_upsample"] != -1 else o["num_heads"]
+        attn_widths = {w for w, a in zip(widths, attn) if a} | {widths[-1]}  # the middle block always attends
+        if len(attn_widths) > 1 or heads_up != o["num_heads"]:
+            raise UnsupportedArchitecture(
+                f"a fixed head count ({o['num_heads']} heads) at attention widths {sorted(attn_widths)} (ADM 128): "
+                "UNet2DModel has one head width for all levels, so this model cannot be expressed exactly")
+        head_dim = widths[-1] // int(o["num_heads"])
+    if any(w % 32 for w in widths):
+        raise UnsupportedArchitecture(f"widths {widths} are not multiples of 32 (ADM's GroupNorm32)")
+    plain_down, plain_up = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if o["resblock_updown"] else \
+        ("DownBlock2D", "UpBlock2D")
+    updown = "resnet" if o["resblock_updown"] else "conv"
+    return dict(
+        _class_name="UNet2DModel", sample_size=int(o["image_size"]), in_channels=3,
+        out_channels=6 if o["learn_sigma"] else 3, block_out_channels=widths, layers_per_block=int(o["num_res_blocks"]),
+        down_block_types=["AttnDownBlock2D" if a else plain_down for a in attn],
+        up_block_types=["AttnUpBlock2D" if a else plain_up for a in reversed(attn)],
+        downsample_type=updown, upsample_type=updown, downsample_padding=1, attention_head_dim=head_dim,
+        norm_num_groups=32, attn_norm_num_groups=32, norm_eps=1e-5, act_fn="silu", flip_sin_to_cos=True,
+        freq_shift=0, time_embedding_type="positional", center_input_sample=False, mid_block_scale_factor=1,
+        resnet_time_scale_shift="scale_shift" if o["use_scale_shift_norm"] else "default",
+        num_class_embeds=_NUM_CLASSES if o["class_cond"] else None, dropout=float(o["dropout"]),
+    )
+
+
+def scheduler_config(o: dict) -> dict:
+    """The DDPM schedule of ``create_gaussian_diffusion``: learned_range with learn_sigma, else fixed_large."""
+    steps = int(o["diffusion_steps"])
+    if o["noise_schedule"] == "linear":  # get_named_beta_schedule: scaled so that 1000 steps give 1e-4 .. 0.02
+        scale = 1000 / steps
+        sched = dict(beta_schedule="linear", beta_start=scale * 0.0001, beta_end=scale * 0.02)
+    elif o["noise_schedule"] == "cosine":
+        sched = dict(beta_schedule="squaredcos_cap_v2")
+    else:
+        raise ValueError(f"unknown noise_schedule {o['noise_schedule']!r} (linear, cosine)")
+    return dict(_class_name="DDPMScheduler", num_train_timesteps=steps, **sched,
+                variance_type="learned_range" if o["learn_sigma"] else "fixed_large", clip_sample=True,
+                prediction_type="epsilon")
+
+
+def _resnet(src: str, dst: str) -> dict[str, str]:
+    names = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj", "out_layers.0": "norm2",
+             "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
+    return {f"{src}.{a}": f"{dst}.{b}" for a, b in names.items()}
+
+
+def _key_map(o: dict) -> tuple[dict[str, str], list[str]]:
+    """ADM module prefixes -> diffusers prefixes, and the prefixes of attention blocks."""
+    widths = diffusers_config(o)["block_out_channels"]
+    attn = _attention_levels(o, len(widths))
+    nrb = int(o["num_res_blocks"])
+    m = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
+         "label_emb": "class_embedding", "input_blocks.0.0": "conv_in", "out.0": "conv_norm_out", "out.2": "conv_out"}
+    m |= _resnet("middle_block.0", "mid_block.resnets.0") | _resnet("middle_block.2", "mid_block.resnets.1")
+    attn_blocks = [("middle_block.1", "mid_block.attentions.0")]
+    k = 1
+    for level in range(len(widths)):
+        for j in range(nrb):
+            m |= _resnet(f"input_blocks.{k}.0", f"down_blocks.{level}.resnets.{j}")
+            if attn[level]:
+                attn_blocks.append((f"input_blocks.{k}.1", f"down_blocks.{level}.attentions.{j}"))
+            k += 1
+        if level != len(widths) - 1:
+            if o["resblock_updown"]:
+                m |= _resnet(f"input_blocks.{k}.0", f"down_blocks.{level}.downsamplers.0")
+            else:
+                m[f"input_blocks.{k}.0.op"] = f"down_blocks.{level}.downsamplers.0.conv"
+            k += 1
+    k = 0
+    for i, level in enumerate(reversed(range(len(widths)))):
+        for j in range(nrb + 1):
+            m |= _resnet(f"output_blocks.{k}.0", f"up_blocks.{i}.resnets.{j}")
+            if attn[level]:
+                attn_blocks.append((f"output_blocks.{k}.1", f"up_blocks.{i}.attentions.{j}"))
+            if level and j == nrb:
+                last = f"output_blocks.{k}.{2 if attn[level] else 1}"
+                if o["resblock_updown"]:
+                    m |= _resnet(last, f"up_blocks.{i}.upsamplers.0")
+                else:
+                    m[f"{last}.conv"] = f"up_blocks.{i}.upsamplers.0.conv"
+            k += 1
+    return m, attn_blocks
+
+
+def _split_qkv(w: torch.Tensor, heads: int, legacy: bool) -> tuple[torch.Tensor, ...]:
+    """q, k, v of a fused 1x1 qkv conv. Legacy order (QKVAttentionLegacy) lays it out per head as (q, k, v);
+    the new order (QKVAttention) as q, k, v, each of all heads. Both give heads-major q/k/v rows, as diffusers."""
+    c3 = w.shape[0]
+    rest = w.shape[1:]
+    if legacy:
+        w = w.reshape(heads, 3, c3 // 3 // heads, *rest).transpose(0, 1)
+    else:
+        w = w.reshape(3, heads, c3 // 3 // heads, *rest)
+    return tuple(part.reshape(c3 // 3, *rest) for part in w)
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, torch.Tensor]:
+    """Rename and reshape an ADM state dict into the ``UNet2DModel`` of :func:`diffusers_config` (``o``: full options).
+
+    Raises ValueError when a tensor is left over or missing, so nothing is silently dropped."""
+    config = diffusers_config(o)
+    prefixes, attn_blocks = _key_map(o)
+    out: dict[str, torch.Tensor] = {}
+    used = set()
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix in prefixes:
+            out[f"{prefixes[prefix]}.{leaf}"] = value
+            used.add(key)
+    for src, dst in attn_blocks:
+        if f"{src}.qkv.weight" not in state:
+            raise ValueError(f"checkpoint does not match the given options: no attention block {src}")
+        width = state[f"{src}.norm.weight"].shape[0]
+        heads = width // config["attention_head_dim"]
+        legacy = not o["use_new_attention_order"]
+        for leaf in ("weight", "bias"):
+            out[f"{dst}.group_norm.{leaf}"] = state[f"{src}.norm.{leaf}"]
+            qkv = state[f"{src}.qkv.{leaf}"]
+            qkv = qkv[..., 0] if leaf == "weight" else qkv  # Conv1d (3C, C, 1) -> Linear (3C, C)
+            for name, part in zip(("to_q", "to_k", "to_v"), _split_qkv(qkv, heads, legacy)):
+                out[f"{dst}.{name}.{leaf}"] = part
+            proj = state[f"{src}.proj_out.{leaf}"]
+            out[f"{dst}.to_out.0.{leaf}"] = proj[..., 0] if leaf == "weight" else proj
+            used |= {f"{src}.{p}.{leaf}" for p in ("norm", "qkv", "proj_out")}
+    left = sorted(set(state) - used)
+    if left:
+        raise ValueError(f"checkpoint does not match the given options: {len(left)} tensors unused, e.g. {left[:3]}")
+    return out
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code is ever run
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path.name} is not a state dict of tensors")
+    return state
+
+
+def convert_adm(checkpoint: str | Path, out_dir: str | Path, *, preset: str | None = None, **options) -> Path:
+    """Write a diffusers folder for a guided-diffusion checkpoint; return ``out_dir``.
+
+    ``preset``: one of :data:`PRESETS` (default: the preset of a known file name, :data:`KNOWN_FILES`);
+    ``options``: guided-diffusion's option names, overriding the preset. The folder is written atomically.
+    """
+    from diffusers import UNet2DModel
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if preset is None and not options:
+        preset = KNOWN_FILES.get(checkpoint.name)
+        if preset is None:
+            raise ValueError(f"{checkpoint.name} is not a known file name: give preset= or the model's options")
+    o = _options(preset, options)
+    config = diffusers_config(o)
+    weights = convert_state_dict(_read_checkpoint(checkpoint), o)
+    with torch.device("meta"):
+        unet = UNet2DModel(**{k: v for k, v in config.items() if k != "_class_name"})
+    missing = sorted(set(unet.state_dict()) - set(weights))
+    if missing:
+        raise ValueError(f"checkpoint does not match the given options: {len(missing)} tensors missing, "
+                         f"e.g. {missing[:3]}")
+    try:
+        unet.load_state_dict(weights, strict=True, assign=True)  # every parameter filled, every tensor used
+    except RuntimeError as e:  # shapes differ
+        raise ValueError(f"checkpoint does not match the given options: {str(e).splitlines()[-1].strip()}") from None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        unet.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "scheduler_config.json").write_text(json.dumps(scheduler_config(o), indent=2))
+        (tmp / "adm_options.json").write_text(json.dumps(dict(o, preset=preset), indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _parse_value(text: str, default):
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return type(default)(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m repaint.convert", description=__doc__.split("\n\n")[0],
+                                epilog="presets: " + ", ".join(PRESETS) + "\nknown files: " + ", ".join(KNOWN_FILES),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="guided-diffusion .pt file (a state dict)")
+    p.add_argument("out", help="output folder (diffusers root layout)")
+    p.add_argument("--preset", choices=list(PRESETS), help="options of a released checkpoint")
+    for name, default in DEFAULTS.items():
+        p.add_argument(f"--{name}", type=lambda s, d=default: _parse_value(s, d), default=None,
+                       help=f"guided-diffusion option (default {default!r})")
+    args = p.parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None}
+    try:
+        out = convert_adm(args.checkpoint, args.out, preset=args.preset, **options)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
