@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from . import images, masks
 from .sampler import Callback, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
-__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "load", "load_hub"]
+__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "load", "load_hub"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,19 @@ class ModelInfo:
     description: str
     licence: str = "unknown"  # licence of the weights, as their source states it
     gpu_only: bool = True  # too slow on a CPU for an interactive page (the app offers it only with a GPU)
+    # guided-diffusion (ADM) checkpoints, downloaded from ``url`` and converted once (repaint.convert):
+    url: str | None = None  # direct download URL of the .pt file
+    filename: str | None = None  # its released file name
+    preset: str | None = None  # repaint.convert.PRESETS entry with its architecture
+    source: str | None = None  # page that publishes it (named in errors, for a download by hand)
+    download_mb: int | None = None  # size of the download in MB (10^6 bytes), about
+    num_classes: int = 0  # class-conditional models: number of classes (ImageNet: 1000); 0 = unconditional
 
+
+_GDRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"  # RePaint's download.sh
+_REPAINT = "https://github.com/andreas128/RePaint (download.sh)"
+_OPENAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+_GUIDED = "https://github.com/openai/guided-diffusion"
 
 MODELS: dict[str, ModelInfo] = {
     m.name: m
@@ -46,6 +62,18 @@ MODELS: dict[str, ModelInfo] = {
                   "apache-2.0", gpu_only=False),
         ModelInfo("bundled", None, 32, "This project's cartoon-face model, 32x32, offline; seconds on a CPU.", "MIT",
                   gpu_only=False),
+        ModelInfo("places2", None, 256, "Places2 scenes (landscapes, streets, rooms), the paper's RePaint model; GPU.",
+                  "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1QEl-btGbzQz6IwkXiFGd49uQNTUtTHsk"),
+                  filename="places256_300000.pt", preset="places256", source=_REPAINT, download_mb=2211),
+        ModelInfo("celeba256", None, 256, "Faces (CelebA-HQ), the paper's own RePaint face model; GPU.",
+                  "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX"),
+                  filename="celeba256_250000.pt", preset="celeba256", source=_REPAINT, download_mb=2211),
+        ModelInfo("imagenet", None, 256, "ImageNet, class-conditional (1000 classes), OpenAI's ADM; GPU.", "MIT",
+                  url=_OPENAI + "256x256_diffusion.pt", filename="256x256_diffusion.pt", preset="imagenet256",
+                  source=_GUIDED, download_mb=2215, num_classes=1000),
+        ModelInfo("imagenet_uncond", None, 256, "ImageNet, unconditional, OpenAI's ADM; GPU.", "MIT",
+                  url=_OPENAI + "256x256_diffusion_uncond.pt", filename="256x256_diffusion_uncond.pt",
+                  preset="imagenet256_uncond", source=_GUIDED, download_mb=2211),
     )
 }
 
@@ -121,22 +149,122 @@ def _download(repo_id: str, name: str, cache_dir=None) -> Path:
     return path
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _adm_cache(cache_dir) -> Path:
+    """Where downloaded and converted ADM checkpoints live: ``repaint-adm/`` in the Hugging Face hub cache."""
+    from huggingface_hub import constants
+
+    return Path(cache_dir or constants.HF_HUB_CACHE) / "repaint-adm"
+
+
+def _fetch(url: str, dest: Path, name: str) -> None:
+    """Download ``url`` to ``dest`` with a progress bar (stderr); written to ``.part`` first, then renamed."""
+    from tqdm import tqdm
+
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=60) as r:
+        if r.headers.get_content_type() == "text/html":
+            raise OSError("the host sent a web page, not the file (a quota or sign-in page)")
+        total = int(r.headers.get("Content-Length") or 0) or None
+        with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}") as bar:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+    part.rename(dest)
+
+
+def _by_hand(filename: str, source: str) -> str:
+    return (f"download {filename} by hand from {source}, then convert it once: "
+            f"python -m repaint.convert {filename} DIR, and load DIR (or load the .pt file itself)")
+
+
+def _adm_folder(info: ModelInfo, cache_dir) -> Path:
+    """The converted folder of a registry ADM model: downloaded and converted on first use, offline after."""
+    from .convert import convert_adm
+
+    root = _adm_cache(cache_dir) / info.name
+    folder = root / "diffusers"
+    if (folder / "config.json").is_file():
+        return folder
+    ckpt = root / info.filename
+    if not ckpt.is_file():
+        if _offline():
+            raise ModelLoadError(f"model {info.name!r} is not downloaded yet and HF_HUB_OFFLINE is set; "
+                                 + _by_hand(info.filename, info.source or info.url))
+        try:
+            _fetch(info.url, ckpt, info.name)
+        except Exception as e:
+            raise ModelLoadError(f"model {info.name!r}: download from {info.url} failed ({type(e).__name__}: {e}); "
+                                 + _by_hand(info.filename, info.source or info.url)) from None
+    try:
+        convert_adm(ckpt, folder, preset=info.preset)
+    except Exception as e:
+        raise ModelLoadError(f"model {info.name!r}: {info.filename} could not be converted ({e}); "
+                             "delete it to download it again") from None
+    ckpt.unlink()  # the converted folder holds the same weights
+    return folder
+
+
+def _pt_folder(path: Path, cache_dir) -> Path:
+    """A released ADM checkpoint file, converted once (cached by name, size and time) with its known preset."""
+    from .convert import KNOWN_FILES, convert_adm
+
+    preset = KNOWN_FILES.get(path.name)
+    if preset is None:
+        raise ModelLoadError(f"{path.name} is not a known checkpoint name ({', '.join(KNOWN_FILES)}); convert it "
+                             "with its options: python -m repaint.convert FILE DIR --image_size ... (see --help)")
+    stat = path.stat()
+    folder = _adm_cache(cache_dir) / "files" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+    if not (folder / "config.json").is_file():
+        try:
+            convert_adm(path, folder, preset=preset)
+        except Exception as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ModelLoadError(f"{path.name} could not be converted with preset {preset!r} ({e})") from None
+    return folder
+
+
+def default_dtype(device) -> torch.dtype:
+    """float16 on CUDA (guided-diffusion's own inference precision), float32 elsewhere."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _dtype(dtype, device) -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+        return getattr(torch, dtype)
+    return dtype
+
+
 def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_dir=None) -> Inpainter:
     """Load an epsilon-predicting diffusers ``UNet2DModel`` and its DDPM scheduler config.
 
-    ``name_or_path``: a registry name (:data:`MODELS`), a local folder, or a Hub repository id
-    (``owner/name``; with ``HF_HUB_OFFLINE=1`` only the cache is read). Folders hold either the
-    root layout (config.json, weights, scheduler_config.json) or a pipeline layout (model_index.json,
-    unet/, scheduler/). Remote code is never run; weights are safetensors or weights-only pickles.
+    ``name_or_path``: a registry name (:data:`MODELS`), a local folder, a released guided-diffusion ``.pt`` file
+    (:data:`repaint.convert.KNOWN_FILES`, converted once into the cache), or a Hub repository id (``owner/name``;
+    with ``HF_HUB_OFFLINE=1`` only the cache is read). Registry ADM models are downloaded and converted once into
+    ``repaint-adm/`` of the Hugging Face cache (``cache_dir``). Folders hold either the root layout (config.json,
+    weights, scheduler_config.json) or a pipeline layout (model_index.json, unet/, scheduler/). Remote code is
+    never run; weights are safetensors or weights-only pickles. ``dtype``: default float16 on CUDA, else float32.
     """
     key = str(name_or_path)
     info = MODELS.get(key)
-    if info is not None and info.repo_id is None:
+    if info is not None and info.url is not None:
+        root = _adm_folder(info, cache_dir)
+    elif info is not None and info.repo_id is None:
         root = BUNDLED_DIR
     elif info is not None:
         root = _download(info.repo_id, key, cache_dir)
     elif Path(key).is_dir():
         root = Path(key)
+    elif Path(key).is_file() and key.endswith(".pt"):
+        root = _pt_folder(Path(key), cache_dir)
     elif key.count("/") == 1 and not Path(key).exists():
         return load_hub(key, device, dtype, cache_dir)
     else:
@@ -152,8 +280,9 @@ def load_hub(repo_id: str, device=None, dtype=None, cache_dir=None) -> Inpainter
 def _from_folder(root: Path, key: str, device, dtype) -> Inpainter:
     unet, sched = _read_folder(root, key)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = _dtype(dtype, device)
     unet = unet.to(device).eval().requires_grad_(False)
-    if dtype is not None and dtype != unet.dtype:
+    if dtype != unet.dtype:
         unet = unet.to(dtype=dtype)
     return Inpainter(unet, sched, key)
 
@@ -168,6 +297,10 @@ class Inpainter:
         self.resolution = int(unet.config.sample_size)
         self.channels = int(unet.config.in_channels)
         self.train_steps = int(self.scheduler_config.get("num_train_timesteps", 1000))
+        #: Classes of a class-conditional model (ImageNet ADM: 1000); 0 = unconditional.
+        self.num_classes = int(unet.config.get("num_class_embeds") or 0)
+        #: The model's second output half sets the step's variance (guided-diffusion's learn_sigma).
+        self.learned_variance = self.scheduler_config.get("variance_type") == "learned_range"
 
     @property
     def device(self) -> torch.device:
@@ -177,10 +310,26 @@ class Inpainter:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The model's noise prediction in float32 (a learned-variance half of the output is ignored)."""
-        out = self.unet(x.to(self.dtype), t).sample
-        return out[:, : self.channels].float()
+    def eps(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's output for the sampler, in float32: the noise prediction (C channels), followed for a
+        learned_range model by its variance interpolation v (C more); a learned half is otherwise ignored."""
+        out = self.unet(x.to(self.dtype), t, class_labels=class_labels).sample
+        return out[:, : self.channels * (2 if self.learned_variance else 1)].float()
+
+    def class_labels(self, seeds: Sequence[int], class_label: int | None = None) -> list[int] | None:
+        """One class per sample: ``class_label`` for all, or (None) a random class drawn from each sample's seed,
+        as the official test.py draws a random class per sample. None for an unconditional model."""
+        if not self.num_classes:
+            if class_label is not None:
+                raise ValueError(f"model {self.name!r} is not class-conditional: leave class_label unset")
+            return None
+        if class_label is None:
+            return [int(torch.randint(self.num_classes, (), generator=torch.Generator().manual_seed(int(s))))
+                    for s in seeds]
+        if isinstance(class_label, bool) or not isinstance(class_label, (int, np.integer)) \
+                or not 0 <= class_label < self.num_classes:
+            raise ValueError(f"class_label must be an integer from 0 to {self.num_classes - 1}, got {class_label!r}")
+        return [int(class_label)] * len(seeds)
 
     def prepare(self, image, mask, *, keep_mask: bool = False, invert: bool = False, seed: int = 0):
         """Fit an image and its mask to the model: (uint8 (R, R, 3), bool (R, R)), True = fill.
@@ -218,9 +367,11 @@ class Inpainter:
 
     @torch.inference_mode()
     def sample(self, images_u8: np.ndarray, fill: np.ndarray, schedules: list[list[int]], seeds: list[int],
-               callback: Callback | None = None) -> np.ndarray:
+               callback: Callback | None = None, class_labels: Sequence[int] | None = None) -> np.ndarray:
         """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
-        one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact."""
+        one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact.
+
+        ``class_labels``: one class per sample for a class-conditional model (default: :meth:`class_labels`)."""
         dev = self.device
         steps = schedules[0][0] + 1
         gens = [torch.Generator(dev).manual_seed(s) for s in seeds]
@@ -229,15 +380,20 @@ class Inpainter:
         images_u8, fill = np.asarray(images_u8), np.asarray(fill, dtype=bool)
         image = images.to_tensor(images_u8, dev)
         m = torch.from_numpy(fill).to(dev).reshape(-1, 1, *fill.shape[-2:])
+        if class_labels is None:
+            class_labels = self.class_labels(seeds)
+        labels = None if class_labels is None else torch.tensor(list(class_labels), dtype=torch.long, device=dev)
         out = sample_repaint(self.eps, x, image, m, noise_tables(self.scheduler_config, steps), schedules, gens,
-                             callback)
+                             callback, class_labels=labels)
         result = images.from_tensor(out)
         keep = np.broadcast_to(~fill, result.shape[:3])
         result[keep] = np.broadcast_to(images_u8, result.shape)[keep]  # exact already (abar = 1 at the end)
         return result
 
-    def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert):
+    def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert,
+                 class_label=None):
         steps, jump_length, _, seed, num_samples = self.check_settings(steps, jump_length, max(ns), seed, num_samples)
+        labels = self.class_labels([seed + i for i in range(num_samples)], class_label)
         rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
         if not m.any():
             log.info("empty mask: nothing to fill, returning the input")
@@ -246,26 +402,32 @@ class Inpainter:
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
-        out = self.sample(rgb, m, schedules, seeds, callback)
-        return [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
+        out = self.sample(rgb, m, schedules, seeds, callback, None if labels is None else labels * len(ns))
+        results = [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
+        for row in results if labels is not None else []:
+            for img, label in zip(row, labels):
+                img.info["class_label"] = label  # which class each sample was drawn for
+        return results
 
     def inpaint(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False) -> list[Image.Image]:
+                invert: bool = False, class_label: int | None = None) -> list[Image.Image]:
         """Fill the masked region (True / white = fill) with RePaint; sample ``i`` uses seed ``seed + i``.
 
         Returns ``num_samples`` RGB images at the model's resolution; known pixels equal the fitted input exactly.
+        ``class_label``: a class-conditional model's class for all samples; unset, each sample draws a random
+        class from its seed (``image.info["class_label"]`` says which).
         """
         return self._samples(image, mask, steps, jump_length, [jump_n_sample], seed, num_samples, callback,
-                             keep_mask, invert)[0]
+                             keep_mask, invert, class_label)[0]
 
     def compare(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False) -> tuple[list[Image.Image], list[Image.Image]]:
+                invert: bool = False, class_label: int | None = None) -> tuple[list[Image.Image], list[Image.Image]]:
         """``inpaint`` with ``jump_n_sample`` and with 1 from the same seeds, run together in one batch.
 
         Returns ``(resampled, plain)``: the same images as the two ``inpaint`` calls.
         """
         resampled, plain = self._samples(image, mask, steps, jump_length, [jump_n_sample, 1], seed, num_samples,
-                                         callback, keep_mask, invert)
+                                         callback, keep_mask, invert, class_label)
         return resampled, plain

@@ -13,7 +13,7 @@ import torch
 
 from .schedule import NoiseTables
 
-__all__ = ["ddpm_step", "forward_step", "q_sample", "sample_repaint"]
+__all__ = ["ddpm_step", "forward_step", "learned_sigma", "q_sample", "sample_repaint"]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, list[int], torch.Tensor, torch.Tensor], None]
@@ -44,6 +44,17 @@ def ddpm_step(x_t, eps, alpha_cumprod, alpha_cumprod_prev, beta, sigma, noise, c
     return coef_x0 * x0 + coef_xt * x_t + sigma * noise, x0
 
 
+def learned_sigma(v: torch.Tensor, min_log, max_log) -> torch.Tensor:
+    """Per-pixel std of a learned-range step (Improved DDPM eq. 15, as guided-diffusion's ``p_mean_variance``).
+
+    ``v`` in [-1, 1] is the model's second output half; frac = (v + 1) / 2 and the log variance is
+    frac * max_log + (1 - frac) * min_log, with max_log = log beta'_t and min_log the clipped log posterior
+    variance of the respaced chain (:meth:`repaint.schedule.NoiseTables.log_variance_bounds`).
+    """
+    frac = (v + 1) / 2
+    return torch.exp(0.5 * (frac * max_log + (1 - frac) * min_log))
+
+
 def _moves(schedule: Sequence[int]) -> list[tuple[list[int], int]]:
     """Split a schedule into its denoising steps, each with the levels re-noised up to just before it."""
     moves, ups = [], []
@@ -70,6 +81,18 @@ def _ticks(counts: Sequence[int]) -> list[list[int]]:
     return [[b for b, c in enumerate(counts) if (k + 1) * c // n > k * c // n] for k in range(n)]
 
 
+def _denoise(x, out, noise, image, fill, c, level: int, tables: NoiseTables):
+    """One denoising step of the rows of ``x``, all at ``level`` (coefficients ``c``), from the model's output:
+    Algorithm 1 lines 5-8. Returns ``(x_{t-1}, x0_pred)``."""
+    ch = x.shape[1]
+    sigma = c[3]
+    if tables.learned_range:  # level 0 adds no noise (guided-diffusion's nonzero_mask)
+        sigma = learned_sigma(out[:, ch:], c[4], c[5]) if level > 0 else 0.0
+    unknown, x0 = ddpm_step(x, out[:, :ch], c[0], c[1], c[2], sigma, noise, tables.clip_sample)  # lines 6-7
+    known = q_sample(image, c[1], noise)  # line 5
+    return torch.where(fill, unknown, known), x0  # line 8
+
+
 def sample_repaint(
     model: Model,
     x: torch.Tensor,
@@ -79,11 +102,15 @@ def sample_repaint(
     schedules: Sequence[Sequence[int]],
     generators: Sequence[torch.Generator],
     callback: Callback | None = None,
+    *,
+    class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Inpaint with RePaint: Algorithm 1 with resampling (section 4.2).
 
     Args:
-        model: ``model(x, timesteps) -> eps``, timesteps a long tensor with one training timestep per sample.
+        model: ``model(x, timesteps) -> eps``, timesteps a long tensor with one training timestep per sample. With
+            ``tables.variance_type == "learned_range"`` it returns 2C channels: eps, then v (:func:`learned_sigma`).
+            With ``class_labels`` it is called as ``model(x, timesteps, labels)``, labels those of x's rows.
         x: (B, C, H, W) starting noise x_T, one sample per row (drawn by the caller from ``generators``).
         image: (B, C, H, W) or (1, C, H, W) the input image in [-1, 1]; only its known pixels are used.
         mask: (B or 1, 1, H, W) bool, True = fill.
@@ -94,6 +121,7 @@ def sample_repaint(
             batched run gives each sample the image of a run alone with its generator.
         callback: called after each tick as ``callback(tick, levels, x, x0_pred)``; ``levels`` holds each sample's
             current level (-1 = done). It may raise to cancel the run.
+        class_labels: (B,) long tensor, one class per sample, for class-conditional models.
 
     The known part is merged *after* each step, as in the paper's Algorithm 1 (line 8), not before the next
     model call as the official code does; so the last step (level 0 -> -1, where abar = 1 and the known part is
@@ -109,11 +137,12 @@ def sample_repaint(
         if m[0][1] != tables.steps - 1:
             raise ValueError(f"a schedule must start at level {tables.steps - 1} (steps - 1), got {m[0][1]}")
     dev = x.device
-    # Per-level coefficients in float64. A tick whose samples share one level (every plain or batched run) uses
-    # them as Python floats; a tick with samples at different levels (compare mode) gathers float32 rows.
+    # Per-level coefficients as float64 Python floats: abar, abar_prev, beta, sigma (fixed variances), then
+    # min_log, max_log (learned range).
+    bounds = [b.tolist() for b in tables.log_variance_bounds()]
     table = list(zip(tables.alphas_cumprod.tolist(), tables.alphas_cumprod_prev.tolist(), tables.betas.tolist(),
-                     [tables.sigma(t) for t in range(tables.steps)]))
-    coef = torch.tensor(table, dtype=torch.float64).to(device=dev, dtype=torch.float32)
+                     [tables.sigma(t) for t in range(tables.steps)], *bounds))
+    channels = x.shape[1] * (2 if tables.learned_range else 1)
     train_t = torch.as_tensor(tables.timesteps, dtype=torch.long, device=dev)
     betas = tables.betas.tolist()
 
@@ -148,19 +177,22 @@ def sample_repaint(
         lv = [level for _, level in step]
         for b, level in zip(active, lv):
             levels[b] = level
-        if lv.count(lv[0]) == len(lv):
-            c = table[lv[0]]
-            t = torch.full((len(active),), int(tables.timesteps[lv[0]]), dtype=torch.long, device=dev)
-        else:
-            idx = torch.tensor(lv, device=dev)
-            c, t = coef[idx].T.reshape(4, -1, 1, 1, 1), train_t[idx]
+        t = train_t[torch.tensor(lv, device=dev)]
         xa = x if every else x[active]
-        eps = model(xa, t)
+        out = model(xa, t) if class_labels is None else model(xa, t, class_labels[active])
+        if out.shape[1] != channels:
+            raise ValueError(f"the model returned {out.shape[1]} channels, the {tables.variance_type} sampler needs "
+                             f"{channels}")
         draw(active)
-        n = noise if every else noise[active]
-        unknown, x0 = ddpm_step(xa, eps, c[0], c[1], c[2], c[3], n, tables.clip_sample)  # lines 6-7
-        known = q_sample(image if every else image[active], c[1], n)  # line 5
-        merged = torch.where(mask if every else mask[active], unknown, known)  # line 8
+        n, img, fill = (noise, image, mask) if every else (noise[active], image[active], mask[active])
+        if lv.count(lv[0]) == len(lv):
+            merged, x0 = _denoise(xa, out, n, img, fill, table[lv[0]], lv[0], tables)
+        else:  # compare mode: each level's rows with that level's coefficients, exactly as in a run alone
+            merged, x0 = torch.empty_like(xa), torch.empty_like(xa)
+            for level in set(lv):
+                rows = torch.tensor([i for i, v in enumerate(lv) if v == level], device=dev)
+                merged[rows], x0[rows] = _denoise(xa[rows], out[rows], n[rows], img[rows], fill[rows], table[level],
+                                                  level, tables)
         if every:
             x, x0_pred = merged, x0
         else:

@@ -101,10 +101,25 @@ class NoiseTables:
     alphas_cumprod_prev: np.ndarray
     posterior_variance: np.ndarray
     clip_sample: bool
+    variance_type: str = "fixed_small"  # fixed_small, fixed_large, or learned_range (the model gives v per pixel)
 
     @property
     def steps(self) -> int:
         return len(self.timesteps)
+
+    @property
+    def learned_range(self) -> bool:
+        return self.variance_type == "learned_range"
+
+    def log_variance_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min_log, max_log) per level of the learned range (Improved DDPM eq. 15, guided-diffusion's
+        ``p_mean_variance``): the posterior log variance with level 0 clipped to level 1's, and log beta'_t.
+
+        With one level (no level 1) min_log is log beta'_0; level 0 adds no noise either way.
+        """
+        small = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        min_log = np.log(np.append(small[1], small[1:])) if self.steps > 1 else np.log(self.betas)
+        return min_log, np.log(self.betas)
 
     def sigma(self, t: int) -> float:
         """Std of the ancestral step's noise at level ``t`` (0 at the last step, as in DDPM)."""
@@ -117,7 +132,8 @@ def noise_tables(config: dict, steps: int) -> NoiseTables:
     beta'_t = 1 - abar[s_t] / abar[s_{t-1}] over the kept timesteps s (improved-diffusion
     ``SpacedDiffusion``), so abar' equals abar on the kept timesteps exactly.
     The ancestral variance follows the config's ``variance_type``: ``fixed_small``
-    (posterior variance, DDPM eq. 7) or ``fixed_large`` (beta'_t).
+    (posterior variance, DDPM eq. 7), ``fixed_large`` (beta'_t), or ``learned_range``, interpolated between
+    the two per pixel by the model's second output half (:meth:`NoiseTables.log_variance_bounds`).
     """
     betas = betas_from_config(config)
     abar_full = np.cumprod(1.0 - betas)
@@ -126,7 +142,7 @@ def noise_tables(config: dict, steps: int) -> NoiseTables:
     abar_prev = np.concatenate([[1.0], abar[:-1]])
     new_betas = 1.0 - abar / abar_prev
     variance_type = config.get("variance_type", "fixed_small")
-    if variance_type in ("fixed_small", "fixed_small_log", "learned_range", "learned"):
+    if variance_type in ("fixed_small", "fixed_small_log", "learned_range"):
         posterior = new_betas * (1.0 - abar_prev) / (1.0 - abar)
     elif variance_type in ("fixed_large", "fixed_large_log"):
         posterior = new_betas.copy()
@@ -139,4 +155,6 @@ def noise_tables(config: dict, steps: int) -> NoiseTables:
         alphas_cumprod_prev=abar_prev,
         posterior_variance=posterior,
         clip_sample=bool(config.get("clip_sample", True)),
+        variance_type="learned_range" if variance_type == "learned_range" else
+        ("fixed_large" if variance_type.startswith("fixed_large") else "fixed_small"),
     )

@@ -6,12 +6,16 @@ The oracle is ``guided_diffusion`` (guided-diffusion-sdk, a test dependency only
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from _adm import gaussian_diffusion, randomise, save_checkpoint, script_util, tiny_adm, tiny_options
-from diffusers import UNet2DModel
+from diffusers import RePaintScheduler, UNet2DModel
 
+import repaint
 from repaint import convert
+from repaint.sampler import ddpm_step, learned_sigma, sample_repaint
+from repaint.schedule import jump_schedule, noise_tables
 
 
 def _converted(model, o) -> UNet2DModel:
@@ -168,3 +172,144 @@ def test_real_256_architecture_matches_at_batch_1():
     t = torch.tensor([500])
     with torch.no_grad():
         assert (model(x, t, y) - unet(x, t, class_labels=y).sample).abs().max() <= 1e-5
+
+
+# --- the learned-range step against SpacedDiffusion.p_mean_variance -------------------------------------------------
+
+def _spaced(steps: int, schedule: str = "linear"):
+    return script_util.create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule=schedule,
+                                                 timestep_respacing=str(steps))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_learned_range_step_equals_p_mean_variance(schedule):
+    """Same x_t and model output (eps, v): our step's mean and log variance equal guided-diffusion's
+    p_mean_variance on the respaced chain, at the first level, middle levels and the last two (1 and 0)."""
+    steps = 50
+    diffusion = _spaced(steps, schedule)
+    tables = noise_tables(convert.scheduler_config(tiny_options(noise_schedule=schedule)), steps)
+    assert tables.timesteps.tolist() == sorted(diffusion.timestep_map)
+    min_log, max_log = tables.log_variance_bounds()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, generator=g)
+    out = torch.cat([torch.randn(2, 3, 4, 4, generator=g), torch.rand(2, 3, 4, 4, generator=g) * 2 - 1], dim=1)
+    seen = []
+    model = lambda x_, ts: (seen.append(ts), out)[1]  # noqa: E731
+    for level in (49, 30, 10, 2, 1, 0):
+        ref = diffusion.p_mean_variance(model, x, torch.tensor([level, level]), clip_denoised=True)
+        assert seen[-1].tolist() == [tables.timesteps[level]] * 2  # the model sees the same training timestep
+        sigma = learned_sigma(out[:, 3:], min_log[level], max_log[level])
+        mean, x0 = ddpm_step(x, out[:, :3], tables.alphas_cumprod[level], tables.alphas_cumprod_prev[level],
+                             tables.betas[level], sigma, torch.zeros_like(x), tables.clip_sample)
+        torch.testing.assert_close(x0, ref["pred_xstart"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(mean, ref["mean"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(2 * sigma.log(), ref["log_variance"], rtol=1e-6, atol=1e-6)
+
+
+def test_log_variance_bounds_equal_guided_diffusions_tables():
+    diffusion = _spaced(250)
+    tables = noise_tables(convert.scheduler_config(tiny_options()), 250)
+    min_log, max_log = tables.log_variance_bounds()
+    assert abs(min_log - diffusion.posterior_log_variance_clipped).max() <= 1e-12
+    assert abs(max_log - np.log(diffusion.betas)).max() <= 1e-12
+
+
+# --- the whole RePaint loop against a reference built from guided_diffusion ------------------------------------------
+
+def _official_levels(steps, j, r):
+    """The jump schedule as diffusers' RePaintScheduler lays it out (an independent copy of get_schedule_jump)."""
+    sched = RePaintScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(steps, j, r)
+    return (sched.timesteps.numpy() // (1000 // steps)).tolist() + [-1]
+
+
+def _reference_repaint(diffusion, model, x, image, fill, path, gen, y=None):
+    """Algorithm 1 with resampling, every quantity from guided_diffusion: p_mean_variance for the unknown part,
+    q_sample for the known part (the same noise draw, disjoint pixels), the respaced betas for the forward jumps."""
+    kwargs = {} if y is None else {"y": y}
+    for a, b in zip(path, path[1:]):
+        noise = torch.randn(x.shape[1:], generator=gen)[None]
+        if b == a + 1:
+            beta = float(diffusion.betas[b])
+            x = (1 - beta) ** 0.5 * x + beta**0.5 * noise
+            continue
+        out = diffusion.p_mean_variance(model, x, torch.tensor([a]), clip_denoised=True, model_kwargs=kwargs)
+        unknown = out["mean"] + (a != 0) * torch.exp(0.5 * out["log_variance"]) * noise
+        known = diffusion.q_sample(image, torch.tensor([b]), noise) if b >= 0 else image
+        x = torch.where(fill, unknown, known)
+    return x
+
+
+@pytest.fixture(scope="module")
+def adm_folder(tmp_path_factory):
+    """A tiny class-conditional ADM checkpoint, converted through repaint.convert_adm."""
+    tmp = tmp_path_factory.mktemp("adm")
+    ckpt, model, o = save_checkpoint(tmp / "tiny.pt", class_cond=True)
+    return repaint.convert_adm(ckpt, tmp / "tiny", **{k: v for k, v in o.items() if v != convert.DEFAULTS[k]}), model
+
+
+@pytest.mark.parametrize("steps, j, r", [(20, 5, 3), (12, 1, 1)])
+def test_repaint_loop_equals_guided_diffusion_reference(adm_folder, steps, j, r):
+    """The sampler with the converted model, fed the same noise draws, follows the reference chain step for step;
+    known pixels of the result are the image exactly."""
+    folder, model = adm_folder
+    pipe = repaint.load(folder, device="cpu")
+    assert pipe.learned_variance and pipe.num_classes == 1000
+    diffusion = _spaced(steps)
+    path = _official_levels(steps, j, r)
+    assert path == jump_schedule(steps, j, r)
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    fill = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    fill[..., 4:12, 2:9] = True
+    y = torch.tensor([417])
+    x_t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    ours = sample_repaint(pipe.eps, x_t, image, fill, noise_tables(pipe.scheduler_config, steps), [path],
+                          [torch.Generator().manual_seed(11)], class_labels=y)
+    with torch.no_grad():
+        ref = _reference_repaint(diffusion, model, x_t, image, fill, path, torch.Generator().manual_seed(11), y)
+    assert torch.equal(ours[~fill.expand_as(ours)], image[~fill.expand_as(image)])
+    assert (ours - ref).abs().max() <= 1e-4
+    assert (ours - image).abs()[fill.expand_as(ours)].mean() > 0.05  # the filled part is the model's, not the image
+
+
+def test_inpaint_with_a_converted_checkpoint(adm_folder):
+    """repaint.load + inpaint/compare on a learned-variance, class-conditional ADM: known pixels exact, compare mode
+    equals separate runs, the class label changes the filling, a random class is drawn from the seed.
+
+    Compare mode batches the n=1 chain with the others, and this model's attention gives a row's output with
+    ~3e-6 differences at another batch size; so filled pixels may differ by one uint8 level, never more."""
+    folder, _ = adm_folder
+    pipe = repaint.load(folder, device="cpu")
+    img = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
+    kw = dict(steps=8, jump_length=2, seed=3, num_samples=2)
+    resampled, plain = pipe.compare(img, "center_box", jump_n_sample=3, class_label=7, **kw)
+    rgb, m = pipe.prepare(img, "center_box")
+    for got, want in zip(resampled + plain, pipe.inpaint(img, "center_box", jump_n_sample=3, class_label=7, **kw)
+                         + pipe.inpaint(img, "center_box", jump_n_sample=1, class_label=7, **kw)):
+        assert np.abs(np.asarray(got).astype(int) - np.asarray(want)).max() <= 1
+        assert np.array_equal(np.asarray(got)[~m], rgb[~m])
+        assert got.info["class_label"] == 7
+    other = pipe.inpaint(img, "center_box", jump_n_sample=3, class_label=8, **kw)
+    assert not np.array_equal(np.asarray(other[0]), np.asarray(resampled[0]))
+    drawn = pipe.inpaint(img, "center_box", jump_n_sample=1, **kw)
+    assert [d.info["class_label"] for d in drawn] == pipe.class_labels([3, 4])
+    again = pipe.inpaint(img, "center_box", jump_n_sample=1, class_label=drawn[1].info["class_label"], **kw)
+    assert np.array_equal(np.asarray(again[1]), np.asarray(drawn[1]))
+    with pytest.raises(ValueError, match="class_label"):
+        pipe.inpaint(img, "center_box", class_label=1000, **kw)
+
+
+def test_unconditional_model_refuses_a_class_label():
+    pipe = repaint.load("bundled", device="cpu")
+    assert pipe.num_classes == 0 and not pipe.learned_variance
+    with pytest.raises(ValueError, match="not class-conditional"):
+        pipe.inpaint(np.zeros((32, 32, 3), np.uint8), "left_half", steps=2, jump_length=1, class_label=3)
+
+
+def test_sampler_checks_the_output_channels():
+    tables = noise_tables(convert.scheduler_config(tiny_options()), 4)
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="returned 3 channels"):
+        sample_repaint(lambda x_, t: x_, x, x, torch.ones(1, 1, 4, 4, dtype=torch.bool), tables,
+                       [jump_schedule(4, 1, 1)], [torch.Generator()])
