@@ -166,14 +166,20 @@ def _fetch(url: str, dest: Path, name: str) -> None:
 
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as r:
-        if r.headers.get_content_type() == "text/html":
-            raise OSError("the host sent a web page, not the file (a quota or sign-in page)")
-        total = int(r.headers.get("Content-Length") or 0) or None
-        with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}") as bar:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            if r.headers.get_content_type() == "text/html":
+                raise OSError("the host sent a web page, not the file (a quota or sign-in page)")
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}") as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            if total is not None and part.stat().st_size != total:
+                raise OSError(f"the download stopped after {part.stat().st_size} of {total} bytes")
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     part.rename(dest)
 
 

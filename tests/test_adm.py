@@ -4,7 +4,9 @@ The oracle is ``guided_diffusion`` (guided-diffusion-sdk, a test dependency only
 ``SpacedDiffusion.p_mean_variance`` / ``q_sample`` for the learned-range step and the whole RePaint loop.
 """
 
+import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -313,3 +315,129 @@ def test_sampler_checks_the_output_channels():
     with pytest.raises(ValueError, match="returned 3 channels"):
         sample_repaint(lambda x_, t: x_, x, x, torch.ones(1, 1, 4, 4, dtype=torch.bool), tables,
                        [jump_schedule(4, 1, 1)], [torch.Generator()])
+
+
+# --- registry: download once into the cache (a loopback HTTP server), convert once, offline after ------------------
+
+@pytest.fixture()
+def server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1; records the paths asked for."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    asked = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{httpd.server_address[1]}", asked, httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture()
+def tiny_entry(monkeypatch, server):
+    """A registry entry for a tiny ADM served by the loopback server, with a preset for its architecture."""
+    www, url, asked, httpd = server
+    _, model, o = save_checkpoint(www / "tiny_1000.pt")
+    monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
+    info = repaint.ModelInfo("tinyadm", None, 16, "test", "MIT", url=f"{url}/tiny_1000.pt", filename="tiny_1000.pt",
+                             preset="tiny", source="the test server", download_mb=1)
+    monkeypatch.setitem(repaint.MODELS, "tinyadm", info)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return info, model, asked, httpd
+
+
+def test_registry_model_downloads_once_then_works_offline(tmp_path, tiny_entry, monkeypatch, capsys):
+    info, model, asked, httpd = tiny_entry
+    cache = tmp_path / "hf"
+    pipe = repaint.load("tinyadm", device="cpu", cache_dir=cache)
+    assert asked == ["/tiny_1000.pt"]
+    if not os.environ.get("TQDM_DISABLE"):  # tqdm reads it once, at import
+        assert "download tinyadm" in capsys.readouterr().err  # the progress bar
+    folder = cache / "repaint-adm" / "tinyadm" / "diffusers"
+    assert (folder / "diffusion_pytorch_model.safetensors").is_file()
+    assert not (cache / "repaint-adm" / "tinyadm" / "tiny_1000.pt").exists()  # converted, then dropped
+    x, t, _ = _inputs(tiny_options())
+    with torch.no_grad():
+        assert (pipe.unet(x, t).sample - model(x, t)).abs().max() <= 1e-5
+    httpd.shutdown()  # no network from now on
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = repaint.load("tinyadm", device="cpu", cache_dir=cache)
+    assert asked == ["/tiny_1000.pt"] and again.learned_variance
+    img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    (out,) = again.inpaint(img, "left_half", steps=6, jump_length=2, jump_n_sample=2)
+    rgb, m = again.prepare(img, "left_half")
+    assert np.array_equal(np.asarray(out)[~m], rgb[~m])
+
+
+def test_failed_download_names_the_source_and_the_manual_route(tmp_path, tiny_entry, monkeypatch):
+    info, _, asked, _ = tiny_entry
+    monkeypatch.setitem(repaint.MODELS, "tinyadm", dataclasses.replace(info, url=info.url.replace("tiny_", "gone_")))
+    with pytest.raises(repaint.ModelLoadError) as e:
+        repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
+    text = str(e.value)
+    assert "gone_1000.pt" in text and "HTTPError" in text and "python -m repaint.convert tiny_1000.pt" in text
+    assert not list((tmp_path / "hf").rglob("*.pt"))  # no partial file left as if complete
+    (tmp_path / "www" / "quota.html").write_text("<html>Google Drive: quota exceeded</html>")
+    monkeypatch.setitem(repaint.MODELS, "tinyadm", dataclasses.replace(info, url=info.url.replace("tiny_1000.pt",
+                                                                                                   "quota.html")))
+    with pytest.raises(repaint.ModelLoadError, match="a web page, not the file"):
+        repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
+    assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(repaint.ModelLoadError, match="HF_HUB_OFFLINE.*the test server"):
+        repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
+
+
+def test_known_checkpoint_file_name_applies_its_preset(tmp_path, monkeypatch):
+    ckpt, model, o = save_checkpoint(tmp_path / "tiny_1000.pt")
+    monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
+    monkeypatch.setitem(convert.KNOWN_FILES, "tiny_1000.pt", "tiny")
+    pipe = repaint.load(str(ckpt), device="cpu", cache_dir=tmp_path / "hf")
+    x, t, _ = _inputs(o)
+    with torch.no_grad():
+        assert (pipe.unet(x, t).sample - model(x, t)).abs().max() <= 1e-5
+    assert len(list((tmp_path / "hf" / "repaint-adm" / "files").iterdir())) == 1
+    repaint.load(str(ckpt), device="cpu", cache_dir=tmp_path / "hf")  # converted once: found in the cache
+    assert len(list((tmp_path / "hf" / "repaint-adm" / "files").iterdir())) == 1
+    other = tmp_path / "other.pt"
+    other.write_bytes(ckpt.read_bytes())
+    with pytest.raises(repaint.ModelLoadError, match="not a known checkpoint name"):
+        repaint.load(str(other), device="cpu", cache_dir=tmp_path / "hf")
+
+
+def test_registry_entries_of_the_released_checkpoints():
+    for name, preset, classes in (("places2", "places256", 0), ("celeba256", "celeba256", 0),
+                                  ("imagenet", "imagenet256", 1000), ("imagenet_uncond", "imagenet256_uncond", 0)):
+        info = repaint.MODELS[name]
+        assert info.preset == preset and convert.KNOWN_FILES[info.filename] == preset
+        assert info.num_classes == classes and info.gpu_only and info.resolution == 256
+        assert info.url.startswith("https://") and info.source and info.download_mb and info.licence != "unknown"
+        config = convert.diffusers_config({**convert.DEFAULTS, **convert.PRESETS[preset]})
+        assert (config["num_class_embeds"] or 0) == classes
+
+
+def test_dtype_option(adm_folder):
+    folder, _ = adm_folder
+    assert repaint.models.default_dtype("cuda") == torch.float16
+    assert repaint.models.default_dtype("cpu") == torch.float32
+    pipe = repaint.load(folder, device="cpu", dtype="bfloat16")
+    assert pipe.dtype == torch.bfloat16
+    img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    (out,) = pipe.inpaint(img, "left_half", steps=4, jump_length=2, jump_n_sample=2, class_label=1)
+    rgb, m = pipe.prepare(img, "left_half")
+    assert np.array_equal(np.asarray(out)[~m], rgb[~m])
+    with pytest.raises(ValueError, match="dtype"):
+        repaint.load(folder, device="cpu", dtype="float8")
