@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=1, help=f"samples to draw, {lo}..{hi} (default 1)")
     p.add_argument("--compare", action="store_true", help="also write the n=1 result of the same seeds (OUT-n1.png)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="model precision (default: float16 on CUDA, float32 on a CPU)")
+    p.add_argument("--class-label", type=int, default=None,
+                   help="class of a class-conditional model (imagenet: 0-999; default: a random class per sample)")
     return p
 
 
@@ -52,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     try:
-        pipe = load(args.model, device=args.device)
+        pipe = load(args.model, device=args.device, dtype=args.dtype)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     kwargs = dict(steps=args.steps, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, seed=args.seed,
-                  num_samples=args.num_samples, keep_mask=args.keep_mask, invert=args.invert)
+                  num_samples=args.num_samples, keep_mask=args.keep_mask, invert=args.invert,
+                  class_label=args.class_label)
     try:
         total = pipe.model_calls(args.steps, args.jump_length, args.jump_n_sample)
     except ValueError as e:

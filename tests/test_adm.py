@@ -441,3 +441,21 @@ def test_dtype_option(adm_folder):
     assert np.array_equal(np.asarray(out)[~m], rgb[~m])
     with pytest.raises(ValueError, match="dtype"):
         repaint.load(folder, device="cpu", dtype="float8")
+
+
+def test_cli_class_label_and_dtype(adm_folder, tmp_path, capsys):
+    from PIL import Image
+
+    from repaint.__main__ import main
+
+    folder, _ = adm_folder
+    img = (np.random.default_rng(2).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    common = ["--image", str(tmp_path / "in.png"), "--preset", "left_half", "--model", str(folder), "--steps", "4",
+              "--jump-length", "2", "--jump-n-sample", "2"]
+    assert main(common + ["--out", str(tmp_path / "a.png"), "--class-label", "5", "--dtype", "float32"]) == 0
+    pipe = repaint.load(folder, device="cpu")
+    (want,) = pipe.inpaint(img, "left_half", steps=4, jump_length=2, jump_n_sample=2, class_label=5)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(want))
+    assert main(common + ["--out", str(tmp_path / "b.png"), "--class-label", "1000"]) == 2
+    assert "class_label must be an integer from 0 to 999" in capsys.readouterr().err
