@@ -133,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r", type=int, nargs="+", default=[1, 5, 10], help="jump_n_sample values (default 1 5 10)")
     p.add_argument("--masks", nargs="+", default=list(DEFAULT_MASKS), choices=list(masks.PRESETS))
     p.add_argument("--no-diffusers", action="store_true")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="model precision (default float32)")
     p.add_argument("--json", help="write the rows as JSON here")
     args = p.parse_args(argv)
-    pipe = load(args.model, device="cpu")
+    pipe = load(args.model, device="cpu", dtype=args.dtype)
     rows = evaluate(pipe, n_images=args.images, seeds=tuple(args.seeds), steps=args.steps,
                     jump_length=args.jump_length, rs=tuple(args.r), mask_names=args.masks,
                     diffusers=not args.no_diffusers, log=lambda s: print(s, file=sys.stderr))

@@ -102,7 +102,7 @@ def _model_folders(root: Path) -> tuple[Path, Path]:
     return root, root
 
 
-def _read_folder(root: Path, name: str) -> tuple[torch.nn.Module, dict]:
+def _read_folder(root: Path, name: str, dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, dict]:
     from diffusers import UNet2DModel
 
     unet_dir, sched_dir = _model_folders(root)
@@ -119,7 +119,8 @@ def _read_folder(root: Path, name: str) -> tuple[torch.nn.Module, dict]:
         if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
             raise ModelLoadError(f"model {name!r} is a {config['_class_name']}, not a UNet2DModel")
         # diffusers reads safetensors, or a .bin with torch.load(weights_only=True): no code is executed.
-        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=has_st, low_cpu_mem_usage=False)
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=has_st, low_cpu_mem_usage=False,
+                                           torch_dtype=dtype)
         sched = json.loads(sched_file.read_text())
     except ModelLoadError:
         raise
@@ -235,8 +236,13 @@ def _pt_folder(path: Path, cache_dir) -> Path:
 
 
 def default_dtype(device) -> torch.dtype:
-    """float16 on CUDA (guided-diffusion's own inference precision), float32 elsewhere."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    """bfloat16 on a CUDA GPU that supports it (else float16), float32 elsewhere.
+
+    bfloat16 keeps float32's range (no overflow) at 8 bits of precision; on the bundled model it harmonizes as
+    well as float32 (README, measured on the CPU)."""
+    if torch.device(device).type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _dtype(dtype, device) -> torch.dtype:
@@ -284,13 +290,9 @@ def load_hub(repo_id: str, device=None, dtype=None, cache_dir=None) -> Inpainter
 
 
 def _from_folder(root: Path, key: str, device, dtype) -> Inpainter:
-    unet, sched = _read_folder(root, key)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = _dtype(dtype, device)
-    unet = unet.to(device).eval().requires_grad_(False)
-    if dtype != unet.dtype:
-        unet = unet.to(dtype=dtype)
-    return Inpainter(unet, sched, key)
+    unet, sched = _read_folder(root, key, _dtype(dtype, device))
+    return Inpainter(unet.to(device).eval().requires_grad_(False), sched, key)
 
 
 class Inpainter:
