@@ -53,7 +53,7 @@ _GUIDED = "https://github.com/openai/guided-diffusion"
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
-        ModelInfo("celebahq", "google/ddpm-ema-celebahq-256", 256, "Faces (CelebA-HQ), the paper's face model; GPU.",
+        ModelInfo("celebahq", "google/ddpm-ema-celebahq-256", 256, "Faces (CelebA-HQ), DDPM's model; GPU.",
                   "apache-2.0"),
         ModelInfo("church", "google/ddpm-ema-church-256", 256, "Churches (LSUN church outdoor); GPU.", "apache-2.0"),
         ModelInfo("bedroom", "google/ddpm-ema-bedroom-256", 256, "Bedrooms (LSUN bedroom); GPU.", "apache-2.0"),
