@@ -282,14 +282,40 @@ def editor_with_preset(value, preset: str, model: str, seed: int):
         layer = np.zeros((h, w, 4), dtype=np.uint8)
     else:
         layer = mask_layer(preset_mask(preset, w, h, model_resolution(model), seed))
-    return {"background": bg, "layers": [layer], "composite": None}
+    # Only the layer: re-sending the background makes gradio 6.31.0 reload the image and, racing that load, add the
+    # layer twice (add_layers_from_url runs again when the image becomes ready), so erasing removed only one copy.
+    return {"background": None, "layers": [layer], "composite": None}
 
 
-def refresh_preset(value, preset: str, model: str, seed: int):
-    """Redraws a preset layer after the image, model (resolution) or seed changed; a drawing is left alone."""
-    if preset == DRAW or preset is None:
-        return gr.skip()
-    return editor_with_preset(value, preset, model, seed)
+def background_key(value) -> list | None:
+    """A coarse fingerprint of the editor's background (its size and an 8x8 thumbnail), or None without one: it
+    tells a new image from the same image sent back by the browser after a stroke (which may differ slightly)."""
+    bg = _as_array(value.get("background")) if isinstance(value, dict) else None
+    if bg is None or bg.size == 0:
+        return None
+    thumb = Image.fromarray(bg[..., :3] if bg.ndim == 3 else bg).convert("L").resize((8, 8), Image.Resampling.BOX)
+    return [*bg.shape[:2], *np.asarray(thumb).ravel().tolist()]
+
+
+def same_background(a: list | None, b: list | None, tolerance: int = 12) -> bool:
+    return a is not None and b is not None and a[:2] == b[:2] and max(abs(x - y) for x, y in zip(a, b)) <= tolerance
+
+
+def sync_preset(value, preset: str, model: str, seed: int, drawn_for: list | None):
+    """On any editor change: draw the preset over a *new* background (an upload, an example); the same background
+    (a stroke, an erase, or the value this handler just set) is left alone, so painting on a preset keeps it and
+    setting the value cannot loop. Returns (editor value or gr.skip(), the background the layer belongs to)."""
+    key = background_key(value)
+    if key is None:  # the value this app just set (a layer only, see editor_with_preset)
+        return gr.skip(), gr.skip()
+    if same_background(key, drawn_for) or preset == DRAW or preset is None:
+        return gr.skip(), key
+    return editor_with_preset(value, preset, model, seed), key
+
+
+def redraw_preset(value, preset: str, model: str, seed: int):
+    """After the visitor changed the preset, model (resolution) or seed: the preset drawn anew (Draw clears it)."""
+    return editor_with_preset(value, preset, model, seed), background_key(value) or gr.skip()
 
 
 # ----------------------------------------------------------------------------------------------- estimates
@@ -723,98 +749,109 @@ def examples_rows() -> list[list]:
     return [r for r in rows if Path(r[0]).is_file()]
 
 
-def load_example(editor, preset, model, steps, jump_length, jump_n_sample, seed, num_samples, compare):
-    """Puts an example's preset mask into the editor, over the example's image."""
-    return editor_with_preset(editor, preset, model, seed)
+def build_demo() -> gr.Blocks:
+    """The page: a new Blocks each call (tests serve their own), queued."""
+    with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(
+            f"# {TITLE}\n"
+            "[RePaint](https://arxiv.org/abs/2201.09865) (Lugmayr et al., CVPR 2022) fills a masked region with an "
+            "*unconditional* diffusion model: at every step the known pixels are re-noised from the input, and "
+            "**resampling** (going back *j* steps, *r* times) lets the filled part agree with them. Paint the region "
+            "to fill in blue, or pick a preset.")
+        gr.Markdown(NOTICE, visible=bool(NOTICE), elem_id="notice")
+        with gr.Row():
+            with gr.Column(scale=3):
+                editor = gr.ImageEditor(
+                    label="Image - paint the region to fill", type="numpy", image_mode="RGBA", format="png",
+                    brush=BRUSH, eraser=gr.Eraser(default_size=24), layers=False, transforms=(), height=480,
+                    sources=("upload", "clipboard"), elem_id="editor",
+                    # gradio 6.31.0: a layer sent from the backend is sized from the bounds of the image container,
+                    # which also hold the brush's invisible preview sprite of canvas_size (800x800 by default); an
+                    # image under 800 px then gets its layer centred in an 800x800 texture, off the image (an older
+                    # form: gradio #7258 / PR #7959). A 1x1 canvas_size places it exactly at every image size.
+                    canvas_size=(1, 1))
+                drawn_for = gr.State(None)  # background_key of the image the preset layer was drawn for
+                with gr.Row():
+                    preset = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset",
+                                         info="a preset goes into the editor as a layer you can edit")
+                    invert = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
+            with gr.Column(scale=2):
+                model = gr.Dropdown(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model", elem_id="model",
+                                    allow_custom_value=ALLOW_HUB_IDS,
+                                    info=" ".join(f"**{n}**: {m.description}" for n, m in repaint.MODELS.items())
+                                    + (" Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else ""))
+                steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")
+                jump_length = gr.Slider(1, JUMP_MAX, DEFAULT_JUMP, step=1, label="Jump length j", elem_id="jump")
+                jump_n_sample = gr.Slider(1, RESAMPLE_MAX, DEFAULT_RESAMPLE, step=1, elem_id="resample",
+                                          label="Resamplings r (the paper's n)")
+                with gr.Row():
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
+                    randomize = gr.Checkbox(False, label="Random seed")
+                num_samples = gr.Slider(1, SAMPLES_MAX, 1, step=1, label="Samples", elem_id="samples")
+                compare = gr.Checkbox(False, label="Compare n=1 vs n>1 (same seeds, one batched run)",
+                                      elem_id="compare")
+                estimate = gr.Markdown(estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, 1,
+                                                     False), elem_id="estimate")
+                with gr.Row():
+                    run_btn = gr.Button("Inpaint", variant="primary", elem_id="run")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+        status = gr.Markdown("", elem_id="status")
+        with gr.Row():
+            preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False, elem_id="preview")
+            gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results", interactive=False)
+        with gr.Row():
+            side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
+            slider = gr.ImageSlider(label="Before / after (n=1 / n>1 when comparing)", format="png",
+                                    interactive=False, elem_id="slider")
+        with gr.Row():
+            animation = gr.Image(label="The process: x_t, predicted x0, and the noise level", type="filepath",
+                                 interactive=False, elem_id="animation")
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+        gr.DeepLinkButton()
+        gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
+                                             num_samples, compare],
+                    cache_examples=False, api_visibility="private",  # the editor's .change adds the preset
+                    label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
+
+        # Hidden components of the ``inpaint`` API endpoint (gradio_client)
+        with gr.Row(visible=False):
+            api_image = gr.Image(type="filepath", label="image", format="png")
+            api_mask = gr.JSON(label="mask: a preset name or handle_file(mask path)")
+            api_model = gr.Textbox(label="model")
+            api_steps = gr.Number(DEFAULT_STEPS, label="steps", precision=0)
+            api_jump = gr.Number(DEFAULT_JUMP, label="jump_length", precision=0)
+            api_resample = gr.Number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0)
+            api_seed = gr.Number(0, label="seed", precision=0)
+            api_samples = gr.Number(1, label="num_samples", precision=0)
+            api_compare = gr.Checkbox(False, label="compare")
+            api_out = gr.Gallery(format="png", label="results")
+            api_btn = gr.Button()
+
+        # ------------------------------------------------------------------------------------------- events
+        settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
+        for comp in (steps, jump_length, jump_n_sample, num_samples, compare):
+            comp.change(estimate_text, settings, estimate, show_progress="hidden", queue=False)
+        model.change(on_model_change, settings, estimate)
+        # user changes only (.input, not .change): an example sets all of them at once and loads its own mask
+        for trigger in (preset.input, model.input, seed.input):
+            trigger(redraw_preset, [editor, preset, model, seed], [editor, drawn_for], show_progress="hidden",
+                    api_visibility="private")
+        # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), and after an
+        # example a visitor's upload fired none: sync_preset redraws only for a new background.
+        # an example's image fires .upload/.input only, a visitor's stroke .change/.input: all go through the guard
+        gr.on([editor.upload, editor.change, editor.input], sync_preset, [editor, preset, model, seed, drawn_for],
+              [editor, drawn_for], show_progress="hidden", api_visibility="private", trigger_mode="always_last")
+        run_event = run_btn.click(
+            run, [editor, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert],
+            [status, preview, gallery, side, slider, animation, downloads, seed], api_visibility="private")
+        stop_btn.click(stop_run, None, status, cancels=[run_event], queue=False)
+        api_btn.click(api_inpaint, [api_image, api_mask, api_model, api_steps, api_jump, api_resample, api_seed,
+                                    api_samples, api_compare], api_out, api_name="inpaint")
+    demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
+    return demo
 
 
-with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
-    gr.Markdown(
-        f"# {TITLE}\n"
-        "[RePaint](https://arxiv.org/abs/2201.09865) (Lugmayr et al., CVPR 2022) fills a masked region with an "
-        "*unconditional* diffusion model: at every step the known pixels are re-noised from the input, and "
-        "**resampling** (going back *j* steps, *r* times) lets the filled part agree with them. Paint the region "
-        "to fill in blue, or pick a preset.")
-    notice = gr.Markdown(NOTICE, visible=bool(NOTICE), elem_id="notice")
-    with gr.Row():
-        with gr.Column(scale=3):
-            editor = gr.ImageEditor(
-                label="Image - paint the region to fill", type="numpy", image_mode="RGBA", format="png",
-                brush=BRUSH, eraser=gr.Eraser(default_size=24), layers=False, transforms=(), height=480,
-                sources=("upload", "clipboard"), elem_id="editor")
-            with gr.Row():
-                preset = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset",
-                                     info="a preset goes into the editor as a layer you can edit")
-                invert = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
-        with gr.Column(scale=2):
-            model = gr.Dropdown(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model", elem_id="model",
-                                allow_custom_value=ALLOW_HUB_IDS,
-                                info=" ".join(f"**{n}**: {m.description}" for n, m in repaint.MODELS.items())
-                                + (" Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else ""))
-            steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")
-            jump_length = gr.Slider(1, JUMP_MAX, DEFAULT_JUMP, step=1, label="Jump length j", elem_id="jump")
-            jump_n_sample = gr.Slider(1, RESAMPLE_MAX, DEFAULT_RESAMPLE, step=1, label="Resamplings r (the paper's n)",
-                                      elem_id="resample")
-            with gr.Row():
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
-                randomize = gr.Checkbox(False, label="Random seed")
-            num_samples = gr.Slider(1, SAMPLES_MAX, 1, step=1, label="Samples", elem_id="samples")
-            compare = gr.Checkbox(False, label="Compare n=1 vs n>1 (same seeds, one batched run)",
-                                  elem_id="compare")
-            estimate = gr.Markdown(estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, 1,
-                                                 False), elem_id="estimate")
-            with gr.Row():
-                run_btn = gr.Button("Inpaint", variant="primary", elem_id="run")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-    status = gr.Markdown("", elem_id="status")
-    with gr.Row():
-        preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False, elem_id="preview")
-        gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results", interactive=False)
-    with gr.Row():
-        side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
-        slider = gr.ImageSlider(label="Before / after (n=1 / n>1 when comparing)", format="png",
-                                interactive=False, elem_id="slider")
-    with gr.Row():
-        animation = gr.Image(label="The process: x_t, predicted x0, and the noise level", type="filepath",
-                             interactive=False, elem_id="animation")
-        downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
-    gr.DeepLinkButton()
-    gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
-                                         num_samples, compare],
-                outputs=[editor], fn=load_example, run_on_click=True, cache_examples=False,
-                label="Examples (the README's cases): click one, then Inpaint")
-
-    # Hidden components of the ``inpaint`` API endpoint (gradio_client)
-    with gr.Row(visible=False):
-        api_image = gr.Image(type="filepath", label="image", format="png")
-        api_mask = gr.JSON(label="mask: a preset name or handle_file(mask path)")
-        api_model = gr.Textbox(label="model")
-        api_steps = gr.Number(DEFAULT_STEPS, label="steps", precision=0)
-        api_jump = gr.Number(DEFAULT_JUMP, label="jump_length", precision=0)
-        api_resample = gr.Number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0)
-        api_seed = gr.Number(0, label="seed", precision=0)
-        api_samples = gr.Number(1, label="num_samples", precision=0)
-        api_compare = gr.Checkbox(False, label="compare")
-        api_out = gr.Gallery(format="png", label="results")
-        api_btn = gr.Button()
-
-    # ------------------------------------------------------------------------------------------- events
-    settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
-    for comp in (steps, jump_length, jump_n_sample, num_samples, compare):
-        comp.change(estimate_text, settings, estimate, show_progress="hidden", queue=False)
-    model.change(on_model_change, settings, estimate)
-    # user changes only (.input, not .change): an example sets all of them at once and loads its own mask
-    preset.input(editor_with_preset, [editor, preset, model, seed], editor, show_progress="hidden")
-    for trigger in (model.input, seed.input, editor.upload):
-        trigger(refresh_preset, [editor, preset, model, seed], editor, show_progress="hidden")
-    run_event = run_btn.click(
-        run, [editor, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert],
-        [status, preview, gallery, side, slider, animation, downloads, seed], api_visibility="private")
-    stop_btn.click(stop_run, None, status, cancels=[run_event], queue=False)
-    api_btn.click(api_inpaint, [api_image, api_mask, api_model, api_steps, api_jump, api_resample, api_seed,
-                                api_samples, api_compare], api_out, api_name="inpaint")
-
-demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
+demo = build_demo()
 LAUNCH_KWARGS = dict(max_file_size=MAX_FILE_SIZE, css=CSS, allowed_paths=[str(EXAMPLES_DIR)])
 
 

@@ -56,7 +56,7 @@ def ui_request(session: str):
 def left_half_editor(face) -> dict:
     """An editor value: the face with the left_half preset as its layer."""
     bg = np.asarray(Image.open(face).convert("RGBA"))
-    return app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
+    return {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
 
 
 
@@ -67,6 +67,8 @@ def test_preset_layer_maps_back_to_the_model_preset_exactly(size, name):
     w, h = size
     bg = np.zeros((h, w, 4), np.uint8)
     value = app.editor_with_preset({"background": bg, "layers": []}, name, "bundled", 5)
+    assert value["background"] is None  # the layer only: the browser keeps its image (see editor_with_preset)
+    value["background"] = bg
     layer = value["layers"][0]
     assert layer.shape == (h, w, 4)  # exactly the background's size
     mask = app.mask_from_editor(value)
@@ -104,7 +106,11 @@ def test_draw_clears_and_refresh_keeps_a_drawing():
     drawn[3, 3, 3] = 255
     v = {"background": bg, "layers": [drawn]}
     assert not app.editor_with_preset(v, app.DRAW, "bundled", 0)["layers"][0].any()
-    assert app.refresh_preset(v, app.DRAW, "bundled", 0) == {"__type__": "update"}  # gr.skip()
+    key = app.background_key(v)
+    assert app.sync_preset(v, "left_half", "bundled", 0, key)[0] == {"__type__": "update"}  # same image: kept
+    assert app.sync_preset(v, app.DRAW, "bundled", 0, None)[0] == {"__type__": "update"}  # drawing: kept
+    other = {"background": np.full((64, 64, 4), 200, np.uint8), "layers": [drawn]}
+    assert app.sync_preset(other, "left_half", "bundled", 0, key)[0]["layers"][0][..., 3].any()  # new image
 
 
 def test_duration_grows_with_work_and_is_capped():
@@ -281,8 +287,8 @@ def test_examples_exist_and_load_their_preset_into_the_editor():
     assert len(rows) >= 4
     for image, preset, model, *_ in rows:
         bg = np.asarray(Image.open(image).convert("RGBA"))
-        value = app.load_example({"background": bg, "layers": [], "composite": None}, preset, model, 10, 5, 2,
-                                 0, 1, False)
+        value, _ = app.sync_preset({"background": bg, "layers": [], "composite": None}, preset, model, 0, None)
+        value["background"] = bg
         assert value["layers"][0].shape == bg.shape and app.mask_from_editor(value).any()
     assert (app.EXAMPLES_DIR / "LICENSES.md").is_file()
 
