@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import images, masks
+from . import images, masks, window
 from .sampler import Callback, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
@@ -201,6 +201,33 @@ class Inpainter:
             m = images.fit_mask(region, images.upright_size(img), self.resolution)
         return rgb, m
 
+    def prepare_window(self, image, mask, *, keep_mask: bool = False, invert: bool = False, seed: int = 0):
+        """Like :meth:`prepare`, for a result at the image's own size (:mod:`repaint.window`): returns
+        (upright uint8 (H, W, 3), bool (H, W) fill mask, the window, uint8 (R, R, 3), bool (R, R)).
+
+        A mask image gets a window around its mask. A preset is made on the model's grid over the centred square,
+        as :meth:`prepare` makes it; its window is that square.
+        """
+        img = images.open_image(image)
+        rgb = np.asarray(images.to_rgb(img, max_side=None))
+        h, w = rgb.shape[:2]
+        if isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file()):
+            small_rgb, small = self.prepare(img, mask, keep_mask=keep_mask, invert=invert, seed=seed)
+            win = window.centre_window(w, h)
+            return rgb, window.spread(small, win, h, w), win, small_rgb, small
+        if mask is None:
+            raise ValueError("no mask given: draw the region to fill or pick a preset")
+        if not isinstance(mask, (Image.Image, np.ndarray)):
+            mask = images.open_image(mask)
+        region = masks.load_mask(mask, keep=keep_mask, invert=invert)
+        if region.shape != (h, w):
+            raise ValueError(f"the mask is {region.shape[1]}x{region.shape[0]} but the image is {w}x{h}: they must "
+                             f"match")
+        if not region.any():
+            return rgb, region, window.centre_window(w, h), *self.prepare(img, region)
+        win = window.mask_window(region, self.resolution)
+        return (rgb, region, win, *window.model_input(rgb, region, win, self.resolution))
+
     def model_calls(self, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10) -> int:
         """Batched model calls of one run (a compare run makes the same number, with a larger batch)."""
         return count_model_calls(steps, jump_length, jump_n_sample)
@@ -236,36 +263,45 @@ class Inpainter:
         result[keep] = np.broadcast_to(images_u8, result.shape)[keep]  # exact already (abar = 1 at the end)
         return result
 
-    def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert):
+    def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert,
+                 full_size=False):
         steps, jump_length, _, seed, num_samples = self.check_settings(steps, jump_length, max(ns), seed, num_samples)
-        rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
+        if full_size:
+            big, big_mask, win, rgb, m = self.prepare_window(image, mask, keep_mask=keep_mask, invert=invert,
+                                                             seed=seed)
+        else:
+            rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
         if not m.any():
             log.info("empty mask: nothing to fill, returning the input")
-            return [[Image.fromarray(rgb) for _ in range(num_samples)] for _ in ns]
+            return [[Image.fromarray(big if full_size else rgb) for _ in range(num_samples)] for _ in ns]
         if m.all():
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
         out = self.sample(rgb, m, schedules, seeds, callback)
+        if full_size:
+            out = [window.paste_fill(big, big_mask, win, a) for a in out]
         return [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
 
     def inpaint(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False) -> list[Image.Image]:
+                invert: bool = False, full_size: bool = False) -> list[Image.Image]:
         """Fill the masked region (True / white = fill) with RePaint; sample ``i`` uses seed ``seed + i``.
 
-        Returns ``num_samples`` RGB images at the model's resolution; known pixels equal the fitted input exactly.
+        Returns ``num_samples`` RGB images at the model's resolution (the centred square); known pixels equal the
+        fitted input exactly. ``full_size=True``: at the image's own size and orientation instead, filled through
+        a square window around the mask (:mod:`repaint.window`); every pixel outside the mask is the input's.
         """
         return self._samples(image, mask, steps, jump_length, [jump_n_sample], seed, num_samples, callback,
-                             keep_mask, invert)[0]
+                             keep_mask, invert, full_size)[0]
 
     def compare(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False) -> tuple[list[Image.Image], list[Image.Image]]:
+                invert: bool = False, full_size: bool = False) -> tuple[list[Image.Image], list[Image.Image]]:
         """``inpaint`` with ``jump_n_sample`` and with 1 from the same seeds, run together in one batch.
 
         Returns ``(resampled, plain)``: the same images as the two ``inpaint`` calls.
         """
         resampled, plain = self._samples(image, mask, steps, jump_length, [jump_n_sample, 1], seed, num_samples,
-                                         callback, keep_mask, invert)
+                                         callback, keep_mask, invert, full_size)
         return resampled, plain
