@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 import app
+from repaint import pictures
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -155,7 +156,7 @@ def assert_layer(shot: np.ndarray, image: np.ndarray, mask: np.ndarray):
 
 def preset_at(name, image, seed=0, model="bundled"):
     h, w = image.shape[:2]
-    return app.preset_mask(name, w, h, app.model_resolution(model), seed)
+    return pictures.preset_mask(name, w, h, app.SERVICE.model_resolution(model), seed)
 
 
 def read_rgb(path) -> np.ndarray:
