@@ -597,3 +597,15 @@ def test_full_mask_is_announced(monkeypatch):
     app.check_request("bundled", image, np.ones((32, 32), bool), 10, 5, 2, 0, 1, False)
     app.check_request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2, 0, 1, False)
     assert said == [app.FULL_MASK_NOTE]
+
+
+def test_only_inpaint_is_public_and_the_readme_snippet_runs(client, face):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert list(info["named_endpoints"]) == ["/inpaint"] and not info["unnamed_endpoints"]
+    readme = (app.HERE / "README.md").read_text()
+    code = readme.split("`inpaint` is the one public endpoint")[1].split("```python\n")[1].split("```")[0]
+    assert '"http://127.0.0.1:7860/"' in code and '"face.png"' in code
+    code = code.replace('"http://127.0.0.1:7860/"', repr(client.src)).replace('"face.png"', repr(str(face)))
+    namespace = {}
+    exec(code, namespace)  # the README's own lines, against this test's server
+    assert read(namespace["results"][0]["image"]).shape == (32, 32, 3)
