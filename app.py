@@ -65,19 +65,6 @@ log = logging.getLogger("repaint.app")
 SERVICE = serving.Service(has_gpu=HAS_GPU, on_zerogpu=ON_ZEROGPU, allow_hub_ids=ALLOW_HUB_IDS)
 
 
-def model_choices() -> list[tuple[str, str]]:
-    """name · resolution · what it is for · CPU/GPU; GPU-only models only where a GPU is."""
-    return [(f"{m.name} · {m.resolution}px · {m.description.split(';')[0].split(',')[0].split(' (')[0]} · "
-             f"{'GPU' if m.gpu_only else 'CPU'}", m.name) for m in repaint.MODELS.values() if HAS_GPU or not m.gpu_only]
-
-
-def model_details() -> str:
-    rows = [f"| {m.name} | {m.resolution} | {m.description} | {m.licence} | "
-            f"{f'[{m.repo_id}](https://huggingface.co/{m.repo_id})' if m.repo_id else 'in this package'} |"
-            for m in repaint.MODELS.values()]
-    return "| model | px | for | licence | weights |\n|---|---|---|---|---|\n" + "\n".join(rows)
-
-
 def visible_errors(fn):
     """Handlers raise ServeError for the visitor; Gradio shows only gr.Error's message."""
     def convert(e):
@@ -102,41 +89,11 @@ def visible_errors(fn):
 
 
 # ----------------------------------------------------------------------------------------------- the editor
-def _as_array(img) -> np.ndarray | None:
-    if isinstance(img, (str, Path)):
-        img = Image.open(img)
-    if isinstance(img, Image.Image):
-        img = np.asarray(img.convert("RGBA"))
-    return None if img is None else np.asarray(img)
-
-
-def editor_image(value) -> np.ndarray:
-    """The background image of an editor value (uint8 RGB or RGBA); an error when there is none."""
-    bg = _as_array(value.get("background")) if isinstance(value, dict) else None
-    if bg is None or bg.size == 0:
-        raise ServeError("No image: upload or pick an image first (or click an example).")
-    return bg
-
-
-def mask_from_editor(value) -> np.ndarray:
-    """The region to fill, read from the alpha of the editor's layers: any paint = fill; bool (H, W) of the
-    background's size (a layer of another size is scaled to it, nearest)."""
-    h, w = editor_image(value).shape[:2]
-    region = np.zeros((h, w), dtype=bool)
-    for layer in value.get("layers") or []:
-        a = _as_array(layer)
-        if a is not None and a.ndim == 3 and a.shape[2] == 4:
-            paint = a[..., 3] > 0
-            region |= paint if paint.shape == (h, w) else \
-                np.asarray(Image.fromarray(paint).resize((w, h), Image.Resampling.NEAREST))
-    return region
-
-
 def editor_with_preset(value, preset: str, model: str, seed: int):
     """The preset as the editor's only layer, at the background's size (cleared for Draw)."""
-    if not isinstance(value, dict) or _as_array(value.get("background")) is None:
+    if not isinstance(value, dict) or pictures.as_array(value.get("background")) is None:
         return gr.skip()
-    h, w = editor_image(value).shape[:2]
+    h, w = pictures.editor_image(value).shape[:2]
     if preset in (DRAW, None):
         layer = np.zeros((h, w, 4), dtype=np.uint8)
     else:
@@ -146,18 +103,7 @@ def editor_with_preset(value, preset: str, model: str, seed: int):
     return {"background": None, "layers": [layer], "composite": None}
 
 
-def background_key(value) -> list | None:
-    """A coarse fingerprint of the editor's background (its size and an 8x8 thumbnail), or None without one: it
-    tells a new image from the same image sent back by the browser after a stroke (which may differ slightly)."""
-    bg = _as_array(value.get("background")) if isinstance(value, dict) else None
-    if bg is None or bg.size == 0:
-        return None
-    thumb = Image.fromarray(bg[..., :3] if bg.ndim == 3 else bg).convert("L").resize((8, 8), Image.Resampling.BOX)
-    return [*bg.shape[:2], *np.asarray(thumb).ravel().tolist()]
-
-
-def same_background(a: list | None, b: list | None, tolerance: int = 12) -> bool:
-    return a is not None and b is not None and a[:2] == b[:2] and max(abs(x - y) for x, y in zip(a, b)) <= tolerance
+mask_from_editor = pictures.mask_from_editor  # looked up here at each run (the browser test records it)
 
 
 @visible_errors
@@ -165,10 +111,10 @@ def sync_preset(value, preset: str, model: str, seed: int, drawn_for: list | Non
     """On any editor event: draw the preset over a *new* background (an upload, an example); the same background
     (a stroke, an erase, or the value this handler just set) is left alone, so painting on a preset keeps it and
     setting the value cannot loop. Returns (editor value or gr.skip(), the background the layer belongs to)."""
-    key = background_key(value)
+    key = pictures.background_key(value)
     if key is None:  # the value this app just set (a layer only, see editor_with_preset)
         return gr.skip(), gr.skip()
-    if same_background(key, drawn_for) or preset in (DRAW, None):
+    if pictures.same_background(key, drawn_for) or preset in (DRAW, None):
         return gr.skip(), key
     return editor_with_preset(value, preset, model, seed), key
 
@@ -176,7 +122,7 @@ def sync_preset(value, preset: str, model: str, seed: int, drawn_for: list | Non
 @visible_errors
 def redraw_preset(value, preset: str, model: str, seed: int):
     """After the visitor changed the preset, model (resolution) or seed: the preset drawn anew (Draw clears it)."""
-    return editor_with_preset(value, preset, model, seed), background_key(value) or gr.skip()
+    return editor_with_preset(value, preset, model, seed), pictures.background_key(value) or gr.skip()
 
 
 # ----------------------------------------------------------------------------------------------- handlers
@@ -239,7 +185,7 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
     steps, jump_length, jump_n_sample, num_samples = (int(v) for v in (steps, jump_length, jump_n_sample, num_samples))
     compare, invert, full = bool(compare), bool(invert), preset in (DRAW, None)
     name = SERVICE.check_model_name(model)
-    image, mask = editor_image(editor), mask_from_editor(editor)
+    image, mask = pictures.editor_image(editor), mask_from_editor(editor)
     if not (mask ^ invert).any():
         raise ServeError("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
     inp, big = check_request(name, image, mask, steps, jump_length, jump_n_sample, 0, num_samples, compare, invert,
@@ -390,11 +336,11 @@ def build_demo() -> gr.Blocks:
                                          info="a preset goes into the editor as a layer you can edit")
                     invert = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
             with gr.Column(scale=2, min_width=300):
-                model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", elem_id="model",
+                model = gr.Dropdown(serving.model_choices(HAS_GPU), value=DEFAULT_MODEL, label="Model", elem_id="model",
                                     allow_custom_value=ALLOW_HUB_IDS,
                                     info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None)
                 with gr.Accordion("Model details", open=False):
-                    gr.Markdown(model_details())
+                    gr.Markdown(serving.model_table())
                 steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")
                 jump_length = gr.Slider(1, JUMP_MAX, DEFAULT_JUMP, step=1, label="Jump length j", elem_id="jump")
                 jump_n_sample = gr.Slider(1, RESAMPLE_MAX, DEFAULT_RESAMPLE, step=1, elem_id="resample",

@@ -1,5 +1,5 @@
 """The pictures the Space shows (gradio-free): masked input, strips, the process GIF and its noise-level plot, and
-mask layers for the editor."""
+the image editor's values (dicts of background and layers): masks read from them, mask layers written to them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import masks, window
+from .serving import ServeError
 
-__all__ = ["MASK_RGBA", "level_plot", "make_animation", "mask_layer", "preset_mask", "show_mask", "strip"]
+__all__ = ["MASK_RGBA", "as_array", "background_key", "editor_image", "level_plot", "make_animation",
+           "mask_from_editor", "mask_layer", "preset_mask", "same_background", "show_mask", "strip"]
 
 MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
 ANIMATION_TILE = 128  # pixel size of one image tile in the GIF
@@ -88,3 +90,48 @@ def make_animation(frames: list[tuple[int, np.ndarray, np.ndarray]], levels: lis
     durations = [80] * (len(pics) - 1) + [1500]
     pics[0].save(path, save_all=True, append_images=pics[1:], duration=durations, loop=0, optimize=True)
     return path
+
+
+# ----------------------------------------------------------------------------------------------- editor values
+def as_array(img) -> np.ndarray | None:
+    if isinstance(img, (str, Path)):
+        img = Image.open(img)
+    if isinstance(img, Image.Image):
+        img = np.asarray(img.convert("RGBA"))
+    return None if img is None else np.asarray(img)
+
+
+def editor_image(value) -> np.ndarray:
+    """The background image of an editor value (uint8 RGB or RGBA); a ServeError when there is none."""
+    bg = as_array(value.get("background")) if isinstance(value, dict) else None
+    if bg is None or bg.size == 0:
+        raise ServeError("No image: upload or pick an image first (or click an example).")
+    return bg
+
+
+def mask_from_editor(value) -> np.ndarray:
+    """The region to fill, read from the alpha of the editor's layers: any paint = fill; bool (H, W) of the
+    background's size (a layer of another size is scaled to it, nearest)."""
+    h, w = editor_image(value).shape[:2]
+    region = np.zeros((h, w), dtype=bool)
+    for layer in value.get("layers") or []:
+        a = as_array(layer)
+        if a is not None and a.ndim == 3 and a.shape[2] == 4:
+            paint = a[..., 3] > 0
+            region |= paint if paint.shape == (h, w) else \
+                np.asarray(Image.fromarray(paint).resize((w, h), Image.Resampling.NEAREST))
+    return region
+
+
+def background_key(value) -> list | None:
+    """A coarse fingerprint of the editor's background (its size and an 8x8 thumbnail), or None without one: it
+    tells a new image from the same image sent back by the browser after a stroke (which may differ slightly)."""
+    bg = as_array(value.get("background")) if isinstance(value, dict) else None
+    if bg is None or bg.size == 0:
+        return None
+    thumb = Image.fromarray(bg[..., :3] if bg.ndim == 3 else bg).convert("L").resize((8, 8), Image.Resampling.BOX)
+    return [*bg.shape[:2], *np.asarray(thumb).ravel().tolist()]
+
+
+def same_background(a: list | None, b: list | None, tolerance: int = 12) -> bool:
+    return a is not None and b is not None and a[:2] == b[:2] and max(abs(x - y) for x, y in zip(a, b)) <= tolerance

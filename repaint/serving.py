@@ -46,6 +46,20 @@ RESULTS_DIR = Path(tempfile.gettempdir()) / "repaint_results"
 RESULTS_MAX_AGE_S = 3600
 
 
+def model_choices(has_gpu: bool) -> list[tuple[str, str]]:
+    """(label, name) for a chooser: name · resolution · what it is for · CPU/GPU; GPU-only models only with a GPU."""
+    return [(f"{m.name} · {m.resolution}px · {m.description.split(';')[0].split(',')[0].split(' (')[0]} · "
+             f"{'GPU' if m.gpu_only else 'CPU'}", m.name) for m in models.MODELS.values() if has_gpu or not m.gpu_only]
+
+
+def model_table() -> str:
+    """The registry as a Markdown table: name, resolution, purpose, licence, where the weights come from."""
+    rows = [f"| {m.name} | {m.resolution} | {m.description} | {m.licence} | "
+            f"{f'[{m.repo_id}](https://huggingface.co/{m.repo_id})' if m.repo_id else 'in this package'} |"
+            for m in models.MODELS.values()]
+    return "| model | px | for | licence | weights |\n|---|---|---|---|---|\n" + "\n".join(rows)
+
+
 class ServeError(ValueError):
     """A request the Space refuses, with a message for the visitor."""
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 import app
 import repaint
-from repaint import serving
+from repaint import pictures, serving
 from repaint.serving import ServeError
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
@@ -82,35 +82,13 @@ def test_preset_layer_maps_back_to_the_model_preset_exactly(size, name):
     assert (fitted == repaint.masks.PRESETS[name](32, 32, 5)).all()
 
 
-def test_mask_from_editor_reads_any_paint_in_any_layer():
-    bg = np.full((40, 60, 4), 255, np.uint8)
-    a = np.zeros((40, 60, 4), np.uint8)
-    a[5, 7, 3] = 1  # faint antialiased edge counts
-    b = np.zeros((40, 60, 4), np.uint8)
-    b[10:12, 20:30] = (30, 90, 255, 128)  # the semi-transparent brush
-    b[30, 30, :3] = 255  # colour without alpha is no paint
-    m = app.mask_from_editor({"background": bg, "layers": [a, b], "composite": None})
-    assert m.shape == (40, 60) and m.sum() == 1 + 20 and m[5, 7] and m[10:12, 20:30].all() and not m[30, 30]
-    assert not app.mask_from_editor({"background": bg, "layers": []}).any()
-    small = np.zeros((20, 30, 4), np.uint8)  # a layer of another size is scaled to the background
-    small[:10, :15, 3] = 255
-    assert app.mask_from_editor({"background": bg, "layers": [small]})[:20, :30].all()
-
-
-def test_editor_without_image_is_an_error():
-
-    for value in (None, {"background": None, "layers": []}):
-        with pytest.raises(ServeError, match="No image"):
-            app.mask_from_editor(value)
-
-
 def test_draw_clears_and_refresh_keeps_a_drawing():
     bg = np.zeros((64, 64, 4), np.uint8)
     drawn = np.zeros((64, 64, 4), np.uint8)
     drawn[3, 3, 3] = 255
     v = {"background": bg, "layers": [drawn]}
     assert not app.editor_with_preset(v, app.DRAW, "bundled", 0)["layers"][0].any()
-    key = app.background_key(v)
+    key = pictures.background_key(v)
     assert app.sync_preset(v, "left_half", "bundled", 0, key)[0] == {"__type__": "update"}  # same image: kept
     assert app.sync_preset(v, app.DRAW, "bundled", 0, None)[0] == {"__type__": "update"}  # drawing: kept
     other = {"background": np.full((64, 64, 4), 200, np.uint8), "layers": [drawn]}
