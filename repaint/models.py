@@ -44,7 +44,7 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo("cat", "google/ddpm-ema-cat-256", 256, "Cats (LSUN cat); GPU.", "apache-2.0"),
         ModelInfo("cifar10", "google/ddpm-cifar10-32", 32, "Small objects (CIFAR-10), 32x32; runs on a CPU.",
                   "apache-2.0", gpu_only=False),
-        ModelInfo("bundled", None, 32, "This project's cartoon-face model, 32x32, offline; seconds on a CPU.", "MIT",
+        ModelInfo("bundled", None, 32, "Cartoon faces (this project's model), 32x32, offline; seconds on a CPU.", "MIT",
                   gpu_only=False),
     )
 }
