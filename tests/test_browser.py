@@ -6,6 +6,7 @@ a run is checked to use exactly the mask shown. Screenshots go to tests/artifact
 Run with ``pytest -m browser tests/test_browser.py``.
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,13 @@ def pick_preset(pg, label):
     pg.locator("#preset input").fill(label)  # typed: a click on a long list may land on the canvas under it
     pg.locator("#preset input").press("Enter")
     pg.wait_for_function("label => document.querySelector('#preset input').value === label", arg=label)
-    pg.wait_for_timeout(2500)  # the layer comes back from the server
+    canvas = pg.locator("#editor canvas").first
+    for _ in range(40):  # the layer comes back from the server (a large one takes a while to encode and draw)
+        pg.wait_for_timeout(500)
+        shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+        if ((shot[..., 2] - shot[..., 0] > 0) & (shot.max(axis=2) - shot.min(axis=2) > 25)).mean() > 0.01:
+            break
+    pg.wait_for_timeout(1000)
 
 
 def canvas_shot(pg, name) -> np.ndarray:
@@ -170,6 +177,17 @@ def test_preset_is_drawn_exactly_over_a_non_square_image(page, orange, label, na
     pick_preset(page, label)
     image = read_rgb(orange)
     assert_layer(canvas_shot(page, f"preset_{name}.png"), image, preset_at(name, image))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (512, 512), (1024, 768)])
+def test_preset_is_drawn_exactly_at_every_image_size(page, tmp_path, size):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", size, ORANGE).save(path)
+    upload(page, path)
+    pick_preset(page, "x2 super-resolution")  # the finest pattern: every second pixel of every second row known
+    image = read_rgb(path)
+    assert_layer(canvas_shot(page, f"preset_sr_{size[0]}x{size[1]}.png"), image,
+                 preset_at("super_resolution_2x", image))
 
 
 def test_example_row_shows_its_preset(page):
