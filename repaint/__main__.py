@@ -22,12 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"{presets}\n\nexample:\n  python -m repaint --image face.png --preset every_second_line --out filled.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--image", required=True, help="input image (any format and size; centre-cropped to a square)")
+    p.add_argument("--image", required=True, help="input image (any format and size)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--mask", help="mask image of the input's size: white/opaque = fill")
     src.add_argument("--preset", choices=list(masks.PRESETS), metavar="NAME", help="a mask preset (list below)")
     p.add_argument("--keep-mask", action="store_true", help="the mask is a keep mask (white = keep, RePaint's own)")
     p.add_argument("--invert", action="store_true", help="invert the mask")
+    p.add_argument("--size", choices=["auto", "full", "model"], default="auto",
+                   help="full: the image's own size, filled through a window around the mask; model: the centred "
+                   "square at the model's resolution (default auto: full for --mask, model for --preset)")
     p.add_argument("--out", required=True, help="output PNG; with several samples OUT-0.png, OUT-1.png, ...")
     p.add_argument("--model", default="bundled", help="registry name, folder or Hub id (default: bundled)")
     p.add_argument("--steps", type=int, default=250, help="respaced diffusion steps T (default 250)")
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kwargs = dict(steps=args.steps, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, seed=args.seed,
                   num_samples=args.num_samples, keep_mask=args.keep_mask, invert=args.invert,
-                  class_label=args.class_label)
+                  class_label=args.class_label,
+                  full_size=args.size == "full" or (args.size == "auto" and args.mask is not None))
     try:
         total = pipe.model_calls(args.steps, args.jump_length, args.jump_n_sample)
     except ValueError as e:

@@ -57,12 +57,13 @@ def open_image(source) -> Image.Image:
     return img
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Upright RGB: EXIF rotation applied, 16-bit scaled, CMYK converted, transparency over white."""
+def to_rgb(img: Image.Image, max_side: int | None = WORKING_SIDE) -> Image.Image:
+    """Upright RGB: EXIF rotation applied, 16-bit scaled, CMYK converted, transparency over white (reduced to
+    ``max_side`` first; None keeps the full size)."""
     img = ImageOps.exif_transpose(img)
-    if max(img.size) > WORKING_SIDE:
+    if max_side is not None and max(img.size) > max_side:
         img = img.copy()
-        img.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
         scale = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0

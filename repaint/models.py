@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import images, masks
+from . import images, masks, window
 from .sampler import Callback, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
@@ -60,7 +60,7 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo("cat", "google/ddpm-ema-cat-256", 256, "Cats (LSUN cat); GPU.", "apache-2.0"),
         ModelInfo("cifar10", "google/ddpm-cifar10-32", 32, "Small objects (CIFAR-10), 32x32; runs on a CPU.",
                   "apache-2.0", gpu_only=False),
-        ModelInfo("bundled", None, 32, "This project's cartoon-face model, 32x32, offline; seconds on a CPU.", "MIT",
+        ModelInfo("bundled", None, 32, "Cartoon faces (this project's model), 32x32, offline; seconds on a CPU.", "MIT",
                   gpu_only=False),
         ModelInfo("places2", None, 256, "Places2 scenes (landscapes, streets, rooms), the paper's RePaint model; GPU.",
                   "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1QEl-btGbzQz6IwkXiFGd49uQNTUtTHsk"),
@@ -358,6 +358,33 @@ class Inpainter:
             m = images.fit_mask(region, images.upright_size(img), self.resolution)
         return rgb, m
 
+    def prepare_window(self, image, mask, *, keep_mask: bool = False, invert: bool = False, seed: int = 0):
+        """Like :meth:`prepare`, for a result at the image's own size (:mod:`repaint.window`): returns
+        (upright uint8 (H, W, 3), bool (H, W) fill mask, the window, uint8 (R, R, 3), bool (R, R)).
+
+        A mask image gets a window around its mask. A preset is made on the model's grid over the centred square,
+        as :meth:`prepare` makes it; its window is that square.
+        """
+        img = images.open_image(image)
+        rgb = np.asarray(images.to_rgb(img, max_side=None))
+        h, w = rgb.shape[:2]
+        if isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file()):
+            small_rgb, small = self.prepare(img, mask, keep_mask=keep_mask, invert=invert, seed=seed)
+            win = window.centre_window(w, h)
+            return rgb, window.spread(small, win, h, w), win, small_rgb, small
+        if mask is None:
+            raise ValueError("no mask given: draw the region to fill or pick a preset")
+        if not isinstance(mask, (Image.Image, np.ndarray)):
+            mask = images.open_image(mask)
+        region = masks.load_mask(mask, keep=keep_mask, invert=invert)
+        if region.shape != (h, w):
+            raise ValueError(f"the mask is {region.shape[1]}x{region.shape[0]} but the image is {w}x{h}: they must "
+                             f"match")
+        if not region.any():
+            return rgb, region, window.centre_window(w, h), *self.prepare(img, region)
+        win = window.mask_window(region, self.resolution)
+        return (rgb, region, win, *window.model_input(rgb, region, win, self.resolution))
+
     def model_calls(self, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10) -> int:
         """Batched model calls of one run (a compare run makes the same number, with a larger batch)."""
         return count_model_calls(steps, jump_length, jump_n_sample)
@@ -399,18 +426,24 @@ class Inpainter:
         return result
 
     def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert,
-                 class_label=None):
+                 class_label=None, full_size=False):
         steps, jump_length, _, seed, num_samples = self.check_settings(steps, jump_length, max(ns), seed, num_samples)
         labels = self.class_labels([seed + i for i in range(num_samples)], class_label)
-        rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
+        if full_size:
+            big, big_mask, win, rgb, m = self.prepare_window(image, mask, keep_mask=keep_mask, invert=invert,
+                                                             seed=seed)
+        else:
+            rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
         if not m.any():
             log.info("empty mask: nothing to fill, returning the input")
-            return [[Image.fromarray(rgb) for _ in range(num_samples)] for _ in ns]
+            return [[Image.fromarray(big if full_size else rgb) for _ in range(num_samples)] for _ in ns]
         if m.all():
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
         out = self.sample(rgb, m, schedules, seeds, callback, None if labels is None else labels * len(ns))
+        if full_size:
+            out = [window.paste_fill(big, big_mask, win, a) for a in out]
         results = [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
         for row in results if labels is not None else []:
             for img, label in zip(row, labels):
@@ -419,23 +452,26 @@ class Inpainter:
 
     def inpaint(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None) -> list[Image.Image]:
+                invert: bool = False, class_label: int | None = None, full_size: bool = False) -> list[Image.Image]:
         """Fill the masked region (True / white = fill) with RePaint; sample ``i`` uses seed ``seed + i``.
 
-        Returns ``num_samples`` RGB images at the model's resolution; known pixels equal the fitted input exactly.
+        Returns ``num_samples`` RGB images at the model's resolution (the centred square); known pixels equal the
+        fitted input exactly. ``full_size=True``: at the image's own size and orientation instead, filled through
+        a square window around the mask (:mod:`repaint.window`); every pixel outside the mask is the input's.
         ``class_label``: a class-conditional model's class for all samples; unset, each sample draws a random
         class from its seed (``image.info["class_label"]`` says which).
         """
         return self._samples(image, mask, steps, jump_length, [jump_n_sample], seed, num_samples, callback,
-                             keep_mask, invert, class_label)[0]
+                             keep_mask, invert, class_label, full_size)[0]
 
     def compare(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None) -> tuple[list[Image.Image], list[Image.Image]]:
+                invert: bool = False, class_label: int | None = None,
+                full_size: bool = False) -> tuple[list[Image.Image], list[Image.Image]]:
         """``inpaint`` with ``jump_n_sample`` and with 1 from the same seeds, run together in one batch.
 
         Returns ``(resampled, plain)``: the same images as the two ``inpaint`` calls.
         """
         resampled, plain = self._samples(image, mask, steps, jump_length, [jump_n_sample, 1], seed, num_samples,
-                                         callback, keep_mask, invert, class_label)
+                                         callback, keep_mask, invert, class_label, full_size)
         return resampled, plain

@@ -3,7 +3,6 @@
 Runs on the bundled model with small settings, so the whole file takes well under a minute on a CPU.
 """
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,30 @@ from PIL import Image
 
 import app
 import repaint
+from repaint import pictures, serving
+from repaint.serving import ServeError
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(autouse=True)
+def service(monkeypatch):
+    """Each test gets its own service (its own runs, flags and workers), sharing the loaded bundled model."""
+    svc = serving.Service()
+    svc.models["bundled"], svc.call_s["bundled"] = app.SERVICE.get_model("bundled"), app.SERVICE.call_s["bundled"]
+    monkeypatch.setattr(app, "SERVICE", svc)
+    return svc
 
 
 @pytest.fixture(scope="module")
 def client():
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                    **app.LAUNCH_KWARGS)
+    """A page of its own on a port Gradio picks (it retries a taken one), with the app's launch settings."""
+    demo = app.build_demo()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
     try:
-        yield Client(app.demo.local_url, verbose=False)
+        yield Client(demo.local_url, verbose=False)
     finally:
-        app.demo.close()
+        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ def ui_request(session: str):
 def left_half_editor(face) -> dict:
     """An editor value: the face with the left_half preset as its layer."""
     bg = np.asarray(Image.open(face).convert("RGBA"))
-    return app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0)
+    return {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
 
 
 
@@ -67,35 +72,14 @@ def test_preset_layer_maps_back_to_the_model_preset_exactly(size, name):
     w, h = size
     bg = np.zeros((h, w, 4), np.uint8)
     value = app.editor_with_preset({"background": bg, "layers": []}, name, "bundled", 5)
+    assert value["background"] is None  # the layer only: the browser keeps its image (see editor_with_preset)
+    value["background"] = bg
     layer = value["layers"][0]
     assert layer.shape == (h, w, 4)  # exactly the background's size
     mask = app.mask_from_editor(value)
     assert mask.shape == (h, w)
-    _, fitted = app.get_model("bundled").prepare(bg[..., :3].copy(), mask)
+    _, fitted = app.SERVICE.get_model("bundled").prepare(bg[..., :3].copy(), mask)
     assert (fitted == repaint.masks.PRESETS[name](32, 32, 5)).all()
-
-
-def test_mask_from_editor_reads_any_paint_in_any_layer():
-    bg = np.full((40, 60, 4), 255, np.uint8)
-    a = np.zeros((40, 60, 4), np.uint8)
-    a[5, 7, 3] = 1  # faint antialiased edge counts
-    b = np.zeros((40, 60, 4), np.uint8)
-    b[10:12, 20:30] = (30, 90, 255, 128)  # the semi-transparent brush
-    b[30, 30, :3] = 255  # colour without alpha is no paint
-    m = app.mask_from_editor({"background": bg, "layers": [a, b], "composite": None})
-    assert m.shape == (40, 60) and m.sum() == 1 + 20 and m[5, 7] and m[10:12, 20:30].all() and not m[30, 30]
-    assert not app.mask_from_editor({"background": bg, "layers": []}).any()
-    small = np.zeros((20, 30, 4), np.uint8)  # a layer of another size is scaled to the background
-    small[:10, :15, 3] = 255
-    assert app.mask_from_editor({"background": bg, "layers": [small]})[:20, :30].all()
-
-
-def test_editor_without_image_is_an_error():
-    import gradio as gr
-
-    for value in (None, {"background": None, "layers": []}):
-        with pytest.raises(gr.Error, match="No image"):
-            app.mask_from_editor(value)
 
 
 def test_draw_clears_and_refresh_keeps_a_drawing():
@@ -104,48 +88,49 @@ def test_draw_clears_and_refresh_keeps_a_drawing():
     drawn[3, 3, 3] = 255
     v = {"background": bg, "layers": [drawn]}
     assert not app.editor_with_preset(v, app.DRAW, "bundled", 0)["layers"][0].any()
-    assert app.refresh_preset(v, app.DRAW, "bundled", 0) == {"__type__": "update"}  # gr.skip()
+    key = pictures.background_key(v)
+    assert app.sync_preset(v, "left_half", "bundled", 0, key)[0] == {"__type__": "update"}  # same image: kept
+    assert app.sync_preset(v, app.DRAW, "bundled", 0, None)[0] == {"__type__": "update"}  # drawing: kept
+    other = {"background": np.full((64, 64, 4), 200, np.uint8), "layers": [drawn]}
+    assert app.sync_preset(other, "left_half", "bundled", 0, key)[0]["layers"][0][..., 3].any()  # new image
 
 
 def test_duration_grows_with_work_and_is_capped():
-    d_small = app.gpu_duration("bundled", None, None, 10, 5, 2, 0, 1, False, False)
-    d_big = app.gpu_duration("bundled", None, None, 250, 10, 10, 0, 4, True, False)
-    assert app.GPU_MARGIN_S <= d_small < d_big <= app.GPU_CAP_S
-    huge = app.gpu_duration("bundled", None, None, 1000, 1, 20, 0, 16, True, False)
-    assert huge == app.GPU_CAP_S
+    d_small = app.SERVICE.gpu_duration("bundled", None, None, 10, 5, 2, 0, 1, False, False, False)
+    d_big = app.SERVICE.gpu_duration("bundled", None, None, 250, 10, 10, 0, 4, True, False, False)
+    assert serving.GPU_MARGIN_S <= d_small < d_big <= serving.GPU_CAP_S
+    huge = app.SERVICE.gpu_duration("bundled", None, None, 1000, 1, 20, 0, 16, True, False, False)
+    assert huge == serving.GPU_CAP_S
     calls = app.model_calls(250, 10, 10)
-    assert calls == app.get_model("bundled").model_calls(250, 10, 10)
+    assert calls == app.SERVICE.get_model("bundled").model_calls(250, 10, 10)
     assert f"{calls:,} model calls" in app.estimate_text("bundled", 250, 10, 10, 1, False)
 
 
 def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
-    import gradio as gr
 
-    monkeypatch.setattr(app, "HAS_GPU", True)
-    monkeypatch.setitem(app._call_s, "bundled", 1.0)
-    with pytest.raises(gr.Error, match="smaller|fewer"):
-        app.check_fits("bundled", 250, 10, 10, 1, False)
-    app.check_fits("bundled", 10, 5, 2, 1, False)
+    monkeypatch.setattr(app.SERVICE, "has_gpu", True)
+    monkeypatch.setitem(app.SERVICE.call_s, "bundled", 1.0)
+    with pytest.raises(ServeError, match="smaller|fewer"):
+        app.SERVICE.check_fits("bundled", 250, 10, 10, 1, False)
+    app.SERVICE.check_fits("bundled", 10, 5, 2, 1, False)
 
 
 def test_unknown_model_is_refused():
-    import gradio as gr
 
-    with pytest.raises(gr.Error, match="unknown model"):
-        app.get_model("../../etc")
+    with pytest.raises(ServeError, match="unknown model"):
+        app.SERVICE.get_model("../../etc")
 
 
 def test_failed_load_is_an_error_and_other_models_still_work(monkeypatch):
-    import gradio as gr
 
     def fail(name, *a, **k):
         raise repaint.ModelLoadError(f"model {name!r}: the Hub could not be reached")
 
     monkeypatch.setattr(repaint, "load", fail)
-    monkeypatch.delitem(app._models, "cifar10", raising=False)
-    with pytest.raises(gr.Error, match="Could not load model 'cifar10'"):
-        app.get_model("cifar10")
-    assert app.get_model("bundled") is app._models["bundled"]
+    monkeypatch.delitem(app.SERVICE.models, "cifar10", raising=False)
+    with pytest.raises(ServeError, match="Could not load model 'cifar10'"):
+        app.SERVICE.get_model("cifar10")
+    assert app.SERVICE.get_model("bundled") is app.SERVICE.models["bundled"]
 
 
 def test_default_falls_back_to_bundled_with_a_notice(monkeypatch):
@@ -153,17 +138,16 @@ def test_default_falls_back_to_bundled_with_a_notice(monkeypatch):
         raise repaint.ModelLoadError("the Hub could not be reached")
 
     monkeypatch.setattr(repaint, "load", fail)
-    monkeypatch.setattr(app, "HAS_GPU", True)
-    monkeypatch.delenv(app.MODEL_ENV, raising=False)
-    monkeypatch.delitem(app._models, "celebahq", raising=False)
-    name, notice = app.pick_default_model()
+    monkeypatch.setattr(app.SERVICE, "has_gpu", True)
+    monkeypatch.delitem(app.SERVICE.models, "celebahq", raising=False)
+    name, notice = app.SERVICE.pick_default("", app.GPU_MODEL, app.OFFLINE_MODEL, app.MODEL_ENV)
     assert name == "bundled" and "bundled" in notice and "Hub" in notice
 
 
 def test_ui_handler_streams_previews_then_results(face):
     request = ui_request("test-ui")
     value = left_half_editor(face)
-    gen = app.run(value, "bundled", 20, 5, 2, 7, False, 2, True, False, request)
+    gen = app.run(value, "left_half", "bundled", 20, 5, 2, 7, False, 2, True, False, request)
     outs = []
     for out in gen:  # Gradio copies the files of each yield before it asks for the next one
         outs.append(out)
@@ -175,9 +159,9 @@ def test_ui_handler_streams_previews_then_results(face):
     assert "Done" in status and seed == 7 and len(gallery) == 4  # 2 resampled + 2 plain
     assert all(f.endswith((".png", ".gif")) for f in files)
     frames = Image.open(gif).n_frames
-    assert 5 <= frames <= app.ANIMATION_FRAMES + 1
+    assert 5 <= frames <= serving.ANIMATION_FRAMES + 1
     known = ~repaint.masks.PRESETS["left_half"](32, 32, 0)
-    rgb, _ = app.get_model("bundled").prepare(str(face), "left_half")
+    rgb, _ = app.SERVICE.get_model("bundled").prepare(str(face), "left_half")
     for path, _ in gallery:
         assert (read(path)[known] == rgb[known]).all()
     folder = Path(files[0]).parent
@@ -185,9 +169,9 @@ def test_ui_handler_streams_previews_then_results(face):
     assert list(gen) == [] and not folder.exists()  # the run's folder is deleted once Gradio has its files
 
 
-def test_ui_and_api_share_the_checks_after_the_crop(client, face, tmp_path):
-    """A mask painted only outside the centred square is empty to the model; too many samples are refused:
-    the same message from the UI handler and from the API."""
+def test_ui_and_api_share_the_checks(client, face, tmp_path):
+    """A mask outside the centred square is empty to the model at its own size, and filled at full size; too many
+    samples are refused: the same message from the UI handler and from the API."""
     import gradio as gr
 
     wide = np.full((32, 64, 4), 255, np.uint8)
@@ -195,26 +179,102 @@ def test_ui_and_api_share_the_checks_after_the_crop(client, face, tmp_path):
     margin[:, :8] = (30, 90, 255, 128)  # painted in the left margin, which the centre crop drops
     value = {"background": wide, "layers": [margin], "composite": None}
     with pytest.raises(gr.Error, match="nothing to fill inside the centred square"):
-        next(app.run(value, "bundled", 10, 5, 2, 0, False, 1, False, False, ui_request("test-crop")))
+        next(app.run(value, "left_half", "bundled", 10, 5, 2, 0, False, 1, False, False, ui_request("test-crop")))
     image, mask = tmp_path / "wide.png", tmp_path / "margin.png"
     Image.fromarray(wide[..., :3]).save(image)
     Image.fromarray(margin[..., 3]).save(mask)
     with pytest.raises(AppError, match="nothing to fill inside the centred square"):
         client.predict(handle_file(str(image)), handle_file(str(mask)), api_name="/inpaint",
-                       **{**SMALL, "compare": False})
+                       **{**SMALL, "compare": False, "size": "model"})
+    (path,) = paths(client.predict(handle_file(str(image)), handle_file(str(mask)), api_name="/inpaint",
+                                   **{**SMALL, "compare": False}))  # a mask file: full size by default
+    res = read(path)
+    assert res.shape == (32, 64, 3) and (res[:, 8:] == wide[:, 8:, :3]).all()
     too_many = app.SAMPLES_MAX + 1
     with pytest.raises(gr.Error, match=f"at most {app.SAMPLES_MAX}"):
-        next(app.run(left_half_editor(face), "bundled", 10, 5, 2, 0, False, too_many, False, False,
+        next(app.run(left_half_editor(face), "left_half", "bundled", 10, 5, 2, 0, False, too_many, False, False,
                      ui_request("test-many")))
     with pytest.raises(AppError, match=f"at most {app.SAMPLES_MAX}"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint",
                        **{**SMALL, "compare": False, "num_samples": too_many})
 
 
+def test_a_drawn_mask_comes_back_at_the_photo_size(tmp_path):
+    """The UI with Draw: results, slider and downloads at the photo's own size, unchanged outside the mask."""
+    photo = np.random.default_rng(5).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    layer = np.zeros((120, 200, 4), np.uint8)
+    layer[90:110, 160:190] = (30, 90, 255, 128)  # an object in a corner
+    value = {"background": photo, "layers": [layer], "composite": None}
+    gen = app.run(value, app.DRAW, "bundled", 10, 5, 2, 0, False, 1, True, False, ui_request("test-full"))
+    last = next(out for out in gen if "Done" in out[0])  # its files live until the next step
+    status, _, gallery, _, slider, _, files, _ = last
+    assert "Done" in status and len(gallery) == 2
+    drawn = layer[..., 3] > 0
+    assert all(read(path).shape == (120, 200, 3) for path in files if path.endswith(".png"))
+    assert slider[0].shape == slider[1].shape == (120, 200, 3)
+    for a in slider:
+        assert (a[~drawn] == photo[~drawn]).all()
+
+
+class StandInSpaces:
+    """A stand-in for Hugging Face's ``spaces`` package: ``GPU(duration=f)`` records ``f``'s arguments and answer
+    for each call, then runs the function, as ZeroGPU does before it asks for a slot."""
+
+    def __init__(self):
+        self.calls = []
+
+    def GPU(self, duration):  # noqa: N802 - the real package's name
+        def wrap(fn):
+            def run(*args, **kwargs):
+                self.calls.append((args, kwargs, duration(*args, **kwargs)))
+                yield from fn(*args, **kwargs)
+            return run
+        return wrap
+
+
+@pytest.fixture
+def zerogpu(monkeypatch, service):
+    """The app as on ZeroGPU: a stand-in ``spaces``, and a per-call time that is a guess until a run measures it."""
+    fake = StandInSpaces()
+    monkeypatch.setattr(service, "on_zerogpu", True)
+    monkeypatch.setattr(service, "has_gpu", True)
+    monkeypatch.setitem(service.call_s, "bundled", 5.0)  # a wrong guess, refreshed by the first run
+    recorded = []
+    real = app.gpu_runner(fake)
+
+    def spy(*args):
+        recorded.append(args)
+        yield from real(*args)
+
+    monkeypatch.setattr(app, "gpu_run", spy)
+    return fake, recorded
+
+
+def test_zerogpu_duration_gets_the_handlers_arguments_and_time_is_refreshed(zerogpu, face, service):
+    fake, recorded = zerogpu
+    steps, j, r, samples = 10, 5, 2, 2
+    guess = service.call_s["bundled"]
+    list(app.run(left_half_editor(face), "left_half", "bundled", steps, j, r, 0, False, samples, True, False,
+                 ui_request("zgpu-ui")))
+    (args, kwargs, seconds), = fake.calls
+    assert args == recorded[0] and kwargs == {}  # exactly what the handler passed to the GPU function
+    calls = repaint.count_model_calls(steps, j, r)
+    rows = samples * 2
+    want = min(serving.GPU_CAP_S, int(np.ceil(guess * (1 + serving.GPU_BATCH_COST * (rows - 1)) * calls
+                                              + serving.GPU_MARGIN_S)))
+    assert seconds == want  # the batch of 4 rows costs 1 + 0.5 * 3 single calls on a GPU
+    after_ui = service.call_s["bundled"]
+    assert after_ui != guess and after_ui < 1.0  # measured by the run (the bundled model is ms per call)
+    service.call_s["bundled"] = guess
+    list(app.api_inpaint(str(face), "left_half", "bundled", steps, j, r, 0, 1, False))
+    assert len(fake.calls) == 2 and fake.calls[1][0] == recorded[1]
+    assert service.call_s["bundled"] != guess  # the API path refreshes it too
+
+
 def test_stop_cancels_within_one_step(face):
     request = ui_request("test-stop")
     value = left_half_editor(face)
-    gen = app.run(value, "bundled", 200, 10, 10, 0, False, 1, False, False, request)
+    gen = app.run(value, "left_half", "bundled", 200, 10, 10, 0, False, 1, False, False, request)
     next(gen)  # started
     next(gen)  # first preview
     app.stop_run(request)
@@ -232,7 +292,7 @@ def test_api_with_a_preset(client, face):
     (path,) = paths(out)
     res = read(path)
     assert res.shape == (32, 32, 3)
-    rgb, _ = app.get_model("bundled").prepare(str(face), "every_second_line")
+    rgb, _ = app.SERVICE.get_model("bundled").prepare(str(face), "every_second_line")
     known = ~repaint.masks.PRESETS["every_second_line"](32, 32, 0)
     assert (res[known] == rgb[known]).all()  # PNG end to end: known pixels exact
 
@@ -245,16 +305,16 @@ def test_api_with_a_drawn_mask_file(client, face, tmp_path):
     out = client.predict(handle_file(str(face)), handle_file(str(mask_path)), api_name="/inpaint", compare=False,
                          **{**SMALL, "num_samples": 2})
     assert len(paths(out)) == 2
-    res = read(paths(out)[0])
-    rgb, m = app.get_model("bundled").prepare(str(face), str(mask_path))
-    assert m.sum() == 16 * 16 and (res[~m] == rgb[~m]).all()
+    res = read(paths(out)[0])  # a mask file: the image's own size by default
+    painted = mask[..., 3] > 0
+    assert res.shape == (256, 256, 3) and (res[~painted] == read(face)[~painted]).all()
 
 
 def test_api_compare(client, face):
     out = client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", compare=True, **SMALL)
     caps = [r["caption"] for r in out]
     assert len(out) == 2 and caps[0].startswith("n=2") and caps[1].startswith("n=1")
-    same = app.get_model("bundled").compare(str(face), "left_half", steps=10, jump_length=5, jump_n_sample=2,
+    same = app.SERVICE.get_model("bundled").compare(str(face), "left_half", steps=10, jump_length=5, jump_n_sample=2,
                                             seed=3)
     assert (read(paths(out)[0]) == np.asarray(same[0][0])).all()
     assert (read(paths(out)[1]) == np.asarray(same[1][0])).all()
@@ -281,17 +341,15 @@ def test_examples_exist_and_load_their_preset_into_the_editor():
     assert len(rows) >= 4
     for image, preset, model, *_ in rows:
         bg = np.asarray(Image.open(image).convert("RGBA"))
-        value = app.load_example({"background": bg, "layers": [], "composite": None}, preset, model, 10, 5, 2,
-                                 0, 1, False)
+        value, _ = app.sync_preset({"background": bg, "layers": [], "composite": None}, preset, model, 0, None)
+        value["background"] = bg
         assert value["layers"][0].shape == bg.shape and app.mask_from_editor(value).any()
     assert (app.EXAMPLES_DIR / "LICENSES.md").is_file()
 
 
 # ------------------------------------------------------------------------------------------- faults and safety
 def run_workers():
-    import threading
-
-    return [t for t in threading.enumerate() if t.name == app.WORKER_NAME and t.is_alive()]
+    return app.SERVICE.running()
 
 
 def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monkeypatch):
@@ -301,7 +359,7 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
     import gradio as gr
 
     request = ui_request("test-stop-free")
-    inp = app.get_model("bundled")
+    inp = app.SERVICE.get_model("bundled")
     calls, refs = [], []
     eps = inp.eps
 
@@ -312,10 +370,10 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
 
     monkeypatch.setattr(inp, "eps", counting_eps)
     value = left_half_editor(face)
-    gen = app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, request)
+    gen = app.run(value, "left_half", "bundled", 250, 10, 10, 0, False, 1, False, False, request)
     next(gen)  # started
     next(gen)  # first preview: the worker is running
-    assert run_workers() and "test-stop-free" in app._stop_flags
+    assert run_workers() and "test-stop-free" in app.SERVICE.stop_flags
     app.stop_run(request)
     at_stop = len(calls)
     with pytest.raises(gr.Error, match="Stopped") as info:
@@ -324,7 +382,7 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
     assert len(calls) - at_stop <= 1  # the call in flight, then the callback raises
     assert info.value.__context__ is None  # no traceback of the worker hangs on the error
     assert not run_workers()  # the worker ended
-    assert "test-stop-free" not in app._stop_flags
+    assert "test-stop-free" not in app.SERVICE.stop_flags
     del gen, info
     gc.collect()
     assert refs and all(r() is None for r in refs)  # none of the run's tensors is kept
@@ -334,13 +392,13 @@ def test_closing_the_run_generator_stops_the_worker(face):
     """What Gradio does when a client cancels or disconnects: it closes the handler's generator."""
     request = ui_request("test-close")
     value = left_half_editor(face)
-    for handler in (app.run(value, "bundled", 250, 10, 10, 0, False, 1, False, False, request),
+    for handler in (app.run(value, "left_half", "bundled", 250, 10, 10, 0, False, 1, False, False, request),
                     app.api_inpaint(str(face), "left_half", "bundled", 250, 10, 10, 0, 1, False)):
         next(handler)
         next(handler)
         assert run_workers()
         handler.close()
-        assert not run_workers() and "test-close" not in app._stop_flags
+        assert not run_workers() and "test-close" not in app.SERVICE.stop_flags
 
 
 @pytest.fixture
@@ -348,43 +406,40 @@ def broken_model(monkeypatch, tmp_path):
     """A registry entry 'broken' whose files come from ``tmp_path`` (as if downloaded there)."""
     monkeypatch.setitem(repaint.models.MODELS, "broken", repaint.ModelInfo("broken", "test/broken", 32, "test"))
     monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None: tmp_path)
-    monkeypatch.delitem(app._models, "broken", raising=False)
+    monkeypatch.delitem(app.SERVICE.models, "broken", raising=False)
     return tmp_path
 
 
 def test_missing_files_are_a_clear_error_and_bundled_keeps_serving(broken_model, face):
-    import gradio as gr
 
-    with pytest.raises(gr.Error, match=r"Could not load model 'broken'.*config.json is missing.*Other models"):
-        app.get_model("broken")
-    assert "broken" not in app._models
-    assert app.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
+    with pytest.raises(ServeError, match=r"Could not load model 'broken'.*config.json is missing.*Other models"):
+        app.SERVICE.get_model("broken")
+    assert "broken" not in app.SERVICE.models
+    assert app.SERVICE.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
 
 
 def test_corrupt_weights_are_a_clear_error_and_bundled_keeps_serving(broken_model, face):
-    import gradio as gr
 
     for f in ("config.json", "scheduler_config.json"):
         (broken_model / f).write_bytes((repaint.models.BUNDLED_DIR / f).read_bytes())
     (broken_model / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
-    with pytest.raises(gr.Error, match=r"Could not load model 'broken'.*cannot read"):
-        app.get_model("broken")
-    assert "broken" not in app._models
-    assert app.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
+    with pytest.raises(ServeError, match=r"Could not load model 'broken'.*cannot read"):
+        app.SERVICE.get_model("broken")
+    assert "broken" not in app.SERVICE.models
+    assert app.SERVICE.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
 
 
 def test_offline_hub_is_a_clear_error_and_bundled_keeps_serving(monkeypatch):
-    import gradio as gr
     import huggingface_hub
 
     def offline(*a, **k):  # what snapshot_download raises without a network and without the files cached
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    monkeypatch.delitem(app._models, "celebahq", raising=False)
-    with pytest.raises(gr.Error, match=r"Could not load model 'celebahq'.*Hub could not be reached.*'bundled'"):
-        app.get_model("celebahq")
-    assert app.get_model("bundled") is app._models["bundled"]
+    monkeypatch.delitem(app.SERVICE.models, "celebahq", raising=False)
+    with pytest.raises(ServeError, match=r"Could not load model 'celebahq'.*Hub could not be reached.*'bundled'"):
+        app.SERVICE.get_model("celebahq")
+    assert app.SERVICE.get_model("bundled") is app.SERVICE.models["bundled"]
 
 
 HUB_OK = ["google/ddpm-cifar10-32", "a/b", "Some-User_1/model.v2"]
@@ -393,24 +448,22 @@ HUB_BAD = ["../etc", "a/../b", "/etc/passwd", "a/b/c", "a//b", "a/.b", "a/b.", "
 
 
 def test_hub_ids_are_refused_unless_allowed(monkeypatch):
-    import gradio as gr
 
-    monkeypatch.setattr(app, "ALLOW_HUB_IDS", False)
+    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", False)
     for name in HUB_OK + HUB_BAD:
-        with pytest.raises(gr.Error, match="unknown model"):
-            app.check_model_name(name)
-    assert app.check_model_name("bundled") == "bundled"
+        with pytest.raises(ServeError, match="unknown model"):
+            app.SERVICE.check_model_name(name)
+    assert app.SERVICE.check_model_name("bundled") == "bundled"
 
 
 def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
-    import gradio as gr
 
-    monkeypatch.setattr(app, "ALLOW_HUB_IDS", True)
+    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", True)
     for name in HUB_OK:
-        assert app.check_model_name(name) == name
+        assert app.SERVICE.check_model_name(name) == name
     for name in HUB_BAD:
-        with pytest.raises(gr.Error, match="unknown model"):
-            app.check_model_name(name)
+        with pytest.raises(ServeError, match="unknown model"):
+            app.SERVICE.check_model_name(name)
     # a local folder of the same name is never read: a Hub id only goes to the Hub
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").mkdir()
@@ -423,25 +476,25 @@ def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
                                      f"be reached")
 
     monkeypatch.setattr(repaint.models, "_download", offline)
-    with pytest.raises(gr.Error, match="Could not load model 'a/b'"):
-        app.get_model("a/b")
-    assert asked == ["a/b"] and "a/b" not in app._models
+    with pytest.raises(ServeError, match="Could not load model 'a/b'"):
+        app.SERVICE.get_model("a/b")
+    assert asked == ["a/b"] and "a/b" not in app.SERVICE.models
 
 
 def test_hub_models_loaded_are_capped(monkeypatch):
-    monkeypatch.setattr(app, "ALLOW_HUB_IDS", True)
+    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", True)
     monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None:
                         repaint.models.BUNDLED_DIR)
-    names = [f"owner/m{i}" for i in range(app.HUB_MODELS_MAX + 2)]
+    names = [f"owner/m{i}" for i in range(serving.HUB_MODELS_MAX + 2)]
     try:
         for name in names:
-            assert app.get_model(name).name == name
-        hub = [n for n in app._models if n not in repaint.MODELS]
-        assert hub == names[-app.HUB_MODELS_MAX:] and "bundled" in app._models
+            assert app.SERVICE.get_model(name).name == name
+        hub = [n for n in app.SERVICE.models if n not in repaint.MODELS]
+        assert hub == names[-serving.HUB_MODELS_MAX:] and "bundled" in app.SERVICE.models
     finally:
         for name in names:
-            app._models.pop(name, None)
-            app._call_s.pop(name, None)
+            app.SERVICE.models.pop(name, None)
+            app.SERVICE.call_s.pop(name, None)
 
 
 def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
@@ -450,7 +503,7 @@ def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
     import sys
 
     code = ("import app; d = next(b for b in app.demo.blocks.values() if getattr(b, 'elem_id', None) == 'model'); "
-            "print(app.ALLOW_HUB_IDS, d.allow_custom_value, app.check_model_name('someone/model'))")
+            "print(app.ALLOW_HUB_IDS, d.allow_custom_value, app.SERVICE.check_model_name('someone/model'))")
     env = {**os.environ, "OMP_NUM_THREADS": "1", app.HUB_IDS_ENV: "1"}
     out = subprocess.run([sys.executable, "-c", code], cwd=app.HERE, env=env, capture_output=True, text=True,
                          timeout=120)
@@ -463,15 +516,14 @@ def test_old_result_folders_are_swept(tmp_path, monkeypatch):
     import os
     import time
 
-    monkeypatch.setattr(app, "RESULTS_DIR", tmp_path)
     old, new, other = tmp_path / "run_old", tmp_path / "run_new", tmp_path / "keep_me"
     for d in (old, new, other):
         d.mkdir()
         (d / "x.png").write_bytes(b"png")
-    past = time.time() - app.RESULTS_MAX_AGE_S - 60
+    past = time.time() - serving.RESULTS_MAX_AGE_S - 60
     os.utime(old, (past, past))
     os.utime(other, (past, past))
-    fresh = app.new_results_dir()  # sweeps first
+    fresh = serving.new_results_dir(tmp_path)  # sweeps first
     assert not old.exists() and new.exists() and other.exists() and fresh.parent == tmp_path
 
 
@@ -506,10 +558,10 @@ def test_api_hub_ids_follow_the_variable(client, face, monkeypatch):
 
     monkeypatch.setattr(repaint.models, "_download", offline)
     args = {**SMALL, "model": "someone/model", "compare": False}
-    monkeypatch.setattr(app, "ALLOW_HUB_IDS", False)
+    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", False)
     with pytest.raises(AppError, match="unknown model 'someone/model'"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
-    monkeypatch.setattr(app, "ALLOW_HUB_IDS", True)
+    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", True)
     with pytest.raises(AppError, match="Could not load model 'someone/model'.*Hub could not be reached"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
     with pytest.raises(AppError, match="unknown model"):
@@ -519,6 +571,19 @@ def test_api_hub_ids_follow_the_variable(client, face, monkeypatch):
 def test_full_mask_is_announced(monkeypatch):
     said = []
     monkeypatch.setattr(app.gr, "Info", lambda message, *a, **k: said.append(message))
-    app.note_full_mask(np.ones((4, 4), dtype=bool))
-    app.note_full_mask(np.eye(4, dtype=bool))
+    image = np.zeros((32, 32, 3), np.uint8)
+    app.check_request("bundled", image, np.ones((32, 32), bool), 10, 5, 2, 0, 1, False)
+    app.check_request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2, 0, 1, False)
     assert said == [app.FULL_MASK_NOTE]
+
+
+def test_only_inpaint_is_public_and_the_readme_snippet_runs(client, face):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert list(info["named_endpoints"]) == ["/inpaint"] and not info["unnamed_endpoints"]
+    readme = (app.HERE / "README.md").read_text()
+    code = readme.split("`inpaint` is the one public endpoint")[1].split("```python\n")[1].split("```")[0]
+    assert '"http://127.0.0.1:7860/"' in code and '"face.png"' in code
+    code = code.replace('"http://127.0.0.1:7860/"', repr(client.src)).replace('"face.png"', repr(str(face)))
+    namespace = {}
+    exec(code, namespace)  # the README's own lines, against this test's server
+    assert read(namespace["results"][0]["image"]).shape == (32, 32, 3)

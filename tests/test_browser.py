@@ -1,18 +1,31 @@
 """End to end in a real browser: Playwright drives Debian's headless Chromium against the app served in-process.
 
-Upload an image, paint a stroke with the brush and inpaint it, then pick a preset and inpaint again with small
-settings; screenshots go to tests/artifacts/. Run with ``pytest -m browser tests/test_browser.py``.
+The editor's canvas is checked pixel by pixel: where a preset (or an example's preset) is, the screenshot shows the
+image under the semi-transparent blue layer; elsewhere the image as it is; outside the image no blue at all. Then
+a run is checked to use exactly the mask shown. Screenshots go to tests/artifacts/.
+Run with ``pytest -m browser tests/test_browser.py``.
 """
 
-import socket
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageFilter
+
+import app
+from repaint import pictures
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
+BLUE = np.array(app.MASK_RGBA[:3], float)
+ALPHA = app.MASK_RGBA[3] / 255
+ORANGE = (230, 140, 40)
+# the editor's own overlays (tool bars, label), hidden for the canvas screenshots
+HIDE = "#editor .toolbar-wrap, #editor .icon-button-wrapper, #editor label {visibility: hidden !important}"
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,93 +35,230 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def url():
-    import app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                    **app.LAUNCH_KWARGS)
+    demo = app.build_demo()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
     try:
-        yield app.demo.local_url
+        yield demo.local_url
     finally:
-        app.demo.close()
+        demo.close()
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def browser(url):
     sync_api = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1300})
-        pg.set_default_timeout(60_000)
-        pg.goto(url)
-        pg.wait_for_selector("#editor")
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield b
+        b.close()
 
 
-def set_slider(pg, elem_id: str, value: int):
-    box = pg.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
+def open_page(browser, url, width=1400, height=1300):
+    pg = browser.new_page(viewport={"width": width, "height": height})
+    pg.set_default_timeout(60_000)
+    pg.goto(url)
+    pg.wait_for_selector("#editor")
+    return pg
 
 
-def run_and_wait(pg, shot: str):
-    """Click Inpaint and wait for this run's results (a new gallery image: every run writes a new folder)."""
-    old = pg.evaluate("() => { const i = document.querySelector('#results img'); return i ? i.src : ''; }")
-    old_side = pg.evaluate("() => { const i = document.querySelector('#side img'); return i ? i.src : ''; }")
-    pg.locator("#run").click()
-    pg.wait_for_function(
-        """old => { const i = document.querySelector('#results img');
-                    const status = document.querySelector('#status').innerText;
-                    return i && i.src && i.src !== old && status.includes('Done'); }""",
-        arg=old, timeout=120_000)
-    img = pg.locator("#results img").first
-    img.wait_for(state="visible")
-    pg.wait_for_function(
-        """old => { const s = document.querySelector('#side img');
-                    return s && s.src !== old && Array.from(document.images).every(i => i.complete); }""",
-        arg=old_side)
-    pg.wait_for_timeout(500)
-    pg.screenshot(path=str(ARTIFACTS / shot), full_page=True)
-    return img
+@pytest.fixture
+def page(browser, url):
+    pg = open_page(browser, url)
+    yield pg
+    pg.close()
 
 
-def test_draw_and_preset_inpaint(page):
-    pg = page
-    with pg.expect_file_chooser() as chooser:
-        pg.get_by_label("Click to upload or drop files").first.click()
-    chooser.value.set_files(str(Path(__file__).resolve().parents[1] / "examples" / "face1.png"))
+@pytest.fixture
+def orange(tmp_path):
+    """A flat 300x200 image: any blue on the canvas is the layer's."""
+    path = tmp_path / "orange.png"
+    Image.new("RGB", (300, 200), ORANGE).save(path)
+    return path
+
+
+@pytest.fixture
+def masks_used(monkeypatch):
+    """The masks the server read from the editor, in order (the run's own function, recorded)."""
+    seen, read = [], app.mask_from_editor
+
+    def recording(value):
+        seen.append(read(value))
+        return seen[-1]
+
+    monkeypatch.setattr(app, "mask_from_editor", recording)
+    return seen
+
+
+def upload(pg, path):
+    pg.wait_for_timeout(1000)  # the editor is ready to take a file
+    pg.locator("#editor input[type=file]").first.set_input_files(str(path))
+    pg.locator("#editor canvas").first.wait_for(state="visible")
+    pg.wait_for_function("() => !document.querySelector('#editor').innerText.includes('Upload an image')")
+    pg.wait_for_timeout(1500)
+
+
+def pick_preset(pg, label):
+    pg.locator("#preset input").fill(label)  # typed: a click on a long list may land on the canvas under it
+    pg.locator("#preset input").press("Enter")
+    pg.wait_for_function("label => document.querySelector('#preset input').value === label", arg=label)
     canvas = pg.locator("#editor canvas").first
-    canvas.wait_for(state="visible")
+    for _ in range(40):  # the layer comes back from the server (a large one takes a while to encode and draw)
+        pg.wait_for_timeout(500)
+        shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+        if ((shot[..., 2] - shot[..., 0] > 0) & (shot.max(axis=2) - shot.min(axis=2) > 25)).mean() > 0.01:
+            break
     pg.wait_for_timeout(1000)
 
-    pg.get_by_role("button", name="Brush", exact=True).first.click()
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    pg.mouse.move(cx - 80, cy - 20)
-    pg.mouse.down()
-    for k in range(1, 11):
-        pg.mouse.move(cx - 80 + 16 * k, cy - 20 + 4 * k)
-    pg.mouse.up()
-    pg.wait_for_timeout(500)
-    pg.screenshot(path=str(ARTIFACTS / "1_drawn.png"))
 
-    for elem_id, value in (("steps", 10), ("jump", 5), ("resample", 2)):
-        set_slider(pg, elem_id, value)
-    pg.wait_for_function("() => document.querySelector('#estimate').innerText.includes('model calls')")
-    img = run_and_wait(pg, "2_drawn_result.png")
-    assert img.get_attribute("src")
-    status = pg.locator("#status").inner_text()
-    assert "Done" in status, status
+def canvas_shot(pg, name) -> np.ndarray:
+    """The editor's canvas as the visitor sees it (overlays hidden, pointer away), int (H, W, 3)."""
+    pan = pg.get_by_role("button", name="Pan", exact=True).first
+    if pan.is_enabled():
+        pan.click()  # no brush outline under the pointer
+    pg.mouse.move(1, 1)
+    style = pg.add_style_tag(content=HIDE)
+    pg.wait_for_timeout(300)
+    path = ARTIFACTS / name
+    pg.locator("#editor canvas").first.screenshot(path=str(path))
+    style.evaluate("s => s.remove()")
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
 
-    pg.locator("#preset input").click()
-    pg.get_by_role("option", name="Centre box").click()
-    pg.wait_for_timeout(1500)  # the preset layer is put into the editor
-    pg.screenshot(path=str(ARTIFACTS / "3_preset.png"))
-    pg.locator("#compare input").check()
-    img = run_and_wait(pg, "4_preset_compare_result.png")
-    assert pg.locator("#results img").count() >= 2  # n=2 and n=1
-    assert pg.locator("#animation img").count() == 1
+
+def image_box(shot: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of what is drawn on the canvas (the test images have coloured edges)."""
+    drawn = shot.max(axis=2) - shot.min(axis=2) > 25  # coloured: not the white canvas nor its grey frame
+    rows, cols = np.flatnonzero(drawn.sum(1) > 3), np.flatnonzero(drawn.sum(0) > 3)
+    assert rows.size and cols.size, "nothing drawn on the canvas"
+    return cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+
+
+def interior(mask: np.ndarray, px: int = 3) -> np.ndarray:
+    """``mask`` shrunk by ``px`` pixels (edges are antialiased)."""
+    im = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(2 * px + 1))
+    return np.asarray(im) > 0
+
+
+def assert_layer(shot: np.ndarray, image: np.ndarray, mask: np.ndarray):
+    """The canvas shows ``image`` (uint8 (h, w, 3)) with ``mask`` (bool (h, w)) in the layer's blue over it, and
+    nothing blue outside the image."""
+    left, top, right, bottom = image_box(shot)
+    h, w = mask.shape
+    assert abs((right - left) / (bottom - top) - w / h) < 0.03, ("drawn area is not the image's shape",
+                                                                 (left, top, right, bottom), (w, h))
+    size = (right - left, bottom - top)
+    img = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)).astype(float)
+    m = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+    want = np.where(m[..., None], (1 - ALPHA) * img + ALPHA * BLUE, img)
+    err = np.abs(shot[top:bottom, left:right] - want).max(axis=2)
+    for region, what in ((interior(m), "blue where the mask is"), (interior(~m), "the image elsewhere")):
+        if region.any():
+            ok = (err[region] < 30).mean()
+            assert ok > 0.97, f"{what}: only {ok:.1%} of the pixels match"
+    outside = np.ones(shot.shape[:2], bool)
+    outside[top:bottom, left:right] = False
+    bluish = (shot[..., 2] - shot[..., 0] > 60) & outside
+    assert not bluish.any(), f"{bluish.sum()} blue pixels outside the image"
+    return left, top, right, bottom
+
+
+def preset_at(name, image, seed=0, model="bundled"):
+    h, w = image.shape[:2]
+    return pictures.preset_mask(name, w, h, app.SERVICE.model_resolution(model), seed)
+
+
+def read_rgb(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("label, name", [("Left half", "left_half"), ("Every second line", "every_second_line"),
+                                         ("Centre box", "center_box")])
+def test_preset_is_drawn_exactly_over_a_non_square_image(page, orange, label, name):
+    upload(page, orange)
+    pick_preset(page, label)
+    image = read_rgb(orange)
+    assert_layer(canvas_shot(page, f"preset_{name}.png"), image, preset_at(name, image))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (512, 512), (1024, 768)])
+def test_preset_is_drawn_exactly_at_every_image_size(page, tmp_path, size):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", size, ORANGE).save(path)
+    upload(page, path)
+    pick_preset(page, "x2 super-resolution")  # the finest pattern: every second pixel of every second row known
+    image = read_rgb(path)
+    assert_layer(canvas_shot(page, f"preset_sr_{size[0]}x{size[1]}.png"), image,
+                 preset_at("super_resolution_2x", image))
+
+
+def test_example_row_shows_its_preset(page):
+    page.locator("#examples table tbody tr, #examples .gallery-item").first.click()
+    page.wait_for_timeout(3000)  # the image, then the preset layer over it
+    image = read_rgb(EXAMPLES / "face1.png")
+    shot = canvas_shot(page, "example_row.png")
+    assert_layer(shot, image, preset_at("every_second_line", image, seed=1))
+
+
+def test_paint_and_erase_after_a_preset_is_what_runs(page, orange, masks_used):
+    pg = page
+    upload(pg, orange)
+    pick_preset(pg, "Left half")
+    image = read_rgb(orange)
+    shot = canvas_shot(pg, "paint_0_preset.png")
+    left, top, right, bottom = assert_layer(shot, image, preset_at("left_half", image))
+    box = pg.locator("#editor canvas").first.bounding_box()
+    scale = (right - left) / image.shape[1]
+
+    def to_screen(x, y):
+        return box["x"] + left + x * scale, box["y"] + top + y * scale
+
+    def stroke(tool, y, x0, x1):
+        pg.get_by_role("button", name=tool, exact=True).first.click()
+        pg.mouse.move(*to_screen(x0, y))
+        pg.mouse.down()
+        for k in range(1, 11):
+            pg.mouse.move(*to_screen(x0 + (x1 - x0) * k / 10, y))
+        pg.mouse.up()
+        pg.wait_for_timeout(500)
+
+    stroke("Brush", 40, 200, 280)  # on the orange right part
+    stroke("Erase", 150, 55, 145)  # across the blue left half of the centre square
+    pg.wait_for_timeout(1500)
+    shot = canvas_shot(pg, "paint_1_painted_erased.png")
+    at = lambda x, y: shot[int(top + y * scale), int(left + x * scale)]  # noqa: E731
+    for x in (210, 240, 270):
+        assert np.abs(at(x, 40) - ((1 - ALPHA) * np.array(ORANGE) + ALPHA * BLUE)).max() < 30, "stroke not blue"
+    for x in (70, 100, 130):
+        assert np.abs(at(x, 150) - ORANGE).max() < 30, "erased part still blue"
+    shown = preset_at("left_half", image)
+    assert np.abs(at(100, 60) - ((1 - ALPHA) * np.array(ORANGE) + ALPHA * BLUE)).max() < 30, "preset lost"
+
+    for elem_id, value in (("steps", 5), ("jump", 5), ("resample", 1)):
+        box_in = pg.locator(f"#{elem_id} input[type=number]")
+        box_in.fill(str(value))
+        box_in.press("Enter")
+    pg.locator("#run").click()
+    pg.wait_for_function("() => document.querySelector('#status').innerText.includes('Done')", timeout=120_000)
+    used = masks_used[-1]
+    assert used.shape == shown.shape
+    assert used[35:46, 210:271].all()  # the stroke
+    assert not used[150, 60:141].any()  # the erased line
+    keep = shown.copy()
+    keep[100:200] = False  # the preset away from the erased band is all there
+    assert used[keep].all()
+    pg.screenshot(path=str(ARTIFACTS / "paint_2_result.png"), full_page=True)
+
+
+def test_phone_width(browser, url, orange):
+    pg = open_page(browser, url, width=400, height=900)
+    try:
+        upload(pg, orange)
+        pick_preset(pg, "Left half")
+        image = read_rgb(orange)
+        shot = canvas_shot(pg, "phone_preset.png")
+        assert shot.shape[1] <= 400
+        assert_layer(shot, image, preset_at("left_half", image))
+        pg.screenshot(path=str(ARTIFACTS / "phone_page.png"), full_page=True)
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 400, f"the page scrolls sideways ({width} px)"
+    finally:
+        pg.close()

@@ -6,13 +6,11 @@ Every request loop here is bounded in count and in time, and only 127.0.0.1 is c
 
 from __future__ import annotations
 
-import json
-import socket
-import threading
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -20,6 +18,7 @@ from PIL import Image
 
 import app
 import repaint
+from repaint import serving
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, num_samples=1, compare=False)
 N_CONCURRENT = 24  # requests sent at once (under QUEUE_MAX, so all must complete)
@@ -27,37 +26,40 @@ DEADLINE_S = 180  # the whole burst must be answered by then
 PRESET = "every_second_line"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(autouse=True)
+def service(monkeypatch):
+    """A service of this test's own: its workers are the ones this test started (the bundled model is shared)."""
+    svc = serving.Service()
+    svc.models["bundled"], svc.call_s["bundled"] = app.SERVICE.get_model("bundled"), app.SERVICE.call_s["bundled"]
+    monkeypatch.setattr(app, "SERVICE", svc)
+    return svc
 
 
-def launch(max_size: int = app.QUEUE_MAX) -> str:
-    """Launches app.demo on loopback with the queue holding ``max_size`` waiting requests; its URL."""
-    app.demo.queue(max_size=max_size, default_concurrency_limit=app.CONCURRENCY)
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                    **app.LAUNCH_KWARGS)
-    return app.demo.local_url
+def launch(max_size: int = app.QUEUE_MAX):
+    """A page of its own on loopback (Gradio picks a free port and retries a taken one), its queue holding
+    ``max_size`` waiting requests."""
+    demo = app.build_demo()
+    demo.queue(max_size=max_size, default_concurrency_limit=app.CONCURRENCY)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
+    return demo
 
 
 @pytest.fixture
 def server():
-    url = launch()
+    demo = launch()
     try:
-        yield url
+        yield demo.local_url
     finally:
-        app.demo.close()
+        demo.close()
 
 
 @pytest.fixture
 def small_queue_server():
-    url = launch(max_size=2)
+    demo = launch(max_size=2)
     try:
-        yield url
+        yield demo.local_url
     finally:
-        app.demo.close()
-        app.demo.queue(max_size=app.QUEUE_MAX, default_concurrency_limit=app.CONCURRENCY)  # as app.py has it
+        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,8 @@ def known_pixels_kept(result, face) -> bool:
     return res.shape == rgb.shape and bool((res[~m] == rgb[~m]).all())
 
 
-def workers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == app.WORKER_NAME and t.is_alive()]
+def workers():
+    return app.SERVICE.running()
 
 
 def wait_until(cond, timeout: float, every: float = 0.05) -> bool:
@@ -152,26 +154,31 @@ def test_cancelled_job_stops_the_model(server, face):
     assert known_pixels_kept(after, face)
 
 
+CLIENT = """
+import sys, time
+from gradio_client import Client, handle_file
+url, face, steps, jump, resample = sys.argv[1:6]
+job = Client(url, verbose=False).submit(handle_file(face), "every_second_line", "bundled", int(steps), int(jump),
+                                        int(resample), 0, 1, False, api_name="/inpaint")
+print("submitted", flush=True)
+time.sleep(600)  # killed long before
+"""
+
+
 def test_client_that_disconnects_does_not_leave_work_running(server, face):
-    """A raw client: join the queue, read the event stream a little, then drop the connection."""
-    with httpx.Client(base_url=server.rstrip("/") + "/gradio_api", timeout=30) as http:
-        uploaded = http.post("/upload", files={"files": ("face.png", face.read_bytes(), "image/png")}).json()[0]
-        fn_index = next(d["id"] for d in app.demo.config["dependencies"] if d.get("api_name") == "inpaint")
-        data = [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, PRESET, "bundled", LONG["steps"],
-                LONG["jump_length"], LONG["jump_n_sample"], 0, 1, False]
-        session = "load-test-disconnect"
-        join = http.post("/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session,
-                                               "event_data": None, "trigger_id": None})
-        assert join.status_code == 200, join.text
-        with http.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():  # bounded: the run yields within a second (30 s timeout above)
-                if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_generating":
-                    break  # running: the model has made its first calls
-            assert workers(), "the run did not start"
-        # the stream is closed here: the client is gone
+    """A gradio_client in another process submits a long job and is killed mid-run: its connection goes away as
+    when a visitor closes the tab (no private protocol of Gradio is used)."""
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT, server, str(face), str(LONG["steps"]),
+                             str(LONG["jump_length"]), str(LONG["jump_n_sample"])], stdout=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: bool(workers()), 60), "the run did not start"
+        time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
     start = time.monotonic()
     assert wait_until(lambda: not workers(), 15), "the model kept running after the client disconnected"
-    print(f"\nworker stopped {time.monotonic() - start:.2f} s after the client disconnected")
+    print(f"\nworker stopped {time.monotonic() - start:.2f} s after the client's process was killed")
 
 
 # ------------------------------------------------------------------------------------------- throughput
@@ -189,4 +196,4 @@ def test_throughput(server, face, settings):
     assert all(kind == "ok" for kind, _ in outcomes)
     calls = app.model_calls(settings["steps"], settings["jump_length"], settings["jump_n_sample"])
     print(f"\nTHROUGHPUT {settings}: {n} requests in {spent:.1f} s = {60 * n / spent:.1f} requests/min "
-          f"({calls} model calls each, {1000 * app._call_s['bundled']:.1f} ms per call measured at load)")
+          f"({calls} model calls each, {1000 * app.SERVICE.call_s['bundled']:.1f} ms per call measured at load)")

@@ -196,7 +196,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     from repaint.__main__ import main
 
     model = save_root_layout(tmp_path / "model")
-    Image.fromarray((np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    rgb = (np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
     mask = np.zeros((24, 24), dtype=np.uint8)
     mask[6:18, 6:18] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
@@ -204,8 +205,13 @@ def test_cli_end_to_end(tmp_path, capsys):
                str(tmp_path / "out.png"), "--model", str(model), "--steps", "6", "--jump-length", "2",
                "--jump-n-sample", "2", "--num-samples", "2", "--compare"])
     assert rc == 0
-    for name in ("out-0.png", "out-1.png", "out-n1-0.png", "out-n1-1.png"):
-        assert Image.open(tmp_path / name).size == (16, 16)
+    for name in ("out-0.png", "out-1.png", "out-n1-0.png", "out-n1-1.png"):  # a mask file: the input's own size
+        out = np.asarray(Image.open(tmp_path / name))
+        assert out.shape == (24, 24, 3) and (out[mask == 0] == rgb[mask == 0]).all()
+    assert main(["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--out",
+                 str(tmp_path / "small.png"), "--model", str(model), "--steps", "2", "--jump-length", "1", "--size",
+                 "model"]) == 0
+    assert Image.open(tmp_path / "small.png").size == (16, 16)  # the model's resolution
     err = capsys.readouterr().err
     assert "wrote" in err and "call" in err  # tqdm progress on stderr
     assert main(["--image", str(tmp_path / "in.png"), "--preset", "left_half", "--out", str(tmp_path / "x.png"),

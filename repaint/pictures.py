@@ -1,0 +1,137 @@
+"""The pictures the Space shows (gradio-free): masked input, strips, the process GIF and its noise-level plot, and
+the image editor's values (dicts of background and layers): masks read from them, mask layers written to them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import masks, window
+from .serving import ServeError
+
+__all__ = ["MASK_RGBA", "as_array", "background_key", "editor_image", "level_plot", "make_animation",
+           "mask_from_editor", "mask_layer", "preset_mask", "same_background", "show_mask", "strip"]
+
+MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
+ANIMATION_TILE = 128  # pixel size of one image tile in the GIF
+ANIMATION_PLOT_H = 56  # height of the noise-level plot under the GIF
+
+
+def preset_mask(name: str, width: int, height: int, resolution: int, seed: int = 0) -> np.ndarray:
+    """A preset as the model will see it, drawn at an image of ``width`` x ``height``: bool (height, width).
+
+    The preset is made at the model's resolution and laid (nearest) over the image's centred square, the part the
+    model sees; so it maps back to the model's resolution exactly. Outside the square: False.
+    """
+    if name not in masks.PRESETS:
+        raise ValueError(f"unknown mask preset {name!r}; choose one of: {', '.join(masks.PRESETS)}")
+    small = masks.PRESETS[name](resolution, resolution, int(seed))
+    return window.spread(small, window.centre_window(width, height), height, width)
+
+
+def mask_layer(mask: np.ndarray) -> np.ndarray:
+    """A bool mask as an RGBA editor layer: the region in semi-transparent blue, the rest transparent."""
+    layer = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    layer[mask] = MASK_RGBA
+    return layer
+
+
+def strip(images: list[np.ndarray], height: int) -> np.ndarray:
+    """Images side by side, each scaled to ``height`` pixels high, keeping its shape (nearest when enlarging)."""
+    tiles = []
+    for a in images:
+        im = Image.fromarray(a)
+        method = Image.Resampling.NEAREST if im.height <= height else Image.Resampling.LANCZOS
+        tiles.append(np.asarray(im.resize((max(1, round(im.width * height / im.height)), height), method)))
+    return np.concatenate(tiles, axis=1)
+
+
+def show_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The input as the model sees it: the region to fill in the paper's blue."""
+    out = rgb.copy()
+    out[mask] = (np.array(MASK_RGBA[:3]) * 0.75 + 255 * 0.25).astype(np.uint8)
+    return out
+
+
+def level_plot(levels: list[list[int]], width: int, steps: int, cursor: int, rows: list[int]) -> Image.Image:
+    """The respaced noise level of the chains ``rows`` over the ticks, with a cursor at tick ``cursor``."""
+    h = ANIMATION_PLOT_H
+    im = Image.new("RGB", (width, h), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    n = len(levels)
+    colours = [(30, 90, 255), (230, 120, 20)]
+    top, bottom = 4, h - 12
+    for k, row in enumerate(rows):
+        pts = []
+        for x in range(width):
+            i = min(n - 1, x * n // width)
+            lv = max(levels[i][row], 0)
+            pts.append((x, bottom - (bottom - top) * lv / max(steps - 1, 1)))
+        d.line(pts, fill=colours[k % 2], width=1)
+    cx = min(width - 1, cursor * width // max(n, 1))
+    d.line([(cx, 0), (cx, h)], fill=(200, 0, 0), width=1)
+    d.text((3, h - 11), "noise level t over time", fill=(60, 60, 60))
+    return im
+
+
+def make_animation(frames: list[tuple[int, np.ndarray, np.ndarray]], levels: list[list[int]], steps: int,
+                   rows: list[int], path: Path) -> Path:
+    """GIF of the process: for each chain in ``rows`` x_t and predicted x0, and the noise level plotted under."""
+    pics = []
+    for tick, xt, x0 in frames:
+        top = np.concatenate([strip([xt[r], x0[r]], ANIMATION_TILE) for r in rows], axis=0)
+        plot = level_plot(levels, top.shape[1], steps, tick, rows)
+        frame = Image.new("RGB", (top.shape[1], top.shape[0] + plot.height), (255, 255, 255))
+        frame.paste(Image.fromarray(top), (0, 0))
+        frame.paste(plot, (0, top.shape[0]))
+        pics.append(frame)
+    durations = [80] * (len(pics) - 1) + [1500]
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=durations, loop=0, optimize=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- editor values
+def as_array(img) -> np.ndarray | None:
+    if isinstance(img, (str, Path)):
+        img = Image.open(img)
+    if isinstance(img, Image.Image):
+        img = np.asarray(img.convert("RGBA"))
+    return None if img is None else np.asarray(img)
+
+
+def editor_image(value) -> np.ndarray:
+    """The background image of an editor value (uint8 RGB or RGBA); a ServeError when there is none."""
+    bg = as_array(value.get("background")) if isinstance(value, dict) else None
+    if bg is None or bg.size == 0:
+        raise ServeError("No image: upload or pick an image first (or click an example).")
+    return bg
+
+
+def mask_from_editor(value) -> np.ndarray:
+    """The region to fill, read from the alpha of the editor's layers: any paint = fill; bool (H, W) of the
+    background's size (a layer of another size is scaled to it, nearest)."""
+    h, w = editor_image(value).shape[:2]
+    region = np.zeros((h, w), dtype=bool)
+    for layer in value.get("layers") or []:
+        a = as_array(layer)
+        if a is not None and a.ndim == 3 and a.shape[2] == 4:
+            paint = a[..., 3] > 0
+            region |= paint if paint.shape == (h, w) else \
+                np.asarray(Image.fromarray(paint).resize((w, h), Image.Resampling.NEAREST))
+    return region
+
+
+def background_key(value) -> list | None:
+    """A coarse fingerprint of the editor's background (its size and an 8x8 thumbnail), or None without one: it
+    tells a new image from the same image sent back by the browser after a stroke (which may differ slightly)."""
+    bg = as_array(value.get("background")) if isinstance(value, dict) else None
+    if bg is None or bg.size == 0:
+        return None
+    thumb = Image.fromarray(bg[..., :3] if bg.ndim == 3 else bg).convert("L").resize((8, 8), Image.Resampling.BOX)
+    return [*bg.shape[:2], *np.asarray(thumb).ravel().tolist()]
+
+
+def same_background(a: list | None, b: list | None, tolerance: int = 12) -> bool:
+    return a is not None and b is not None and a[:2] == b[:2] and max(abs(x - y) for x, y in zip(a, b)) <= tolerance

@@ -1,0 +1,83 @@
+"""The Space's gradio-free parts, without a server: editor values, pictures, model labels, estimates, result files.
+
+Oracles: the masks and images the tests build themselves, closed forms (model calls x per-call time), the registry.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import repaint
+from repaint import pictures, serving
+from repaint.serving import ServeError
+
+
+def test_mask_from_editor_reads_any_paint_in_any_layer():
+    bg = np.full((40, 60, 4), 255, np.uint8)
+    a = np.zeros((40, 60, 4), np.uint8)
+    a[5, 7, 3] = 1  # faint antialiased edge counts
+    b = np.zeros((40, 60, 4), np.uint8)
+    b[10:12, 20:30] = (30, 90, 255, 128)  # the semi-transparent brush
+    b[30, 30, :3] = 255  # colour without alpha is no paint
+    m = pictures.mask_from_editor({"background": bg, "layers": [a, b], "composite": None})
+    assert m.shape == (40, 60) and m.sum() == 1 + 20 and m[5, 7] and m[10:12, 20:30].all() and not m[30, 30]
+    assert not pictures.mask_from_editor({"background": bg, "layers": []}).any()
+    small = np.zeros((20, 30, 4), np.uint8)  # a layer of another size is scaled to the background
+    small[:10, :15, 3] = 255
+    assert pictures.mask_from_editor({"background": bg, "layers": [small]})[:20, :30].all()
+
+
+def test_editor_without_image_is_an_error():
+
+    for value in (None, {"background": None, "layers": []}):
+        with pytest.raises(ServeError, match="No image"):
+            pictures.mask_from_editor(value)
+
+
+def test_strip_keeps_each_images_shape():
+    a, b = np.zeros((20, 40, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8)
+    out = pictures.strip([a, b], 64)
+    assert out.shape == (64, 128 + 64, 3) and (out[:, :128] == 0).all() and (out[:, 128:] == 255).all()
+
+
+@pytest.mark.parametrize("size", [(256, 256), (300, 200), (37, 53)])
+def test_preset_on_an_image_maps_back_to_the_model_preset(size):
+    w, h = size
+    m = pictures.preset_mask("every_second_line", w, h, 32, 0)
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    assert m.shape == (h, w) and not m[:, :left].any() and not m[:top].any()
+    square = Image.fromarray(m[top:top + side, left:left + side].astype(np.uint8) * 255)
+    back = np.asarray(square.resize((32, 32), Image.Resampling.NEAREST)) >= 128
+    assert (back == repaint.masks.PRESETS["every_second_line"](32, 32, 0)).all()
+
+
+def test_model_choices_offer_gpu_models_only_with_a_gpu():
+    cpu = dict(serving.model_choices(False)).values()
+    assert set(cpu) == {n for n, m in repaint.MODELS.items() if not m.gpu_only}
+    gpu = [label for label, _ in serving.model_choices(True)]
+    assert len(gpu) == len(repaint.MODELS) and all(" · " in label for label in gpu)
+    table = serving.model_table()
+    assert all(m.licence in table and m.name in table for m in repaint.MODELS.values())
+
+
+def test_gpu_duration_is_calls_times_batched_call_plus_margin_capped():
+    svc = serving.Service(on_zerogpu=True)
+    svc.call_s["bundled"] = 0.02
+    calls = repaint.count_model_calls(100, 10, 5)
+    for samples, compare in ((1, False), (2, True)):
+        rows = samples * (2 if compare else 1)
+        want = int(np.ceil(0.02 * (1 + serving.GPU_BATCH_COST * (rows - 1)) * calls + serving.GPU_MARGIN_S))
+        got = svc.gpu_duration("bundled", None, None, 100, 10, 5, 0, samples, compare, False, True)
+        assert got == want
+    assert svc.gpu_duration("bundled", None, None, 1000, 1, 20, 0, 4, True, False, True) == serving.GPU_CAP_S
+    svc.note_run("bundled", 0.05, 4)  # a run of 4 rows measured 0.05 s per call
+    assert svc.call_s["bundled"] == pytest.approx(0.05 / (1 + serving.GPU_BATCH_COST * 3))
+
+
+def test_results_are_written_resampled_first(tmp_path):
+    res = [np.zeros((4, 6, 3), np.uint8)] * 2
+    plain = [np.full((4, 6, 3), 9, np.uint8)] * 2
+    saved = serving.save_results(tmp_path, "x_", res, plain, 5, 10)
+    assert [c for _, c in saved] == ["n=5, seed 10", "n=5, seed 11", "n=1, seed 10", "n=1, seed 11"]
+    assert (np.asarray(Image.open(saved[2][0])) == 9).all()
