@@ -389,29 +389,36 @@ def main_folder(args, parser) -> int:
                      "(not --image, --mask, --out or --compare)")
     import torch
 
-    from .models import ModelLoadError, load
-
     started = time.perf_counter()
     try:
         state = process_state(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
-        pipe = load(args.model, device=_device(args.device, state))
-    except (RuntimeError, ModelLoadError) as e:
+    except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        return _run_cli(args, state, started)
+    finally:
+        if state.num_processes > 1:  # gloo's threads torn down before exit, or the interpreter may abort at exit
+            state.destroy_process_group()
+
+
+def _run_cli(args, state, started: float) -> int:
+    from .models import ModelLoadError, load
+
+    try:
+        pipe = load(args.model, device=_device(args.device, state))
         summary = inpaint_folder(
             pipe, args.image_dir, args.out_dir, mask_dir=args.mask_dir, preset=args.preset, keep_mask=args.keep_mask,
             invert=args.invert, pair=args.pair, steps=args.steps, jump_length=args.jump_length,
             jump_n_sample=args.jump_n_sample, seed=args.seed, num_samples=args.num_samples,
             batch_size=args.batch_size, class_label=getattr(args, "class_label", None), state=state)
-    except ValueError as e:  # settings or folders: the same in every process, so every process stops here
+    except (ModelLoadError, ValueError) as e:  # model, settings or folders: the same in every process
         print(f"error: {e}", file=sys.stderr)
         return 2
     written = _gather(state, summary.written)
     failed = _gather(state, summary.failed)
-    if not state.is_main_process:
-        return 0
-    print(f"wrote {len(written)} outputs to {args.out_dir} ({summary.done_before} already done) in "
-          f"{time.perf_counter() - started:.1f} s with {state.num_processes} process(es)"
-          + (f"; {len(failed)} input(s) skipped, listed above" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    if state.is_main_process:  # the exit status is 0 once the run is through, skipped inputs or not
+        print(f"wrote {len(written)} outputs to {args.out_dir} ({summary.done_before} already done) in "
+              f"{time.perf_counter() - started:.1f} s with {state.num_processes} process(es)"
+              + (f"; {len(failed)} input(s) skipped, listed above" if failed else ""), file=sys.stderr)
+    return 0
