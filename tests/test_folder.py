@@ -229,3 +229,12 @@ def test_killed_two_process_run_resumes_in_one(pipe, tmp_path):
     assert pngs(out) == pngs(tmp_path / "ref")
     assert len((out / folder.MANIFEST).read_text().splitlines()) == 8
     assert not list(out.glob("manifest.part-*")) and not list(out.glob("*/.*.tmp"))
+
+
+def test_several_processes_without_accelerate_say_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # import accelerate raises ImportError
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"pip install 'repaint\[folder\]'"):
+        folder.process_state()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert isinstance(folder.process_state(), folder.SingleProcess)
