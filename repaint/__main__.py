@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=250, help="respaced diffusion steps T (default 250)")
     p.add_argument("--jump-length", type=int, default=10, help="resampling jump length j (default 10)")
     p.add_argument("--jump-n-sample", type=int, default=10, help="resamplings r, the paper's n (default 10; 1 = none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of sample 0; sample i uses seed + i (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sample 0; sample i uses seed + i (default 0); "
+                   "folder mode: the run's seed, hashed with each image's name")
     lo, hi = LIMITS["num_samples"]
     p.add_argument("--num-samples", type=int, default=1, help=f"samples to draw, {lo}..{hi} (default 1)")
     p.add_argument("--compare", action="store_true", help="also write the n=1 result of the same seeds (OUT-n1.png)")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         from .folder import main_folder
 
         return main_folder(args, parser)
-    if args.image is None or args.out is None or args.mask_dir is not None:
+    if args.image is None or args.out is None or args.mask_dir is not None or args.out_dir is not None:
         parser.error("give --image and --out (one image), or --image-dir and --out-dir (folder mode)")
     from tqdm import tqdm
 
