@@ -203,9 +203,10 @@ def test_two_processes_give_the_images_of_one(pipe, tmp_path):
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, log
     assert "wrote 5 outputs" in log and "with 2 process(es)" in log
-    assert pngs(tmp_path / "two") == pngs(tmp_path / "one")
+    two, one = pngs(tmp_path / "two"), pngs(tmp_path / "one")
+    assert sorted(two) == sorted(one) and [k for k in one if two[k] != one[k]] == [], log
     lines = [json.loads(x) for x in (tmp_path / "two" / folder.MANIFEST).read_text().splitlines()]
-    assert sorted(x["process"] for x in lines) == [0, 0, 0, 1, 1]  # split 3 + 2 between the processes
+    assert sorted(x["process"] for x in lines) == [0, 0, 0, 1, 1], lines  # split 3 + 2 between the processes
 
 
 @pytest.mark.slow
