@@ -1,4 +1,8 @@
-"""Command line: ``python -m repaint --image IN (--mask MASK.png | --preset NAME) --out OUT.png``."""
+"""Command line: ``python -m repaint --image IN (--mask MASK.png | --preset NAME) --out OUT.png``.
+
+Folder mode (:mod:`repaint.folder`), also under ``accelerate launch -m repaint ...``:
+``python -m repaint --image-dir DIR (--mask-dir DIR | --preset NAME) --out-dir OUT``.
+"""
 
 from __future__ import annotations
 
@@ -22,29 +26,37 @@ def build_parser() -> argparse.ArgumentParser:
         f"{presets}\n\nexample:\n  python -m repaint --image face.png --preset every_second_line --out filled.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--image", required=True, help="input image (any format and size)")
+    p.add_argument("--image", help="input image (any format and size)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--mask", help="mask image of the input's size: white/opaque = fill")
     src.add_argument("--preset", choices=list(masks.PRESETS), metavar="NAME", help="a mask preset (list below)")
+    src.add_argument("--mask-dir", help="folder mode: mask files matched to the images by file name")
     p.add_argument("--keep-mask", action="store_true", help="the mask is a keep mask (white = keep, RePaint's own)")
     p.add_argument("--invert", action="store_true", help="invert the mask")
     p.add_argument("--size", choices=["auto", "full", "model"], default="auto",
                    help="full: the image's own size, filled through a window around the mask; model: the centred "
                    "square at the model's resolution (default auto: full for --mask, model for --preset)")
-    p.add_argument("--out", required=True, help="output PNG; with several samples OUT-0.png, OUT-1.png, ...")
+    p.add_argument("--out", help="output PNG; with several samples OUT-0.png, OUT-1.png, ...")
     p.add_argument("--model", default="bundled", help="registry name, folder or Hub id (default: bundled)")
     p.add_argument("--steps", type=int, default=250, help="respaced diffusion steps T (default 250)")
     p.add_argument("--jump-length", type=int, default=10, help="resampling jump length j (default 10)")
     p.add_argument("--jump-n-sample", type=int, default=10, help="resamplings r, the paper's n (default 10; 1 = none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of sample 0; sample i uses seed + i (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sample 0; sample i uses seed + i (default 0); "
+                   "folder mode: the run's seed, hashed with each image's name")
     lo, hi = LIMITS["num_samples"]
     p.add_argument("--num-samples", type=int, default=1, help=f"samples to draw, {lo}..{hi} (default 1)")
     p.add_argument("--compare", action="store_true", help="also write the n=1 result of the same seeds (OUT-n1.png)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="model precision (default: float16 on CUDA, float32 on a CPU)")
+                   help="model precision (default: bfloat16 on a CUDA GPU that has it, else float16; float32 on a CPU)")
     p.add_argument("--class-label", type=int, default=None,
                    help="class of a class-conditional model (imagenet: 0-999; default: a random class per sample)")
+    f = p.add_argument_group("folder mode (instead of --image/--out; also under `accelerate launch -m repaint`)")
+    f.add_argument("--image-dir", help="folder of input images: inpaint each one")
+    f.add_argument("--out-dir", help="output folder: inpainted/, gt_masked/, gt/, gt_keep_mask/, manifest.jsonl")
+    f.add_argument("--batch-size", type=int, default=1, help="outputs sampled together in one batch (default 1)")
+    f.add_argument("--pair", choices=("name", "order"), default="name",
+                   help="match masks to images by file stem (default) or by sorted order, as RePaint's loader")
     return p
 
 
@@ -55,7 +67,14 @@ def _paths(out: Path, n: int, suffix: str = "") -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.image_dir is not None:
+        from .folder import main_folder
+
+        return main_folder(args, parser)
+    if args.image is None or args.out is None or args.mask_dir is not None or args.out_dir is not None:
+        parser.error("give --image and --out (one image), or --image-dir and --out-dir (folder mode)")
     from tqdm import tqdm
 
     try:

@@ -1,0 +1,425 @@
+"""Folder mode: inpaint every image of a folder, the way RePaint's paper evaluation does, in one or many processes.
+
+    python -m repaint --image-dir gts/ --mask-dir masks/ --keep-mask --out-dir out/
+    accelerate launch --multi_gpu --num_processes 4 -m repaint --image-dir gts/ --preset thick --out-dir out/
+
+``OUT`` is laid out as RePaint's ``test.py`` writes it (the ``paths`` of its YAML files):
+``inpainted/<stem>.png`` (``<stem>-<i>.png`` with several samples), ``gt_masked/`` (the known pixels, the region to
+fill black), ``gt/`` (the input fitted to the model) and ``gt_keep_mask/`` (white = keep), all ``<stem>.png``, plus
+``manifest.jsonl``: one JSON line per inpainted file with its input, mask, seed, settings and time.
+
+- Each output's seed is a hash of the run's seed, the image's stem and the sample index (:func:`image_seed`), and
+  the sampler draws each sample from its own generator, so an output does not depend on the order of the images,
+  the batch it ran in or the number of processes.
+- Files are written under a temporary name and renamed (``os.replace``), the manifest line after the files; a run
+  started again skips every output whose files exist and whose manifest line has the same settings and inputs.
+- With ``accelerate launch`` (optional: ``pip install 'repaint[folder]'``) the pending outputs are split between the
+  processes (``PartialState.split_between_processes``); each process appends to its own ``manifest.part-<rank>.jsonl``
+  and the main process merges them into ``manifest.jsonl`` at the start and the end of a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .masks import PRESETS
+from .models import Inpainter
+from .schedule import jump_schedule
+
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUT", "MANIFEST", "Job", "SingleProcess", "Summary", "image_seed", "inpaint_folder",
+           "list_images", "main_folder", "pair_jobs", "process_state", "read_manifest"]
+
+#: Files read as images from an image or mask folder (others are ignored).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+#: Output folders, in RePaint's names: results, masked input, fitted input, keep mask.
+LAYOUT = ("inpainted", "gt_masked", "gt", "gt_keep_mask")
+MANIFEST = "manifest.jsonl"
+_PART = "manifest.part-{}.jsonl"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image and its mask: a mask file, or a preset name."""
+
+    name: str  # the image's stem: names its outputs and enters its seed
+    image: Path
+    mask: Path | str
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One output file: a sample of a job."""
+
+    job: Job
+    sample: int
+    seed: int
+    output: str  # path relative to OUT, e.g. inpainted/000001-2.png
+
+
+@dataclass
+class Summary:
+    """What one call of :func:`inpaint_folder` did in this process."""
+
+    written: list[str] = field(default_factory=list)  # outputs written, relative to OUT
+    done_before: int = 0  # outputs already complete (resumed run)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason), reported and skipped
+
+
+def image_seed(run_seed: int, name: str, sample: int = 0) -> int:
+    """The seed of sample ``sample`` of image ``name``: the first 63 bits of SHA-256 of the three.
+
+    A pure function of its arguments, so an output's noise does not depend on order, batch or process count.
+    """
+    digest = hashlib.sha256(f"{int(run_seed)}\0{name}\0{int(sample)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly in ``folder`` (by extension, :data:`IMAGE_EXTENSIONS`), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"not a folder: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def pair_jobs(image_dir, mask_dir=None, preset: str | None = None, pair: str = "name"):
+    """The jobs of a run and the inputs that cannot run: ``(jobs, [(path, reason), ...])``.
+
+    Each image is paired with the mask file of the same stem (``pair="name"``), or with the mask at its position in
+    sorted order (``pair="order"``, as RePaint's own data loader does), or with the preset ``preset``.
+    """
+    if (mask_dir is None) == (preset is None):
+        raise ValueError("give either a mask folder or a preset")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown mask preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if pair not in ("name", "order"):
+        raise ValueError(f"pair must be 'name' or 'order', got {pair!r}")
+    imgs, problems, jobs, seen = list_images(image_dir), [], [], set()
+    if preset is not None:
+        masks_for = dict.fromkeys(imgs, preset)
+    elif pair == "order":
+        mask_files = list_images(mask_dir)
+        if len(mask_files) != len(imgs):
+            problems.append((str(mask_dir), f"{len(mask_files)} masks for {len(imgs)} images: paired by order, "
+                             f"the last {abs(len(mask_files) - len(imgs))} are left out"))
+        masks_for = dict(zip(imgs, mask_files))
+    else:
+        by_stem: dict[str, Path] = {}
+        for m in list_images(mask_dir):
+            by_stem.setdefault(m.stem, m)
+        masks_for = {p: by_stem[p.stem] for p in imgs if p.stem in by_stem}
+    for p in imgs:
+        if p not in masks_for:
+            problems.append((str(p), f"no mask named {p.stem}.* in {mask_dir}"))
+        elif p.stem in seen:
+            problems.append((str(p), f"another image has the stem {p.stem!r}; outputs are named by stem"))
+        else:
+            seen.add(p.stem)
+            jobs.append(Job(p.stem, p, masks_for[p]))
+    return jobs, problems
+
+
+# --- processes ---------------------------------------------------------------------------------------------------
+
+
+class SingleProcess:
+    """The one process of a run without ``accelerate launch``: the subset of ``accelerate.PartialState`` used here."""
+
+    num_processes, process_index, is_main_process, device = 1, 0, True, None
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def split_between_processes(self, inputs):
+        yield inputs
+
+
+def process_state(cpu: bool = False):
+    """``accelerate.PartialState`` when accelerate is installed, else :class:`SingleProcess`.
+
+    ``cpu``: processes on the CPU (gloo); accelerate's multi-CPU mode needs it said. A launch of several processes
+    without accelerate installed is refused with the command that installs it.
+    """
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RuntimeError("several processes need Hugging Face accelerate: pip install 'repaint[folder]' "
+                               "(or pip install accelerate)") from None
+        return SingleProcess()
+    return PartialState(cpu=cpu)
+
+
+def _gather(state, items: list) -> list:
+    """The concatenation of ``items`` over all processes (every process gets it)."""
+    if state.num_processes == 1:
+        return list(items)
+    from accelerate.utils import gather_object
+
+    return gather_object(list(items))
+
+
+# --- files --------------------------------------------------------------------------------------------------------
+
+
+def _atomic_save(array: np.ndarray, path: Path) -> None:
+    """Write a PNG under a temporary name in the same folder, then rename it: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """JSON objects of a JSONL file; a line cut by a killed process (or otherwise unreadable) is left out."""
+    records = []
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+        for line in f:
+            with contextlib.suppress(json.JSONDecodeError):
+                rec = json.loads(line)
+                if isinstance(rec, dict) and isinstance(rec.get("output"), str):
+                    records.append(rec)
+    return records
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, dict]:
+    """The latest manifest record of each output (``manifest.jsonl``, then the per-process parts, in order)."""
+    out = Path(out_dir)
+    latest: dict[str, dict] = {}
+    for path in [out / MANIFEST, *sorted(out.glob(_PART.format("*")))]:
+        for rec in _read_lines(path):
+            latest[rec["output"]] = rec
+    return latest
+
+
+def _merge_manifest(out: Path) -> None:
+    """Main process: fold the parts into ``manifest.jsonl`` (one line per output, sorted), drop them and temp files."""
+    records = read_manifest(out)
+    parts = sorted(out.glob(_PART.format("*")))
+    if parts or (out / MANIFEST).exists():
+        tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
+        tmp.write_text("".join(json.dumps(records[k], sort_keys=True) + "\n" for k in sorted(records)),
+                       encoding="utf-8")
+        os.replace(tmp, out / MANIFEST)
+    for p in parts:
+        p.unlink()
+    for folder in LAYOUT:  # temporary files of a killed run
+        for p in (out / folder).glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- the run ------------------------------------------------------------------------------------------------------
+
+
+def _units(jobs: list[Job], seed: int, num_samples: int) -> list[_Unit]:
+    return [_Unit(j, i, image_seed(seed, j.name, i), f"inpainted/{j.name}{'' if num_samples == 1 else f'-{i}'}.png")
+            for j in jobs for i in range(num_samples)]
+
+
+def _digests(job: Job) -> dict:
+    """SHA-256 of the input files, so a resumed run redoes an output whose input changed."""
+    d = {"image_sha256": _sha256(job.image)}
+    if isinstance(job.mask, Path):
+        d["mask_sha256"] = _sha256(job.mask)
+    return d
+
+
+def _is_done(out: Path, unit: _Unit, record: dict | None, settings: dict, digests: dict) -> bool:
+    if record is None or record.get("settings") != settings or record.get("seed") != unit.seed:
+        return False
+    if any(record.get(k) != v for k, v in digests.items()):
+        return False
+    return (out / unit.output).is_file() and all((out / d / f"{unit.job.name}.png").is_file() for d in LAYOUT[1:])
+
+
+def _companions(rgb: np.ndarray, fill: np.ndarray) -> dict[str, np.ndarray]:
+    """RePaint's companion files: the masked input (region black), the input, the keep mask (white = keep)."""
+    keep = np.repeat(~fill[..., None], 3, axis=2)
+    return {"gt_masked": np.where(keep, rgb, 0).astype(np.uint8), "gt": rgb,
+            "gt_keep_mask": (keep * 255).astype(np.uint8)}
+
+
+def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset: str | None = None,
+                   keep_mask: bool = False, invert: bool = False, pair: str = "name", steps: int = 250,
+                   jump_length: int = 10, jump_n_sample: int = 10, seed: int = 0, num_samples: int = 1,
+                   batch_size: int = 1, class_label=None, state=None, progress: bool = True,
+                   report: Callable[[str], None] | None = None) -> Summary:
+    """Inpaint every image of ``image_dir`` into ``out_dir`` (see the module docstring for layout and guarantees).
+
+    ``mask_dir`` (mask files, white = fill; ``keep_mask=True`` for RePaint's white = keep) or ``preset`` (a mask
+    preset; random presets draw from the image's seed). Up to ``batch_size`` outputs run in one batched sampler
+    call. ``state``: ``accelerate.PartialState`` (or :func:`process_state`) to split the work between processes;
+    every process must call this with the same arguments. Bad inputs are reported through ``report`` (default:
+    stderr) and skipped. Returns this process's :class:`Summary`.
+    """
+    from tqdm import tqdm
+
+    state = state or SingleProcess()
+    steps, jump_length, jump_n_sample, seed, num_samples = pipe.check_settings(steps, jump_length, jump_n_sample,
+                                                                               seed, num_samples)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    out = Path(out_dir)
+    summary = Summary()
+    log = report or (lambda s: tqdm.write(s, file=sys.stderr))
+
+    def skip(path, reason):
+        summary.failed.append((str(path), reason))
+        log(f"skipped {path}: {reason}")
+
+    jobs, problems = pair_jobs(image_dir, mask_dir, preset, pair)
+    if state.is_main_process:
+        for path, reason in problems:
+            skip(path, reason)
+        for d in LAYOUT:
+            (out / d).mkdir(parents=True, exist_ok=True)
+        _merge_manifest(out)  # parts of a killed run, whatever its process count
+    state.wait_for_everyone()
+
+    settings = dict(model=pipe.name, resolution=pipe.resolution, steps=steps, jump_length=jump_length,
+                    jump_n_sample=jump_n_sample, seed=seed, keep_mask=bool(keep_mask), invert=bool(invert),
+                    mask=f"preset:{preset}" if preset is not None else "file", pair=pair)
+    pipe.class_labels([seed], class_label)  # a ValueError now for a label an unconditional model cannot take
+    if class_label is not None:
+        settings["class_label"] = int(class_label)
+    records, digests, pending = read_manifest(out), {}, []
+    for unit in _units(jobs, seed, num_samples):
+        if unit.job not in digests:
+            try:
+                digests[unit.job] = _digests(unit.job)
+            except OSError as e:
+                digests[unit.job] = None
+                if state.is_main_process:
+                    skip(unit.job.image, f"cannot read: {e}")
+        if digests[unit.job] is None:
+            continue
+        if _is_done(out, unit, records.get(unit.output), settings, digests[unit.job]):
+            summary.done_before += 1 if state.is_main_process else 0
+        else:
+            pending.append(unit)
+    state.wait_for_everyone()  # everyone has read the manifest before anyone appends to it
+
+    part = out / _PART.format(state.process_index)
+    schedule = jump_schedule(steps, jump_length, jump_n_sample)
+    calls = pipe.model_calls(steps, jump_length, jump_n_sample)
+    bad: set[Job] = set()  # inputs of this process that failed to read
+    with state.split_between_processes(pending) as mine:
+        bar = tqdm(total=len(mine), unit="img", file=sys.stderr, disable=not progress or not state.is_main_process,
+                   desc=f"RePaint {pipe.name}" + (f" (process 0 of {state.num_processes})"
+                                                  if state.num_processes > 1 else ""))
+        for start in range(0, len(mine), batch_size):
+            batch, fitted = [], {}
+            for unit in mine[start : start + batch_size]:
+                if unit.job not in fitted and unit.job not in bad:
+                    try:
+                        fitted[unit.job] = pipe.prepare(unit.job.image, unit.job.mask, keep_mask=keep_mask,
+                                                        invert=invert, seed=image_seed(seed, unit.job.name))
+                    except (ValueError, OSError) as e:
+                        bad.add(unit.job)
+                        skip(unit.job.image, str(e))
+                if unit.job in bad:
+                    bar.update(1)
+                else:
+                    batch.append(unit)
+            if not batch:
+                continue
+            began = time.perf_counter()
+            tick = lambda k, levels, x, x0: bar.set_postfix_str(f"call {k + 1}/{calls}")  # noqa: E731
+            result = pipe.sample(np.stack([fitted[u.job][0] for u in batch]),
+                                 np.stack([fitted[u.job][1] for u in batch]), [schedule] * len(batch),
+                                 [u.seed for u in batch], tick,
+                                 class_labels=pipe.class_labels([u.seed for u in batch], class_label))
+            seconds = (time.perf_counter() - began) / len(batch)
+            for unit, img in zip(batch, result):
+                if unit.job in fitted:  # once per job and batch
+                    for d, arr in _companions(*fitted.pop(unit.job)).items():
+                        _atomic_save(arr, out / d / f"{unit.job.name}.png")
+                _atomic_save(img, out / unit.output)
+                _append(part, dict(output=unit.output, input=str(unit.job.image), mask=str(unit.job.mask),
+                                   sample=unit.sample, seed=unit.seed, settings=settings, seconds=round(seconds, 4),
+                                   batch=len(batch), process=state.process_index, model_calls=calls,
+                                   finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                   **digests[unit.job]))
+                summary.written.append(unit.output)
+                bar.update(1)
+        bar.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _merge_manifest(out)
+    state.wait_for_everyone()
+    return summary
+
+
+def _device(requested: str | None, state):
+    """This process's device: accelerate's (cuda:<local rank> under a multi-GPU launch) unless one is named."""
+    import torch
+
+    own = getattr(state, "device", None)
+    if own is None or (requested is not None and torch.device(requested) != torch.device(own.type)):
+        return requested
+    return "cpu" if own.type == "cpu" else own
+
+
+def main_folder(args, parser) -> int:
+    """The CLI's folder mode, ``python -m repaint --image-dir ...``: in one process or in each of accelerate's."""
+    if args.out_dir is None or args.image is not None or args.mask is not None or args.out is not None \
+            or args.compare:
+        parser.error("folder mode takes --image-dir, --mask-dir or --preset, and --out-dir "
+                     "(not --image, --mask, --out or --compare)")
+    import torch
+
+    started = time.perf_counter()
+    try:
+        state = process_state(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _run_cli(args, state, started)
+    finally:
+        if state.num_processes > 1:  # gloo's threads torn down before exit, or the interpreter may abort at exit
+            state.destroy_process_group()
+
+
+def _run_cli(args, state, started: float) -> int:
+    from .models import ModelLoadError, load
+
+    try:
+        pipe = load(args.model, device=_device(args.device, state), dtype=args.dtype)
+        summary = inpaint_folder(
+            pipe, args.image_dir, args.out_dir, mask_dir=args.mask_dir, preset=args.preset, keep_mask=args.keep_mask,
+            invert=args.invert, pair=args.pair, steps=args.steps, jump_length=args.jump_length,
+            jump_n_sample=args.jump_n_sample, seed=args.seed, num_samples=args.num_samples,
+            batch_size=args.batch_size, class_label=args.class_label, state=state)
+    except (ModelLoadError, ValueError) as e:  # model, settings or folders: the same in every process
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    written = _gather(state, summary.written)
+    failed = _gather(state, summary.failed)
+    if state.is_main_process:  # the exit status is 0 once the run is through, skipped inputs or not
+        print(f"wrote {len(written)} outputs to {args.out_dir} ({summary.done_before} already done) in "
+              f"{time.perf_counter() - started:.1f} s with {state.num_processes} process(es)"
+              + (f"; {len(failed)} input(s) skipped, listed above" if failed else ""), file=sys.stderr)
+    return 0
