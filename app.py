@@ -147,20 +147,31 @@ def estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare)
 
 @visible_errors
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
-    SERVICE.get_model(name)  # an error if it cannot be loaded
-    return SERVICE.estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare)
+    """The estimate for the newly chosen model (loaded now: an error if it cannot be), and the class box shown only
+    for a class-conditional model."""
+    SERVICE.get_model(name)
+    return (SERVICE.estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare),
+            gr.update(visible=SERVICE.num_classes(name) > 0))
+
+
+def class_label_of(name: str, value) -> int | None:
+    """The class box's value for a class-conditional model (empty: a random class per sample); None otherwise."""
+    if value is None or value == "" or not SERVICE.num_classes(name):
+        return None
+    return int(value)
 
 
 def check_request(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare, invert=False,
-                  full_size=False):
+                  full_size=False, class_label=None):
     inp, big, small = SERVICE.check_request(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples,
-                                            compare, invert, full_size, SAMPLES_MAX)
+                                            compare, invert, full_size, SAMPLES_MAX, class_label)
     if small[1].all():
         gr.Info(FULL_MASK_NOTE)
     return inp, big
 
 
-def finish(name, inp, big, res, plain, frames, levels, steps, jump_n_sample, seed, spent, out_dir: Path):
+def finish(name, inp, big, res, plain, frames, levels, steps, jump_n_sample, seed, class_label, spent,
+           out_dir: Path):
     """The final outputs of :func:`run`, files written to ``out_dir``."""
     masked = pictures.show_mask(*big)
     gallery = serving.save_results(out_dir, f"repaint_{name}_", res, plain, jump_n_sample, seed)
@@ -172,7 +183,9 @@ def finish(name, inp, big, res, plain, frames, levels, steps, jump_n_sample, see
     side_label = f"masked input | n=1 | n={jump_n_sample}" if plain else "masked input | result"
     gif = pictures.make_animation(frames, levels, steps, [0, len(res)] if plain else [0], out_dir / "process.gif")
     files.append(str(gif))
-    status = (f"Done in **{fmt_seconds(spent)}** ({len(levels):,} model calls, {name}, seed {seed}). "
+    labels = inp.class_labels([seed + i for i in range(len(res))], class_label)
+    classes = f", class {', '.join(map(str, labels))}" if labels else ""
+    status = (f"Done in **{fmt_seconds(spent)}** ({len(levels):,} model calls, {name}, seed {seed}{classes}). "
               f"Known pixels are kept exactly; downloads are lossless PNG.")
     return (status, gr.skip(), gallery, gr.update(value=pictures.strip(shown, tile), label=side_label),
             (plain[0], res[0]) if plain else (masked, res[0]), str(gif), files, seed)
@@ -180,16 +193,17 @@ def finish(name, inp, big, res, plain, frames, levels, steps, jump_n_sample, see
 
 @visible_errors
 def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert,
-        request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
+        request: gr.Request, class_label=None, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
     """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size)."""
     steps, jump_length, jump_n_sample, num_samples = (int(v) for v in (steps, jump_length, jump_n_sample, num_samples))
     compare, invert, full = bool(compare), bool(invert), preset in (DRAW, None)
     name = SERVICE.check_model_name(model)
+    label = class_label_of(name, class_label)
     image, mask = pictures.editor_image(editor), mask_from_editor(editor)
     if not (mask ^ invert).any():
         raise ServeError("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
     inp, big = check_request(name, image, mask, steps, jump_length, jump_n_sample, 0, num_samples, compare, invert,
-                             full)
+                             full, label)
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     key = getattr(request, "session_hash", None) or str(id(request))
     flag = SERVICE.stop_flags[key] = threading.Event()
@@ -200,7 +214,7 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
     start, frames, levels, stopped = time.perf_counter(), [], [], False
     try:
         for ev in gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare, invert,
-                          full, key):
+                          full, key, label):
             if ev[0] == "done":
                 _, res, plain, per_call = ev
                 SERVICE.note_run(name, per_call, serving.batch_rows(num_samples, compare))
@@ -224,7 +238,7 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
         raise gr.Error("Stopped.")
     out_dir = serving.new_results_dir(RESULTS_DIR)
     try:
-        yield finish(name, inp, big, res, plain, frames, levels, steps, jump_n_sample, seed,
+        yield finish(name, inp, big, res, plain, frames, levels, steps, jump_n_sample, seed, label,
                      time.perf_counter() - start, out_dir)
     finally:  # Gradio has copied the files into its cache by the time it asks for more (or closes us)
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -248,12 +262,14 @@ def uploaded_path(value) -> str:
 
 
 @visible_errors
-def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare, size="auto"):
+def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare, size="auto",
+                class_label=None):
     """Inpaint ``image`` (a file) where ``mask`` says: a preset name (see repaint.masks.PRESETS) or a mask file
     (white or opaque = fill, same size as the image). Returns the results as PNG files; with ``compare``,
     the n = r results first, then the n = 1 results from the same seeds. ``size``: "full" (the image's own size,
     filled through a window around the mask), "model" (the centred square at the model's resolution) or "auto"
-    (full for a mask file, the model's for a preset).
+    (full for a mask file, the model's for a preset). ``class_label``: a class-conditional model's class (imagenet:
+    0-999) for every sample; empty, each sample draws a random class from its seed.
 
     A generator (it yields nothing until the results) so that Gradio closes it when the client cancels or
     disconnects, which stops the model at its next call; a plain function would run on to the end."""
@@ -274,9 +290,11 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
     full = size == "full" or (size == "auto" and mask not in repaint.masks.PRESETS)
     steps, jump_length, jump_n_sample, seed, num_samples = (int(v) for v in (steps, jump_length, jump_n_sample, seed,
                                                                              num_samples))
-    check_request(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, bool(compare), False, full)
+    label = None if class_label is None else int(class_label)
+    check_request(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, bool(compare), False, full,
+                  label)
     for ev in gpu_run(name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, bool(compare), False,
-                      full, None):
+                      full, None, label):
         if ev[0] == "done":
             res, plain = ev[1], ev[2]
             SERVICE.note_run(name, ev[3], serving.batch_rows(num_samples, bool(compare)))
@@ -295,17 +313,22 @@ DEFAULT_MODEL, NOTICE = SERVICE.pick_default(os.environ.get(MODEL_ENV, "").strip
 
 
 def examples_rows() -> list[list]:
-    """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare."""
+    """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare, class (None: random or none)."""
     face1, face2, astronaut = (str(EXAMPLES_DIR / f) for f in ("face1.png", "face2.png", "astronaut.png"))
-    rows = [[face1, "every_second_line", OFFLINE_MODEL, 50, 5, 5, 1, 2, False],
-            [face2, "super_resolution_2x", OFFLINE_MODEL, 50, 5, 5, 2, 2, False],
-            [face1, "left_half", OFFLINE_MODEL, 100, 10, 5, 3, 2, False],
-            [face2, "expand", OFFLINE_MODEL, 100, 10, 10, 4, 1, True]]
+    rows = [[face1, "every_second_line", OFFLINE_MODEL, 50, 5, 5, 1, 2, False, None],
+            [face2, "super_resolution_2x", OFFLINE_MODEL, 50, 5, 5, 2, 2, False, None],
+            [face1, "left_half", OFFLINE_MODEL, 100, 10, 5, 3, 2, False, None],
+            [face2, "expand", OFFLINE_MODEL, 100, 10, 10, 4, 1, True, None]]
     if HAS_GPU:
-        rows += [[astronaut, "every_second_line", "celebahq", 250, 10, 10, 0, 1, False],
-                 [astronaut, "super_resolution_2x", "celebahq", 250, 10, 10, 0, 1, False],
-                 [str(EXAMPLES_DIR / "cat.png"), "bottom_half", "cat", 250, 10, 10, 0, 1, False],
-                 [astronaut, "center_box", "celebahq", 100, 10, 10, 0, 1, True]]
+        rows += [[astronaut, "every_second_line", "celebahq", 250, 10, 10, 0, 1, False, None],
+                 [astronaut, "super_resolution_2x", "celebahq", 250, 10, 10, 0, 1, False, None],
+                 [str(EXAMPLES_DIR / "cat.png"), "bottom_half", "cat", 250, 10, 10, 0, 1, False, None],
+                 [astronaut, "center_box", "celebahq", 100, 10, 10, 0, 1, True, None],
+                 # The paper's own models (guided-diffusion checkpoints, downloaded and converted on first use):
+                 # a scene with wide strokes (Places2), and the class-conditional ImageNet model told it is a
+                 # coffee mug (class 504) with the centre of the cup to fill.
+                 [str(EXAMPLES_DIR / "rocket.jpg"), "thick", "places2", 250, 10, 10, 0, 1, False, None],
+                 [str(EXAMPLES_DIR / "coffee.png"), "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504]]
     return [r for r in rows if Path(r[0]).is_file()]
 
 
@@ -349,6 +372,9 @@ def build_demo() -> gr.Blocks:
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
                     randomize = gr.Checkbox(False, label="Random seed")
                 num_samples = gr.Slider(1, SAMPLES_MAX, 1, step=1, label="Samples", elem_id="samples")
+                class_label = gr.Number(None, label="Class (ImageNet index 0-999; empty: a random class per sample)",
+                                        precision=0, minimum=0, maximum=999, elem_id="class",
+                                        visible=SERVICE.num_classes(DEFAULT_MODEL) > 0)
                 compare = gr.Checkbox(False, label="Compare n=1 vs n>1 (same seeds, one batched run)",
                                       elem_id="compare")
                 estimate = gr.Markdown(SERVICE.estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP,
@@ -372,7 +398,7 @@ def build_demo() -> gr.Blocks:
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
         gr.DeepLinkButton()
         gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
-                                             num_samples, compare],
+                                             num_samples, compare, class_label],
                     cache_examples=False, api_visibility="private",  # the editor's events add the preset
                     label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
@@ -382,14 +408,15 @@ def build_demo() -> gr.Blocks:
                           gr.Number(DEFAULT_JUMP, label="jump_length", precision=0),
                           gr.Number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0),
                           gr.Number(0, label="seed", precision=0), gr.Number(1, label="num_samples", precision=0),
-                          gr.Checkbox(False, label="compare"), gr.Radio(list(SIZES), value="auto", label="size")]
+                          gr.Checkbox(False, label="compare"), gr.Radio(list(SIZES), value="auto", label="size"),
+                          gr.Number(None, label="class_label", precision=0)]
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
 
         # --------------------------------------------------------------------------------------- events
         settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
         gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
-        model.change(on_model_change, settings, estimate, **private)
+        model.change(on_model_change, settings, [estimate, class_label], **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
             trigger(redraw_preset, [editor, preset, model, seed], [editor, drawn_for], **private)
         # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
@@ -398,7 +425,7 @@ def build_demo() -> gr.Blocks:
               [editor, drawn_for], trigger_mode="always_last", **private)
         run_event = run_btn.click(
             run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare,
-                  invert], [status, preview, gallery, side, slider, animation, downloads, seed],
+                  invert, class_label], [status, preview, gallery, side, slider, animation, downloads, seed],
             api_visibility="private")
         stop_btn.click(stop_run, None, status, cancels=[run_event], queue=False, api_visibility="private")
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")

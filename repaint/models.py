@@ -43,6 +43,9 @@ class ModelInfo:
     source: str | None = None  # page that publishes it (named in errors, for a download by hand)
     download_mb: int | None = None  # size of the download in MB (10^6 bytes), about
     num_classes: int = 0  # class-conditional models: number of classes (ImageNet: 1000); 0 = unconditional
+    # Work of one model call at batch 1, in TFLOP (torch.utils.flop_counter.FlopCounterMode on the architecture,
+    # random weights): sizes the ZeroGPU slot before a run has been timed.
+    tflop: float | None = None
 
 
 _GDRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"  # RePaint's download.sh
@@ -54,26 +57,30 @@ MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
         ModelInfo("celebahq", "google/ddpm-ema-celebahq-256", 256, "Faces (CelebA-HQ), DDPM's model; GPU.",
-                  "apache-2.0"),
-        ModelInfo("church", "google/ddpm-ema-church-256", 256, "Churches (LSUN church outdoor); GPU.", "apache-2.0"),
-        ModelInfo("bedroom", "google/ddpm-ema-bedroom-256", 256, "Bedrooms (LSUN bedroom); GPU.", "apache-2.0"),
-        ModelInfo("cat", "google/ddpm-ema-cat-256", 256, "Cats (LSUN cat); GPU.", "apache-2.0"),
+                  "apache-2.0", tflop=0.497),
+        ModelInfo("church", "google/ddpm-ema-church-256", 256, "Churches (LSUN church outdoor); GPU.", "apache-2.0",
+                  tflop=0.497),
+        ModelInfo("bedroom", "google/ddpm-ema-bedroom-256", 256, "Bedrooms (LSUN bedroom); GPU.", "apache-2.0",
+                  tflop=0.497),
+        ModelInfo("cat", "google/ddpm-ema-cat-256", 256, "Cats (LSUN cat); GPU.", "apache-2.0", tflop=0.497),
         ModelInfo("cifar10", "google/ddpm-cifar10-32", 32, "Small objects (CIFAR-10), 32x32; runs on a CPU.",
-                  "apache-2.0", gpu_only=False),
+                  "apache-2.0", gpu_only=False, tflop=0.0124),
         ModelInfo("bundled", None, 32, "Cartoon faces (this project's model), 32x32, offline; seconds on a CPU.", "MIT",
-                  gpu_only=False),
+                  gpu_only=False, tflop=0.00055),
         ModelInfo("places2", None, 256, "Places2 scenes (landscapes, streets, rooms), the paper's RePaint model; GPU.",
                   "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1QEl-btGbzQz6IwkXiFGd49uQNTUtTHsk"),
-                  filename="places256_300000.pt", preset="places256", source=_REPAINT, download_mb=2211),
+                  filename="places256_300000.pt", preset="places256", source=_REPAINT, download_mb=2211,
+                  tflop=2.24),
         ModelInfo("celeba256", None, 256, "Faces (CelebA-HQ), the paper's own RePaint face model; GPU.",
                   "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX"),
-                  filename="celeba256_250000.pt", preset="celeba256", source=_REPAINT, download_mb=2211),
+                  filename="celeba256_250000.pt", preset="celeba256", source=_REPAINT, download_mb=2211,
+                  tflop=2.24),
         ModelInfo("imagenet", None, 256, "ImageNet, class-conditional (1000 classes), OpenAI's ADM; GPU.", "MIT",
                   url=_OPENAI + "256x256_diffusion.pt", filename="256x256_diffusion.pt", preset="imagenet256",
-                  source=_GUIDED, download_mb=2215, num_classes=1000),
+                  source=_GUIDED, download_mb=2215, num_classes=1000, tflop=2.24),
         ModelInfo("imagenet_uncond", None, 256, "ImageNet, unconditional, OpenAI's ADM; GPU.", "MIT",
                   url=_OPENAI + "256x256_diffusion_uncond.pt", filename="256x256_diffusion_uncond.pt",
-                  preset="imagenet256_uncond", source=_GUIDED, download_mb=2211),
+                  preset="imagenet256_uncond", source=_GUIDED, download_mb=2211, tflop=2.24),
     )
 }
 
@@ -263,7 +270,7 @@ def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_di
     with ``HF_HUB_OFFLINE=1`` only the cache is read). Registry ADM models are downloaded and converted once into
     ``repaint-adm/`` of the Hugging Face cache (``cache_dir``). Folders hold either the root layout (config.json,
     weights, scheduler_config.json) or a pipeline layout (model_index.json, unet/, scheduler/). Remote code is
-    never run; weights are safetensors or weights-only pickles. ``dtype``: default float16 on CUDA, else float32.
+    never run; weights are safetensors or weights-only pickles. ``dtype``: :func:`default_dtype` if unset.
     """
     key = str(name_or_path)
     info = MODELS.get(key)

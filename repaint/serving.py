@@ -37,7 +37,13 @@ GPU_CAP_S = 300  # longest GPU slot a request may ask for
 GPU_MARGIN_S = 15  # added to the estimate (start-up, transfers, image encoding)
 TIMING_CALLS = 3  # forward calls timed once per model at load
 GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative to one row (CPU: 1.0)
-ZEROGPU_CALL_S = {256: 0.04, 32: 0.01}  # per-call guess on ZeroGPU, where the main process has no GPU to time
+# Per-call guess on ZeroGPU, where the main process has no GPU to time: the model's TFLOP per call (the registry)
+# over an assumed effective throughput at batch 1, at least a floor for launch overheads. An assumption, not a
+# measurement (no GPU was lent to this project): ADM-256 (2.24 TFLOP) gets 0.09 s, so the paper's 2,410 calls ask
+# for 232 s; each run's own timing replaces the guess (Service.note_run).
+ZEROGPU_TFLOPS = 25.0
+ZEROGPU_MIN_CALL_S = 0.01
+ZEROGPU_CALL_S = {256: 0.09, 32: ZEROGPU_MIN_CALL_S}  # by resolution, for Hub models the registry does not know
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
 # Result files go here, one folder per run, deleted as soon as the server has copied them; folders left by a crash
@@ -52,10 +58,25 @@ def model_choices(has_gpu: bool) -> list[tuple[str, str]]:
              f"{'GPU' if m.gpu_only else 'CPU'}", m.name) for m in models.MODELS.values() if has_gpu or not m.gpu_only]
 
 
+def zerogpu_guess(name: str, resolution: int) -> float:
+    """Seconds per call at batch 1 on ZeroGPU before any run was timed: registry TFLOP / ZEROGPU_TFLOPS."""
+    info = models.MODELS.get(name)
+    if info is not None and info.tflop is not None:
+        return max(ZEROGPU_MIN_CALL_S, info.tflop / ZEROGPU_TFLOPS)
+    return ZEROGPU_CALL_S.get(resolution, ZEROGPU_CALL_S[256])
+
+
+def _weights(m: models.ModelInfo) -> str:
+    if m.repo_id:
+        return f"[{m.repo_id}](https://huggingface.co/{m.repo_id})"
+    if m.url:
+        return f"[{m.filename}]({m.source.split(' ')[0] if m.source else m.url}), {m.download_mb:,} MB, converted"
+    return "in this package"
+
+
 def model_table() -> str:
     """The registry as a Markdown table: name, resolution, purpose, licence, where the weights come from."""
-    rows = [f"| {m.name} | {m.resolution} | {m.description} | {m.licence} | "
-            f"{f'[{m.repo_id}](https://huggingface.co/{m.repo_id})' if m.repo_id else 'in this package'} |"
+    rows = [f"| {m.name} | {m.resolution} | {m.description} | {m.licence} | {_weights(m)} |"
             for m in models.MODELS.values()]
     return "| model | px | for | licence | weights |\n|---|---|---|---|---|\n" + "\n".join(rows)
 
@@ -115,8 +136,13 @@ class Service:
     def time_calls(self, inp: models.Inpainter) -> float:
         """Seconds per forward call of a batch of one: the median of a few calls after one warm-up call."""
         if self.on_zerogpu:  # no GPU in the main process: a guess, refined after each run
-            return ZEROGPU_CALL_S.get(inp.resolution, 0.05)
+            return zerogpu_guess(inp.name, inp.resolution)
         return call_time(inp, 1, repeats=TIMING_CALLS, warmup=1)
+
+    def num_classes(self, name: str) -> int:
+        """Classes of a class-conditional model (0: unconditional), from the registry when it knows the model."""
+        name = self.check_model_name(name)
+        return models.MODELS[name].num_classes if name in models.MODELS else self.get_model(name).num_classes
 
     def get_model(self, name: str) -> models.Inpainter:
         """The loaded model ``name`` (loaded once); a failed load is a ServeError naming it."""
@@ -199,12 +225,13 @@ class Service:
             self.call_s[name] = per_call / (1 + GPU_BATCH_COST * (rows - 1))
 
     def gpu_duration(self, name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare, invert,
-                     full_size, stop_key=None) -> int:
+                     full_size, stop_key=None, class_label=None) -> int:
         """ZeroGPU slot length for a :meth:`run` (called with its arguments): its model calls times the measured
         per-call time, plus a margin, capped at GPU_CAP_S (requests that cannot fit are refused before)."""
         est = self.estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
         if est is None:
-            est = model_calls(steps, jump_length, jump_n_sample) * ZEROGPU_CALL_S[256]
+            info = models.MODELS.get(name)
+            est = model_calls(steps, jump_length, jump_n_sample) * zerogpu_guess(name, info.resolution if info else 256)
         return int(min(GPU_CAP_S, math.ceil(est + GPU_MARGIN_S)))
 
     def check_fits(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> None:
@@ -234,12 +261,13 @@ class Service:
 
     # ------------------------------------------------------------------------------------------- requests
     def check_request(self, name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                      invert=False, full_size=False, samples_max=None):
-        """The checks every request runs before a GPU is asked for: settings, the mask as the model sees it, the
-        time limit. Returns (model, (image, mask) at the result's size, (image, mask) at the model's)."""
+                      invert=False, full_size=False, samples_max=None, class_label=None):
+        """The checks every request runs before a GPU is asked for: settings, the class label, the mask as the model
+        sees it, the time limit. Returns (model, (image, mask) at the result's size, (image, mask) at the model's)."""
         inp = self.get_model(name)
         try:
             inp.check_settings(steps, jump_length, jump_n_sample, seed, num_samples)
+            inp.class_labels([seed], class_label)
             if samples_max is not None and num_samples > samples_max:
                 raise ValueError(f"num_samples must be at most {samples_max} here, got {num_samples}")
             if full_size:
@@ -264,7 +292,7 @@ class Service:
             self.stop_flags[key].set()
 
     def run(self, name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare, invert,
-            full_size, stop_key=None):
+            full_size, stop_key=None, class_label=None):
         """Runs the sampler in a worker thread; yields ("tick", tick, total, levels, x_t, x0) every few ticks (uint8
         arrays, else None) and at the end ("done", results, plains, seconds per call). Only picklable values are
         yielded (ZeroGPU runs this in another process). Closing the generator stops the worker at its next call."""
@@ -286,7 +314,8 @@ class Service:
             try:
                 fn = inp.compare if compare else inp.inpaint
                 out = fn(image, mask, steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, seed=seed,
-                         num_samples=num_samples, callback=callback, invert=invert, full_size=full_size)
+                         num_samples=num_samples, callback=callback, invert=invert, full_size=full_size,
+                         class_label=class_label)
                 events.put(("result", out))
             except BaseException as e:  # noqa: BLE001 - handed to the generator
                 events.put(("error", e))

@@ -587,3 +587,64 @@ def test_only_inpaint_is_public_and_the_readme_snippet_runs(client, face):
     namespace = {}
     exec(code, namespace)  # the README's own lines, against this test's server
     assert read(namespace["results"][0]["image"]).shape == (32, 32, 3)
+
+
+# ------------------------------------------------------------------------------------------- class-conditional models
+@pytest.fixture(scope="module")
+def class_model(tmp_path_factory):
+    """A tiny class-conditional guided-diffusion model (10 classes), converted and loaded as the app would."""
+    from _adm import save_checkpoint, tiny_options
+
+    from repaint import convert
+
+    tmp = tmp_path_factory.mktemp("cc")
+    over = dict(class_cond=True)
+    ckpt, _, o = save_checkpoint(tmp / "tiny.pt", **over)
+    folder = repaint.convert_adm(ckpt, tmp / "tiny", **{k: v for k, v in tiny_options(**over).items()
+                                                        if v != convert.DEFAULTS[k]})
+    inp = repaint.load(folder, device="cpu")
+    assert inp.num_classes == 1000  # guided-diffusion's class embedding always has ImageNet's 1000 rows
+    return inp
+
+
+@pytest.fixture
+def with_class_model(monkeypatch, service, class_model):
+    monkeypatch.setitem(repaint.models.MODELS, "tinycc", repaint.ModelInfo("tinycc", None, 16, "test",
+                                                                           gpu_only=False, num_classes=1000))
+    service.models["tinycc"], service.call_s["tinycc"] = class_model, 0.001
+    return class_model
+
+
+def api_arrays(*args) -> list[np.ndarray]:
+    """The images api_inpaint returns, read before it deletes their folder (once the server has copied them)."""
+    for out in app.api_inpaint(*args):
+        if isinstance(out, list):
+            return [read(path) for path, _ in out]
+    raise AssertionError("no results")
+
+
+def test_class_label_reaches_the_model_on_the_api_and_ui_paths(with_class_model, face):
+    inp, settings = with_class_model, dict(steps=4, jump_length=2, jump_n_sample=1, seed=5, num_samples=2)
+    out = api_arrays(str(face), "left_half", "tinycc", 4, 2, 1, 5, 2, False, "model", 7)
+    want = inp.inpaint(str(face), "left_half", class_label=7, **settings)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(out, want, strict=True))
+    other = inp.inpaint(str(face), "left_half", class_label=8, **settings)
+    assert not np.array_equal(np.asarray(other[0]), out[0])  # the label changes the filling
+    random = api_arrays(str(face), "left_half", "tinycc", 4, 2, 1, 5, 2, False, "model", None)
+    drawn = inp.inpaint(str(face), "left_half", **settings)  # unset: one class per sample, drawn from its seed
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(random, drawn, strict=True))
+    assert [i.info["class_label"] for i in drawn] == inp.class_labels([5, 6])
+    *_, last = app.run(left_half_editor(face), "left_half", "tinycc", 4, 2, 1, 5, False, 1, False, False,
+                       ui_request("cc"), 7)
+    assert "class 7" in last[0]
+    assert app.on_model_change("tinycc", 4, 2, 1, 1, False)[1]["visible"] is True
+    assert app.on_model_change("bundled", 4, 2, 1, 1, False)[1]["visible"] is False
+
+
+def test_class_label_is_refused_for_an_unconditional_model_and_ignored_from_a_hidden_box(face):
+    with pytest.raises(Exception, match="not class-conditional"):
+        api_arrays(str(face), "left_half", "bundled", 4, 2, 1, 0, 1, False, "model", 3)
+    # The UI's class box is hidden for an unconditional model; a value left in it from an example is not used.
+    *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
+                       ui_request("cc2"), 504)
+    assert last[0].startswith("Done") and "class" not in last[0]

@@ -81,3 +81,41 @@ def test_results_are_written_resampled_first(tmp_path):
     saved = serving.save_results(tmp_path, "x_", res, plain, 5, 10)
     assert [c for _, c in saved] == ["n=5, seed 10", "n=5, seed 11", "n=1, seed 10", "n=1, seed 11"]
     assert (np.asarray(Image.open(saved[2][0])) == 9).all()
+
+
+def test_registry_tflop_matches_a_flop_count_of_each_architecture():
+    """The registry's per-call TFLOP (which sizes a ZeroGPU slot before any run) against torch's own FLOP counter
+    on each architecture, built on the meta device (no weights): ADM-256 is the issue's 2.24 TFLOP."""
+    import torch
+    from diffusers import UNet2DModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from repaint import bench, convert
+
+    def tflop(config: dict) -> float:
+        with torch.device("meta"):
+            unet = UNet2DModel(**config)
+            x, t = torch.zeros(1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size), \
+                torch.zeros(1, dtype=torch.long)
+            labels = {"class_labels": t} if unet.config.num_class_embeds else {}
+            with FlopCounterMode(display=False) as counter:
+                unet(x, t, **labels)
+        return counter.get_total_flops() / 1e12
+
+    for name in ("celebahq", "church", "cifar10"):
+        assert repaint.MODELS[name].tflop == pytest.approx(tflop({**bench._COMMON, **bench.CONFIGS[name]}), rel=0.01)
+    for name, info in repaint.MODELS.items():
+        if info.preset is not None:
+            got = tflop(convert.diffusers_config(convert._options(info.preset, {})))
+            assert info.tflop == pytest.approx(got, rel=0.01) and got == pytest.approx(2.24, rel=0.01), name
+
+
+def test_zerogpu_guess_is_the_models_work_over_the_assumed_throughput():
+    assert serving.zerogpu_guess("imagenet", 256) == pytest.approx(2.24 / serving.ZEROGPU_TFLOPS)
+    assert serving.zerogpu_guess("bundled", 32) == serving.ZEROGPU_MIN_CALL_S  # overheads, not FLOPs, bound it
+    assert serving.zerogpu_guess("owner/unknown", 256) == serving.ZEROGPU_CALL_S[256]
+    svc = serving.Service(on_zerogpu=True)  # nothing timed yet: the slot comes from the guess
+    calls = repaint.count_model_calls(250, 10, 10)
+    want = int(np.ceil(calls * 2.24 / serving.ZEROGPU_TFLOPS + serving.GPU_MARGIN_S))
+    assert svc.gpu_duration("places2", None, None, 250, 10, 10, 0, 1, False, False, False) == want
+    assert want < serving.GPU_CAP_S  # the paper's defaults fit one slot on the paper's own models
