@@ -107,22 +107,24 @@ mask_from_editor = pictures.mask_from_editor  # looked up here at each run (the 
 
 
 @visible_errors
-def sync_preset(value, preset: str, model: str, seed: int, drawn_for: list | None):
+def sync_preset(value, preset: str, model: str, seed: int, shown):
     """On any editor event: draw the preset over a *new* background (an upload, an example); the same background
     (a stroke, an erase, or the value this handler just set) is left alone, so painting on a preset keeps it and
-    setting the value cannot loop. Returns (editor value or gr.skip(), the background the layer belongs to)."""
+    setting the value cannot loop. Returns (editor value or gr.skip(), the background the editor now shows): the
+    value this app sets carries only the layer, so the server keeps the background for the run."""
     key = pictures.background_key(value)
     if key is None:  # the value this app just set (a layer only, see editor_with_preset)
         return gr.skip(), gr.skip()
-    if pictures.same_background(key, drawn_for) or preset in (DRAW, None):
-        return gr.skip(), key
-    return editor_with_preset(value, preset, model, seed), key
+    background = pictures.as_array(value["background"])
+    if pictures.same_background(key, pictures.background_key({"background": shown})) or preset in (DRAW, None):
+        return gr.skip(), background
+    return editor_with_preset(value, preset, model, seed), background
 
 
 @visible_errors
-def redraw_preset(value, preset: str, model: str, seed: int):
+def redraw_preset(value, preset: str, model: str, seed: int, shown):
     """After the visitor changed the preset, model (resolution) or seed: the preset drawn anew (Draw clears it)."""
-    return editor_with_preset(value, preset, model, seed), pictures.background_key(value) or gr.skip()
+    return editor_with_preset(pictures.with_background(value, shown), preset, model, seed)
 
 
 # ----------------------------------------------------------------------------------------------- handlers
@@ -193,8 +195,11 @@ def finish(name, inp, big, res, plain, frames, levels, steps, jump_n_sample, see
 
 @visible_errors
 def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert,
-        request: gr.Request, class_label=None, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
-    """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size)."""
+        request: gr.Request, class_label=None, shown=None,
+        progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
+    """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
+    ``shown``: the background the editor shows, for a value that carries only the preset layer."""
+    editor = pictures.with_background(editor, shown)
     steps, jump_length, jump_n_sample, num_samples = (int(v) for v in (steps, jump_length, jump_n_sample, num_samples))
     compare, invert, full = bool(compare), bool(invert), preset in (DRAW, None)
     name = SERVICE.check_model_name(model)
@@ -353,7 +358,7 @@ def build_demo() -> gr.Blocks:
                     # image under 800 px then gets its layer centred in an 800x800 texture, off the image (an
                     # older form: gradio #7258 / PR #7959). A 1x1 canvas_size places it exactly at every size.
                     canvas_size=(1, 1))
-                drawn_for = gr.State(None)  # background_key of the image the preset layer was drawn for
+                shown = gr.State(None)  # the editor's background (a value the app sets carries only the layer)
                 with gr.Row():
                     preset = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset",
                                          info="a preset goes into the editor as a layer you can edit")
@@ -418,14 +423,14 @@ def build_demo() -> gr.Blocks:
         gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
         model.change(on_model_change, settings, [estimate, class_label], **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
-            trigger(redraw_preset, [editor, preset, model, seed], [editor, drawn_for], **private)
+            trigger(redraw_preset, [editor, preset, model, seed, shown], editor, **private)
         # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
         # fires .upload/.input, and after an example a visitor's upload fired no .upload: all go to the guard.
-        gr.on([editor.upload, editor.change, editor.input], sync_preset, [editor, preset, model, seed, drawn_for],
-              [editor, drawn_for], trigger_mode="always_last", **private)
+        gr.on([editor.upload, editor.change, editor.input], sync_preset, [editor, preset, model, seed, shown],
+              [editor, shown], trigger_mode="always_last", **private)
         run_event = run_btn.click(
             run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare,
-                  invert, class_label], [status, preview, gallery, side, slider, animation, downloads, seed],
+                  invert, class_label, shown], [status, preview, gallery, side, slider, animation, downloads, seed],
             api_visibility="private")
         stop_btn.click(stop_run, None, status, cancels=[run_event], queue=False, api_visibility="private")
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")

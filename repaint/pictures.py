@@ -12,7 +12,8 @@ from . import masks, window
 from .serving import ServeError
 
 __all__ = ["MASK_RGBA", "as_array", "background_key", "editor_image", "level_plot", "make_animation",
-           "mask_from_editor", "mask_layer", "preset_mask", "same_background", "show_mask", "strip"]
+           "mask_from_editor", "mask_layer", "preset_mask", "same_background", "show_mask", "strip",
+           "with_background"]
 
 MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
 ANIMATION_TILE = 128  # pixel size of one image tile in the GIF
@@ -135,3 +136,14 @@ def background_key(value) -> list | None:
 
 def same_background(a: list | None, b: list | None, tolerance: int = 12) -> bool:
     return a is not None and b is not None and a[:2] == b[:2] and max(abs(x - y) for x, y in zip(a, b)) <= tolerance
+
+
+def with_background(value, shown) -> dict | None:
+    """The editor value with its background filled in from ``shown`` (the image the editor shows), where the value
+    carries layers but no background: a value the app set itself holds only the preset layer (see app.py), and the
+    browser sends that value back unchanged until the visitor paints. A value without layers (a cleared editor) is
+    left as it is."""
+    if not isinstance(value, dict) or shown is None or as_array(value.get("background")) is not None \
+            or not value.get("layers"):
+        return value
+    return {**value, "background": shown}

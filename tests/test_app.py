@@ -88,11 +88,29 @@ def test_draw_clears_and_refresh_keeps_a_drawing():
     drawn[3, 3, 3] = 255
     v = {"background": bg, "layers": [drawn]}
     assert not app.editor_with_preset(v, app.DRAW, "bundled", 0)["layers"][0].any()
-    key = pictures.background_key(v)
-    assert app.sync_preset(v, "left_half", "bundled", 0, key)[0] == {"__type__": "update"}  # same image: kept
+    assert app.sync_preset(v, "left_half", "bundled", 0, bg)[0] == {"__type__": "update"}  # same image: kept
     assert app.sync_preset(v, app.DRAW, "bundled", 0, None)[0] == {"__type__": "update"}  # drawing: kept
     other = {"background": np.full((64, 64, 4), 200, np.uint8), "layers": [drawn]}
-    assert app.sync_preset(other, "left_half", "bundled", 0, key)[0]["layers"][0][..., 3].any()  # new image
+    value, shown = app.sync_preset(other, "left_half", "bundled", 0, bg)
+    assert value["layers"][0][..., 3].any() and shown is other["background"]  # new image: preset, and remembered
+
+
+def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(face):
+    """The value the app sets holds only the layer (gradio 6.31.0 doubles a layer sent with its background), and the
+    browser sends it back unchanged until the visitor paints: the run, and a second preset, use the kept image."""
+    bg = np.asarray(Image.open(face).convert("RGBA"))
+    value, shown = app.sync_preset({"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0,
+                                   None)
+    assert value["background"] is None and shown is bg
+    again = app.redraw_preset(value, "top_half", "bundled", 0, shown)  # a second preset, no stroke in between
+    assert (app.mask_from_editor({**again, "background": bg}) == pictures.preset_mask("top_half", *bg.shape[1::-1],
+                                                                                    32, 0)).all()
+    *_, last = app.run(value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("layer"), None,
+                       shown)
+    assert last[0].startswith("Done")
+    with pytest.raises(Exception, match="No image"):  # a cleared editor is not run on the old image
+        next(app.run({"background": None, "layers": [], "composite": None}, "left_half", "bundled", 4, 2, 1, 0,
+                     False, 1, False, False, ui_request("layer2"), None, shown))
 
 
 def test_duration_grows_with_work_and_is_capped():

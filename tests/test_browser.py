@@ -190,12 +190,36 @@ def test_preset_is_drawn_exactly_at_every_image_size(page, tmp_path, size):
                  preset_at("super_resolution_2x", image))
 
 
-def test_example_row_shows_its_preset(page):
+def run_and_wait(pg):
+    pg.locator("#run").click()
+    pg.wait_for_function("() => /Done|Error|rror/.test(document.querySelector('#status').innerText)",
+                         timeout=120_000)
+    status = pg.locator("#status").inner_text()
+    assert status.startswith("Done"), status
+
+
+def test_example_row_shows_its_preset_and_runs(page, masks_used):
     page.locator("#examples table tbody tr, #examples .gallery-item").first.click()
     page.wait_for_timeout(3000)  # the image, then the preset layer over it
     image = read_rgb(EXAMPLES / "face1.png")
     shot = canvas_shot(page, "example_row.png")
     assert_layer(shot, image, preset_at("every_second_line", image, seed=1))
+    run_and_wait(page)  # untouched, the editor's value holds only the layer: the run uses the image shown
+    assert (masks_used[-1] == preset_at("every_second_line", image, seed=1)).all()
+
+
+def test_upload_then_two_presets_run_without_a_stroke(page, orange, masks_used):
+    upload(page, orange)
+    pick_preset(page, "Left half")
+    pick_preset(page, "Top half")  # a second preset replaces the first, with no stroke in between
+    image = read_rgb(orange)
+    assert_layer(canvas_shot(page, "two_presets.png"), image, preset_at("top_half", image))
+    for elem_id, value in (("steps", 5), ("jump", 5), ("resample", 1)):
+        box_in = page.locator(f"#{elem_id} input[type=number]")
+        box_in.fill(str(value))
+        box_in.press("Enter")
+    run_and_wait(page)
+    assert (masks_used[-1] == preset_at("top_half", image)).all()
 
 
 def test_paint_and_erase_after_a_preset_is_what_runs(page, orange, masks_used):
