@@ -17,15 +17,7 @@ from repaint import pictures, serving
 from repaint.serving import ServeError
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
-
-
-@pytest.fixture(autouse=True)
-def service(monkeypatch):
-    """Each test gets its own service (its own runs, flags and workers), sharing the loaded bundled model."""
-    svc = serving.Service()
-    svc.models["bundled"], svc.call_s["bundled"] = app.SERVICE.get_model("bundled"), app.SERVICE.call_s["bundled"]
-    monkeypatch.setattr(app, "SERVICE", svc)
-    return svc
+pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,12 @@ from PIL import Image
 
 import app
 import repaint
-from repaint import serving
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, num_samples=1, compare=False)
 N_CONCURRENT = 24  # requests sent at once (under QUEUE_MAX, so all must complete)
 DEADLINE_S = 180  # the whole burst must be answered by then
 PRESET = "every_second_line"
-
-
-@pytest.fixture(autouse=True)
-def service(monkeypatch):
-    """A service of this test's own: its workers are the ones this test started (the bundled model is shared)."""
-    svc = serving.Service()
-    svc.models["bundled"], svc.call_s["bundled"] = app.SERVICE.get_model("bundled"), app.SERVICE.call_s["bundled"]
-    monkeypatch.setattr(app, "SERVICE", svc)
-    return svc
+pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
 
 
 def launch(max_size: int = app.QUEUE_MAX):
