@@ -1,26 +1,8 @@
 import numpy as np
 import pytest
+from _official import official_get_schedule_jump
 
 from repaint.schedule import count_model_calls, jump_schedule, noise_tables, space_timesteps
-
-
-def official_get_schedule_jump(t_T, n_sample, jump_length, jump_n_sample):
-    """The official RePaint schedule (guided_diffusion/scheduler.py), transcribed for n_sample=1 and no jump2/3."""
-    jumps = {}
-    for j in range(0, t_T - jump_length, jump_length):
-        jumps[j] = jump_n_sample - 1
-    t = t_T
-    ts = []
-    while t >= 1:
-        t = t - 1
-        ts.append(t)
-        if jumps.get(t, 0) > 0:
-            jumps[t] = jumps[t] - 1
-            for _ in range(jump_length):
-                t = t + 1
-                ts.append(t)
-    ts.append(-1)
-    return ts
 
 
 @pytest.mark.parametrize("steps,j,r", [(250, 10, 10), (250, 10, 1), (100, 5, 3), (20, 10, 2), (7, 3, 4), (1, 1, 5)])
