@@ -218,9 +218,12 @@ class Inpainter:
 
     @torch.inference_mode()
     def sample(self, images_u8: np.ndarray, fill: np.ndarray, schedules: list[list[int]], seeds: list[int],
-               callback: Callback | None = None) -> np.ndarray:
+               callback: Callback | None = None, paste: bool = True) -> np.ndarray:
         """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
-        one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact."""
+        one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact.
+
+        The sampler returns the known pixels exactly by itself; ``paste`` copies them from the input once more as a
+        guarantee. ``paste=False`` returns the sampler's own pixels, to measure that claim."""
         dev = self.device
         steps = schedules[0][0] + 1
         gens = [torch.Generator(dev).manual_seed(s) for s in seeds]
@@ -232,6 +235,8 @@ class Inpainter:
         out = sample_repaint(self.eps, x, image, m, noise_tables(self.scheduler_config, steps), schedules, gens,
                              callback)
         result = images.from_tensor(out)
+        if not paste:
+            return result
         keep = np.broadcast_to(~fill, result.shape[:3])
         result[keep] = np.broadcast_to(images_u8, result.shape)[keep]  # exact already (abar = 1 at the end)
         return result

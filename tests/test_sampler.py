@@ -6,6 +6,7 @@ import torch
 from _tiny import tiny_pipe, tiny_scheduler
 from diffusers import RePaintScheduler
 
+from repaint import masks
 from repaint.sampler import _ticks, ddpm_step, forward_step, q_sample, sample_repaint
 from repaint.schedule import jump_schedule, noise_tables
 
@@ -68,16 +69,28 @@ def test_known_pixels_exact(pipe, mask):
     assert not np.array_equal(out[m], rgb[m])
 
 
-def test_sampler_itself_returns_known_exactly(pipe):
-    """Merging after each step (Algorithm 1 line 8) ends on the input itself at level -1, not a prediction."""
+@pytest.mark.parametrize("rs", [[1], [3], [2, 2, 2], [4, 1]], ids=["r1", "r3", "batch", "compare"])
+@pytest.mark.parametrize("mask", ["left_half", "every_second_line", "super_resolution_2x", "thin"])
+def test_sampler_itself_returns_known_exactly(pipe, mask, rs):
+    """What ``sample_repaint`` returns, before any paste-back: merging after each step (Algorithm 1 line 8) ends on
+    the input itself at level -1 (abar = 1), not a prediction. Compare mode ([4, 1]) runs the mixed-level path."""
     tables = noise_tables(dict(tiny_scheduler().config), 6)
-    image = torch.rand(1, 3, 16, 16) * 2 - 1
-    mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
-    mask[..., :8] = True
-    g = torch.Generator().manual_seed(0)
-    out = sample_repaint(pipe.eps, torch.randn(1, 3, 16, 16, generator=g), image, mask, tables,
-                         [jump_schedule(6, 2, 2)], [g])
-    assert torch.equal(out[..., 8:], image[..., 8:])
+    image = torch.rand(len(rs), 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    keep = ~torch.from_numpy(masks.preset(mask, 16, 16, seed=3))
+    gens = [torch.Generator().manual_seed(i) for i in range(len(rs))]
+    x = torch.stack([torch.randn(3, 16, 16, generator=g) for g in gens])
+    out = sample_repaint(pipe.eps, x, image, ~keep[None, None], tables, [jump_schedule(6, 2, r) for r in rs], gens)
+    assert torch.equal(out[..., keep], image[..., keep])
+    assert not torch.equal(out[..., ~keep], image[..., ~keep])
+
+
+@pytest.mark.parametrize("mask", ["left_half", "every_second_line", "thick"])
+def test_known_pixels_exact_without_paste_back(pipe, mask):
+    """The uint8 images as the sampler leaves them (``paste=False``): known pixels equal the input exactly."""
+    img = (np.random.default_rng(4).random((2, 16, 16, 3)) * 255).astype(np.uint8)
+    fill = np.stack([masks.preset(mask, 16, 16, seed=i) for i in range(2)])
+    out = pipe.sample(img, fill, [jump_schedule(8, 2, 3), jump_schedule(8, 2, 1)], [0, 1], paste=False)
+    assert np.array_equal(out[~fill], img[~fill])
 
 
 def test_all_keep_mask_returns_input(pipe):
