@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--mask", help="mask image of the input's size: white/opaque = fill")
     src.add_argument("--preset", choices=list(masks.PRESETS), metavar="NAME", help="a mask preset (list below)")
-    p.add_argument("--keep-mask", action="store_true", help="the mask is a keep mask (white = keep, RePaint's own)")
+    p.add_argument("--keep-mask", action="store_true",
+                   help="the mask file is a keep mask (white = keep, RePaint's own); a preset always names the fill")
     p.add_argument("--invert", action="store_true", help="invert the mask")
     p.add_argument("--out", required=True, help="output PNG; with several samples OUT-0.png, OUT-1.png, ...")
     p.add_argument("--model", default="bundled", help="registry name, folder or Hub id (default: bundled)")

@@ -186,14 +186,15 @@ class Inpainter:
         """Fit an image and its mask to the model: (uint8 (R, R, 3), bool (R, R)), True = fill.
 
         ``mask``: a preset name (:data:`repaint.masks.PRESETS`, made at the model's resolution), or a mask
-        image / array of the image's size (white or opaque = fill; ``keep_mask=True`` for white = keep).
+        image / array of the image's size (white or opaque = fill; ``keep_mask=True`` for white = keep). A preset
+        always names the region to fill: ``keep_mask`` does not apply to it, ``invert`` does.
         """
         img = images.open_image(image)
         rgb = images.fit_image(img, self.resolution)
         if mask is None:
             raise ValueError("no mask given: draw the region to fill or pick a preset")
         if isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file()):
-            m = masks.preset(mask, self.resolution, self.resolution, seed) ^ keep_mask ^ invert
+            m = masks.preset(mask, self.resolution, self.resolution, seed) ^ invert  # keep_mask: mask files only
         else:
             if not isinstance(mask, (Image.Image, np.ndarray)):
                 mask = images.open_image(mask)
