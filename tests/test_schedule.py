@@ -17,6 +17,9 @@ def test_matches_official_and_invariants(steps, j, r):
 
 
 def test_paper_defaults_counts():
+    """The defaults are the paper's j=10, r=10 (section 4.2); at T=250 that is 2,410 model calls."""
+    assert jump_schedule(250) == official_get_schedule_jump(250, 1, 10, 10)
+    assert count_model_calls(250) == 2410
     d = np.diff(jump_schedule(250, 10, 10))
     assert (d == -1).sum() == 2410
     assert (d == 1).sum() == 2160
@@ -29,7 +32,7 @@ def test_no_resampling_is_plain_descent():
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(jump_length=0), dict(jump_n_sample=0), dict(steps=2.5)])
 def test_rejects_bad_arguments(bad):
     args = dict(steps=10, jump_length=2, jump_n_sample=2) | bad
-    with pytest.raises(ValueError, match=next(iter(bad))):
+    with pytest.raises(ValueError, match=f"^{next(iter(bad))} must be"):
         jump_schedule(**args)
 
 
