@@ -7,7 +7,7 @@ from _tiny import tiny_pipe, tiny_scheduler
 from diffusers import RePaintScheduler
 
 from repaint import masks
-from repaint.sampler import _ticks, ddpm_step, forward_step, q_sample, sample_repaint
+from repaint.sampler import _moves, _ticks, ddpm_step, forward_step, q_sample, sample_repaint
 from repaint.schedule import jump_schedule, noise_tables
 
 G = torch.Generator().manual_seed(0)
@@ -204,3 +204,23 @@ def test_forward_jump_beta_differs_from_diffusers_by_one_level():
     torch.testing.assert_close(theirs, forward_step(XT, float(betas[t_last]), noise))
     ours = forward_step(XT, float(betas[t_last + 1]), noise)
     assert not torch.allclose(ours, theirs, rtol=0, atol=1e-7)
+
+
+def test_rejects_inconsistent_arguments(pipe):
+    tables = noise_tables(dict(tiny_scheduler().config), 4)
+    x, image, mask = torch.zeros(2, 3, 16, 16), torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16, dtype=bool)
+    s, g = jump_schedule(4, 1, 1), torch.Generator()
+    for bad in (dict(x=x[:, 0]), dict(schedules=[s]), dict(generators=[g]), dict(schedules=[s, s, s])):
+        args = dict(x=x, schedules=[s, s], generators=[g, g]) | bad
+        with pytest.raises(ValueError, match="one schedule and one generator per sample"):
+            sample_repaint(pipe.eps, args["x"], image, mask, tables, args["schedules"], args["generators"])
+    with pytest.raises(ValueError, match="must start at level 3"):
+        sample_repaint(pipe.eps, x, image, mask, tables, [s, jump_schedule(3, 1, 1)], [g, g])
+
+
+@pytest.mark.parametrize("schedule,message", [([1, 0], "must end with a denoising step to -1"),
+                                              ([1, 0, -1, 0], "must end with a denoising step to -1"),
+                                              ([1, 0, 2], "moves from 0 to 2")])
+def test_bad_schedules_are_refused(schedule, message):
+    with pytest.raises(ValueError, match=message):
+        _moves(schedule)
