@@ -224,3 +224,18 @@ def test_rejects_inconsistent_arguments(pipe):
 def test_bad_schedules_are_refused(schedule, message):
     with pytest.raises(ValueError, match=message):
         _moves(schedule)
+
+
+def test_callback_levels_in_compare_mode(pipe):
+    """Each chain reports the level it has reached: the plain chain (r=1), idle on the first ticks, is still at
+    x_T (level T-1), then descends one level per model call to -1; the resampled chain ends at -1 too."""
+    steps = 6
+    tables = noise_tables(dict(tiny_scheduler().config), steps)
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    seen = []
+    sample_repaint(pipe.eps, torch.zeros(2, 3, 16, 16), torch.zeros(1, 3, 16, 16),
+                   torch.ones(1, 1, 16, 16, dtype=torch.bool), tables, [jump_schedule(steps, 2, 3),
+                   jump_schedule(steps, 2, 1)], gens, callback=lambda i, lv, *a: seen.append(list(lv)))
+    plain = [lv[1] for lv in seen]
+    assert plain[0] == steps - 1 and plain[-1] == -1 and seen[-1][0] == -1
+    assert set(np.diff(plain)) == {0, -1} and plain.count(steps - 1) >= 1
