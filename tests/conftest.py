@@ -7,7 +7,7 @@ or ``gradio``, each of which reads some of these variables once, at import time:
 - ``tqdm``: every ``TQDM_*`` variable overrides its defaults (``TQDM_DISABLE=1`` hides the CLI's progress);
 - ``huggingface_hub``: ``HF_HUB_OFFLINE`` and its cache folders; offline with an empty cache here, so no test
   downloads and none finds a model the developer happens to have cached;
-- ``gradio``: ``GRADIO_*`` (server name, port, analytics, which would call home);
+- ``gradio``: ``GRADIO_*`` (server name, port, analytics, which would call home); its temporary folder is private;
 - ``spaces``: ``SPACES_ZERO_GPU`` would make the app believe it runs on ZeroGPU.
 Tests that exercise one of these set it themselves (monkeypatch, or a subprocess's own environment).
 """
@@ -26,12 +26,20 @@ PINNED = {
 DROPPED_PREFIXES = ("REPAINT_", "TQDM_", "HF_", "HUGGINGFACE_", "GRADIO_", "SPACES_")
 
 
+def _private_dir(prefix: str) -> str:
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def pin_environment(environ=os.environ) -> None:
     for name in [k for k in environ if k.startswith(DROPPED_PREFIXES)]:
         del environ[name]
     environ.update(PINNED)
-    environ["HF_HOME"] = home = tempfile.mkdtemp(prefix="repaint-tests-hf-")  # an empty cache
-    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    environ["HF_HOME"] = _private_dir("repaint-tests-hf-")  # an empty cache
+    # Gradio's uploads and cached examples: by default /tmp/gradio, shared with every Gradio process on the machine
+    # (a concurrent run's cleanup once deleted this run's cached example mid-test).
+    environ["GRADIO_TEMP_DIR"] = _private_dir("repaint-tests-gradio-")
 
 
 pin_environment()
