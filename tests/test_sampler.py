@@ -39,7 +39,7 @@ def test_ddpm_step_closed_form():
     torch.testing.assert_close(x0, x0_expect)
     torch.testing.assert_close(x_prev, mean + sigma * NOISE)
     # Clipping bounds the x_0 prediction.
-    _, x0c = ddpm_step(XT * 10, EPS, abar, abar_prev, beta, sigma, NOISE, clip_sample=True)
+    _, x0c = ddpm_step(XT * 10, EPS, abar, abar_prev, beta, sigma, NOISE)  # clipping is the default
     assert x0c.abs().max() <= 1
 
 
@@ -232,10 +232,17 @@ def test_callback_levels_in_compare_mode(pipe):
     steps = 6
     tables = noise_tables(dict(tiny_scheduler().config), steps)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    seen = []
+    seen, ticks = [], []
+
+    def callback(tick, levels, x, x0):
+        assert x0.shape == x.shape and x0.abs().max() <= 1  # the clipped x_0 prediction of every chain
+        ticks.append(tick)
+        seen.append(list(levels))
+
     sample_repaint(pipe.eps, torch.zeros(2, 3, 16, 16), torch.zeros(1, 3, 16, 16),
                    torch.ones(1, 1, 16, 16, dtype=torch.bool), tables, [jump_schedule(steps, 2, 3),
-                   jump_schedule(steps, 2, 1)], gens, callback=lambda i, lv, *a: seen.append(list(lv)))
+                   jump_schedule(steps, 2, 1)], gens, callback=callback)
+    assert ticks == list(range(len(ticks)))
     plain = [lv[1] for lv in seen]
     assert plain[0] == steps - 1 and plain[-1] == -1 and seen[-1][0] == -1
     assert set(np.diff(plain)) == {0, -1} and plain.count(steps - 1) >= 1
