@@ -122,3 +122,11 @@ def test_noise_tables_match_guided_diffusion_spaced_diffusion(steps, variance_ty
     np.testing.assert_allclose(tab.posterior_variance[1:], gd_var[1:], rtol=1e-12, atol=0)
     np.testing.assert_allclose([tab.sigma(t) for t in range(1, steps)], np.sqrt(gd_var[1:]), rtol=1e-12, atol=0)
     assert tab.sigma(0) == 0.0
+
+
+@pytest.mark.parametrize("alias,base", [("fixed_small_log", "fixed_small"), ("fixed_large_log", "fixed_large")])
+def test_log_variance_names_give_the_same_variance(alias, base):
+    """diffusers' *_log variance types differ from their base only in how the step computes with the variance."""
+    config = dict(num_train_timesteps=1000, beta_schedule="linear")
+    np.testing.assert_array_equal(noise_tables(config | {"variance_type": alias}, 50).posterior_variance,
+                                  noise_tables(config | {"variance_type": base}, 50).posterior_variance)
