@@ -130,3 +130,10 @@ def test_log_variance_names_give_the_same_variance(alias, base):
     config = dict(num_train_timesteps=1000, beta_schedule="linear")
     np.testing.assert_array_equal(noise_tables(config | {"variance_type": alias}, 50).posterior_variance,
                                   noise_tables(config | {"variance_type": base}, 50).posterior_variance)
+
+
+def test_empty_config_is_diffusers_default_schedule():
+    """A config that names nothing gets DDPMScheduler's defaults: 1000 linear betas from 1e-4 to 0.02."""
+    from diffusers import DDPMScheduler
+
+    np.testing.assert_allclose(betas_from_config({}), DDPMScheduler().betas.double().numpy(), rtol=5e-7, atol=0)
