@@ -137,3 +137,5 @@ def test_empty_config_is_diffusers_default_schedule():
     from diffusers import DDPMScheduler
 
     np.testing.assert_allclose(betas_from_config({}), DDPMScheduler().betas.double().numpy(), rtol=5e-7, atol=0)
+    # trained_betas of any array type become float64 tables (the module's promise: everything in float64).
+    assert betas_from_config(dict(trained_betas=np.linspace(1e-4, 0.02, 10, dtype=np.float32))).dtype == np.float64
