@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--mask", help="mask image of the input's size: white/opaque = fill")
     src.add_argument("--preset", choices=list(masks.PRESETS), metavar="NAME", help="a mask preset (list below)")
     src.add_argument("--mask-dir", help="folder mode: mask files matched to the images by file name")
-    p.add_argument("--keep-mask", action="store_true", help="the mask is a keep mask (white = keep, RePaint's own)")
+    p.add_argument("--keep-mask", action="store_true",
+                   help="the mask files are keep masks (white = keep, RePaint's own); a preset always names the fill")
     p.add_argument("--invert", action="store_true", help="invert the mask")
     p.add_argument("--size", choices=["auto", "full", "model"], default="auto",
                    help="full: the image's own size, filled through a window around the mask; model: the centred "

@@ -69,7 +69,8 @@ def scores(outputs: np.ndarray, images: np.ndarray, labels: np.ndarray, fills: n
 
 
 def _ours(pipe: Inpainter, images, fills, steps, j, r, seeds):
-    return pipe.sample(images, fills, [jump_schedule(steps, j, r)] * len(images), seeds)
+    """The sampler's own pixels (no paste-back), so ``known_exact`` measures the sampler."""
+    return pipe.sample(images, fills, [jump_schedule(steps, j, r)] * len(images), seeds, paste=False)
 
 
 def _chance(pipe: Inpainter, images, fills, steps, seeds):

@@ -38,14 +38,14 @@ def open_image(source) -> Image.Image:
         data = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source)
         limit = Image.MAX_IMAGE_PIXELS
         try:
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL raises beyond twice this, we warn-as-error beyond it
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL warns beyond it (an error here) and raises beyond twice it
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(data)
                 img.draft("RGB", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode already reduced
                 img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ValueError(f"image too large: more than {MAX_PIXELS // 2:,} pixels ({e})") from None
+            raise ValueError(f"image too large: more than {MAX_PIXELS:,} pixels ({e})") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise ValueError(f"not a readable image file: {e}") from None
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 __all__ = ["PRESETS", "DESCRIPTIONS", "load_mask", "preset"]
 
@@ -132,10 +132,10 @@ def preset(name: str, height: int, width: int, seed: int = 0) -> np.ndarray:
 def load_mask(source, *, keep: bool = False, invert: bool = False) -> np.ndarray:
     """Read a mask from a PIL image, a file path or an array: True = fill.
 
-    Images of any mode: where the alpha channel varies, opaque (alpha >= 128) is the region;
-    otherwise the grey level, white (>= 128) is the region. Arrays: bool as is, numbers > 0.5
-    (floats) or >= 128 (integers). The region is filled, unless ``keep=True`` (RePaint's own
-    keep masks: white = keep). ``invert`` flips the result once more.
+    Images are made upright by their own EXIF orientation, as images are. Any mode: where the alpha channel
+    varies, opaque (alpha >= 128) is the region; otherwise the grey level, white (>= 128) is the region.
+    Arrays: bool as is, numbers > 0.5 (floats) or >= 128 (integers). The region is filled, unless
+    ``keep=True`` (RePaint's own keep masks: white = keep). ``invert`` flips the result once more.
     """
     if isinstance(source, np.ndarray):
         a = source
@@ -146,6 +146,7 @@ def load_mask(source, *, keep: bool = False, invert: bool = False) -> np.ndarray
         region = a if a.dtype == bool else (a > 0.5 if np.issubdtype(a.dtype, np.floating) else a >= 128)
     else:
         img = source if isinstance(source, Image.Image) else Image.open(source)
+        img = ImageOps.exif_transpose(img)  # upright, as the image it belongs to is made (images.to_rgb)
         alpha = img.getchannel("A") if "A" in img.getbands() else None
         if img.mode == "P" and "transparency" in img.info:
             alpha = img.convert("RGBA").getchannel("A")

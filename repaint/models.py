@@ -350,14 +350,15 @@ class Inpainter:
         """Fit an image and its mask to the model: (uint8 (R, R, 3), bool (R, R)), True = fill.
 
         ``mask``: a preset name (:data:`repaint.masks.PRESETS`, made at the model's resolution), or a mask
-        image / array of the image's size (white or opaque = fill; ``keep_mask=True`` for white = keep).
+        image / array of the image's size (white or opaque = fill; ``keep_mask=True`` for white = keep). A preset
+        always names the region to fill: ``keep_mask`` does not apply to it, ``invert`` does.
         """
         img = images.open_image(image)
         rgb = images.fit_image(img, self.resolution)
         if mask is None:
             raise ValueError("no mask given: draw the region to fill or pick a preset")
         if isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file()):
-            m = masks.preset(mask, self.resolution, self.resolution, seed) ^ keep_mask ^ invert
+            m = masks.preset(mask, self.resolution, self.resolution, seed) ^ invert  # keep_mask: mask files only
         else:
             if not isinstance(mask, (Image.Image, np.ndarray)):
                 mask = images.open_image(mask)
@@ -409,11 +410,14 @@ class Inpainter:
 
     @torch.inference_mode()
     def sample(self, images_u8: np.ndarray, fill: np.ndarray, schedules: list[list[int]], seeds: list[int],
-               callback: Callback | None = None, class_labels: Sequence[int] | None = None) -> np.ndarray:
+               callback: Callback | None = None, class_labels: Sequence[int] | None = None,
+               paste: bool = True) -> np.ndarray:
         """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
         one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact.
 
-        ``class_labels``: one class per sample for a class-conditional model (default: :meth:`class_labels`)."""
+        ``class_labels``: one class per sample for a class-conditional model (default: :meth:`class_labels`).
+        The sampler returns the known pixels exactly by itself; ``paste`` copies them from the input once more as a
+        guarantee. ``paste=False`` returns the sampler's own pixels, to measure that claim."""
         dev = self.device
         steps = schedules[0][0] + 1
         gens = [torch.Generator(dev).manual_seed(s) for s in seeds]
@@ -428,6 +432,8 @@ class Inpainter:
         out = sample_repaint(self.eps, x, image, m, noise_tables(self.scheduler_config, steps), schedules, gens,
                              callback, class_labels=labels)
         result = images.from_tensor(out)
+        if not paste:
+            return result
         keep = np.broadcast_to(~fill, result.shape[:3])
         result[keep] = np.broadcast_to(images_u8, result.shape)[keep]  # exact already (abar = 1 at the end)
         return result

@@ -1,12 +1,50 @@
-"""The app under test always starts on the bundled model, whatever GPU or Hub access the machine has."""
+"""The suite pins its own environment, so a developer's shell can neither change results nor reach the network.
 
+This runs when pytest imports the conftest, before any test module imports ``app``, ``tqdm``, ``huggingface_hub``
+or ``gradio``, each of which reads some of these variables once, at import time:
+- ``app``: ``REPAINT_ALLOW_HUB_IDS`` (at import), ``REPAINT_MODEL`` (when picking the default model); the app
+  under test always starts on the bundled model, whatever GPU or Hub access the machine has;
+- ``tqdm``: every ``TQDM_*`` variable overrides its defaults (``TQDM_DISABLE=1`` hides the CLI's progress);
+- ``huggingface_hub``: ``HF_HUB_OFFLINE`` and its cache folders; offline with an empty cache here, so no test
+  downloads and none finds a model the developer happens to have cached;
+- ``gradio``: ``GRADIO_*`` (server name, port, analytics, which would call home); its temporary folder is private;
+- ``spaces``: ``SPACES_ZERO_GPU`` would make the app believe it runs on ZeroGPU.
+Tests that exercise one of these set it themselves (monkeypatch, or a subprocess's own environment).
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
+PINNED = {
+    "REPAINT_MODEL": "bundled",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+}
+DROPPED_PREFIXES = ("REPAINT_", "TQDM_", "HF_", "HUGGINGFACE_", "GRADIO_", "SPACES_")
 
-def pytest_configure(config):
-    os.environ.setdefault("REPAINT_MODEL", "bundled")
+
+def _private_dir(prefix: str) -> str:
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def pin_environment(environ=os.environ) -> None:
+    for name in [k for k in environ if k.startswith(DROPPED_PREFIXES)]:
+        del environ[name]
+    environ.update(PINNED)
+    environ["HF_HOME"] = _private_dir("repaint-tests-hf-")  # an empty cache
+    # Gradio's uploads and cached examples: by default /tmp/gradio, shared with every Gradio process on the machine
+    # (a concurrent run's cleanup once deleted this run's cached example mid-test).
+    environ["GRADIO_TEMP_DIR"] = _private_dir("repaint-tests-gradio-")
+
+
+pin_environment()
 
 
 @pytest.fixture

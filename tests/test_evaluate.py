@@ -17,14 +17,32 @@ def test_ground_truth_scores_zero():
         assert s["sym"] in (0, None)  # center_box and line masks are symmetric: no known mirror
 
 
-def test_constant_offset_scores_that_offset():
-    imgs, labels, fills = _setup()
+def _offset(imgs, where, d=10):
+    """Each selected channel value moved by exactly d (down where it would pass 255): |change| = d everywhere."""
     out = imgs.astype(np.int16)
-    out[fills] = np.clip(out[fills] + 10, 0, 255)
-    out = out.astype(np.uint8)
-    s = evaluate.scores(out, imgs, labels, fills)
-    saturated = (imgs[fills].astype(int) + 10 > 255).any()
-    assert saturated or s["sym"] == s["error"] == 10.0
+    up = out <= 255 - d
+    out[where] += np.where(up, d, -d)[where]
+    return out.astype(np.uint8)
+
+
+def test_constant_offset_scores_that_offset():
+    """Closed form. The faces are exactly mirror-symmetric with flat regions, so a filling that is the truth moved by
+    10 in every channel is 10 from its known mirror pixel (left half) and 10 from its region's colour."""
+    imgs, labels, fills = _setup("left_half")
+    s = evaluate.scores(_offset(imgs, fills), imgs, labels, fills)
+    assert s["sym"] == s["error"] == s["colour"] == 10.0 and s["known_exact"]
+    # Moved in the top half of the rows only: half the filled pixels are 10 off, the other half exact.
+    top = fills & (np.arange(32)[None, :, None] < 16)
+    s = evaluate.scores(_offset(imgs, top), imgs, labels, fills)
+    assert s["sym"] == s["error"] == 5.0
+
+
+def test_symmetric_mask_scores_by_region_colour():
+    """A centred box is its own mirror image: no filled pixel has a known mirror, so only region colours judge it.
+    Background, skin and hair pixels filled with the truth + 10 are 10 from their region's colour."""
+    imgs, labels, fills = _setup("center_box")
+    s = evaluate.scores(_offset(imgs, fills), imgs, labels, fills)
+    assert s["sym"] is None and s["colour"] == s["error"] == 10.0
 
 
 def test_known_pixel_change_is_reported():

@@ -64,6 +64,41 @@ def test_huge_image_is_reduced_first():
     assert max(img.size) == images.WORKING_SIDE
 
 
+def test_max_pixels_boundary_is_the_documented_50_megapixels():
+    """README: images over 50 megapixels are refused. Exactly 50,000,000 is read, one pixel more is not."""
+    assert images.MAX_PIXELS == 50_000_000
+    assert images.open_image(_png(Image.new("1", (10_000, 5_000)))).size == (10_000, 5_000)
+    with pytest.raises(ValueError, match="more than 50,000,000 pixels"):
+        images.open_image(_png(Image.new("1", (50_000_001, 1))))
+
+
+def _exif_rotated(upright: Image.Image, path, orientation: int = 6):
+    """Save ``upright`` as a camera does: pixels stored turned, with the EXIF tag that turns them back."""
+    undo = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270, 3: Image.Transpose.ROTATE_180}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    upright.transpose(undo).save(path, exif=exif)
+    return str(path)
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+@pytest.mark.parametrize("width", [16, 24])
+def test_exif_rotated_mask_file_lands_on_the_same_pixels(pipe, tmp_path, orientation, width):
+    """An image and its mask file, both stored turned with an EXIF orientation: the mask is turned like the image,
+    so the fill covers the image's red region (left 4 columns of the centred 16x16 crop) and nothing else."""
+    left = (width - 16) // 2
+    red = np.zeros((16, width, 3), np.uint8)
+    red[..., 2] = 255
+    red[:, : left + 4] = (255, 0, 0)
+    white = np.zeros((16, width), np.uint8)
+    white[:, : left + 4] = 255
+    image = _exif_rotated(Image.fromarray(red), tmp_path / "image.png", orientation)
+    mask = _exif_rotated(Image.fromarray(white), tmp_path / "mask.png", orientation)
+    rgb, m = pipe.prepare(image, mask)
+    assert (rgb[:, :4] == (255, 0, 0)).all() and (rgb[:, 4:] == (0, 0, 255)).all()
+    assert m[:, :4].all() and not m[:, 4:].any()
+
+
 def test_decompression_bomb_refused():
     bomb = _png(Image.new("1", (12000, 12000)))  # 144 Mpx, a few kB on disk
     with pytest.raises(ValueError, match="image too large"):

@@ -158,6 +158,15 @@ def test_keep_mask_flag(pipe):
     assert np.array_equal(m, ~keep)
 
 
+def test_keep_mask_does_not_flip_presets(pipe):
+    """A preset always names the region to fill; keep_mask is about mask files (white = keep), invert flips both."""
+    img = np.zeros((16, 16, 3), dtype=np.uint8)
+    left = np.arange(16)[None, :].repeat(16, 0) < 8  # left_half: columns 0-7 filled
+    assert np.array_equal(pipe.prepare(img, "left_half", keep_mask=True)[1], left)
+    assert np.array_equal(pipe.prepare(img, "left_half", keep_mask=True, invert=True)[1], ~left)
+    assert np.array_equal(pipe.prepare(img, "left_half", invert=True)[1], ~left)
+
+
 @pytest.mark.parametrize("kw,message", [
     (dict(steps=0), "steps must be between 1 and 1000"), (dict(steps=1001), "steps must be between 1 and 1000"),
     (dict(steps=10.5), "steps must be an integer"), (dict(jump_length=20, steps=10), "jump_length must be at most"),

@@ -6,7 +6,8 @@ import torch
 from _tiny import tiny_pipe, tiny_scheduler
 from diffusers import RePaintScheduler
 
-from repaint.sampler import _ticks, ddpm_step, forward_step, q_sample, sample_repaint
+from repaint import masks
+from repaint.sampler import _moves, _ticks, ddpm_step, forward_step, q_sample, sample_repaint
 from repaint.schedule import jump_schedule, noise_tables
 
 G = torch.Generator().manual_seed(0)
@@ -38,7 +39,7 @@ def test_ddpm_step_closed_form():
     torch.testing.assert_close(x0, x0_expect)
     torch.testing.assert_close(x_prev, mean + sigma * NOISE)
     # Clipping bounds the x_0 prediction.
-    _, x0c = ddpm_step(XT * 10, EPS, abar, abar_prev, beta, sigma, NOISE, clip_sample=True)
+    _, x0c = ddpm_step(XT * 10, EPS, abar, abar_prev, beta, sigma, NOISE)  # clipping is the default
     assert x0c.abs().max() <= 1
 
 
@@ -68,16 +69,28 @@ def test_known_pixels_exact(pipe, mask):
     assert not np.array_equal(out[m], rgb[m])
 
 
-def test_sampler_itself_returns_known_exactly(pipe):
-    """Merging after each step (Algorithm 1 line 8) ends on the input itself at level -1, not a prediction."""
+@pytest.mark.parametrize("rs", [[1], [3], [2, 2, 2], [4, 1]], ids=["r1", "r3", "batch", "compare"])
+@pytest.mark.parametrize("mask", ["left_half", "every_second_line", "super_resolution_2x", "thin"])
+def test_sampler_itself_returns_known_exactly(pipe, mask, rs):
+    """What ``sample_repaint`` returns, before any paste-back: merging after each step (Algorithm 1 line 8) ends on
+    the input itself at level -1 (abar = 1), not a prediction. Compare mode ([4, 1]) runs the mixed-level path."""
     tables = noise_tables(dict(tiny_scheduler().config), 6)
-    image = torch.rand(1, 3, 16, 16) * 2 - 1
-    mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
-    mask[..., :8] = True
-    g = torch.Generator().manual_seed(0)
-    out = sample_repaint(pipe.eps, torch.randn(1, 3, 16, 16, generator=g), image, mask, tables,
-                         [jump_schedule(6, 2, 2)], [g])
-    assert torch.equal(out[..., 8:], image[..., 8:])
+    image = torch.rand(len(rs), 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    keep = ~torch.from_numpy(masks.preset(mask, 16, 16, seed=3))
+    gens = [torch.Generator().manual_seed(i) for i in range(len(rs))]
+    x = torch.stack([torch.randn(3, 16, 16, generator=g) for g in gens])
+    out = sample_repaint(pipe.eps, x, image, ~keep[None, None], tables, [jump_schedule(6, 2, r) for r in rs], gens)
+    assert torch.equal(out[..., keep], image[..., keep])
+    assert not torch.equal(out[..., ~keep], image[..., ~keep])
+
+
+@pytest.mark.parametrize("mask", ["left_half", "every_second_line", "thick"])
+def test_known_pixels_exact_without_paste_back(pipe, mask):
+    """The uint8 images as the sampler leaves them (``paste=False``): known pixels equal the input exactly."""
+    img = (np.random.default_rng(4).random((2, 16, 16, 3)) * 255).astype(np.uint8)
+    fill = np.stack([masks.preset(mask, 16, 16, seed=i) for i in range(2)])
+    out = pipe.sample(img, fill, [jump_schedule(8, 2, 3), jump_schedule(8, 2, 1)], [0, 1], paste=False)
+    assert np.array_equal(out[~fill], img[~fill])
 
 
 def test_all_keep_mask_returns_input(pipe):
@@ -102,8 +115,8 @@ def test_merge_happens_after_each_step(pipe):
     torch.randn(1, 3, 16, 16, generator=replay)  # x_T
     for level, xt in seen:
         noise = torch.randn(3, 16, 16, generator=replay)
-        abar = tables.alphas_cumprod_prev[level + 1]  # the level just reached
-        expect = q_sample(image[0], float(abar), noise)
+        abar = float(tables.alphas_cumprod_prev[level + 1])  # the level just reached
+        expect = abar**0.5 * image[0] + (1 - abar) ** 0.5 * noise  # q(x_t | x_0), DDPM eq. 4 (closed form)
         torch.testing.assert_close(xt[0, :, :, 8:], expect[:, :, 8:])
 
 
@@ -191,3 +204,45 @@ def test_forward_jump_beta_differs_from_diffusers_by_one_level():
     torch.testing.assert_close(theirs, forward_step(XT, float(betas[t_last]), noise))
     ours = forward_step(XT, float(betas[t_last + 1]), noise)
     assert not torch.allclose(ours, theirs, rtol=0, atol=1e-7)
+
+
+def test_rejects_inconsistent_arguments(pipe):
+    tables = noise_tables(dict(tiny_scheduler().config), 4)
+    x, image, mask = torch.zeros(2, 3, 16, 16), torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16, dtype=bool)
+    s, g = jump_schedule(4, 1, 1), torch.Generator()
+    for bad in (dict(x=x[:, 0]), dict(schedules=[s]), dict(generators=[g]), dict(schedules=[s, s, s])):
+        args = dict(x=x, schedules=[s, s], generators=[g, g]) | bad
+        with pytest.raises(ValueError, match="one schedule and one generator per sample"):
+            sample_repaint(pipe.eps, args["x"], image, mask, tables, args["schedules"], args["generators"])
+    with pytest.raises(ValueError, match="must start at level 3"):
+        sample_repaint(pipe.eps, x, image, mask, tables, [s, jump_schedule(3, 1, 1)], [g, g])
+
+
+@pytest.mark.parametrize("schedule,message", [([1, 0], "must end with a denoising step to -1"),
+                                              ([1, 0, -1, 0], "must end with a denoising step to -1"),
+                                              ([1, 0, 2], "moves from 0 to 2")])
+def test_bad_schedules_are_refused(schedule, message):
+    with pytest.raises(ValueError, match=message):
+        _moves(schedule)
+
+
+def test_callback_levels_in_compare_mode(pipe):
+    """Each chain reports the level it has reached: the plain chain (r=1), idle on the first ticks, is still at
+    x_T (level T-1), then descends one level per model call to -1; the resampled chain ends at -1 too."""
+    steps = 6
+    tables = noise_tables(dict(tiny_scheduler().config), steps)
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    seen, ticks = [], []
+
+    def callback(tick, levels, x, x0):
+        assert x0.shape == x.shape and x0.abs().max() <= 1  # the clipped x_0 prediction of every chain
+        ticks.append(tick)
+        seen.append(list(levels))
+
+    sample_repaint(pipe.eps, torch.zeros(2, 3, 16, 16), torch.zeros(1, 3, 16, 16),
+                   torch.ones(1, 1, 16, 16, dtype=torch.bool), tables, [jump_schedule(steps, 2, 3),
+                   jump_schedule(steps, 2, 1)], gens, callback=callback)
+    assert ticks == list(range(len(ticks)))
+    plain = [lv[1] for lv in seen]
+    assert plain[0] == steps - 1 and plain[-1] == -1 and seen[-1][0] == -1
+    assert set(np.diff(plain)) == {0, -1} and plain.count(steps - 1) >= 1
