@@ -23,12 +23,16 @@ R1_MEAN, R1_BAND = 9.36, 1.0
 BAND_SEEDS = (0, 1, 2, 3)
 
 
-@pytest.fixture(scope="module")
-def setup():
-    pipe = repaint.load("bundled", device="cpu")
+def _setup(dtype: str = "float32"):
+    pipe = repaint.load("bundled", device="cpu", dtype=dtype)
     imgs, labels = faces.make_faces(N, faces.EVAL_SEED, pipe.resolution, return_labels=True)
     fills = np.stack([masks.preset("left_half", pipe.resolution, pipe.resolution)] * N)
     return pipe, imgs, labels, fills
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _setup()
 
 
 def _error(setup, r: int, seed: int) -> float:
@@ -63,12 +67,5 @@ def test_resampling_beats_plain_on_the_half_mask(setup, plain, seed):
 def test_bfloat16_harmonizes_within_seed_noise_of_float32():
     """Reduced precision (the default on a GPU) against float32 on the same faces and seeds: the mean error at r=5
     differs by less than float32's own spread over the seeds (about 3 min on 2 cores)."""
-    imgs, labels = faces.make_faces(N, faces.EVAL_SEED, 32, return_labels=True)
-    fills = np.stack([masks.preset("left_half", 32, 32)] * N)
-    err = {}
-    for dtype in ("float32", "bfloat16"):
-        pipe = repaint.load("bundled", device="cpu", dtype=dtype)
-        err[dtype] = [scores(pipe.sample(imgs, fills, [jump_schedule(20, 5, 5)] * N,
-                                         [seed * 1000 + i for i in range(N)], paste=False), imgs, labels, fills)["error"]
-                      for seed in range(3)]
+    err = {dtype: [_error(_setup(dtype), 5, seed) for seed in range(3)] for dtype in ("float32", "bfloat16")}
     assert abs(np.mean(err["bfloat16"]) - np.mean(err["float32"])) < np.ptp(err["float32"]), err
