@@ -212,12 +212,27 @@ def test_learned_range_step_equals_p_mean_variance(schedule):
         torch.testing.assert_close(2 * sigma.log(), ref["log_variance"], rtol=1e-6, atol=1e-6)
 
 
-def test_log_variance_bounds_equal_guided_diffusions_tables():
-    diffusion = _spaced(250)
-    tables = noise_tables(convert.scheduler_config(tiny_options()), 250)
+@pytest.mark.parametrize("steps", [2, 250])  # 2: the smallest chain with a level 1 to clip level 0 to
+def test_log_variance_bounds_equal_guided_diffusions_tables(steps):
+    diffusion = _spaced(steps)
+    tables = noise_tables(convert.scheduler_config(tiny_options()), steps)
     min_log, max_log = tables.log_variance_bounds()
     assert abs(min_log - diffusion.posterior_log_variance_clipped).max() <= 1e-12
     assert abs(max_log - np.log(diffusion.betas)).max() <= 1e-12
+
+
+def test_learned_range_with_one_level_is_the_clipped_x0():
+    """One level (guided_diffusion cannot build its clipped log variance there: it has no level 1): the only step is
+    level 0 -> -1, where abar_prev = 1, so DDPM eq. 7's posterior mean is x_0 itself and no noise is added; the filled
+    pixels are clip((x_T - sqrt(1 - abar_0) eps) / sqrt(abar_0)) (DDPM eq. 15), whatever v is."""
+    tables = noise_tables(convert.scheduler_config(tiny_options()), 1)
+    abar = float(tables.alphas_cumprod[0])
+    g = torch.Generator().manual_seed(4)
+    x, image, eps = (torch.randn(1, 3, 4, 4, generator=g) for _ in range(3))
+    v = torch.rand(1, 3, 4, 4, generator=g) * 2 - 1
+    fill = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    ours = sample_repaint(lambda x_, t: torch.cat([eps, v], 1), x, image, fill, tables, [[0, -1]], [g])
+    torch.testing.assert_close(ours, ((x - (1 - abar) ** 0.5 * eps) / abar**0.5).clamp(-1, 1), rtol=1e-6, atol=1e-6)
 
 
 # --- the whole RePaint loop against a reference built from guided_diffusion ------------------------------------------

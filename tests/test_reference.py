@@ -30,10 +30,11 @@ with warnings.catch_warnings():  # guided_diffusion.nn uses the deprecated torch
     from guided_diffusion.respace import space_timesteps as gd_space_timesteps
 
 SIZE = 16
-#: The sampler's variance types and guided-diffusion's names for them. A learned variance (the model returns 2C
-#: channels) goes here as ``"learned_range": ModelVarType.LEARNED_RANGE`` once the sampler supports it:
-#: ``reference_repaint`` hands the model's whole output to guided-diffusion, which splits it itself.
-VARIANCE = {"fixed_small": ModelVarType.FIXED_SMALL, "fixed_large": ModelVarType.FIXED_LARGE}
+#: The sampler's variance types and guided-diffusion's names for them. With the learned range the model returns 2C
+#: channels (eps, then v); ``reference_repaint`` hands the whole output to guided-diffusion, which splits it and
+#: computes the variance itself (Improved DDPM eq. 15).
+VARIANCE = {"fixed_small": ModelVarType.FIXED_SMALL, "fixed_large": ModelVarType.FIXED_LARGE,
+            "learned_range": ModelVarType.LEARNED_RANGE}
 #: diffusers' beta_schedule names and guided-diffusion's for the same betas.
 BETAS = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
 
@@ -77,18 +78,28 @@ def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, 
     return x
 
 
+def model_of(net, variance_type: str):
+    """The tiny UNet as ``model(x, t)``; for the learned range with a second half v = tanh(3 x + eps) in (-1, 1), a
+    different v in each pixel, sample and level, so each pixel gets its own variance."""
+    def learned(x, t):
+        eps = net(x, t).sample
+        return torch.cat([eps, torch.tanh(3 * x + eps)], dim=1)
+
+    return learned if variance_type == "learned_range" else lambda x, t: net(x, t).sample
+
+
 def run_both(net, config: dict, steps: int, rs: list[int], mask_names: list[str], seeds: list[int], j: int = 2):
     """(ours, reference, clipped): one batched ``sample_repaint`` against one reference run per sample."""
     c = net.config.in_channels
+    model = model_of(net, config.get("variance_type", "fixed_small"))
     image = torch.rand(len(seeds), c, SIZE, SIZE, generator=torch.Generator().manual_seed(99)) * 2 - 1
     fill = torch.from_numpy(np.stack([masks.preset(m, SIZE, SIZE, seed=1) for m in mask_names]))[:, None]
-    eps = lambda x, t: net(x, t).sample[:, :c]  # noqa: E731
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     x_T = torch.stack([torch.randn(c, SIZE, SIZE, generator=g) for g in gens])
     tables = noise_tables(config, steps)
     schedules = [official_get_schedule_jump(steps, 1, j, r) for r in rs]
     with torch.no_grad():
-        ours = sample_repaint(eps, x_T, image, fill, tables, schedules, gens)
+        ours = sample_repaint(model, x_T, image, fill, tables, schedules, gens)
         diffusion = gd_diffusion(config["beta_schedule"], config.get("variance_type", "fixed_small"),
                                  config["num_train_timesteps"], steps)
         clipped, ref = [], []
@@ -96,7 +107,7 @@ def run_both(net, config: dict, steps: int, rs: list[int], mask_names: list[str]
             g = torch.Generator().manual_seed(s)
             x = torch.randn(1, c, SIZE, SIZE, generator=g)
             keep = (~fill[b : b + 1]).float()
-            ref.append(reference_repaint(diffusion, lambda x, t: net(x, t).sample, x, image[b : b + 1], keep,
+            ref.append(reference_repaint(diffusion, model, x, image[b : b + 1], keep,
                                          schedules[b], g, config.get("clip_sample", True), clipped))
     return ours, torch.cat(ref), clipped
 
@@ -118,6 +129,11 @@ CASES = {  # id: (config changes, steps, r per sample, mask per sample)
     "fixed_large": ({"variance_type": "fixed_large"}, 10, [3, 1], ["left_half", "expand"]),
     "cosine": ({"beta_schedule": "squaredcos_cap_v2"}, 10, [2], ["wide"]),
     "no_clip": ({"clip_sample": False}, 10, [2], ["left_half"]),
+    "learned_r1": ({"variance_type": "learned_range"}, 10, [1], ["left_half"]),
+    "learned_r3": ({"variance_type": "learned_range"}, 10, [3], ["every_second_line"]),
+    "learned_compare": ({"variance_type": "learned_range"}, 10, [4, 1], ["thin", "thin"]),
+    "learned_cosine_batch": ({"variance_type": "learned_range", "beta_schedule": "squaredcos_cap_v2"}, 8, [2, 2],
+                             ["thick", "center_box"]),
 }
 
 
