@@ -346,15 +346,19 @@ def test_api_bad_inputs_are_clear_errors(client, face, tmp_path):
             client.predict(args.pop("image"), args.pop("mask"), api_name="/inpaint", **args)
 
 
-def test_examples_exist_and_load_their_preset_into_the_editor():
+@pytest.mark.parametrize("has_gpu", [False, True])
+def test_examples_exist_and_load_their_preset_into_the_editor(monkeypatch, has_gpu):
+    monkeypatch.setattr(app, "HAS_GPU", has_gpu)  # the GPU rows too (their models are never loaded here)
     rows = app.examples_rows()
-    assert len(rows) >= 4
-    for image, preset, model, *_ in rows:
+    assert len(rows) == (10 if has_gpu else 4)
+    licences = (app.EXAMPLES_DIR / "LICENSES.md").read_text()
+    for image, preset, model, *_, class_label in rows:
+        assert Path(image).name in licences and model in repaint.MODELS
+        assert class_label is None or 0 <= class_label < repaint.MODELS[model].num_classes
         bg = np.asarray(Image.open(image).convert("RGBA"))
         value, _ = app.sync_preset({"background": bg, "layers": [], "composite": None}, preset, model, 0, None)
         value["background"] = bg
         assert value["layers"][0].shape == bg.shape and app.mask_from_editor(value).any()
-    assert (app.EXAMPLES_DIR / "LICENSES.md").is_file()
 
 
 # ------------------------------------------------------------------------------------------- faults and safety
