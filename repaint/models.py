@@ -302,6 +302,20 @@ def _from_folder(root: Path, key: str, device, dtype) -> Inpainter:
     return Inpainter(unet.to(device).eval().requires_grad_(False), sched, key)
 
 
+def _is_preset(mask) -> bool:
+    """A preset name (an unknown name, not a file either, is refused by masks.preset with the choices)."""
+    return isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file())
+
+
+def _region(mask, keep_mask: bool, invert: bool) -> np.ndarray:
+    """The region to fill of a mask image, array or file, at its own (upright) size: bool (H, W)."""
+    if mask is None:
+        raise ValueError("no mask given: draw the region to fill or pick a preset")
+    if not isinstance(mask, (Image.Image, np.ndarray)):
+        mask = images.open_image(mask)
+    return masks.load_mask(mask, keep=keep_mask, invert=invert)
+
+
 class Inpainter:
     """A loaded model: ``inpaint`` fills a masked image, ``compare`` also gives the n = 1 result."""
 
@@ -355,15 +369,10 @@ class Inpainter:
         """
         img = images.open_image(image)
         rgb = images.fit_image(img, self.resolution)
-        if mask is None:
-            raise ValueError("no mask given: draw the region to fill or pick a preset")
-        if isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file()):
+        if _is_preset(mask):
             m = masks.preset(mask, self.resolution, self.resolution, seed) ^ invert  # keep_mask: mask files only
         else:
-            if not isinstance(mask, (Image.Image, np.ndarray)):
-                mask = images.open_image(mask)
-            region = masks.load_mask(mask, keep=keep_mask, invert=invert)
-            m = images.fit_mask(region, images.upright_size(img), self.resolution)
+            m = images.fit_mask(_region(mask, keep_mask, invert), images.upright_size(img), self.resolution)
         return rgb, m
 
     def prepare_window(self, image, mask, *, keep_mask: bool = False, invert: bool = False, seed: int = 0):
@@ -376,15 +385,11 @@ class Inpainter:
         img = images.open_image(image)
         rgb = np.asarray(images.to_rgb(img, max_side=None))
         h, w = rgb.shape[:2]
-        if isinstance(mask, str) and (mask in masks.PRESETS or not Path(mask).is_file()):
+        if _is_preset(mask):
             small_rgb, small = self.prepare(img, mask, keep_mask=keep_mask, invert=invert, seed=seed)
             win = window.centre_window(w, h)
             return rgb, window.spread(small, win, h, w), win, small_rgb, small
-        if mask is None:
-            raise ValueError("no mask given: draw the region to fill or pick a preset")
-        if not isinstance(mask, (Image.Image, np.ndarray)):
-            mask = images.open_image(mask)
-        region = masks.load_mask(mask, keep=keep_mask, invert=invert)
+        region = _region(mask, keep_mask, invert)
         if region.shape != (h, w):
             raise ValueError(f"the mask is {region.shape[1]}x{region.shape[0]} but the image is {w}x{h}: they must "
                              f"match")

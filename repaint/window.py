@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from .images import center_crop_box
+
 __all__ = ["MARGIN", "Window", "centre_window", "mask_window", "model_input", "paste_fill", "spread"]
 
 #: Context around the mask's box, as a fraction of the box's longer side (and at least MIN_MARGIN pixels).
@@ -65,8 +67,8 @@ def mask_window(mask: np.ndarray, resolution: int, margin: float = MARGIN) -> Wi
 
 def centre_window(width: int, height: int) -> Window:
     """The centred square crop (what the model sees at its own resolution) as a window."""
-    side = min(width, height)
-    return Window((width - side) // 2, (height - side) // 2, side)
+    left, top, right, _ = center_crop_box(width, height)
+    return Window(left, top, right - left)
 
 
 def spread(small: np.ndarray, window: Window, height: int, width: int) -> np.ndarray:
