@@ -58,7 +58,7 @@ def model_choices(has_gpu: bool) -> list[tuple[str, str]]:
              f"{'GPU' if m.gpu_only else 'CPU'}", m.name) for m in models.MODELS.values() if has_gpu or not m.gpu_only]
 
 
-def zerogpu_guess(name: str, resolution: int) -> float:
+def zerogpu_guess(name: str, resolution: int = 256) -> float:
     """Seconds per call at batch 1 on ZeroGPU before any run was timed: registry TFLOP / ZEROGPU_TFLOPS."""
     info = models.MODELS.get(name)
     if info is not None and info.tflop is not None:
@@ -230,8 +230,7 @@ class Service:
         per-call time, plus a margin, capped at GPU_CAP_S (requests that cannot fit are refused before)."""
         est = self.estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
         if est is None:
-            info = models.MODELS.get(name)
-            est = model_calls(steps, jump_length, jump_n_sample) * zerogpu_guess(name, info.resolution if info else 256)
+            est = model_calls(steps, jump_length, jump_n_sample) * zerogpu_guess(name)  # not loaded yet
         return int(min(GPU_CAP_S, math.ceil(est + GPU_MARGIN_S)))
 
     def check_fits(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> None:
