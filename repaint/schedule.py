@@ -56,17 +56,21 @@ def count_model_calls(steps: int, jump_length: int = 10, jump_n_sample: int = 10
 
 
 def space_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
-    """The official respacing grid (improved-diffusion ``space_timesteps`` with one section).
+    """The official respacing grid (improved-diffusion's and RePaint's ``space_timesteps`` with one section).
 
-    ``steps`` indices spread evenly over ``[0, num_train_timesteps - 1]`` and rounded,
-    so both ends are kept: 250 of 1000 gives 0, 4, 8, ..., 995, 999 (not diffusers' k * 4).
+    ``steps`` indices spread evenly over ``[0, num_train_timesteps - 1]``, so both ends are kept: 250 of 1000 gives
+    0, 4, 8, ..., 995, 999 (not diffusers' k * 4). The official code walks the grid by adding the fractional stride
+    up in float64 and rounds each position (half to even); so does this, because exact .5 ties of ``i * stride``
+    land on the side the running sum's rounding errors put them (T=21 of 1000: 499, not 500).
     """
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be between 1 and {num_train_timesteps} (the model's training steps), got {steps}")
-    if steps == 1:
-        return [0]
-    stride = (num_train_timesteps - 1) / (steps - 1)
-    return [round(i * stride) for i in range(steps)]
+    stride = (num_train_timesteps - 1) / (steps - 1) if steps > 1 else 1.0
+    grid, position = [], 0.0
+    for _ in range(steps):
+        grid.append(round(position))
+        position += stride
+    return grid
 
 
 def betas_from_config(config: dict) -> np.ndarray:

@@ -88,10 +88,12 @@ def model_of(net, variance_type: str):
     return learned if variance_type == "learned_range" else lambda x, t: net(x, t).sample
 
 
-def run_both(net, config: dict, steps: int, rs: list[int], mask_names: list[str], seeds: list[int], j: int = 2):
-    """(ours, reference, clipped): one batched ``sample_repaint`` against one reference run per sample."""
+def run_both(net, config: dict, steps: int, rs: list[int], mask_names: list[str], seeds: list[int], j: int = 2,
+             model=None):
+    """(ours, reference, clipped): one batched ``sample_repaint`` against one reference run per sample (``model``:
+    ``model(x, t)`` in place of the UNet's)."""
     c = net.config.in_channels
-    model = model_of(net, config.get("variance_type", "fixed_small"))
+    model = model or model_of(net, config.get("variance_type", "fixed_small"))
     image = torch.rand(len(seeds), c, SIZE, SIZE, generator=torch.Generator().manual_seed(99)) * 2 - 1
     fill = torch.from_numpy(np.stack([masks.preset(m, SIZE, SIZE, seed=1) for m in mask_names]))[:, None]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -149,6 +151,23 @@ def test_whole_loop_matches_guided_diffusion(net, case):
     torch.testing.assert_close(ours, ref, rtol=0, atol=bound)
     if changes.get("clip_sample", True):
         assert any(clipped), "x_0 was never clipped: the clipped posterior mean would go untested"
+
+
+@pytest.mark.parametrize("steps", [21, 23])
+def test_whole_loop_sees_guided_diffusions_timesteps_on_a_grid_with_ties(net, steps):
+    """T = 21 and 23 of 1000 have exact .5 ties in i * stride (999 * 10 / 20 = 499.5), where a rounded product and
+    the official running sum part ways. A cheap closed-form model, which depends on the training timestep it is
+    given, runs the whole loop: both sides must call it at the same timesteps, in the same order, and agree."""
+    seen = []
+
+    def model(x, t):
+        seen.append(t.tolist())
+        return torch.tanh(x) * torch.cos(t.double() / 97).float()[:, None, None, None]
+
+    ours, ref, _ = run_both(net, _config(), steps, [2], ["thick"], seeds=[3], model=model)
+    calls = len(seen) // 2  # ours first, then the reference's (one sample: the same [t] lists)
+    assert seen[:calls] == seen[calls:] and len(seen) == 2 * calls
+    torch.testing.assert_close(ours, ref, rtol=0, atol=len(official_get_schedule_jump(steps, 1, 2, 2)) * 10 * 1.2e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,6 +1,10 @@
+import warnings
+
 import numpy as np
 import pytest
 from _official import official_get_schedule_jump
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from repaint.schedule import betas_from_config, count_model_calls, jump_schedule, noise_tables, space_timesteps
 
@@ -43,6 +47,29 @@ def test_official_respacing_grid():
     assert space_timesteps(1000, 1) == [0]
     with pytest.raises(ValueError, match="between 1 and 1000"):
         space_timesteps(1000, 1001)
+
+
+def _gd_space_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from guided_diffusion.respace import space_timesteps as gd_space_timesteps
+    return sorted(gd_space_timesteps(num_train_timesteps, [steps]))
+
+
+def test_respacing_grid_is_guided_diffusions_for_every_step_count():
+    """guided-diffusion's ``space_timesteps`` (RePaint's respace.py is the same code) is the oracle, for every T of a
+    1000-step model: the grids differ wherever i * stride is an exact .5 tie (T = 21, 23, 31, ...)."""
+    assert space_timesteps(1000, 21)[10] == 499  # 999 * 10 / 20 = 499.5: the official running sum lands below it
+    for steps in range(1, 1001):
+        assert space_timesteps(1000, steps) == _gd_space_timesteps(1000, steps), steps
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.tuples(st.just(4000), st.integers(1, 4000)),
+                 st.integers(1, 4000).flatmap(lambda n: st.tuples(st.just(n), st.integers(1, n)))))
+def test_respacing_grid_is_guided_diffusions_for_any_training_length(case):
+    """The same oracle for 4000-step models (improved-diffusion's cosine models) and any other training length."""
+    assert space_timesteps(*case) == _gd_space_timesteps(*case)
 
 
 def test_respaced_tables_keep_alphas_cumprod():
