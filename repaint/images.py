@@ -3,24 +3,32 @@
 Choice: an image is centre-cropped to a square, then resized (Lanczos); a mask image takes
 the same crop and a nearest-neighbour resize, so it stays binary. Preset masks are made at the
 model's resolution directly, so their patterns (alternate lines, x2 grids) are exact.
+
+Colours are read as a viewer shows them: an embedded ICC profile (Adobe RGB, Display P3, a CMYK or grey profile) is
+converted to sRGB, as browsers do, so the page and the API see the same pixels; results are sRGB.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import warnings
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MAX_PIXELS", "center_crop_box", "fit_image", "fit_mask", "from_tensor", "open_image", "to_rgb",
            "to_tensor", "upright_size"]
 
-#: Largest image accepted, in pixels (PIL's decompression-bomb limit is set to this while opening).
+#: Largest image accepted, in pixels, checked from the file's header before anything is decoded (so memory stays
+#: bounded: at most 150 MB of RGB); the image is then decoded at its full size.
 MAX_PIXELS = 50_000_000
-#: Longer side an image is first reduced to, bounding memory before any other work.
+#: Longer side an image is reduced to before it is fitted to a model (full-size results keep the full size).
 WORKING_SIDE = 2048
 
 
@@ -41,9 +49,10 @@ def open_image(source) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL warns beyond it (an error here) and raises beyond twice it
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(data)
-                img.draft("RGB", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode already reduced
-                img.load()
+                img = Image.open(data)  # reads the header only
+                if img.width * img.height > MAX_PIXELS:
+                    raise Image.DecompressionBombError(f"{img.width}x{img.height}")
+                img.load()  # at its full size, so a mask drawn on the photo fits it
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"image too large: more than {MAX_PIXELS:,} pixels ({e})") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -57,19 +66,47 @@ def open_image(source) -> Image.Image:
     return img
 
 
+@cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _as_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    """``img`` (8-bit, any mode) with its embedded ICC profile ``icc`` converted to sRGB (Pillow's ImageCms, the
+    profile's perceptual intent, as a browser shows it): RGB, or RGBA keeping the alpha channel. Without a profile,
+    or with one that does not fit the pixels (a broken file, an RGB profile on a grey image), the values are kept,
+    as viewers keep them."""
+    if not icc:
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA", "PA") else None
+    base = img.convert({"RGBA": "RGB", "LA": "L", "PA": "RGB", "1": "L"}.get(img.mode, img.mode))
+    try:
+        out = ImageCms.profileToProfile(base, ImageCms.ImageCmsProfile(io.BytesIO(icc)), _srgb(), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        log.warning("colour profile ignored (%s): the image's values are used as they are", e)
+        return img
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
+
+
 def to_rgb(img: Image.Image, max_side: int | None = WORKING_SIDE) -> Image.Image:
-    """Upright RGB: EXIF rotation applied, 16-bit scaled, CMYK converted, transparency over white (reduced to
-    ``max_side`` first; None keeps the full size)."""
+    """Upright sRGB: EXIF rotation applied, 16-bit scaled, an ICC profile converted to sRGB, CMYK converted,
+    transparency over white (reduced to ``max_side`` then; None keeps the full size)."""
+    icc = img.info.get("icc_profile")
     img = ImageOps.exif_transpose(img)
-    if max_side is not None and max(img.size) > max_side:
-        img = img.copy()
-        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
         scale = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
         img = Image.fromarray(np.clip(a / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img) * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    img = _as_srgb(img, icc)
+    if max_side is not None and max(img.size) > max_side:
+        img = img.copy()
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

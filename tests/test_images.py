@@ -137,3 +137,111 @@ def test_preprocessing_property(pipe, w, h, mode, fill, seed, as_file):
         assert m.all()
     if not mask.any():
         assert not m.any()
+
+
+def _jpeg(w: int, h: int, **kw) -> bytes:
+    """A real photo-sized JPEG: smooth gradients, so its decoded pixels are easy to check for a halved decode."""
+    arr = np.empty((h, w, 3), np.uint8)
+    arr[..., 0] = np.linspace(0, 255, w).astype(np.uint8)
+    arr[..., 1] = np.linspace(0, 255, h).astype(np.uint8)[:, None]
+    arr[..., 2] = 128
+    return _png(Image.fromarray(arr), "JPEG", quality=85, **kw)
+
+
+def test_a_large_jpeg_is_read_at_its_full_size(pipe):
+    """A JPEG with both sides >= 4096 (a phone photo) comes back at its own size, not a reduced decode: a mask drawn
+    at that size fits it, and a full-size result has it."""
+    data = _jpeg(4100, 4097)
+    assert images.open_image(data).size == (4100, 4097)
+    mask = np.zeros((4097, 4100), bool)
+    mask[2000:2040, 3000:3050] = True
+    (out,) = pipe.inpaint(data, mask, full_size=True, steps=2, jump_length=1, jump_n_sample=1)
+    assert out.size == (4100, 4097)
+    changed = (np.asarray(out) != np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))).any(axis=-1)
+    assert not (changed & ~mask).any()
+
+
+def test_too_many_pixels_are_refused_from_the_header_before_decoding(monkeypatch):
+    """Memory stays bounded by the pixel count, read from the file's header: the pixels are never decoded."""
+    from PIL import ImageFile
+
+    data = _jpeg(4100, 4097)
+    monkeypatch.setattr(images, "MAX_PIXELS", 4096 * 4096)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded an image over the limit"))
+    with pytest.raises(ValueError, match="image too large"):
+        images.open_image(data)
+
+
+#: Adobe RGB (1998), by its specification: gamma 563/256, primaries and D65 white as RGB -> XYZ; and sRGB's
+#: XYZ -> linear RGB and transfer curve (IEC 61966-2-1). A closed form, independent of ImageCms / LittleCMS.
+ADOBE_TO_XYZ = np.array([[0.5767309, 0.1855540, 0.1881852], [0.2973769, 0.6273491, 0.0752741],
+                         [0.0270343, 0.0706872, 0.9911085]])
+XYZ_TO_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314], [-0.9692660, 1.8760108, 0.0415560],
+                        [0.0556434, -0.2040259, 1.0572252]])
+
+
+def adobe_rgb_to_srgb(a: np.ndarray) -> np.ndarray:
+    lin = np.clip((a / 255.0) ** (563 / 256) @ (XYZ_TO_SRGB @ ADOBE_TO_XYZ).T, 0, 1)
+    return np.round(255 * np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)).astype(int)
+
+
+ROCKET = "examples/rocket.jpg"
+
+
+def test_an_adobe_rgb_photo_is_read_as_srgb():
+    """examples/rocket.jpg carries an Adobe RGB (1998) profile: it is read as a browser shows it, in sRGB (within
+    one level of the closed form: LittleCMS interpolates its 8-bit transforms), over the photo and the whole cube of
+    RGB values; the raw values differ by up to 55 levels."""
+    raw = Image.open(ROCKET)
+    icc = raw.info["icc_profile"]
+    assert b"Adobe RGB (1998)" in icc
+    raw_rgb = np.asarray(raw.convert("RGB"))
+    ours = np.asarray(images.to_rgb(images.open_image(ROCKET), max_side=None)).astype(int)
+    assert np.abs(ours - adobe_rgb_to_srgb(raw_rgb)).max() <= 1
+    assert np.abs(ours - raw_rgb).max() >= 40  # so the profile really was applied
+    cube = np.stack(np.meshgrid(*[np.arange(0, 256, 5)] * 3, indexing="ij"), -1).reshape(-1, 52, 3).astype(np.uint8)
+    img = Image.fromarray(cube)
+    img.info["icc_profile"] = icc
+    assert np.abs(np.asarray(images.to_rgb(img, max_side=None)).astype(int) - adobe_rgb_to_srgb(cube)).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "RGB"])
+def test_a_profile_is_applied_in_every_mode_and_keeps_transparency(mode):
+    """Palette and transparent images with a profile: the same sRGB colours as the RGB image; alpha still composites
+    over white (white is white in both spaces)."""
+    cube = np.stack(np.meshgrid(*[np.arange(0, 256, 51)] * 3, indexing="ij"), -1).reshape(-1, 6, 3).astype(np.uint8)
+    img = Image.fromarray(cube).convert(mode)
+    img.info["icc_profile"] = Image.open(ROCKET).info["icc_profile"]
+    assert np.abs(np.asarray(images.to_rgb(img)).astype(int) - adobe_rgb_to_srgb(cube)).max() <= 1
+    if mode == "RGBA":
+        clear = Image.new("RGBA", (4, 4), (10, 200, 30, 0))
+        clear.info["icc_profile"] = img.info["icc_profile"]
+        assert (np.asarray(images.to_rgb(clear)) == 255).all()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_file_without_a_profile_keeps_its_values(fmt):
+    arr = np.random.default_rng(5).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    data = _png(Image.fromarray(arr), fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert (np.asarray(images.to_rgb(images.open_image(data))) == decoded).all()
+
+
+def test_a_broken_profile_keeps_the_values(caplog):
+    img = Image.new("RGB", (4, 4), (12, 34, 56))
+    img.info["icc_profile"] = b"not a profile"
+    assert (np.asarray(images.to_rgb(img)) == (12, 34, 56)).all()
+    assert "colour profile ignored" in caplog.text
+
+
+def test_the_api_sees_a_profiled_photo_as_the_page_does(pipe):
+    """Through the API (a file path, as the CLI and the app's API pass it): the model's input and a full-size
+    result's known pixels are the photo in sRGB, not its raw Adobe RGB values."""
+    srgb = adobe_rgb_to_srgb(np.asarray(Image.open(ROCKET).convert("RGB")))
+    rgb, _ = pipe.prepare(ROCKET, "center_box")
+    expect = images.fit_image(Image.fromarray(srgb.astype(np.uint8)), 16)
+    assert np.abs(rgb.astype(int) - expect).max() <= 1
+    mask = np.zeros(srgb.shape[:2], bool)
+    mask[100:140, 300:380] = True
+    (out,) = pipe.inpaint(ROCKET, mask, full_size=True, steps=2, jump_length=1, jump_n_sample=1)
+    assert np.abs(np.asarray(out)[~mask].astype(int) - srgb[~mask]).max() <= 1
