@@ -2,16 +2,24 @@
 
 As image editors do (IOPaint's "crop" strategy): the smallest square holding the mask's bounding box plus a margin
 of context, at least the model's resolution where the image allows it (so context is not enlarged), placed inside
-the image. The window is resized to the model's resolution (Lanczos), the model fills it, and the fill is resized
-back (Lanczos) and written into the original **only where the mask is**: every other pixel is the input's own.
+the image. The window is resized to the model's resolution, the model fills it, and the fill is resized back
+(Lanczos) and written into the original **only where the mask is**: every other pixel is the input's own.
 
-When the mask's box plus margin is wider (or taller) than the image, the window still is that square, centred on the
-image along that side, and the part outside the image is *padding marked as unknown*: the model fills it along
-with the mask, and it is cut off afterwards. So no context is invented and none is dropped.
+When the box plus its margin is wider (or taller) than the image's short side, the margin shrinks to fit it, down
+to a quarter of itself (``MIN_CONTEXT``); a box wider than that still gets the quarter margin, and the square
+reaches past the image, centred on it along that side. The part outside the image is *padding marked as unknown*:
+the model fills it along with the mask, and it is cut off afterwards. So no context is invented, and the model
+always sees the context the image has around the mask.
+
+What the model is told it knows is known: a model pixel is known only if every image pixel it overlaps (by area,
+at any scale) is known and inside the image, and a known model pixel's value is computed from known image pixels
+only (Lanczos where the filter's whole reach is known, else the mean of the image pixels under it). Nothing under
+the mask, and nothing of the padding, reaches the model.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -24,6 +32,10 @@ __all__ = ["MARGIN", "Window", "centre_window", "mask_window", "model_input", "p
 #: Context around the mask's box, as a fraction of the box's longer side (and at least MIN_MARGIN pixels).
 MARGIN = 0.5
 MIN_MARGIN = 16
+#: The least part of the margin kept when the square does not fit the image's short side.
+MIN_CONTEXT = 0.25
+#: Lanczos' reach, in source pixels per output pixel of scale (PIL's LANCZOS is Lanczos-3).
+LANCZOS_SUPPORT = 3.0
 
 
 class Window(NamedTuple):
@@ -59,9 +71,11 @@ def mask_window(mask: np.ndarray, resolution: int, margin: float = MARGIN) -> Wi
         raise ValueError("empty mask: nothing to fill")
     h, w = mask.shape
     top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    box = max(bottom - top, right - left)
-    side = box + 2 * max(MIN_MARGIN, round(margin * box))
-    side = max(min(side, min(h, w)), box, min(resolution, h, w))  # context at native size when the image allows
+    box = int(max(bottom - top, right - left))
+    pad = max(MIN_MARGIN, round(margin * box))
+    side = max(min(box + 2 * pad, min(h, w)),  # the margin shrinks to fit the short side,
+               box + 2 * math.ceil(MIN_CONTEXT * pad),  # never below a quarter of itself (then past the image),
+               min(resolution, h, w))  # and context is seen at its native size where the image allows
     return Window(_place(left, right, side, w), _place(top, bottom, side, h), int(side))
 
 
@@ -82,18 +96,47 @@ def spread(small: np.ndarray, window: Window, height: int, width: int) -> np.nda
     return out
 
 
+def _spans(side: int, resolution: int, reach: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``resolution`` model pixels along ``side`` image pixels: the image pixels [lo, hi) it overlaps
+    (``reach`` 0: by area, in exact integer arithmetic), or a superset of those a resampling filter reaching
+    ``reach`` source pixels per unit of scale around its centre reads (PIL's ``precompute_coeffs``)."""
+    k = np.arange(resolution, dtype=np.int64)
+    if not reach:
+        return k * side // resolution, -(-(k + 1) * side // resolution)
+    scale = side / resolution
+    centre, half = (k + 0.5) * scale, reach * max(scale, 1.0)
+    return (np.clip(np.floor(centre - half), 0, side).astype(np.int64),
+            np.clip(np.ceil(centre + half) + 1, 0, side).astype(np.int64))
+
+
+def _any_under(flags: np.ndarray, spans: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """bool (S, S) -> bool (R, R): whether any flag is set in each model pixel's rows x columns of ``spans``."""
+    lo, hi = spans
+    starts = np.stack([lo, np.minimum(hi, flags.shape[0])], axis=1).ravel()  # [lo, hi) pairs for reduceat
+    padded = np.pad(flags, ((0, 1), (0, 1)))  # hi may be S: reduceat needs an index inside the array
+    rows = np.logical_or.reduceat(padded, starts, axis=0)[::2]
+    return np.logical_or.reduceat(rows, starts, axis=1)[:, ::2]
+
+
 def model_input(rgb: np.ndarray, mask: np.ndarray, window: Window, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """The window of ``rgb`` (uint8 (H, W, 3)) and ``mask`` at the model's resolution: (uint8 (R, R, 3), bool (R, R)).
 
-    A model pixel is to fill if any image pixel under it is (or lies outside the image), so every pixel the model
-    is told it knows is really known."""
+    A model pixel is to fill if any image pixel it overlaps is (or lies outside the image), so every pixel the model
+    is told it knows is really known. A known model pixel is the Lanczos resize of the window where that filter
+    reads known image pixels only, else the mean of the image pixels under it (PIL's BOX, which reads only pixels
+    the model pixel overlaps); model pixels to fill are black. Nothing under the mask or outside the image is
+    used."""
     size = (resolution, resolution)
-    img = Image.fromarray(rgb).crop(window.box).resize(size, Image.Resampling.LANCZOS)
-    unknown = np.ones((window.side, window.side), np.float32)  # padding outside the image is unknown
+    unknown = np.ones((window.side, window.side), bool)  # padding outside the image is unknown
     inside, part = window.overlap(*mask.shape)
     unknown[part] = mask[inside]
-    fill = np.asarray(Image.fromarray(unknown, mode="F").resize(size, Image.Resampling.BOX)) > 0
-    return np.asarray(img, dtype=np.uint8).copy(), fill
+    fill = _any_under(unknown, _spans(window.side, resolution))
+    crop = Image.fromarray(rgb).crop(window.box)
+    near = _any_under(unknown, _spans(window.side, resolution, LANCZOS_SUPPORT))  # Lanczos reads unknown pixels
+    small = np.asarray(crop.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8).copy()
+    small[near] = np.asarray(crop.resize(size, Image.Resampling.BOX))[near]
+    small[fill] = 0
+    return small, fill
 
 
 def paste_fill(rgb: np.ndarray, mask: np.ndarray, window: Window, filled: np.ndarray) -> np.ndarray:
