@@ -6,7 +6,9 @@ closed-form window geometry (the mask's box, the margin, the image's bounds).
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+import torch
+from _tiny import tiny_pipe
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -199,3 +201,34 @@ def test_a_full_size_preset_changes_only_its_pixels(pipe, tmp_path):
     m = window.spread(repaint.masks.PRESETS["left_half"](32, 32, 0), win, 200, 300)
     assert m[:, :50].sum() == 0 and m[:, 50:150].all() and not m[:, 150:].any()  # the left half of the square
     assert (a[~m] == rgb[~m]).all()
+
+
+@pytest.fixture
+def tiny():
+    """A tiny random 32x32 UNet on one torch thread (on a loaded 2-core machine, two threads made each of its calls
+    about 50x slower); the test's thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tiny_pipe(32)
+    torch.set_num_threads(threads)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(boxes(), st.integers(0, 2**32 - 1), st.booleans())
+def test_outside_the_mask_a_full_size_result_is_the_input(tiny, case, seed, ragged):
+    """The README's promise, through the real pipeline (a tiny random 32x32 UNet, few steps) at any size, aspect and
+    mask box, rectangular or ragged: a full-size result has the input's size, and every pixel outside the mask is
+    the input's own."""
+    h, w, (top, bottom, left, right) = case
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), bool)
+    mask[top:bottom, left:right] = True
+    if ragged:
+        mask &= rng.random((h, w)) < 0.7
+    if not mask.any():
+        mask[top, left] = True
+    (out,) = tiny.inpaint(rgb, mask, full_size=True, steps=2, jump_length=1, jump_n_sample=1, seed=seed % 1000)
+    a = np.asarray(out)
+    assert a.shape == (h, w, 3)
+    assert (a[~mask] == rgb[~mask]).all()
