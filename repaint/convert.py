@@ -3,17 +3,23 @@
     python -m repaint.convert places256_300000.pt models/places2              # a known file name: its preset
     python -m repaint.convert ckpt.pt out --preset celeba256
     python -m repaint.convert ckpt.pt out --image_size 64 --num_channels 128 --attention_resolutions 16,8 ...
+    python -m repaint.convert places256_300000.pt models/places2 --push-to-hub OWNER/NAME  # also a Hub mirror
 
 Options use guided-diffusion's own names (``script_util.model_and_diffusion_defaults()``, RePaint's YAML confs).
 The output is a standard diffusers root layout: ``config.json`` (``UNet2DModel``), safetensors weights and a
 ``scheduler_config.json`` (``variance_type: learned_range`` when the model learned its variance). Checkpoints are
 read with ``torch.load(weights_only=True)`` only. Architectures ``UNet2DModel`` cannot express raise
 :class:`UnsupportedArchitecture` instead of giving a silently different model.
+
+``--push-to-hub OWNER/NAME`` checks the written folder against the checkpoint tensor by tensor
+(:func:`check_conversion`), adds a model card (``README.md``: source, licence, options, that check) and uploads
+the folder with ``huggingface_hub`` (token: ``HF_TOKEN`` or ``hf auth login``; ``HF_ENDPOINT`` picks the server).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -22,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DEFAULTS", "KNOWN_FILES", "PRESETS", "UnsupportedArchitecture", "convert_adm", "diffusers_config",
-           "scheduler_config", "convert_state_dict"]
+__all__ = ["DEFAULTS", "KNOWN_FILES", "PRESETS", "SOURCES", "UnsupportedArchitecture", "check_conversion",
+           "convert_adm", "convert_state_dict", "diffusers_config", "model_card", "push_to_hub", "scheduler_config"]
 
 
 class UnsupportedArchitecture(ValueError):
@@ -65,6 +71,14 @@ KNOWN_FILES = {"celeba256_250000.pt": "celeba256", "places256_300000.pt": "place
                "lsun_bedroom.pt": "lsun256", "lsun_cat.pt": "lsun256", "lsun_horse.pt": "lsun256",
                "64x64_diffusion.pt": "imagenet64", "128x128_diffusion.pt": "imagenet128",
                "512x512_diffusion.pt": "imagenet512"}
+
+#: Who publishes the released checkpoints, under which licence (Hugging Face licence ids).
+_REPAINT_SRC = ("CC BY-NC-SA 4.0", "cc-by-nc-sa-4.0", "RePaint (Lugmayr et al., CVPR 2022, arXiv 2201.09865), "
+                "https://github.com/andreas128/RePaint (download.sh)")
+_OPENAI_SRC = ("MIT", "mit", "guided-diffusion (Dhariwal & Nichol 2021, arXiv 2105.05233), "
+               "https://github.com/openai/guided-diffusion")
+SOURCES: dict[str, tuple[str, str, str]] = {
+    name: _REPAINT_SRC if name.startswith(("celeba256", "places256")) else _OPENAI_SRC for name in KNOWN_FILES}
 
 _NUM_CLASSES = 1000  # guided_diffusion.script_util.NUM_CLASSES
 
@@ -288,6 +302,116 @@ def convert_adm(checkpoint: str | Path, out_dir: str | Path, *, preset: str | No
     return out_dir
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_conversion(checkpoint: str | Path, folder: str | Path) -> dict:
+    """Check a written folder against its checkpoint, bit for bit: the folder's weights are exactly the checkpoint's
+    tensors renamed and reshaped (:func:`convert_state_dict` with the folder's ``adm_options.json``), no tensor is
+    missing or extra, and they hold as many values as the checkpoint. Returns what was checked (for the model
+    card); raises ValueError on any difference."""
+    from safetensors.torch import load_file
+
+    checkpoint, folder = Path(checkpoint), Path(folder)
+    o = json.loads((folder / "adm_options.json").read_text())
+    o = {k: o[k] for k in DEFAULTS}
+    state = _read_checkpoint(checkpoint)
+    want = convert_state_dict(state, o)
+    got = load_file(folder / "diffusion_pytorch_model.safetensors")
+    if set(got) != set(want):
+        raise ValueError(f"the folder's tensors differ from the checkpoint's: {sorted(set(got) ^ set(want))[:3]}")
+    unequal = [k for k in want if not (got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]))]
+    if unequal:
+        raise ValueError(f"{len(unequal)} tensors differ from the checkpoint's, e.g. {unequal[:3]}")
+    values = sum(v.numel() for v in state.values())
+    if values != sum(v.numel() for v in got.values()):
+        raise ValueError("the folder holds a different number of values than the checkpoint")
+    return dict(checkpoint=checkpoint.name, sha256=_sha256(checkpoint), tensors=len(got), source_tensors=len(state),
+                values=values, dtypes=sorted({str(v.dtype).removeprefix("torch.") for v in got.values()}))
+
+
+def model_card(folder: str | Path, check: dict, *, licence: tuple[str, str, str] | None = None,
+               repo_id: str | None = None) -> str:
+    """The Hub model card (README.md with Hugging Face metadata) of a converted folder: where the weights come from,
+    their licence (``licence``: (name, Hub licence id, source); default: :data:`SOURCES` by file name), the
+    conversion options and the check of :func:`check_conversion`."""
+    folder = Path(folder)
+    o = json.loads((folder / "adm_options.json").read_text())
+    if licence is None:
+        if check["checkpoint"] not in SOURCES:
+            raise ValueError(f"{check['checkpoint']} is not a released checkpoint ({', '.join(SOURCES)}): give its "
+                             "licence and source (--license, --source)")
+        licence = SOURCES[check["checkpoint"]]
+    name, licence_id, source = licence
+    sched = json.loads((folder / "scheduler_config.json").read_text())
+    options = {k: o[k] for k in DEFAULTS if o.get(k) != DEFAULTS[k]}
+    flags = " ".join(f"--{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items())
+    preset = f"--preset {o['preset']}" if o.get("preset") else flags
+    use = repo_id or "OWNER/NAME"
+    meta = "\n".join([
+        "---", f"license: {licence_id}", "library_name: diffusers", "pipeline_tag: unconditional-image-generation",
+        "tags:", "  - diffusers", "  - unconditional-image-generation", "  - guided-diffusion", "  - repaint",
+        "  - inpainting", "---"])
+    return f"""{meta}
+
+# {check['checkpoint']} as a diffusers `UNet2DModel`
+
+An exact conversion of the guided-diffusion (ADM) checkpoint **{check['checkpoint']}** into a diffusers folder
+(`UNet2DModel` config, safetensors weights, `DDPMScheduler` config with `variance_type: {sched['variance_type']}`),
+made by `repaint.convert` of the RePaint Space project for RePaint inpainting (Lugmayr et al., CVPR 2022,
+arXiv 2201.09865). It changes names and shapes only: no weight is retrained, rounded or cast.
+
+## Source and licence
+
+- Weights: {source}.
+- Licence: **{name}**, as its source publishes it; this copy keeps it. Use it under the source's terms.
+- Source file: `{check['checkpoint']}`, SHA-256 `{check['sha256']}`.
+
+## Conversion
+
+```
+python -m repaint.convert {check['checkpoint']} OUT {preset}
+```
+
+guided-diffusion options (those differing from its defaults): `{json.dumps(options)}`.
+All options, as read by the converter: `adm_options.json` in this folder.
+
+## Exactness check
+
+- Done at conversion time (`repaint.convert.check_conversion`): the {check['tensors']} tensors written here are,
+  bit for bit, the checkpoint's {check['source_tensors']} tensors renamed and reshaped ({check['values']:,} values on
+  both sides, dtype {', '.join(check['dtypes'])}); nothing is missing, left over or altered.
+- The renaming itself is tested against OpenAI's `guided_diffusion` UNet (the project's `tests/test_adm.py`):
+  with random weights, the converted model's outputs equal guided-diffusion's to 1e-5, at the released 256x256
+  architecture too.
+
+## Use
+
+```python
+import repaint
+pipe = repaint.load("{use}")  # or, as a registry model's mirror: REPAINT_HUB_MIRROR_<NAME>={use}
+```
+"""
+
+
+def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
+                endpoint: str | None = None) -> str:
+    """Upload a converted folder (with its model card) to the Hub repository ``repo_id``, created if needed;
+    returns the commit's URL. ``endpoint``: another Hub server (default: ``HF_ENDPOINT`` or huggingface.co)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                             commit_message=f"Upload {Path(folder).name} converted by repaint.convert")
+    return str(getattr(info, "commit_url", info))
+
+
 def _parse_value(text: str, default):
     if isinstance(default, bool):
         if text.lower() not in ("true", "false", "1", "0"):
@@ -303,17 +427,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="guided-diffusion .pt file (a state dict)")
     p.add_argument("out", help="output folder (diffusers root layout)")
     p.add_argument("--preset", choices=list(PRESETS), help="options of a released checkpoint")
+    p.add_argument("--push-to-hub", metavar="OWNER/NAME", help="then upload the folder with a model card to this "
+                   "Hub repository (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    p.add_argument("--license", help="with --push-to-hub, for a file that is not a released one: its licence, a Hub "
+                   "licence id (e.g. mit, cc-by-nc-sa-4.0)")
+    p.add_argument("--source", help="with --license: who publishes the weights (for the model card)")
     for name, default in DEFAULTS.items():
         p.add_argument(f"--{name}", type=lambda s, d=default: _parse_value(s, d), default=None,
                        help=f"guided-diffusion option (default {default!r})")
     args = p.parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None}
+    if args.push_to_hub and args.license is None and Path(args.checkpoint).name not in SOURCES:
+        p.error(f"{Path(args.checkpoint).name} is not a released checkpoint: give --license (and --source)")
     try:
         out = convert_adm(args.checkpoint, args.out, preset=args.preset, **options)
+        print(f"wrote {out}", file=sys.stderr)
+        if args.push_to_hub:
+            check = check_conversion(args.checkpoint, out)
+            licence = None if args.license is None else (args.license, args.license, args.source or "not stated")
+            (out / "README.md").write_text(model_card(out, check, licence=licence, repo_id=args.push_to_hub))
+            print(f"checked: {check['tensors']} tensors, {check['values']:,} values equal the checkpoint's",
+                  file=sys.stderr)
+            try:
+                url = push_to_hub(out, args.push_to_hub, private=args.private)
+            except Exception as e:  # huggingface_hub's HTTP errors, a missing token, ...: the folder stays written
+                raise OSError(f"upload to {args.push_to_hub} failed ({type(e).__name__}: {e}); {out} is complete: "
+                              f"upload it later with `hf upload {args.push_to_hub} {out}`") from None
+            print(f"pushed to {args.push_to_hub}: {url}", file=sys.stderr)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,8 @@ from . import images, masks, window
 from .sampler import Callback, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
-__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "load", "load_hub"]
+__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "hub_mirror", "load",
+           "load_hub"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class ModelInfo:
     source: str | None = None  # page that publishes it (named in errors, for a download by hand)
     download_mb: int | None = None  # size of the download in MB (10^6 bytes), about
     num_classes: int = 0  # class-conditional models: number of classes (ImageNet: 1000); 0 = unconditional
+    # A Hub repository holding the converted folder (``python -m repaint.convert ... --push-to-hub``): when set (here
+    # or by REPAINT_HUB_MIRROR_<NAME>), it is loaded like any Hub model and ``url`` is never downloaded.
+    hub_mirror: str | None = None
     # Work of one model call at batch 1, in TFLOP (torch.utils.flop_counter.FlopCounterMode on the architecture,
     # random weights): sizes the ZeroGPU slot before a run has been timed.
     tflop: float | None = None
@@ -196,6 +200,31 @@ def _by_hand(filename: str, source: str) -> str:
             f"python -m repaint.convert {filename} DIR, and load DIR (or load the .pt file itself)")
 
 
+MIRROR_ENV = "REPAINT_HUB_MIRROR_"
+
+
+def hub_mirror(info: ModelInfo) -> str | None:
+    """The Hub mirror of a converted registry model: ``REPAINT_HUB_MIRROR_<NAME>`` (e.g. REPAINT_HUB_MIRROR_PLACES2=
+    owner/name; empty: none), else the entry's ``hub_mirror``."""
+    value = os.environ.get(MIRROR_ENV + info.name.upper(), info.hub_mirror)
+    return (value.strip() or None) if value else None
+
+
+def _mirror_folder(info: ModelInfo, mirror: str, cache_dir) -> Path:
+    """A registry ADM model from its Hub mirror (the Space preloads it, ``preload_from_hub``); a folder converted
+    here before is used if the mirror cannot be had. The request-time download of ``info.url`` is not tried."""
+    try:
+        return _download(mirror, info.name, cache_dir)
+    except ModelLoadError as e:
+        local = _adm_cache(cache_dir) / info.name / "diffusers"
+        if (local / "config.json").is_file():
+            log.warning("model %r: mirror %s not available, using the folder converted here before", info.name,
+                        mirror)
+            return local
+        raise ModelLoadError(f"{e} (its Hub mirror, {MIRROR_ENV}{info.name.upper()}={mirror}; unset it to download "
+                             f"{info.filename} from {info.source or info.url} instead)") from None
+
+
 def _adm_folder(info: ModelInfo, cache_dir) -> Path:
     """The converted folder of a registry ADM model: downloaded and converted on first use, offline after."""
     from .convert import convert_adm
@@ -268,14 +297,16 @@ def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_di
     ``name_or_path``: a registry name (:data:`MODELS`), a local folder, a released guided-diffusion ``.pt`` file
     (:data:`repaint.convert.KNOWN_FILES`, converted once into the cache), or a Hub repository id (``owner/name``;
     with ``HF_HUB_OFFLINE=1`` only the cache is read). Registry ADM models are downloaded and converted once into
-    ``repaint-adm/`` of the Hugging Face cache (``cache_dir``). Folders hold either the root layout (config.json,
+    ``repaint-adm/`` of the Hugging Face cache (``cache_dir``), unless they have a Hub mirror (:func:`hub_mirror`),
+    read like any Hub model. Folders hold either the root layout (config.json,
     weights, scheduler_config.json) or a pipeline layout (model_index.json, unet/, scheduler/). Remote code is
     never run; weights are safetensors or weights-only pickles. ``dtype``: :func:`default_dtype` if unset.
     """
     key = str(name_or_path)
     info = MODELS.get(key)
     if info is not None and info.url is not None:
-        root = _adm_folder(info, cache_dir)
+        mirror = hub_mirror(info)
+        root = _mirror_folder(info, mirror, cache_dir) if mirror else _adm_folder(info, cache_dir)
     elif info is not None and info.repo_id is None:
         root = BUNDLED_DIR
     elif info is not None:

@@ -138,29 +138,27 @@ def sample_repaint(
             raise ValueError(f"a schedule must start at level {tables.steps - 1} (steps - 1), got {m[0][1]}")
     dev = x.device
     # Per-level coefficients as float64 Python floats: abar, abar_prev, beta, sigma (fixed variances), then
-    # min_log, max_log (learned range).
+    # min_log, max_log (learned range). Python floats reach the device as kernel arguments, with no copy.
     bounds = [b.tolist() for b in tables.log_variance_bounds()]
     table = list(zip(tables.alphas_cumprod.tolist(), tables.alphas_cumprod_prev.tolist(), tables.betas.tolist(),
                      [tables.sigma(t) for t in range(tables.steps)], *bounds))
     channels = x.shape[1] * (2 if tables.learned_range else 1)
-    train_t = torch.as_tensor(tables.timesteps, dtype=torch.long, device=dev)
     betas = tables.betas.tolist()
+    plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], dev)
 
     x = x.clone()
     x0_pred = torch.zeros_like(x)
     noise = torch.empty_like(x)
     image = image.expand_as(x)
     mask = mask.expand(len(x), 1, *x.shape[2:])
-    done = [0] * len(x)
     levels = [s[0] for s in schedules]
 
     def draw(rows):  # a standard normal for each sample in rows, from that sample's own generator
         for b in rows:
             torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
 
-    for tick, active in enumerate(_ticks([len(m) for m in moves])):
-        every = len(active) == len(x)
-        step = [moves[b][done[b]] for b in active]
+    for tick, (active, step, t, rows, groups) in enumerate(plan):
+        every = rows is None
         # Algorithm 1 line 10: back up one level at a time, each with its own (respaced) beta.
         if all(ups == step[0][0] for ups, _ in step):  # the same jumps for all: one batched op per level
             for up in step[0][0]:
@@ -168,7 +166,7 @@ def sample_repaint(
                 if every:
                     x = forward_step(x, betas[up], noise)
                 else:
-                    x[active] = forward_step(x[active], betas[up], noise[active])
+                    x[rows] = forward_step(x[rows], betas[up], noise[rows])
         else:
             for b, (ups, _) in zip(active, step):
                 for up in ups:
@@ -177,29 +175,53 @@ def sample_repaint(
         lv = [level for _, level in step]
         for b, level in zip(active, lv):
             levels[b] = level
-        t = train_t[torch.tensor(lv, device=dev)]
-        xa = x if every else x[active]
-        out = model(xa, t) if class_labels is None else model(xa, t, class_labels[active])
+        xa = x if every else x[rows]
+        out = model(xa, t) if class_labels is None else model(xa, t, class_labels if every else class_labels[rows])
         if out.shape[1] != channels:
             raise ValueError(f"the model returned {out.shape[1]} channels, the {tables.variance_type} sampler needs "
                              f"{channels}")
         draw(active)
-        n, img, fill = (noise, image, mask) if every else (noise[active], image[active], mask[active])
-        if lv.count(lv[0]) == len(lv):
+        n, img, fill = (noise, image, mask) if every else (noise[rows], image[rows], mask[rows])
+        if not groups:
             merged, x0 = _denoise(xa, out, n, img, fill, table[lv[0]], lv[0], tables)
         else:  # compare mode: each level's rows with that level's coefficients, exactly as in a run alone
             merged, x0 = torch.empty_like(xa), torch.empty_like(xa)
-            for level in set(lv):
-                rows = torch.tensor([i for i, v in enumerate(lv) if v == level], device=dev)
-                merged[rows], x0[rows] = _denoise(xa[rows], out[rows], n[rows], img[rows], fill[rows], table[level],
-                                                  level, tables)
+            for level, r in groups:
+                merged[r], x0[r] = _denoise(xa[r], out[r], n[r], img[r], fill[r], table[level], level, tables)
         if every:
             x, x0_pred = merged, x0
         else:
-            x[active], x0_pred[active] = merged, x0
+            x[rows], x0_pred[rows] = merged, x0
         for b in active:
-            done[b] += 1
             levels[b] -= 1
         if callback is not None:
             callback(tick, list(levels), x, x0_pred)
     return x
+
+
+def _plan(moves, batch: int, timesteps: list[int], device):
+    """Each tick's rows, steps and index tensors, worked out before sampling: (active rows, their (ups, level)
+    steps, their training timesteps, the active rows as a tensor or None for all, and for rows at different levels
+    (compare mode) each level's positions among them).
+
+    All index tensors are views of one tensor copied to the device once: on a GPU, a tensor made from host data in
+    every step would wait for the device each time."""
+    done = [0] * batch
+    ticks, lists = [], []
+    for active in _ticks([len(m) for m in moves]):
+        step = [moves[b][done[b]] for b in active]
+        for b in active:
+            done[b] += 1
+        lv = [level for _, level in step]
+        levels = sorted(set(lv), reverse=True) if len(set(lv)) > 1 else []
+        groups = [[i for i, v in enumerate(lv) if v == level] for level in levels]
+        ticks.append((active, step, len(active) < batch, levels))
+        lists += [[timesteps[level] for level in lv], *([active] if len(active) < batch else []), *groups]
+    flat = torch.tensor([i for lst in lists for i in lst], dtype=torch.long).to(device)
+    views = iter(flat.split([len(lst) for lst in lists]))
+    plan = []
+    for active, step, some, levels in ticks:
+        t = next(views)
+        rows = next(views) if some else None
+        plan.append((active, step, t, rows, [(level, next(views)) for level in levels]))
+    return plan

@@ -118,7 +118,8 @@ class Service:
         self.call_s: dict[str, float] = {}  # measured seconds per forward call (batch of one)
         self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # this service's worker threads still running
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards self.models and self._load_locks, held only briefly
+        self._load_locks: dict[str, threading.Lock] = {}  # one per model: a slow load blocks only that model
 
     # ------------------------------------------------------------------------------------------- models
     def check_model_name(self, name) -> str:
@@ -147,19 +148,23 @@ class Service:
     def get_model(self, name: str) -> models.Inpainter:
         """The loaded model ``name`` (loaded once); a failed load is a ServeError naming it."""
         self.check_model_name(name)
-        if name in self.models:
-            return self.models[name]
+        if (inp := self.models.get(name)) is not None:
+            return inp
         with self._lock:
-            if name not in self.models:
-                inp, per_call = self._load(name)
+            load_lock = self._load_locks.setdefault(name, threading.Lock())
+        with load_lock:  # a download of one model (minutes) never holds up the others
+            if (inp := self.models.get(name)) is not None:
+                return inp
+            inp, per_call = self._load(name)
+            with self._lock:
                 hub = [n for n in self.models if n not in models.MODELS]
                 if name not in models.MODELS and len(hub) >= HUB_MODELS_MAX:
                     for old in hub[: len(hub) - HUB_MODELS_MAX + 1]:  # oldest first (dicts keep insertion order)
                         self.models.pop(old, None)
                         self.call_s.pop(old, None)
                 self.call_s[name], self.models[name] = per_call, inp
-                log.info("loaded %s (%.4f s per call)", name, per_call)
-            return self.models[name]
+            log.info("loaded %s (%.4f s per call)", name, per_call)
+            return inp
 
     def _load(self, name: str) -> tuple[models.Inpainter, float]:
         """A registry name through repaint.load; a Hub id is only ever downloaded (never read as a local folder)."""

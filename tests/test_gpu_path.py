@@ -1,0 +1,92 @@
+"""The GPU path, as far as a CPU can check it (issue 18): the sampler makes no host-device round trip per step,
+and the ahead-of-time compilation helper falls back cleanly off ZeroGPU.
+
+A blocking host-device copy cannot be seen on a CPU, so the test counts, during sampling, every call that would be
+one on a GPU: reading a tensor into Python (``item``, ``tolist``, ``bool``, ``int``, ``float``, ``__index__``,
+``cpu``, ``numpy``), a tensor made from host data (``torch.tensor``, ``as_tensor``, ``from_numpy``; on a GPU a
+synchronous copy), a ``.to(device)`` and an index given as a Python list (copied to the device first). What runs
+once per sampling call (the tables, the timestep tables) is allowed; what grows with the number of steps is not.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+from _tiny import tiny_pipe
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
+
+from repaint.sampler import sample_repaint
+from repaint.schedule import jump_schedule, noise_tables
+
+READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy"}
+FROM_HOST = {"tensor", "as_tensor", "from_numpy"}
+
+
+class HostDeviceTraffic(TorchFunctionMode):
+    """Counts the calls that would move data between host and device on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in READS or name in FROM_HOST:
+            self.calls[name] += 1
+        elif name == "to" and ("device" in kwargs or any(isinstance(a, (str, torch.device)) for a in args[1:])):
+            self.calls["to(device)"] += 1
+        elif name in ("__getitem__", "__setitem__") and isinstance(args[1], (list, tuple)) and any(
+                isinstance(i, (list, tuple)) for i in (args[1] if isinstance(args[1], tuple) else [args[1]])):
+            self.calls[f"{name}(list)"] += 1
+        elif name in ("__getitem__", "__setitem__") and isinstance(args[1], list):
+            self.calls[f"{name}(list)"] += 1
+        return func(*args, **kwargs)
+
+
+def _traffic(pipe, steps: int, rs: list[int], learned: bool = False) -> collections.Counter:
+    config = dict(pipe.scheduler_config, variance_type="learned_range") if learned else pipe.scheduler_config
+    tables = noise_tables(config, steps)
+    schedules = [jump_schedule(steps, 2, r) for r in rs]
+    x = torch.randn(len(rs), 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    gens = [torch.Generator().manual_seed(i) for i in range(len(rs))]
+    image, mask = torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    mask[..., :8] = True
+    model = (lambda x, t: pipe.eps(x, t).repeat(1, 2, 1, 1).clamp(-1, 1)) if learned else pipe.eps
+    with torch.inference_mode(), HostDeviceTraffic() as mode:
+        sample_repaint(model, x, image, mask, tables, schedules, gens)
+    return mode.calls
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipe()
+
+
+@pytest.mark.parametrize("rs", [[1], [3, 3], [3, 1], [2, 1, 3]], ids=["one", "batch", "compare", "mixed"])
+def test_no_host_device_traffic_grows_with_the_steps(pipe, rs):
+    few, many = _traffic(pipe, 4, rs), _traffic(pipe, 12, rs)
+    assert few == many, f"per-step host-device traffic: {dict(few)} at T=4, {dict(many)} at T=12"
+    assert sum(few.values()) <= 2, dict(few)  # the timestep/index tables, copied once
+
+
+def test_learned_range_makes_no_per_step_traffic(pipe):
+    assert _traffic(pipe, 4, [2, 1], learned=True) == _traffic(pipe, 10, [2, 1], learned=True)
+
+
+@settings(max_examples=8, deadline=None)
+@given(steps=st.integers(2, 9), j=st.integers(1, 3), r=st.integers(1, 3))
+def test_traffic_is_constant_over_schedules(pipe, steps, j, r):
+    j = min(j, steps)
+    ref = noise_tables(pipe.scheduler_config, steps)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    mask = torch.ones(1, 1, 16, 16, dtype=torch.bool)
+    with torch.inference_mode(), HostDeviceTraffic() as mode:
+        sample_repaint(pipe.eps, x, torch.zeros(1, 3, 16, 16), mask, ref,
+                       [jump_schedule(steps, j, r), jump_schedule(steps, j, 1)], gens)
+    assert sum(mode.calls.values()) <= 2, dict(mode.calls)
