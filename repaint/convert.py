@@ -205,12 +205,10 @@ def _split_qkv(w: torch.Tensor, heads: int, legacy: bool) -> tuple[torch.Tensor,
     return tuple(part.reshape(c3 // 3, *rest) for part in w)
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, torch.Tensor]:
-    """Rename and reshape an ADM state dict into the ``UNet2DModel`` of :func:`diffusers_config` (``o``: full options).
-
-    Raises ValueError when a tensor is left over or missing, so nothing is silently dropped."""
-    config = diffusers_config(o)
-    prefixes, attn_blocks = _key_map(o)
+def rename_blocks(state: dict[str, torch.Tensor], prefixes: dict[str, str], attn_blocks: list[tuple[str, str]],
+                  head_dim: int, legacy: bool) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """ADM tensors renamed by module prefix, and ADM attention blocks as diffusers ``Attention`` (q, k, v, out):
+    ``(renamed, keys used)``. Shared by the UNet and the classifier (:mod:`repaint.classifier`)."""
     out: dict[str, torch.Tensor] = {}
     used = set()
     for key, value in state.items():
@@ -221,9 +219,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, tor
     for src, dst in attn_blocks:
         if f"{src}.qkv.weight" not in state:
             raise ValueError(f"checkpoint does not match the given options: no attention block {src}")
-        width = state[f"{src}.norm.weight"].shape[0]
-        heads = width // config["attention_head_dim"]
-        legacy = not o["use_new_attention_order"]
+        heads = state[f"{src}.norm.weight"].shape[0] // head_dim
         for leaf in ("weight", "bias"):
             out[f"{dst}.group_norm.{leaf}"] = state[f"{src}.norm.{leaf}"]
             qkv = state[f"{src}.qkv.{leaf}"]
@@ -233,6 +229,17 @@ def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, tor
             proj = state[f"{src}.proj_out.{leaf}"]
             out[f"{dst}.to_out.0.{leaf}"] = proj[..., 0] if leaf == "weight" else proj
             used |= {f"{src}.{p}.{leaf}" for p in ("norm", "qkv", "proj_out")}
+    return out, used
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, torch.Tensor]:
+    """Rename and reshape an ADM state dict into the ``UNet2DModel`` of :func:`diffusers_config` (``o``: full options).
+
+    Raises ValueError when a tensor is left over or missing, so nothing is silently dropped."""
+    config = diffusers_config(o)
+    prefixes, attn_blocks = _key_map(o)
+    out, used = rename_blocks(state, prefixes, attn_blocks, config["attention_head_dim"],
+                              legacy=not o["use_new_attention_order"])
     left = sorted(set(state) - used)
     if left:
         raise ValueError(f"checkpoint does not match the given options: {len(left)} tensors unused, e.g. {left[:3]}")

@@ -19,7 +19,8 @@ from . import images, masks, window
 from .sampler import Callback, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
-__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "load", "load_hub"]
+__all__ = ["CLASSIFIERS", "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "load",
+           "load_hub"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ class ModelInfo:
     download_mb: int | None = None  # size of the download in MB (10^6 bytes), about
     num_classes: int = 0  # class-conditional models: number of classes (ImageNet: 1000); 0 = unconditional
     # Work of one model call at batch 1, in TFLOP (torch.utils.flop_counter.FlopCounterMode on the architecture,
-    # random weights): sizes the ZeroGPU slot before a run has been timed.
+    # random weights): sizes the ZeroGPU slot before a run has been timed. A classifier's: forward + input gradient.
     tflop: float | None = None
+    classifier: str | None = None  # CLASSIFIERS entry that guides it by default (classifier guidance, scale 1)
 
 
 _GDRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"  # RePaint's download.sh
@@ -75,18 +77,30 @@ MODELS: dict[str, ModelInfo] = {
                   "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX"),
                   filename="celeba256_250000.pt", preset="celeba256", source=_REPAINT, download_mb=2211,
                   tflop=2.24),
-        ModelInfo("imagenet", None, 256, "ImageNet, class-conditional (1000 classes), OpenAI's ADM; GPU.", "MIT",
+        ModelInfo("imagenet", None, 256, "ImageNet, class-conditional (1000 classes), OpenAI's ADM guided by its "
+                  "classifier, as the paper; GPU.", "MIT",
                   url=_OPENAI + "256x256_diffusion.pt", filename="256x256_diffusion.pt", preset="imagenet256",
-                  source=_GUIDED, download_mb=2215, num_classes=1000, tflop=2.24),
+                  source=_GUIDED, download_mb=2215, num_classes=1000, tflop=2.24, classifier="imagenet256"),
         ModelInfo("imagenet_uncond", None, 256, "ImageNet, unconditional, OpenAI's ADM; GPU.", "MIT",
                   url=_OPENAI + "256x256_diffusion_uncond.pt", filename="256x256_diffusion_uncond.pt",
                   preset="imagenet256_uncond", source=_GUIDED, download_mb=2211, tflop=2.24),
     )
 }
 
+#: Noisy-image classifiers for classifier guidance (Dhariwal & Nichol 2021), downloaded and converted once
+#: (:mod:`repaint.classifier`); ``load(..., classifier=NAME)``.
+CLASSIFIERS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        ModelInfo("imagenet256", None, 256, "ImageNet noisy-image classifier (1000 classes), OpenAI's.", "MIT",
+                  url=_OPENAI + "256x256_classifier.pt", filename="256x256_classifier.pt",
+                  preset="imagenet256_classifier", source=_GUIDED, download_mb=216, num_classes=1000, tflop=0.296),
+    )
+}
+
 #: Bounds on the API's settings (inclusive). ``steps`` is further bounded by the model's training steps.
 LIMITS = {"steps": (1, 1000), "jump_length": (1, 1000), "jump_n_sample": (1, 20), "num_samples": (1, 16),
-          "seed": (0, 2**63 - 1)}
+          "seed": (0, 2**63 - 1), "classifier_scale": (0, 100)}
 
 
 class ModelLoadError(RuntimeError):
@@ -197,10 +211,13 @@ def _by_hand(filename: str, source: str) -> str:
 
 
 def _adm_folder(info: ModelInfo, cache_dir) -> Path:
-    """The converted folder of a registry ADM model: downloaded and converted on first use, offline after."""
+    """The converted folder of a registry ADM model or classifier: downloaded and converted on first use, offline
+    after."""
+    from .classifier import CLASSIFIER_PRESETS, convert_classifier
     from .convert import convert_adm
 
-    root = _adm_cache(cache_dir) / info.name
+    converter = convert_classifier if info.preset in CLASSIFIER_PRESETS else convert_adm
+    root = _adm_cache(cache_dir) / ("classifiers" if converter is convert_classifier else "") / info.name
     folder = root / "diffusers"
     if (folder / "config.json").is_file():
         return folder
@@ -215,7 +232,7 @@ def _adm_folder(info: ModelInfo, cache_dir) -> Path:
             raise ModelLoadError(f"model {info.name!r}: download from {info.url} failed ({type(e).__name__}: {e}); "
                                  + _by_hand(info.filename, info.source or info.url)) from None
     try:
-        convert_adm(ckpt, folder, preset=info.preset)
+        converter(ckpt, folder, preset=info.preset)
     except Exception as e:
         raise ModelLoadError(f"model {info.name!r}: {info.filename} could not be converted ({e}); "
                              "delete it to download it again") from None
@@ -224,18 +241,22 @@ def _adm_folder(info: ModelInfo, cache_dir) -> Path:
 
 
 def _pt_folder(path: Path, cache_dir) -> Path:
-    """A released ADM checkpoint file, converted once (cached by name, size and time) with its known preset."""
+    """A released ADM checkpoint file (a UNet or a classifier), converted once (cached by name, size and time) with
+    its known preset."""
+    from .classifier import CLASSIFIER_FILES, convert_classifier
     from .convert import KNOWN_FILES, convert_adm
 
-    preset = KNOWN_FILES.get(path.name)
+    known = {**KNOWN_FILES, **CLASSIFIER_FILES}
+    preset = known.get(path.name)
     if preset is None:
-        raise ModelLoadError(f"{path.name} is not a known checkpoint name ({', '.join(KNOWN_FILES)}); convert it "
+        raise ModelLoadError(f"{path.name} is not a known checkpoint name ({', '.join(known)}); convert it "
                              "with its options: python -m repaint.convert FILE DIR --image_size ... (see --help)")
+    converter = convert_classifier if path.name in CLASSIFIER_FILES else convert_adm
     stat = path.stat()
     folder = _adm_cache(cache_dir) / "files" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
     if not (folder / "config.json").is_file():
         try:
-            convert_adm(path, folder, preset=preset)
+            converter(path, folder, preset=preset)
         except Exception as e:
             shutil.rmtree(folder, ignore_errors=True)
             raise ModelLoadError(f"{path.name} could not be converted with preset {preset!r} ({e})") from None
