@@ -3,6 +3,7 @@
     python -m repaint.convert places256_300000.pt models/places2              # a known file name: its preset
     python -m repaint.convert ckpt.pt out --preset celeba256
     python -m repaint.convert ckpt.pt out --image_size 64 --num_channels 128 --attention_resolutions 16,8 ...
+    python -m repaint.convert 256x256_classifier.pt models/classifier        # a classifier (repaint.classifier)
 
 Options use guided-diffusion's own names (``script_util.model_and_diffusion_defaults()``, RePaint's YAML confs).
 The output is a standard diffusers root layout: ``config.json`` (``UNet2DModel``), safetensors weights and a
@@ -303,20 +304,47 @@ def _parse_value(text: str, default):
     return type(default)(text)
 
 
+def _is_classifier(path: str, preset: str | None, options: dict) -> bool:
+    """A classifier checkpoint: its preset, a classifier option, a known classifier file name, or its tensors."""
+    from .classifier import CLASSIFIER_FILES, CLASSIFIER_PRESETS, is_classifier_state
+
+    if preset is not None:
+        return preset in CLASSIFIER_PRESETS
+    if any(k.startswith("classifier_") for k in options) or Path(path).name in CLASSIFIER_FILES:
+        return True
+    try:  # memory-mapped: the keys without reading the tensors
+        return is_classifier_state(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # noqa: BLE001 - not a zip checkpoint, missing file: convert_adm says why
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .classifier import CLASSIFIER_DEFAULTS, CLASSIFIER_FILES, CLASSIFIER_PRESETS, convert_classifier
+
     p = argparse.ArgumentParser(prog="python -m repaint.convert", description=__doc__.split("\n\n")[0],
-                                epilog="presets: " + ", ".join(PRESETS) + "\nknown files: " + ", ".join(KNOWN_FILES),
+                                epilog="presets: " + ", ".join([*PRESETS, *CLASSIFIER_PRESETS]) + "\nknown files: "
+                                + ", ".join([*KNOWN_FILES, *CLASSIFIER_FILES]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="guided-diffusion .pt file (a state dict)")
+    p.add_argument("checkpoint", help="guided-diffusion .pt file (a state dict): a UNet or a classifier")
     p.add_argument("out", help="output folder (diffusers root layout)")
-    p.add_argument("--preset", choices=list(PRESETS), help="options of a released checkpoint")
-    for name, default in DEFAULTS.items():
+    p.add_argument("--preset", choices=[*PRESETS, *CLASSIFIER_PRESETS], help="options of a released checkpoint")
+    names = {**DEFAULTS, **CLASSIFIER_DEFAULTS}
+    for name, default in names.items():
         p.add_argument(f"--{name}", type=lambda s, d=default: _parse_value(s, d), default=None,
                        help=f"guided-diffusion option (default {default!r})")
     args = p.parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None}
+    options = {k: v for k, v in vars(args).items() if k in names and v is not None}
     try:
-        out = convert_adm(args.checkpoint, args.out, preset=args.preset, **options)
+        if _is_classifier(args.checkpoint, args.preset, options):
+            unknown = sorted(set(options) - set(CLASSIFIER_DEFAULTS))
+            if unknown:
+                raise ValueError(f"{', '.join(unknown)}: not classifier options ({', '.join(CLASSIFIER_DEFAULTS)})")
+            out = convert_classifier(args.checkpoint, args.out, preset=args.preset, **options)
+        else:
+            unknown = sorted(set(options) - set(DEFAULTS))
+            if unknown:
+                raise ValueError(f"{', '.join(unknown)}: classifier options, but this is not a classifier checkpoint")
+            out = convert_adm(args.checkpoint, args.out, preset=args.preset, **options)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

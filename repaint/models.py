@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from . import images, masks, window
-from .sampler import Callback, sample_repaint
+from .sampler import Callback, classifier_grad, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
 __all__ = ["CLASSIFIERS", "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "load",
@@ -283,7 +284,7 @@ def _dtype(dtype, device) -> torch.dtype:
     return dtype
 
 
-def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_dir=None) -> Inpainter:
+def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_dir=None, classifier=None) -> Inpainter:
     """Load an epsilon-predicting diffusers ``UNet2DModel`` and its DDPM scheduler config.
 
     ``name_or_path``: a registry name (:data:`MODELS`), a local folder, a released guided-diffusion ``.pt`` file
@@ -292,8 +293,47 @@ def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_di
     ``repaint-adm/`` of the Hugging Face cache (``cache_dir``). Folders hold either the root layout (config.json,
     weights, scheduler_config.json) or a pipeline layout (model_index.json, unet/, scheduler/). Remote code is
     never run; weights are safetensors or weights-only pickles. ``dtype``: :func:`default_dtype` if unset.
+
+    ``classifier``: a noisy-image classifier for classifier guidance (``inpaint(..., classifier_scale=...)``): a
+    :data:`CLASSIFIERS` name (downloaded and converted once, like the registry's ADM models), a folder written by
+    :func:`repaint.convert_classifier`, or a released classifier ``.pt`` file. None: the registry entry's own
+    (``imagenet`` is guided by ``imagenet256``, as the paper), else none; False: none.
     """
     key = str(name_or_path)
+    info = MODELS.get(key)
+    if classifier is None:
+        classifier = info.classifier if info is not None else None
+    pipe = _load_model(key, device, dtype, cache_dir)
+    if classifier is not None and classifier is not False:
+        pipe.attach_classifier(_load_classifier(classifier, pipe, cache_dir))
+    return pipe
+
+
+def _load_classifier(name_or_path, pipe: Inpainter, cache_dir):
+    from .classifier import read_classifier
+
+    key = str(name_or_path)
+    if key in CLASSIFIERS:
+        folder = _adm_folder(CLASSIFIERS[key], cache_dir)
+    elif Path(key).is_dir():
+        folder = Path(key)
+    elif Path(key).is_file() and key.endswith(".pt"):
+        folder = _pt_folder(Path(key), cache_dir)
+    else:
+        raise ModelLoadError(f"unknown classifier {key!r}: not a classifier name ({', '.join(CLASSIFIERS)}), folder "
+                             "or .pt file")
+    try:
+        model = read_classifier(folder, torch.float32)
+    except Exception as e:  # noqa: BLE001 - wrong folder, corrupt weights, bad json
+        log.debug("classifier %r: reading %s failed", key, folder, exc_info=True)
+        raise ModelLoadError(f"classifier {key!r}: cannot read it ({type(e).__name__}: {e})") from None
+    if model.config.sample_size != pipe.resolution:
+        raise ModelLoadError(f"classifier {key!r} is for {model.config.sample_size}x{model.config.sample_size} images, "
+                             f"model {pipe.name!r} makes {pipe.resolution}x{pipe.resolution}")
+    return model.to(pipe.device).eval().requires_grad_(False)
+
+
+def _load_model(key: str, device, dtype, cache_dir) -> Inpainter:
     info = MODELS.get(key)
     if info is not None and info.url is not None:
         root = _adm_folder(info, cache_dir)
@@ -340,6 +380,10 @@ def _region(mask, keep_mask: bool, invert: bool) -> np.ndarray:
 class Inpainter:
     """A loaded model: ``inpaint`` fills a masked image, ``compare`` also gives the n = 1 result."""
 
+    #: The noisy-image classifier guiding the sampler (:meth:`attach_classifier`), ``classifier(x_t, t) -> logits``
+    #: (B, classes) for training timesteps t; None: unguided.
+    classifier: torch.nn.Module | None = None
+
     def __init__(self, unet: torch.nn.Module, scheduler_config: dict, name: str = "model"):
         self.unet = unet
         self.scheduler_config = dict(scheduler_config)
@@ -352,6 +396,25 @@ class Inpainter:
         #: The model's second output half sets the step's variance (guided-diffusion's learn_sigma).
         self.learned_variance = self.scheduler_config.get("variance_type") == "learned_range"
 
+    def attach_classifier(self, classifier: torch.nn.Module) -> None:
+        """Guide this model with ``classifier`` (:class:`repaint.classifier.NoisyClassifier`); its classes become the
+        model's if the model itself is unconditional. Guided runs default to ``classifier_scale=1``."""
+        self.classifier = classifier
+        self.num_classes = self.num_classes or int(classifier.config.num_classes)
+
+    def check_scale(self, classifier_scale) -> float:
+        """The guidance scale of a run: given, or (None) 1 with a classifier (the paper's ImageNet setting) and 0
+        without; a ValueError for a scale out of :data:`LIMITS` or one without a classifier."""
+        if classifier_scale is None:
+            return 0.0 if self.classifier is None else 1.0
+        low, high = LIMITS["classifier_scale"]
+        if isinstance(classifier_scale, bool) or not isinstance(classifier_scale, (int, float, np.number)) \
+                or not low <= classifier_scale <= high:
+            raise ValueError(f"classifier_scale must be a number from {low} to {high}, got {classifier_scale!r}")
+        if classifier_scale and self.classifier is None:
+            raise ValueError(f"model {self.name!r} has no classifier: leave classifier_scale at 0 (or load one)")
+        return float(classifier_scale)
+
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
@@ -363,6 +426,8 @@ class Inpainter:
     def eps(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """The model's output for the sampler, in float32: the noise prediction (C channels), followed for a
         learned_range model by its variance interpolation v (C more); a learned half is otherwise ignored."""
+        if self.unet.config.num_class_embeds is None:  # labels for the classifier only (an unconditional UNet)
+            class_labels = None
         out = self.unet(x.to(self.dtype), t, class_labels=class_labels).sample
         return out[:, : self.channels * (2 if self.learned_variance else 1)].float()
 
@@ -437,11 +502,13 @@ class Inpainter:
     @torch.inference_mode()
     def sample(self, images_u8: np.ndarray, fill: np.ndarray, schedules: list[list[int]], seeds: list[int],
                callback: Callback | None = None, class_labels: Sequence[int] | None = None,
-               paste: bool = True) -> np.ndarray:
+               paste: bool = True, classifier_scale: float = 0.0) -> np.ndarray:
         """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
         one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact.
 
         ``class_labels``: one class per sample for a class-conditional model (default: :meth:`class_labels`).
+        ``classifier_scale``: classifier guidance's scale (needs :attr:`classifier`); 0 runs unguided, the classifier
+        never called.
         The sampler returns the known pixels exactly by itself; ``paste`` copies them from the input once more as a
         guarantee. ``paste=False`` returns the sampler's own pixels, to measure that claim."""
         dev = self.device
@@ -455,8 +522,11 @@ class Inpainter:
         if class_labels is None:
             class_labels = self.class_labels(seeds)
         labels = None if class_labels is None else torch.tensor(list(class_labels), dtype=torch.long, device=dev)
+        guide = None
+        if self.check_scale(classifier_scale):
+            guide = functools.partial(classifier_grad, self.classifier, scale=float(classifier_scale))
         out = sample_repaint(self.eps, x, image, m, noise_tables(self.scheduler_config, steps), schedules, gens,
-                             callback, class_labels=labels)
+                             callback, class_labels=labels, guide=guide)
         result = images.from_tensor(out)
         if not paste:
             return result
@@ -465,8 +535,9 @@ class Inpainter:
         return result
 
     def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert,
-                 class_label=None, full_size=False):
+                 class_label=None, full_size=False, classifier_scale=None):
         steps, jump_length, _, seed, num_samples = self.check_settings(steps, jump_length, max(ns), seed, num_samples)
+        scale = self.check_scale(classifier_scale)
         labels = self.class_labels([seed + i for i in range(num_samples)], class_label)
         if full_size:
             big, big_mask, win, rgb, m = self.prepare_window(image, mask, keep_mask=keep_mask, invert=invert,
@@ -480,7 +551,8 @@ class Inpainter:
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
-        out = self.sample(rgb, m, schedules, seeds, callback, None if labels is None else labels * len(ns))
+        out = self.sample(rgb, m, schedules, seeds, callback, None if labels is None else labels * len(ns),
+                          classifier_scale=scale)
         if full_size:
             out = [window.paste_fill(big, big_mask, win, a) for a in out]
         results = [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
@@ -491,7 +563,8 @@ class Inpainter:
 
     def inpaint(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None, full_size: bool = False) -> list[Image.Image]:
+                invert: bool = False, class_label: int | None = None, full_size: bool = False,
+                classifier_scale: float | None = None) -> list[Image.Image]:
         """Fill the masked region (True / white = fill) with RePaint; sample ``i`` uses seed ``seed + i``.
 
         Returns ``num_samples`` RGB images at the model's resolution (the centred square); known pixels equal the
@@ -499,18 +572,20 @@ class Inpainter:
         a square window around the mask (:mod:`repaint.window`); every pixel outside the mask is the input's.
         ``class_label``: a class-conditional model's class for all samples; unset, each sample draws a random
         class from its seed (``image.info["class_label"]`` says which).
+        ``classifier_scale``: classifier guidance towards each sample's class (Dhariwal & Nichol 2021, as RePaint's
+        ImageNet runs): unset, 1 for a model with a classifier (the paper's setting) and 0 without; 0 is unguided.
         """
         return self._samples(image, mask, steps, jump_length, [jump_n_sample], seed, num_samples, callback,
-                             keep_mask, invert, class_label, full_size)[0]
+                             keep_mask, invert, class_label, full_size, classifier_scale)[0]
 
     def compare(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None,
-                full_size: bool = False) -> tuple[list[Image.Image], list[Image.Image]]:
+                invert: bool = False, class_label: int | None = None, full_size: bool = False,
+                classifier_scale: float | None = None) -> tuple[list[Image.Image], list[Image.Image]]:
         """``inpaint`` with ``jump_n_sample`` and with 1 from the same seeds, run together in one batch.
 
         Returns ``(resampled, plain)``: the same images as the two ``inpaint`` calls.
         """
         resampled, plain = self._samples(image, mask, steps, jump_length, [jump_n_sample, 1], seed, num_samples,
-                                         callback, keep_mask, invert, class_label, full_size)
+                                         callback, keep_mask, invert, class_label, full_size, classifier_scale)
         return resampled, plain
