@@ -1,12 +1,13 @@
 """RePaint: inpainting with an unconditional DDPM (Lugmayr et al., CVPR 2022, arXiv 2201.09865)."""
 
 from . import masks
-from .models import LIMITS, MODELS, Inpainter, ModelInfo, ModelLoadError, load, load_hub
-from .sampler import ddpm_step, forward_step, learned_sigma, q_sample, sample_repaint
+from .models import CLASSIFIERS, LIMITS, MODELS, Inpainter, ModelInfo, ModelLoadError, load, load_hub
+from .sampler import classifier_grad, ddpm_step, forward_step, learned_sigma, q_sample, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables, space_timesteps
 
 __all__ = [
-    "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "convert_adm", "count_model_calls", "ddpm_step",
+    "CLASSIFIERS", "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "classifier_grad", "convert_adm",
+    "convert_classifier", "count_model_calls", "ddpm_step",
     "forward_step", "jump_schedule", "learned_sigma", "load", "load_hub", "masks", "noise_tables", "q_sample",
     "sample_repaint", "space_timesteps",
 ]
@@ -18,4 +19,8 @@ def __getattr__(name):  # repaint.convert_adm, imported on first use so that `py
         from .convert import convert_adm
 
         return convert_adm
+    if name == "convert_classifier":
+        from .classifier import convert_classifier
+
+        return convert_classifier
     raise AttributeError(f"module 'repaint' has no attribute {name!r}")

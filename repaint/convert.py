@@ -4,6 +4,7 @@
     python -m repaint.convert ckpt.pt out --preset celeba256
     python -m repaint.convert ckpt.pt out --image_size 64 --num_channels 128 --attention_resolutions 16,8 ...
     python -m repaint.convert places256_300000.pt models/places2 --push-to-hub OWNER/NAME  # also a Hub mirror
+    python -m repaint.convert 256x256_classifier.pt models/classifier        # a classifier (repaint.classifier)
 
 Options use guided-diffusion's own names (``script_util.model_and_diffusion_defaults()``, RePaint's YAML confs).
 The output is a standard diffusers root layout: ``config.json`` (``UNet2DModel``), safetensors weights and a
@@ -219,12 +220,10 @@ def _split_qkv(w: torch.Tensor, heads: int, legacy: bool) -> tuple[torch.Tensor,
     return tuple(part.reshape(c3 // 3, *rest) for part in w)
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, torch.Tensor]:
-    """Rename and reshape an ADM state dict into the ``UNet2DModel`` of :func:`diffusers_config` (``o``: full options).
-
-    Raises ValueError when a tensor is left over or missing, so nothing is silently dropped."""
-    config = diffusers_config(o)
-    prefixes, attn_blocks = _key_map(o)
+def rename_blocks(state: dict[str, torch.Tensor], prefixes: dict[str, str], attn_blocks: list[tuple[str, str]],
+                  head_dim: int, legacy: bool) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """ADM tensors renamed by module prefix, and ADM attention blocks as diffusers ``Attention`` (q, k, v, out):
+    ``(renamed, keys used)``. Shared by the UNet and the classifier (:mod:`repaint.classifier`)."""
     out: dict[str, torch.Tensor] = {}
     used = set()
     for key, value in state.items():
@@ -235,9 +234,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, tor
     for src, dst in attn_blocks:
         if f"{src}.qkv.weight" not in state:
             raise ValueError(f"checkpoint does not match the given options: no attention block {src}")
-        width = state[f"{src}.norm.weight"].shape[0]
-        heads = width // config["attention_head_dim"]
-        legacy = not o["use_new_attention_order"]
+        heads = state[f"{src}.norm.weight"].shape[0] // head_dim
         for leaf in ("weight", "bias"):
             out[f"{dst}.group_norm.{leaf}"] = state[f"{src}.norm.{leaf}"]
             qkv = state[f"{src}.qkv.{leaf}"]
@@ -247,6 +244,17 @@ def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, tor
             proj = state[f"{src}.proj_out.{leaf}"]
             out[f"{dst}.to_out.0.{leaf}"] = proj[..., 0] if leaf == "weight" else proj
             used |= {f"{src}.{p}.{leaf}" for p in ("norm", "qkv", "proj_out")}
+    return out, used
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], o: dict) -> dict[str, torch.Tensor]:
+    """Rename and reshape an ADM state dict into the ``UNet2DModel`` of :func:`diffusers_config` (``o``: full options).
+
+    Raises ValueError when a tensor is left over or missing, so nothing is silently dropped."""
+    config = diffusers_config(o)
+    prefixes, attn_blocks = _key_map(o)
+    out, used = rename_blocks(state, prefixes, attn_blocks, config["attention_head_dim"],
+                              legacy=not o["use_new_attention_order"])
     left = sorted(set(state) - used)
     if left:
         raise ValueError(f"checkpoint does not match the given options: {len(left)} tensors unused, e.g. {left[:3]}")
@@ -420,28 +428,58 @@ def _parse_value(text: str, default):
     return type(default)(text)
 
 
+def _is_classifier(path: str, preset: str | None, options: dict) -> bool:
+    """A classifier checkpoint: its preset, a classifier option, a known classifier file name, or its tensors."""
+    from .classifier import CLASSIFIER_FILES, CLASSIFIER_PRESETS, is_classifier_state
+
+    if preset is not None:
+        return preset in CLASSIFIER_PRESETS
+    if any(k.startswith("classifier_") for k in options) or Path(path).name in CLASSIFIER_FILES:
+        return True
+    try:  # memory-mapped: the keys without reading the tensors
+        return is_classifier_state(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # noqa: BLE001 - not a zip checkpoint, missing file: convert_adm says why
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .classifier import CLASSIFIER_DEFAULTS, CLASSIFIER_FILES, CLASSIFIER_PRESETS, convert_classifier
+
     p = argparse.ArgumentParser(prog="python -m repaint.convert", description=__doc__.split("\n\n")[0],
-                                epilog="presets: " + ", ".join(PRESETS) + "\nknown files: " + ", ".join(KNOWN_FILES),
+                                epilog="presets: " + ", ".join([*PRESETS, *CLASSIFIER_PRESETS]) + "\nknown files: "
+                                + ", ".join([*KNOWN_FILES, *CLASSIFIER_FILES]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="guided-diffusion .pt file (a state dict)")
+    p.add_argument("checkpoint", help="guided-diffusion .pt file (a state dict): a UNet or a classifier")
     p.add_argument("out", help="output folder (diffusers root layout)")
-    p.add_argument("--preset", choices=list(PRESETS), help="options of a released checkpoint")
+    p.add_argument("--preset", choices=[*PRESETS, *CLASSIFIER_PRESETS], help="options of a released checkpoint")
     p.add_argument("--push-to-hub", metavar="OWNER/NAME", help="then upload the folder with a model card to this "
-                   "Hub repository (token: HF_TOKEN or `hf auth login`)")
+                   "Hub repository (token: HF_TOKEN or `hf auth login`); UNet checkpoints")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     p.add_argument("--license", help="with --push-to-hub, for a file that is not a released one: its licence, a Hub "
                    "licence id (e.g. mit, cc-by-nc-sa-4.0)")
     p.add_argument("--source", help="with --license: who publishes the weights (for the model card)")
-    for name, default in DEFAULTS.items():
+    names = {**DEFAULTS, **CLASSIFIER_DEFAULTS}
+    for name, default in names.items():
         p.add_argument(f"--{name}", type=lambda s, d=default: _parse_value(s, d), default=None,
                        help=f"guided-diffusion option (default {default!r})")
     args = p.parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None}
+    options = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.push_to_hub and args.license is None and Path(args.checkpoint).name not in SOURCES:
         p.error(f"{Path(args.checkpoint).name} is not a released checkpoint: give --license (and --source)")
     try:
-        out = convert_adm(args.checkpoint, args.out, preset=args.preset, **options)
+        if _is_classifier(args.checkpoint, args.preset, options):
+            unknown = sorted(set(options) - set(CLASSIFIER_DEFAULTS))
+            if unknown:
+                raise ValueError(f"{', '.join(unknown)}: not classifier options ({', '.join(CLASSIFIER_DEFAULTS)})")
+            if args.push_to_hub:
+                raise ValueError("--push-to-hub uploads UNet folders; a classifier's folder can be uploaded with "
+                                 "`hf upload OWNER/NAME FOLDER`")
+            out = convert_classifier(args.checkpoint, args.out, preset=args.preset, **options)
+        else:
+            unknown = sorted(set(options) - set(DEFAULTS))
+            if unknown:
+                raise ValueError(f"{', '.join(unknown)}: classifier options, but this is not a classifier checkpoint")
+            out = convert_adm(args.checkpoint, args.out, preset=args.preset, **options)
         print(f"wrote {out}", file=sys.stderr)
         if args.push_to_hub:
             check = check_conversion(args.checkpoint, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,10 +17,11 @@ import torch
 from PIL import Image
 
 from . import images, masks, window
-from .sampler import Callback, sample_repaint
+from .sampler import Callback, classifier_grad, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
-__all__ = ["LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "hub_mirror", "load",
+__all__ = ["CLASSIFIERS", "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "hub_mirror",
+           "load",
            "load_hub"]
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,9 @@ class ModelInfo:
     # or by REPAINT_HUB_MIRROR_<NAME>), it is loaded like any Hub model and ``url`` is never downloaded.
     hub_mirror: str | None = None
     # Work of one model call at batch 1, in TFLOP (torch.utils.flop_counter.FlopCounterMode on the architecture,
-    # random weights): sizes the ZeroGPU slot before a run has been timed.
+    # random weights): sizes the ZeroGPU slot before a run has been timed. A classifier's: forward + input gradient.
     tflop: float | None = None
+    classifier: str | None = None  # CLASSIFIERS entry that guides it by default (classifier guidance, scale 1)
 
 
 _GDRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"  # RePaint's download.sh
@@ -79,18 +82,30 @@ MODELS: dict[str, ModelInfo] = {
                   "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX"),
                   filename="celeba256_250000.pt", preset="celeba256", source=_REPAINT, download_mb=2211,
                   tflop=2.24),
-        ModelInfo("imagenet", None, 256, "ImageNet, class-conditional (1000 classes), OpenAI's ADM; GPU.", "MIT",
+        ModelInfo("imagenet", None, 256, "ImageNet, class-conditional (1000 classes), OpenAI's ADM guided by its "
+                  "classifier, as the paper; GPU.", "MIT",
                   url=_OPENAI + "256x256_diffusion.pt", filename="256x256_diffusion.pt", preset="imagenet256",
-                  source=_GUIDED, download_mb=2215, num_classes=1000, tflop=2.24),
+                  source=_GUIDED, download_mb=2215, num_classes=1000, tflop=2.24, classifier="imagenet256"),
         ModelInfo("imagenet_uncond", None, 256, "ImageNet, unconditional, OpenAI's ADM; GPU.", "MIT",
                   url=_OPENAI + "256x256_diffusion_uncond.pt", filename="256x256_diffusion_uncond.pt",
                   preset="imagenet256_uncond", source=_GUIDED, download_mb=2211, tflop=2.24),
     )
 }
 
+#: Noisy-image classifiers for classifier guidance (Dhariwal & Nichol 2021), downloaded and converted once
+#: (:mod:`repaint.classifier`); ``load(..., classifier=NAME)``.
+CLASSIFIERS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        ModelInfo("imagenet256", None, 256, "ImageNet noisy-image classifier (1000 classes), OpenAI's.", "MIT",
+                  url=_OPENAI + "256x256_classifier.pt", filename="256x256_classifier.pt",
+                  preset="imagenet256_classifier", source=_GUIDED, download_mb=216, num_classes=1000, tflop=0.296),
+    )
+}
+
 #: Bounds on the API's settings (inclusive). ``steps`` is further bounded by the model's training steps.
 LIMITS = {"steps": (1, 1000), "jump_length": (1, 1000), "jump_n_sample": (1, 20), "num_samples": (1, 16),
-          "seed": (0, 2**63 - 1)}
+          "seed": (0, 2**63 - 1), "classifier_scale": (0, 100)}
 
 
 class ModelLoadError(RuntimeError):
@@ -226,10 +241,13 @@ def _mirror_folder(info: ModelInfo, mirror: str, cache_dir) -> Path:
 
 
 def _adm_folder(info: ModelInfo, cache_dir) -> Path:
-    """The converted folder of a registry ADM model: downloaded and converted on first use, offline after."""
+    """The converted folder of a registry ADM model or classifier: downloaded and converted on first use, offline
+    after."""
+    from .classifier import CLASSIFIER_PRESETS, convert_classifier
     from .convert import convert_adm
 
-    root = _adm_cache(cache_dir) / info.name
+    converter = convert_classifier if info.preset in CLASSIFIER_PRESETS else convert_adm
+    root = _adm_cache(cache_dir) / ("classifiers" if converter is convert_classifier else "") / info.name
     folder = root / "diffusers"
     if (folder / "config.json").is_file():
         return folder
@@ -244,7 +262,7 @@ def _adm_folder(info: ModelInfo, cache_dir) -> Path:
             raise ModelLoadError(f"model {info.name!r}: download from {info.url} failed ({type(e).__name__}: {e}); "
                                  + _by_hand(info.filename, info.source or info.url)) from None
     try:
-        convert_adm(ckpt, folder, preset=info.preset)
+        converter(ckpt, folder, preset=info.preset)
     except Exception as e:
         raise ModelLoadError(f"model {info.name!r}: {info.filename} could not be converted ({e}); "
                              "delete it to download it again") from None
@@ -253,18 +271,22 @@ def _adm_folder(info: ModelInfo, cache_dir) -> Path:
 
 
 def _pt_folder(path: Path, cache_dir) -> Path:
-    """A released ADM checkpoint file, converted once (cached by name, size and time) with its known preset."""
+    """A released ADM checkpoint file (a UNet or a classifier), converted once (cached by name, size and time) with
+    its known preset."""
+    from .classifier import CLASSIFIER_FILES, convert_classifier
     from .convert import KNOWN_FILES, convert_adm
 
-    preset = KNOWN_FILES.get(path.name)
+    known = {**KNOWN_FILES, **CLASSIFIER_FILES}
+    preset = known.get(path.name)
     if preset is None:
-        raise ModelLoadError(f"{path.name} is not a known checkpoint name ({', '.join(KNOWN_FILES)}); convert it "
+        raise ModelLoadError(f"{path.name} is not a known checkpoint name ({', '.join(known)}); convert it "
                              "with its options: python -m repaint.convert FILE DIR --image_size ... (see --help)")
+    converter = convert_classifier if path.name in CLASSIFIER_FILES else convert_adm
     stat = path.stat()
     folder = _adm_cache(cache_dir) / "files" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
     if not (folder / "config.json").is_file():
         try:
-            convert_adm(path, folder, preset=preset)
+            converter(path, folder, preset=preset)
         except Exception as e:
             shutil.rmtree(folder, ignore_errors=True)
             raise ModelLoadError(f"{path.name} could not be converted with preset {preset!r} ({e})") from None
@@ -291,7 +313,7 @@ def _dtype(dtype, device) -> torch.dtype:
     return dtype
 
 
-def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_dir=None) -> Inpainter:
+def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_dir=None, classifier=None) -> Inpainter:
     """Load an epsilon-predicting diffusers ``UNet2DModel`` and its DDPM scheduler config.
 
     ``name_or_path``: a registry name (:data:`MODELS`), a local folder, a released guided-diffusion ``.pt`` file
@@ -301,8 +323,47 @@ def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_di
     read like any Hub model. Folders hold either the root layout (config.json,
     weights, scheduler_config.json) or a pipeline layout (model_index.json, unet/, scheduler/). Remote code is
     never run; weights are safetensors or weights-only pickles. ``dtype``: :func:`default_dtype` if unset.
+
+    ``classifier``: a noisy-image classifier for classifier guidance (``inpaint(..., classifier_scale=...)``): a
+    :data:`CLASSIFIERS` name (downloaded and converted once, like the registry's ADM models), a folder written by
+    :func:`repaint.convert_classifier`, or a released classifier ``.pt`` file. None: the registry entry's own
+    (``imagenet`` is guided by ``imagenet256``, as the paper), else none; False: none.
     """
     key = str(name_or_path)
+    info = MODELS.get(key)
+    if classifier is None:
+        classifier = info.classifier if info is not None else None
+    pipe = _load_model(key, device, dtype, cache_dir)
+    if classifier is not None and classifier is not False:
+        pipe.attach_classifier(_load_classifier(classifier, pipe, cache_dir))
+    return pipe
+
+
+def _load_classifier(name_or_path, pipe: Inpainter, cache_dir):
+    from .classifier import read_classifier
+
+    key = str(name_or_path)
+    if key in CLASSIFIERS:
+        folder = _adm_folder(CLASSIFIERS[key], cache_dir)
+    elif Path(key).is_dir():
+        folder = Path(key)
+    elif Path(key).is_file() and key.endswith(".pt"):
+        folder = _pt_folder(Path(key), cache_dir)
+    else:
+        raise ModelLoadError(f"unknown classifier {key!r}: not a classifier name ({', '.join(CLASSIFIERS)}), folder "
+                             "or .pt file")
+    try:
+        model = read_classifier(folder, torch.float32)
+    except Exception as e:  # noqa: BLE001 - wrong folder, corrupt weights, bad json
+        log.debug("classifier %r: reading %s failed", key, folder, exc_info=True)
+        raise ModelLoadError(f"classifier {key!r}: cannot read it ({type(e).__name__}: {e})") from None
+    if model.config.sample_size != pipe.resolution:
+        raise ModelLoadError(f"classifier {key!r} is for {model.config.sample_size}x{model.config.sample_size} images, "
+                             f"model {pipe.name!r} makes {pipe.resolution}x{pipe.resolution}")
+    return model.to(pipe.device).eval().requires_grad_(False)
+
+
+def _load_model(key: str, device, dtype, cache_dir) -> Inpainter:
     info = MODELS.get(key)
     if info is not None and info.url is not None:
         mirror = hub_mirror(info)
@@ -350,6 +411,10 @@ def _region(mask, keep_mask: bool, invert: bool) -> np.ndarray:
 class Inpainter:
     """A loaded model: ``inpaint`` fills a masked image, ``compare`` also gives the n = 1 result."""
 
+    #: The noisy-image classifier guiding the sampler (:meth:`attach_classifier`), ``classifier(x_t, t) -> logits``
+    #: (B, classes) for training timesteps t; None: unguided.
+    classifier: torch.nn.Module | None = None
+
     def __init__(self, unet: torch.nn.Module, scheduler_config: dict, name: str = "model"):
         self.unet = unet
         self.scheduler_config = dict(scheduler_config)
@@ -362,6 +427,25 @@ class Inpainter:
         #: The model's second output half sets the step's variance (guided-diffusion's learn_sigma).
         self.learned_variance = self.scheduler_config.get("variance_type") == "learned_range"
 
+    def attach_classifier(self, classifier: torch.nn.Module) -> None:
+        """Guide this model with ``classifier`` (:class:`repaint.classifier.NoisyClassifier`); its classes become the
+        model's if the model itself is unconditional. Guided runs default to ``classifier_scale=1``."""
+        self.classifier = classifier
+        self.num_classes = self.num_classes or int(classifier.config.num_classes)
+
+    def check_scale(self, classifier_scale) -> float:
+        """The guidance scale of a run: given, or (None) 1 with a classifier (the paper's ImageNet setting) and 0
+        without; a ValueError for a scale out of :data:`LIMITS` or one without a classifier."""
+        if classifier_scale is None:
+            return 0.0 if self.classifier is None else 1.0
+        low, high = LIMITS["classifier_scale"]
+        if isinstance(classifier_scale, bool) or not isinstance(classifier_scale, (int, float, np.number)) \
+                or not low <= classifier_scale <= high:
+            raise ValueError(f"classifier_scale must be a number from {low} to {high}, got {classifier_scale!r}")
+        if classifier_scale and self.classifier is None:
+            raise ValueError(f"model {self.name!r} has no classifier: leave classifier_scale at 0 (or load one)")
+        return float(classifier_scale)
+
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
@@ -373,6 +457,8 @@ class Inpainter:
     def eps(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """The model's output for the sampler, in float32: the noise prediction (C channels), followed for a
         learned_range model by its variance interpolation v (C more); a learned half is otherwise ignored."""
+        if self.unet.config.num_class_embeds is None:  # labels for the classifier only (an unconditional UNet)
+            class_labels = None
         out = self.unet(x.to(self.dtype), t, class_labels=class_labels).sample
         return out[:, : self.channels * (2 if self.learned_variance else 1)].float()
 
@@ -447,11 +533,13 @@ class Inpainter:
     @torch.inference_mode()
     def sample(self, images_u8: np.ndarray, fill: np.ndarray, schedules: list[list[int]], seeds: list[int],
                callback: Callback | None = None, class_labels: Sequence[int] | None = None,
-               paste: bool = True) -> np.ndarray:
+               paste: bool = True, classifier_scale: float = 0.0) -> np.ndarray:
         """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
         one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact.
 
         ``class_labels``: one class per sample for a class-conditional model (default: :meth:`class_labels`).
+        ``classifier_scale``: classifier guidance's scale (needs :attr:`classifier`); 0 runs unguided, the classifier
+        never called.
         The sampler returns the known pixels exactly by itself; ``paste`` copies them from the input once more as a
         guarantee. ``paste=False`` returns the sampler's own pixels, to measure that claim."""
         dev = self.device
@@ -465,8 +553,11 @@ class Inpainter:
         if class_labels is None:
             class_labels = self.class_labels(seeds)
         labels = None if class_labels is None else torch.tensor(list(class_labels), dtype=torch.long, device=dev)
+        guide = None
+        if self.check_scale(classifier_scale):
+            guide = functools.partial(classifier_grad, self.classifier, scale=float(classifier_scale))
         out = sample_repaint(self.eps, x, image, m, noise_tables(self.scheduler_config, steps), schedules, gens,
-                             callback, class_labels=labels)
+                             callback, class_labels=labels, guide=guide)
         result = images.from_tensor(out)
         if not paste:
             return result
@@ -475,8 +566,9 @@ class Inpainter:
         return result
 
     def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert,
-                 class_label=None, full_size=False):
+                 class_label=None, full_size=False, classifier_scale=None):
         steps, jump_length, _, seed, num_samples = self.check_settings(steps, jump_length, max(ns), seed, num_samples)
+        scale = self.check_scale(classifier_scale)
         labels = self.class_labels([seed + i for i in range(num_samples)], class_label)
         if full_size:
             big, big_mask, win, rgb, m = self.prepare_window(image, mask, keep_mask=keep_mask, invert=invert,
@@ -490,7 +582,8 @@ class Inpainter:
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
-        out = self.sample(rgb, m, schedules, seeds, callback, None if labels is None else labels * len(ns))
+        out = self.sample(rgb, m, schedules, seeds, callback, None if labels is None else labels * len(ns),
+                          classifier_scale=scale)
         if full_size:
             out = [window.paste_fill(big, big_mask, win, a) for a in out]
         results = [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
@@ -501,7 +594,8 @@ class Inpainter:
 
     def inpaint(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None, full_size: bool = False) -> list[Image.Image]:
+                invert: bool = False, class_label: int | None = None, full_size: bool = False,
+                classifier_scale: float | None = None) -> list[Image.Image]:
         """Fill the masked region (True / white = fill) with RePaint; sample ``i`` uses seed ``seed + i``.
 
         Returns ``num_samples`` RGB images at the model's resolution (the centred square); known pixels equal the
@@ -509,18 +603,20 @@ class Inpainter:
         a square window around the mask (:mod:`repaint.window`); every pixel outside the mask is the input's.
         ``class_label``: a class-conditional model's class for all samples; unset, each sample draws a random
         class from its seed (``image.info["class_label"]`` says which).
+        ``classifier_scale``: classifier guidance towards each sample's class (Dhariwal & Nichol 2021, as RePaint's
+        ImageNet runs): unset, 1 for a model with a classifier (the paper's setting) and 0 without; 0 is unguided.
         """
         return self._samples(image, mask, steps, jump_length, [jump_n_sample], seed, num_samples, callback,
-                             keep_mask, invert, class_label, full_size)[0]
+                             keep_mask, invert, class_label, full_size, classifier_scale)[0]
 
     def compare(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
                 seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None,
-                full_size: bool = False) -> tuple[list[Image.Image], list[Image.Image]]:
+                invert: bool = False, class_label: int | None = None, full_size: bool = False,
+                classifier_scale: float | None = None) -> tuple[list[Image.Image], list[Image.Image]]:
         """``inpaint`` with ``jump_n_sample`` and with 1 from the same seeds, run together in one batch.
 
         Returns ``(resampled, plain)``: the same images as the two ``inpaint`` calls.
         """
         resampled, plain = self._samples(image, mask, steps, jump_length, [jump_n_sample, 1], seed, num_samples,
-                                         callback, keep_mask, invert, class_label, full_size)
+                                         callback, keep_mask, invert, class_label, full_size, classifier_scale)
         return resampled, plain

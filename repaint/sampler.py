@@ -13,10 +13,13 @@ import torch
 
 from .schedule import NoiseTables
 
-__all__ = ["ddpm_step", "forward_step", "learned_sigma", "q_sample", "sample_repaint"]
+__all__ = ["classifier_grad", "ddpm_step", "forward_step", "learned_log_variance", "learned_sigma", "q_sample",
+           "sample_repaint"]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, list[int], torch.Tensor, torch.Tensor], None]
+#: ``guide(x_t, timesteps, labels) -> scale * grad_x log p(labels | x_t)``, e.g. :func:`classifier_grad`.
+Guide = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def q_sample(x0: torch.Tensor, alpha_cumprod, noise: torch.Tensor) -> torch.Tensor:
@@ -29,19 +32,24 @@ def forward_step(x_prev: torch.Tensor, beta, noise: torch.Tensor) -> torch.Tenso
     return (1 - beta) ** 0.5 * x_prev + beta**0.5 * noise
 
 
-def ddpm_step(x_t, eps, alpha_cumprod, alpha_cumprod_prev, beta, sigma, noise, clip_sample: bool = True):
+def ddpm_step(x_t, eps, alpha_cumprod, alpha_cumprod_prev, beta, sigma, noise, clip_sample: bool = True,
+              shift=None):
     """Unknown part, one DDPM ancestral step p(x_{t-1} | x_t): Algorithm 1 lines 6-7.
 
     x_0 is predicted from epsilon (DDPM eq. 15), optionally clipped to [-1, 1], and
     x_{t-1} = mu~(x_t, x_0) + sigma * noise with the posterior mean of DDPM eq. 7.
-    Returns ``(x_prev, x0_pred)``.
+    ``shift``: added to the mean, classifier guidance's Sigma * grad log p(y | x_t) (Dhariwal & Nichol 2021,
+    Algorithm 1: mu + s Sigma grad); None leaves the step as it is. Returns ``(x_prev, x0_pred)``.
     """
     x0 = (x_t - (1 - alpha_cumprod) ** 0.5 * eps) / alpha_cumprod**0.5
     if clip_sample:
         x0 = x0.clamp(-1, 1)
     coef_x0 = alpha_cumprod_prev**0.5 * beta / (1 - alpha_cumprod)
     coef_xt = (1 - beta) ** 0.5 * (1 - alpha_cumprod_prev) / (1 - alpha_cumprod)
-    return coef_x0 * x0 + coef_xt * x_t + sigma * noise, x0
+    mean = coef_x0 * x0 + coef_xt * x_t
+    if shift is not None:
+        mean = mean + shift
+    return mean + sigma * noise, x0
 
 
 def learned_sigma(v: torch.Tensor, min_log, max_log) -> torch.Tensor:
@@ -51,8 +59,27 @@ def learned_sigma(v: torch.Tensor, min_log, max_log) -> torch.Tensor:
     frac * max_log + (1 - frac) * min_log, with max_log = log beta'_t and min_log the clipped log posterior
     variance of the respaced chain (:meth:`repaint.schedule.NoiseTables.log_variance_bounds`).
     """
+    return torch.exp(0.5 * learned_log_variance(v, min_log, max_log))
+
+
+def learned_log_variance(v: torch.Tensor, min_log, max_log) -> torch.Tensor:
+    """Per-pixel log variance of a learned-range step, frac * max_log + (1 - frac) * min_log (:func:`learned_sigma`)."""
     frac = (v + 1) / 2
-    return torch.exp(0.5 * (frac * max_log + (1 - frac) * min_log))
+    return frac * max_log + (1 - frac) * min_log
+
+
+def classifier_grad(classifier, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier guidance's gradient, RePaint's ``cond_fn`` (its test.py, as guided-diffusion's classifier_sample.py):
+    ``scale * grad_x sum_b log softmax(classifier(x, t))[b, labels[b]]``.
+
+    ``t``: the training timesteps (the classifier was trained on those, not on a respaced index). Only ``x`` gets a
+    gradient (the classifier's parameters need none); runs under ``no_grad`` or ``inference_mode`` callers too.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        x_in = x.detach().clone().requires_grad_(True)
+        log_probs = torch.log_softmax(classifier(x_in, t.clone()), dim=-1)
+        selected = log_probs[torch.arange(len(x_in), device=x.device), labels.clone()]
+        return torch.autograd.grad(selected.sum(), x_in)[0] * scale
 
 
 def _moves(schedule: Sequence[int]) -> list[tuple[list[int], int]]:
@@ -81,14 +108,19 @@ def _ticks(counts: Sequence[int]) -> list[list[int]]:
     return [[b for b, c in enumerate(counts) if (k + 1) * c // n > k * c // n] for k in range(n)]
 
 
-def _denoise(x, out, noise, image, fill, c, level: int, tables: NoiseTables):
+def _denoise(x, out, noise, image, fill, c, level: int, tables: NoiseTables, grad=None):
     """One denoising step of the rows of ``x``, all at ``level`` (coefficients ``c``), from the model's output:
-    Algorithm 1 lines 5-8. Returns ``(x_{t-1}, x0_pred)``."""
+    Algorithm 1 lines 5-8. ``grad``: the guide's gradient at ``x``, which moves the step's mean by variance * grad
+    (guided-diffusion's ``condition_mean``: the variance, not the std; the learned one for a learned range).
+    Returns ``(x_{t-1}, x0_pred)``."""
     ch = x.shape[1]
-    sigma = c[3]
+    sigma, variance = c[3], c[6]
     if tables.learned_range:  # level 0 adds no noise (guided-diffusion's nonzero_mask)
-        sigma = learned_sigma(out[:, ch:], c[4], c[5]) if level > 0 else 0.0
-    unknown, x0 = ddpm_step(x, out[:, :ch], c[0], c[1], c[2], sigma, noise, tables.clip_sample)  # lines 6-7
+        log_variance = learned_log_variance(out[:, ch:], c[4], c[5])
+        sigma = torch.exp(0.5 * log_variance) if level > 0 else 0.0
+        variance = torch.exp(log_variance) if grad is not None else None
+    shift = None if grad is None else variance * grad
+    unknown, x0 = ddpm_step(x, out[:, :ch], c[0], c[1], c[2], sigma, noise, tables.clip_sample, shift)  # lines 6-7
     known = q_sample(image, c[1], noise)  # line 5
     return torch.where(fill, unknown, known), x0  # line 8
 
@@ -104,6 +136,7 @@ def sample_repaint(
     callback: Callback | None = None,
     *,
     class_labels: torch.Tensor | None = None,
+    guide: Guide | None = None,
 ) -> torch.Tensor:
     """Inpaint with RePaint: Algorithm 1 with resampling (section 4.2).
 
@@ -122,6 +155,10 @@ def sample_repaint(
         callback: called after each tick as ``callback(tick, levels, x, x0_pred)``; ``levels`` holds each sample's
             current level (-1 = done). It may raise to cancel the run.
         class_labels: (B,) long tensor, one class per sample, for class-conditional models.
+        guide: classifier guidance (Dhariwal & Nichol 2021), ``guide(x_t, timesteps, labels)`` (e.g.
+            :func:`classifier_grad`), called at every denoising step, resampled ones and the last included, on the
+            merged x_t the model saw, with the training timesteps; it moves each step's mean by variance * gradient.
+            Needs ``class_labels``. None: unguided (no guide call at all).
 
     The known part is merged *after* each step, as in the paper's Algorithm 1 (line 8), not before the next
     model call as the official code does; so the last step (level 0 -> -1, where abar = 1 and the known part is
@@ -132,16 +169,19 @@ def sample_repaint(
     """
     if x.ndim != 4 or len(schedules) != len(x) or len(generators) != len(x):
         raise ValueError("x must be (B, C, H, W) with one schedule and one generator per sample")
+    if guide is not None and class_labels is None:
+        raise ValueError("guidance needs class_labels: the class to guide each sample towards")
     moves = [_moves(s) for s in schedules]
     for m in moves:
         if m[0][1] != tables.steps - 1:
             raise ValueError(f"a schedule must start at level {tables.steps - 1} (steps - 1), got {m[0][1]}")
     dev = x.device
     # Per-level coefficients as float64 Python floats: abar, abar_prev, beta, sigma (fixed variances), then
-    # min_log, max_log (learned range). Python floats reach the device as kernel arguments, with no copy.
+    # min_log, max_log (learned range), the fixed variance (guidance). Python floats reach the device as kernel
+    # arguments, with no copy.
     bounds = [b.tolist() for b in tables.log_variance_bounds()]
     table = list(zip(tables.alphas_cumprod.tolist(), tables.alphas_cumprod_prev.tolist(), tables.betas.tolist(),
-                     [tables.sigma(t) for t in range(tables.steps)], *bounds))
+                     [tables.sigma(t) for t in range(tables.steps)], *bounds, tables.fixed_variance().tolist()))
     channels = x.shape[1] * (2 if tables.learned_range else 1)
     betas = tables.betas.tolist()
     plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], dev)
@@ -176,18 +216,21 @@ def sample_repaint(
         for b, level in zip(active, lv):
             levels[b] = level
         xa = x if every else x[rows]
-        out = model(xa, t) if class_labels is None else model(xa, t, class_labels if every else class_labels[rows])
+        labels = None if class_labels is None else class_labels if every else class_labels[rows]
+        out = model(xa, t) if labels is None else model(xa, t, labels)
         if out.shape[1] != channels:
             raise ValueError(f"the model returned {out.shape[1]} channels, the {tables.variance_type} sampler needs "
                              f"{channels}")
+        grad = None if guide is None else guide(xa, t, labels)
         draw(active)
         n, img, fill = (noise, image, mask) if every else (noise[rows], image[rows], mask[rows])
         if not groups:
-            merged, x0 = _denoise(xa, out, n, img, fill, table[lv[0]], lv[0], tables)
+            merged, x0 = _denoise(xa, out, n, img, fill, table[lv[0]], lv[0], tables, grad)
         else:  # compare mode: each level's rows with that level's coefficients, exactly as in a run alone
             merged, x0 = torch.empty_like(xa), torch.empty_like(xa)
             for level, r in groups:
-                merged[r], x0[r] = _denoise(xa[r], out[r], n[r], img[r], fill[r], table[level], level, tables)
+                merged[r], x0[r] = _denoise(xa[r], out[r], n[r], img[r], fill[r], table[level], level, tables,
+                                            None if grad is None else grad[r])
         if every:
             x, x0_pred = merged, x0
         else:

@@ -125,6 +125,16 @@ class NoiseTables:
         min_log = np.log(np.append(small[1], small[1:])) if self.steps > 1 else np.log(self.betas)
         return min_log, np.log(self.betas)
 
+    def fixed_variance(self) -> np.ndarray:
+        """The step's variance per level for the fixed types, as guided-diffusion's ``p_mean_variance`` gives it
+        (classifier guidance scales its gradient by it): the posterior variance (fixed_small; 0 at level 0), or
+        beta'_t with level 0 at level 1's posterior variance (fixed_large, guided-diffusion's choice). A learned
+        range's variance is the model's, per pixel (:func:`repaint.sampler.learned_log_variance`)."""
+        if self.variance_type != "fixed_large" or self.steps == 1:
+            return self.posterior_variance
+        small = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        return np.append(small[1], self.betas[1:])
+
     def sigma(self, t: int) -> float:
         """Std of the ancestral step's noise at level ``t`` (0 at the last step, as in DDPM)."""
         return float(np.sqrt(self.posterior_variance[t])) if t > 0 else 0.0

@@ -55,3 +55,17 @@ def save_checkpoint(path: Path, seed: int = 0, **over) -> tuple[Path, torch.nn.M
     model, o = tiny_adm(seed, **over)
     torch.save(model.state_dict(), path)
     return path, model, o
+
+
+def tiny_classifier(seed: int = 0, size: int = 16, width: int = 32, channel_mult=(1, 2, 2), depth: int = 1,
+                    attention_ds=(4,), head_channels: int = 16, scale_shift: bool = True,
+                    resblock_updown: bool = True) -> torch.nn.Module:
+    """guided_diffusion's EncoderUNetModel with the attention pool (create_classifier's head) and random weights,
+    every layer included (the zero-initialised ones too), in eval mode."""
+    from guided_diffusion.unet import EncoderUNetModel
+
+    model = EncoderUNetModel(image_size=size, in_channels=3, model_channels=width, out_channels=1000,
+                             num_res_blocks=depth, attention_resolutions=tuple(attention_ds), channel_mult=channel_mult,
+                             num_head_channels=head_channels, use_scale_shift_norm=scale_shift,
+                             resblock_updown=resblock_updown, pool="attention")
+    return randomise(model, seed).eval()

@@ -49,7 +49,8 @@ def gd_diffusion(beta_schedule: str, variance_type: str, train_steps: int, steps
     )
 
 
-def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, clipped: list):
+def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, clipped: list, cond_fn=None,
+                      model_kwargs=None):
     """Algorithm 1 of the paper (Lugmayr et al. 2022) for one sample, on guided-diffusion's primitives.
 
     ``times``: the official ``get_schedule_jump``; each pair (t_last, t_cur) is a reverse step at t_last or a jump
@@ -58,6 +59,8 @@ def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, 
     draw serves both the known part (line 5) and the unknown part (line 7). They cover disjoint pixels, so this is
     Algorithm 1's distribution; it is also :func:`sample_repaint`'s documented draw order, which is what lets the
     two be compared draw for draw.
+    ``cond_fn``: classifier guidance as guided-diffusion's ``p_sample`` applies it (``condition_mean``, which hands
+    ``cond_fn`` the training timestep), with ``model_kwargs`` (the class ``y``) for the model and ``cond_fn``.
     """
     x = x_T
     draw = lambda: torch.randn(x.shape, generator=gen)  # noqa: E731
@@ -70,7 +73,10 @@ def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, 
             x = math.sqrt(1 - beta) * x + math.sqrt(beta) * draw()
             continue
         t = torch.tensor([t_last])
-        out = diffusion.p_mean_variance(net, x, t, clip_denoised=clip, denoised_fn=record)  # lines 6-7
+        out = diffusion.p_mean_variance(net, x, t, clip_denoised=clip, denoised_fn=record,
+                                        model_kwargs=model_kwargs)  # lines 6-7
+        if cond_fn is not None:
+            out["mean"] = diffusion.condition_mean(cond_fn, out, x, t, model_kwargs=model_kwargs)
         z = draw()
         unknown = out["mean"] + float(t_last > 0) * torch.exp(0.5 * out["log_variance"]) * z  # p_sample's last line
         known = diffusion.q_sample(image, torch.tensor([t_cur]), noise=z) if t_cur >= 0 else image  # line 5, eq. 8a
