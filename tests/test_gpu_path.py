@@ -40,12 +40,14 @@ class HostDeviceTraffic(TorchFunctionMode):
             self.calls[name] += 1
         elif name == "to" and ("device" in kwargs or any(isinstance(a, (str, torch.device)) for a in args[1:])):
             self.calls["to(device)"] += 1
-        elif name in ("__getitem__", "__setitem__") and isinstance(args[1], (list, tuple)) and any(
-                isinstance(i, (list, tuple)) for i in (args[1] if isinstance(args[1], tuple) else [args[1]])):
-            self.calls[f"{name}(list)"] += 1
-        elif name in ("__getitem__", "__setitem__") and isinstance(args[1], list):
+        elif name in ("__getitem__", "__setitem__") and _host_index(args[1]):
             self.calls[f"{name}(list)"] += 1
         return func(*args, **kwargs)
+
+
+def _host_index(index) -> bool:
+    """An index holding a Python list (copied to the device before indexing there)."""
+    return isinstance(index, list) or (isinstance(index, tuple) and any(isinstance(i, list) for i in index))
 
 
 def _traffic(pipe, steps: int, rs: list[int], learned: bool = False) -> collections.Counter:
@@ -90,3 +92,52 @@ def test_traffic_is_constant_over_schedules(pipe, steps, j, r):
         sample_repaint(pipe.eps, x, torch.zeros(1, 3, 16, 16), mask, ref,
                        [jump_schedule(steps, j, r), jump_schedule(steps, j, 1)], gens)
     assert sum(mode.calls.values()) <= 2, dict(mode.calls)
+
+
+def test_aot_compilation_is_off_the_cpu_path(pipe):
+    """Off ZeroGPU, compile_unet changes nothing, imports none of spaces' ZeroGPU code, and returns False."""
+    import sys
+
+    from repaint import aot
+
+    x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([999, 3])
+    with torch.inference_mode():
+        want = pipe.eps(x, t)
+    assert not aot.on_zerogpu()
+    assert aot.compile_unet(pipe) is False
+    assert "forward" not in vars(pipe.unet) and "spaces.zero.torch.aoti" not in sys.modules
+    with torch.inference_mode():
+        assert torch.equal(pipe.eps(x, t), want)
+
+
+def test_a_failed_aot_compilation_leaves_the_model_working():
+    """Forced onto the compile path with a GPU slot of the test's own (the function runs in-process), on this CPU
+    build of torch, where spaces' ZeroGPU code cannot even import (no CUDA version): the failure is logged, False
+    comes back and the model runs eagerly, unchanged. In a subprocess, so that the half-imported ZeroGPU modules
+    stay out of this one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import logging, sys, torch
+sys.path.insert(0, "tests")
+from _tiny import tiny_pipe
+from repaint import aot
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+pipe = tiny_pipe()
+x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([999, 3])
+with torch.inference_mode():
+    want = pipe.eps(x, t)
+slots = []
+assert aot.compile_unet(pipe, gpu=lambda f: slots.append(f) or f) is False
+assert len(slots) == 1 and "forward" not in vars(pipe.unet)
+with torch.inference_mode():
+    assert torch.equal(pipe.eps(x, t), want)
+print("fallback ok")
+"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fallback ok" in done.stdout
+    assert "repaint.aot ahead-of-time compilation of tiny failed" in done.stderr and "runs uncompiled" in done.stderr
