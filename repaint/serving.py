@@ -59,10 +59,12 @@ def model_choices(has_gpu: bool) -> list[tuple[str, str]]:
 
 
 def zerogpu_guess(name: str, resolution: int = 256) -> float:
-    """Seconds per call at batch 1 on ZeroGPU before any run was timed: registry TFLOP / ZEROGPU_TFLOPS."""
+    """Seconds per call at batch 1 on ZeroGPU before any run was timed: registry TFLOP / ZEROGPU_TFLOPS, the model's
+    classifier's forward and input gradient included for a model guided by default (imagenet)."""
     info = models.MODELS.get(name)
     if info is not None and info.tflop is not None:
-        return max(ZEROGPU_MIN_CALL_S, info.tflop / ZEROGPU_TFLOPS)
+        tflop = info.tflop + (models.CLASSIFIERS[info.classifier].tflop if info.classifier else 0.0)
+        return max(ZEROGPU_MIN_CALL_S, tflop / ZEROGPU_TFLOPS)
     return ZEROGPU_CALL_S.get(resolution, ZEROGPU_CALL_S[256])
 
 

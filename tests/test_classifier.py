@@ -446,3 +446,25 @@ def test_cli_and_folder_mode_take_the_classifier_and_its_scale(guided_pipe, tmp_
         (want,) = pipe.sample(rgb, m, [repaint.jump_schedule(4, 2, 2)], [image_seed(0, "x", 0)], class_labels=[5],
                               classifier_scale=scale)
         assert np.array_equal(np.asarray(Image.open(tmp_path / name / "inpainted" / "x.png")), want)
+
+
+def test_registry_classifier_tflop_is_a_flop_count_of_forward_and_input_gradient():
+    """The classifier's registry TFLOP (added to imagenet's ZeroGPU slot) against torch's FLOP counter on its
+    architecture (meta device): forward, then the backward to the input only (the parameters need no gradient)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from repaint import serving
+
+    info = repaint.CLASSIFIERS["imagenet256"]
+    with torch.device("meta"):
+        model = C.build(C.classifier_config(C._options(info.preset, {}))).requires_grad_(False)
+        x = torch.zeros(1, 3, 256, 256, requires_grad=True)
+        with FlopCounterMode(display=False) as forward:
+            logits = model(x, torch.zeros(1, dtype=torch.long))
+        with FlopCounterMode(display=False) as both:
+            torch.log_softmax(model(x, torch.zeros(1, dtype=torch.long)), -1)[:, 0].sum().backward()
+    assert forward.get_total_flops() / 1e12 == pytest.approx(0.147, rel=0.01)  # the issue's "about 0.15"
+    assert info.tflop == pytest.approx(both.get_total_flops() / 1e12, rel=0.01)
+    assert logits.shape == (1, 1000)
+    guess = serving.zerogpu_guess("imagenet")
+    assert guess == pytest.approx(serving.zerogpu_guess("imagenet_uncond") * (2.24 + info.tflop) / 2.24)
