@@ -106,14 +106,24 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
 
 
 def test_duration_grows_with_work_and_is_capped():
-    d_small = app.SERVICE.gpu_duration("bundled", None, None, 10, 5, 2, 0, 1, False, False, False)
-    d_big = app.SERVICE.gpu_duration("bundled", None, None, 250, 10, 10, 0, 4, True, False, False)
+    d_small = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 10, 5, 2, 0, 1, False))
+    d_big = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 250, 10, 10, 0, 4, True))
     assert serving.GPU_MARGIN_S <= d_small < d_big <= serving.GPU_CAP_S
-    huge = app.SERVICE.gpu_duration("bundled", None, None, 1000, 1, 20, 0, 16, True, False, False)
+    huge = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 16, True))
     assert huge == serving.GPU_CAP_S
-    calls = app.model_calls(250, 10, 10)
+    calls = serving.model_calls(250, 10, 10)
     assert calls == app.SERVICE.get_model("bundled").model_calls(250, 10, 10)
     assert f"{calls:,} model calls" in app.estimate_text("bundled", 250, 10, 10, 1, False)
+
+
+def test_a_request_is_one_picklable_value_and_app_py_stays_small(face):
+    """A run's settings cross to the ZeroGPU worker as one value; app.py keeps to constants, layout and events."""
+    import pickle
+
+    req = serving.Request("bundled", np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), 10, 5, 2, 3, 2, True)
+    back = pickle.loads(pickle.dumps(req))
+    assert back.settings() == req.settings() and (back.mask == req.mask).all() and back.rows == 4
+    assert len((app.HERE / "app.py").read_text().splitlines()) <= 300
 
 
 def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
@@ -121,8 +131,8 @@ def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
     monkeypatch.setattr(app.SERVICE, "has_gpu", True)
     monkeypatch.setitem(app.SERVICE.call_s, "bundled", 1.0)
     with pytest.raises(ServeError, match="smaller|fewer"):
-        app.SERVICE.check_fits("bundled", 250, 10, 10, 1, False)
-    app.SERVICE.check_fits("bundled", 10, 5, 2, 1, False)
+        app.SERVICE.check_fits(serving.Request("bundled", None, None, 250, 10, 10))
+    app.SERVICE.check_fits(serving.Request("bundled", None, None, 10, 5, 2))
 
 
 def test_unknown_model_is_refused():
@@ -586,8 +596,8 @@ def test_full_mask_is_announced(monkeypatch):
     said = []
     monkeypatch.setattr(app.gr, "Info", lambda message, *a, **k: said.append(message))
     image = np.zeros((32, 32, 3), np.uint8)
-    app.check_request("bundled", image, np.ones((32, 32), bool), 10, 5, 2, 0, 1, False)
-    app.check_request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2, 0, 1, False)
+    app.check_request(serving.Request("bundled", image, np.ones((32, 32), bool), 10, 5, 2))
+    app.check_request(serving.Request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2))
     assert said == [app.FULL_MASK_NOTE]
 
 

@@ -68,9 +68,9 @@ def test_gpu_duration_is_calls_times_batched_call_plus_margin_capped():
     for samples, compare in ((1, False), (2, True)):
         rows = samples * (2 if compare else 1)
         want = int(np.ceil(0.02 * (1 + serving.GPU_BATCH_COST * (rows - 1)) * calls + serving.GPU_MARGIN_S))
-        got = svc.gpu_duration("bundled", None, None, 100, 10, 5, 0, samples, compare, False, True)
+        got = svc.gpu_duration(serving.Request("bundled", None, None, 100, 10, 5, 0, samples, compare))
         assert got == want
-    assert svc.gpu_duration("bundled", None, None, 1000, 1, 20, 0, 4, True, False, True) == serving.GPU_CAP_S
+    assert svc.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 4, True)) == serving.GPU_CAP_S
     svc.note_run("bundled", 0.05, 4)  # a run of 4 rows measured 0.05 s per call
     assert svc.call_s["bundled"] == pytest.approx(0.05 / (1 + serving.GPU_BATCH_COST * 3))
 
@@ -119,5 +119,5 @@ def test_zerogpu_guess_is_the_models_work_over_the_assumed_throughput():
     svc = serving.Service(on_zerogpu=True)  # nothing timed yet: the slot comes from the guess
     calls = repaint.count_model_calls(250, 10, 10)
     want = int(np.ceil(calls * 2.24 / serving.ZEROGPU_TFLOPS + serving.GPU_MARGIN_S))
-    assert svc.gpu_duration("places2", None, None, 250, 10, 10, 0, 1, False, False, False) == want
+    assert svc.gpu_duration(serving.Request("places2", None, None, 250, 10, 10)) == want
     assert want < serving.GPU_CAP_S  # the paper's defaults fit one slot on the paper's own models
