@@ -101,11 +101,11 @@ def estimate_text(*settings) -> str:  # model, T, j, r, samples, compare
 
 @visible_errors
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
-    """The estimate for the newly chosen model (loaded now: an error if it cannot be), and the class box shown only
-    for a class-conditional model."""
+    """The estimate for the newly chosen model (loaded now: an error if it cannot be), the class box shown only
+    for a class-conditional model and the guidance scale only for a model with a classifier."""
     SERVICE.get_model(name)
     return (SERVICE.estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare),
-            gr.update(visible=SERVICE.num_classes(name) > 0))
+            gr.update(visible=SERVICE.num_classes(name) > 0), gr.update(visible=SERVICE.has_classifier(name)))
 
 
 def check_request(req: serving.Request) -> serving.Checked:
@@ -117,14 +117,15 @@ def check_request(req: serving.Request) -> serving.Checked:
 
 @visible_errors
 def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert,
-        request: gr.Request, class_label=None, shown=None,
+        request: gr.Request, class_label=None, shown=None, classifier_scale=None,
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
     """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
     editor = pictures.with_background(editor, shown)
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     req = SERVICE.page_request(pictures.editor_image(editor), mask_from_editor(editor), model, steps, jump_length,
-                               jump_n_sample, seed, num_samples, compare, invert, preset in (DRAW, None), class_label)
+                               jump_n_sample, seed, num_samples, compare, invert, preset in (DRAW, None), class_label,
+                               classifier_scale)
     checked, key, nothing = check_request(req), getattr(request, "session_hash", None) or str(id(request)), gr.skip()
     flag = SERVICE.stop_flag(key)
     try:
@@ -147,18 +148,19 @@ def stop_run(request: gr.Request):
 
 @visible_errors
 def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare, size="auto",
-                class_label=None):
+                class_label=None, classifier_scale=None):
     """Inpaint ``image`` (a file) where ``mask`` says: a preset name (see repaint.masks.PRESETS) or a mask file
     (white or opaque = fill, same size as the image). Returns the results as PNG files; with ``compare``,
     the n = r results first, then the n = 1 results from the same seeds. ``size``: "full" (the image's own size,
     filled through a window around the mask), "model" (the centred square at the model's resolution) or "auto"
     (full for a mask file, the model's for a preset). ``class_label``: a class-conditional model's class (imagenet:
-    0-999) for every sample; empty, each sample draws a random class from its seed.
+    0-999) for every sample; empty, each sample draws a random class from its seed. ``classifier_scale``: classifier
+    guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided).
 
     A generator (it yields nothing until the results) so that Gradio closes it when the client cancels or
     disconnects, which stops the model at its next call; a plain function would run on to the end."""
     req = SERVICE.api_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                              size, class_label, upload_folder=gr.utils.get_upload_folder())
+                              size, class_label, classifier_scale, upload_folder=gr.utils.get_upload_folder())
     check_request(req)
     for out in serving.api_stream(SERVICE, gpu_run, req, RESULTS_DIR):
         yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel or a lost client
@@ -227,6 +229,9 @@ def build_demo() -> gr.Blocks:
                 class_label = gr.Number(None, label="Class (ImageNet index 0-999; empty: a random class per sample)",
                                         precision=0, minimum=0, maximum=999, elem_id="class",
                                         visible=SERVICE.num_classes(DEFAULT_MODEL) > 0)
+                classifier_scale = gr.Slider(0, 10, 1.0, step=0.5, elem_id="guidance",
+                                             label="Classifier guidance scale (the paper: 1; 0: unguided)",
+                                             visible=SERVICE.has_classifier(DEFAULT_MODEL))
                 compare = gr.Checkbox(False, label="Compare n=1 vs n>1 (same seeds, one batched run)",
                                       elem_id="compare")
                 estimate = gr.Markdown(SERVICE.estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP,
@@ -261,14 +266,15 @@ def build_demo() -> gr.Blocks:
                           gr.Number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0),
                           gr.Number(0, label="seed", precision=0), gr.Number(1, label="num_samples", precision=0),
                           gr.Checkbox(False, label="compare"), gr.Radio(list(SIZES), value="auto", label="size"),
-                          gr.Number(None, label="class_label", precision=0)]
+                          gr.Number(None, label="class_label", precision=0),
+                          gr.Number(None, label="classifier_scale")]
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
 
         # --------------------------------------------------------------------------------------- events
         settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
         gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
-        model.change(on_model_change, settings, [estimate, class_label], **private)
+        model.change(on_model_change, settings, [estimate, class_label, classifier_scale], **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
             trigger(redraw_preset, [editor, preset, model, seed, shown], editor, **private)
         # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
@@ -277,7 +283,8 @@ def build_demo() -> gr.Blocks:
               [editor, shown], trigger_mode="always_last", **private)
         run_event = run_btn.click(
             run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare,
-                  invert, class_label, shown], [status, preview, gallery, side, slider, animation, downloads, seed],
+                  invert, class_label, shown, classifier_scale],
+            [status, preview, gallery, side, slider, animation, downloads, seed],
             api_visibility="private")
         stop_btn.click(stop_run, None, status, cancels=[run_event], queue=False, api_visibility="private")
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")

@@ -146,6 +146,7 @@ class Request:
     invert: bool = False
     full_size: bool = False
     class_label: int | None = None
+    classifier_scale: float | None = None  # classifier guidance; None: the model's default (1 with a classifier)
 
     @property
     def rows(self) -> int:
@@ -362,6 +363,7 @@ class Service:
         try:
             inp.check_settings(req.steps, req.jump_length, req.jump_n_sample, req.seed, req.num_samples)
             inp.class_labels([req.seed], req.class_label)
+            inp.check_scale(req.classifier_scale)
             if samples_max is not None and req.num_samples > samples_max:
                 raise ValueError(f"num_samples must be at most {samples_max} here, got {req.num_samples}")
             if req.full_size:
@@ -380,18 +382,27 @@ class Service:
         self.check_fits(req)
         return Checked(inp, (big, big_mask), (rgb, m))
 
+    def has_classifier(self, name: str) -> bool:
+        """Whether the model is guided by a classifier (the registry's word, else the loaded model's)."""
+        name = self.check_model_name(name)
+        if name in models.MODELS:
+            return models.MODELS[name].classifier is not None
+        return self.get_model(name).classifier is not None
+
     def page_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                     invert, full_size, class_label) -> Request:
-        """The page's settings as a :class:`Request` (the class box only for a class-conditional model)."""
+                     invert, full_size, class_label, classifier_scale=None) -> Request:
+        """The page's settings as a :class:`Request` (the class box only for a class-conditional model, the
+        guidance scale only for a model with a classifier)."""
         name = self.check_model_name(model)
         if not (np.asarray(mask, bool) ^ bool(invert)).any():
             raise ServeError("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
         label = None if class_label is None or class_label == "" or not self.num_classes(name) else int(class_label)
+        scale = None if classifier_scale is None or not self.has_classifier(name) else float(classifier_scale)
         return Request(name, image, mask, int(steps), int(jump_length), int(jump_n_sample), int(seed),
-                       int(num_samples), bool(compare), bool(invert), bool(full_size), label)
+                       int(num_samples), bool(compare), bool(invert), bool(full_size), label, scale)
 
     def api_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                    size="auto", class_label=None, *, upload_folder: str) -> Request:
+                    size="auto", class_label=None, classifier_scale=None, *, upload_folder: str) -> Request:
         """The ``/inpaint`` endpoint's arguments as a :class:`Request` (see app.api_inpaint); a mask file only from
         ``upload_folder``."""
         name = self.check_model_name(model)
@@ -410,7 +421,8 @@ class Service:
             raise ServeError(f"size must be one of {', '.join(SIZES)}, got {str(size)[:20]!r}")
         full = size == "full" or (size == "auto" and mask not in masks.PRESETS)
         return Request(name, image, mask, int(steps), int(jump_length), int(jump_n_sample), int(seed),
-                       int(num_samples), bool(compare), False, full, None if class_label is None else int(class_label))
+                       int(num_samples), bool(compare), False, full, None if class_label is None else int(class_label),
+                       None if classifier_scale is None else float(classifier_scale))
 
     # ------------------------------------------------------------------------------------------- running
     def stop(self, key) -> None:
@@ -453,7 +465,8 @@ class Service:
                 fn = inp.compare if req.compare else inp.inpaint
                 out = fn(req.image, req.mask, steps=req.steps, jump_length=req.jump_length,
                          jump_n_sample=req.jump_n_sample, seed=req.seed, num_samples=req.num_samples,
-                         callback=callback, invert=req.invert, full_size=req.full_size, class_label=req.class_label)
+                         callback=callback, invert=req.invert, full_size=req.full_size, class_label=req.class_label,
+                         classifier_scale=req.classifier_scale)
                 events.put(("result", out))
             except BaseException as e:  # noqa: BLE001 - handed to the generator
                 events.put(("error", e))

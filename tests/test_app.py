@@ -672,3 +672,47 @@ def test_class_label_is_refused_for_an_unconditional_model_and_ignored_from_a_hi
     *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
                        ui_request("cc2"), 504)
     assert last[0].startswith("Done") and "class" not in last[0]
+
+
+# ------------------------------------------------------------------------------------------- classifier guidance
+@pytest.fixture
+def with_guided_model(monkeypatch, service, class_model, tmp_path):
+    """The tiny class-conditional model guided by a tiny classifier (guided-diffusion's, converted), as 'tinyg'."""
+    import torch
+    from _adm import tiny_classifier
+    from test_classifier import classifier_folder
+
+    from repaint.classifier import read_classifier
+
+    inp = repaint.Inpainter(class_model.unet, class_model.scheduler_config, "tinyg")
+    inp.attach_classifier(read_classifier(classifier_folder(tmp_path, tiny_classifier()), torch.float32).eval()
+                          .requires_grad_(False))
+    monkeypatch.setitem(repaint.models.MODELS, "tinyg", repaint.ModelInfo(
+        "tinyg", None, 16, "test", gpu_only=False, num_classes=1000, classifier="imagenet256"))
+    service.models["tinyg"], service.call_s["tinyg"] = inp, 0.001
+    return inp
+
+
+def test_classifier_scale_reaches_the_sampler_on_the_api_and_ui_paths(with_guided_model, face):
+    inp = with_guided_model
+    settings = dict(steps=4, jump_length=2, jump_n_sample=1, seed=5, num_samples=1, class_label=7)
+    out = api_arrays(str(face), "left_half", "tinyg", 4, 2, 1, 5, 1, False, "model", 7, 3.0)
+    (want,) = inp.inpaint(str(face), "left_half", classifier_scale=3.0, **settings)
+    assert np.array_equal(out[0], np.asarray(want))
+    default = api_arrays(str(face), "left_half", "tinyg", 4, 2, 1, 5, 1, False, "model", 7, None)
+    (one,) = inp.inpaint(str(face), "left_half", classifier_scale=1.0, **settings)  # unset: the paper's 1
+    (zero,) = inp.inpaint(str(face), "left_half", classifier_scale=0.0, **settings)
+    assert np.array_equal(default[0], np.asarray(one)) and not np.array_equal(default[0], np.asarray(zero))
+    with pytest.raises(Exception, match="classifier_scale"):
+        api_arrays(str(face), "left_half", "tinyg", 4, 2, 1, 5, 1, False, "model", 7, -2)
+    with pytest.raises(Exception, match="has no classifier"):
+        api_arrays(str(face), "left_half", "bundled", 4, 2, 1, 5, 1, False, "model", None, 1.0)
+    *_, last = app.run(left_half_editor(face), "left_half", "tinyg", 4, 2, 1, 5, False, 1, False, False,
+                       ui_request("g"), 7, None, 0.0)
+    assert last[0].startswith("Done")
+    # the page shows the scale only for a model with a classifier; a value left in a hidden one is not used
+    assert app.on_model_change("tinyg", 4, 2, 1, 1, False)[2]["visible"] is True
+    assert app.on_model_change("bundled", 4, 2, 1, 1, False)[2]["visible"] is False
+    *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
+                       ui_request("g2"), None, None, 2.0)
+    assert last[0].startswith("Done")
