@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import masks
-from .models import LIMITS, MODELS, ModelLoadError, load
+from .models import CLASSIFIERS, LIMITS, MODELS, ModelLoadError, load
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model precision (default: bfloat16 on a CUDA GPU that has it, else float16; float32 on a CPU)")
     p.add_argument("--class-label", type=int, default=None,
                    help="class of a class-conditional model (imagenet: 0-999; default: a random class per sample)")
+    lo, hi = LIMITS["classifier_scale"]
+    p.add_argument("--classifier-scale", type=float, default=None,
+                   help=f"classifier guidance scale, {lo}..{hi} (default: 1 for a model with a classifier, as the "
+                   "paper's imagenet; 0: unguided, the classifier not even loaded)")
+    p.add_argument("--classifier", default=None,
+                   help="noisy-image classifier guiding the model: a name (" + ", ".join(CLASSIFIERS) + "), a "
+                   "folder (python -m repaint.convert CLASSIFIER.pt DIR) or a released .pt (default: the registry "
+                   "model's own)")
     f = p.add_argument_group("folder mode (instead of --image/--out; also under `accelerate launch -m repaint`)")
     f.add_argument("--image-dir", help="folder of input images: inpaint each one")
     f.add_argument("--out-dir", help="output folder: inpainted/, gt_masked/, gt/, gt_keep_mask/, manifest.jsonl")
@@ -59,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--pair", choices=("name", "order"), default="name",
                    help="match masks to images by file stem (default) or by sorted order, as RePaint's loader")
     return p
+
+
+def classifier_arg(args):
+    """``load``'s classifier: none for an explicit scale 0 (nothing to download), else the one named or the default."""
+    return False if args.classifier_scale == 0 else args.classifier
 
 
 def _paths(out: Path, n: int, suffix: str = "") -> list[Path]:
@@ -79,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     try:
-        pipe = load(args.model, device=args.device, dtype=args.dtype)
+        pipe = load(args.model, device=args.device, dtype=args.dtype, classifier=classifier_arg(args))
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     kwargs = dict(steps=args.steps, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, seed=args.seed,
                   num_samples=args.num_samples, keep_mask=args.keep_mask, invert=args.invert,
-                  class_label=args.class_label,
+                  class_label=args.class_label, classifier_scale=args.classifier_scale,
                   full_size=args.size == "full" or (args.size == "auto" and args.mask is not None))
     try:
         total = pipe.model_calls(args.steps, args.jump_length, args.jump_n_sample)

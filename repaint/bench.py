@@ -3,6 +3,7 @@
     python -m repaint.bench --model bundled
     python -m repaint.bench --config cifar10 --steps 50
     python -m repaint.bench --config celebahq --device cuda --dtype float16
+    python -m repaint.bench --classifier imagenet256_classifier         # classifier guidance's cost and precision
 
 All runs share one UNet, input, mask, seeds and schedule, in one process. The floor is the
 number of model calls times the median time of one UNet forward at that batch size.
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from .models import MODELS, Inpainter, load
+from .sampler import classifier_grad
 from .schedule import count_model_calls
 
 _UNET_256 = dict(
@@ -75,12 +77,63 @@ def _timed(fn, device) -> float:
 
 @torch.inference_mode()
 def call_time(pipe: Inpainter, batch: int, repeats: int = 20, warmup: int = 3) -> float:
-    """Median seconds of one UNet forward at ``batch`` (after ``warmup`` calls), as the sampler calls it."""
+    """Median seconds of one sampler model call at ``batch`` (after ``warmup`` calls): the UNet forward, and for a
+    model with a classifier the guidance gradient too (a guided run's default)."""
     x = torch.zeros(batch, pipe.channels, pipe.resolution, pipe.resolution, device=pipe.device)  # values: no matter
     t = torch.full((batch,), pipe.train_steps // 2, device=pipe.device, dtype=torch.long)
+    labels = torch.zeros(batch, dtype=torch.long, device=pipe.device) if pipe.num_classes else None
+
+    def call():
+        pipe.eps(x, t, labels)
+        if pipe.classifier is not None:
+            classifier_grad(pipe.classifier, x, t, labels, 1.0)
+
     for _ in range(warmup):
-        pipe.eps(x, t)
-    return statistics.median(_timed(lambda: pipe.eps(x, t), pipe.device) for _ in range(repeats))
+        call()
+    return statistics.median(_timed(call, pipe.device) for _ in range(repeats))
+
+
+def classifier_report(preset: str = "imagenet256_classifier", device="cpu", repeats: int = 3) -> dict:
+    """Classifier guidance's cost and precision on a released classifier's architecture with random weights:
+    parameters, TFLOP of forward + input gradient at batch 1 (FlopCounterMode), median seconds of one such call in
+    float32 and in bfloat16, and the bfloat16 gradient's error against float32's (batch 2, three timesteps)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .classifier import _options, build, classifier_config
+
+    config = classifier_config(_options(preset, {}))
+    with torch.device("meta"):
+        meta = build(config).requires_grad_(False)
+        x = torch.zeros(1, 3, config["sample_size"], config["sample_size"], requires_grad=True)
+        with FlopCounterMode(display=False) as counter:  # backward(): FlopCounterMode cannot follow autograd.grad
+            torch.log_softmax(meta(x, torch.zeros(1, dtype=torch.long)), -1)[:, 0].sum().backward()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build(config).to(device).eval().requires_grad_(False)
+        for name, prm in model.named_parameters():  # every layer random, like a trained one's scale
+            prm.data = torch.randn_like(prm) * (prm[0].numel() ** -0.5 if prm.ndim > 1 else 0.1) \
+                + (1.0 if "norm" in name and name.endswith("weight") else 0.0)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(2, 3, config["sample_size"], config["sample_size"], generator=g).to(device)
+    labels = torch.tensor([1, 500], device=device)
+    report = dict(preset=preset, device=_device_name(torch.device(device)), threads=torch.get_num_threads(),
+                  params_M=sum(p.numel() for p in model.parameters()) / 1e6,
+                  tflop_fwd_bwd=counter.get_total_flops() / 1e12, seconds_per_call={}, bf16_vs_fp32=[])
+    for dtype in (torch.float32, torch.bfloat16):
+        m = model.to(dtype)
+        one = (x[:1], torch.tensor([500], device=device), labels[:1])
+        classifier_grad(m, *one, 1.0)  # warm-up
+        report["seconds_per_call"][str(dtype).removeprefix("torch.")] = statistics.median(
+            _timed(lambda m=m, one=one: classifier_grad(m, *one, 1.0), torch.device(device)) for _ in range(repeats))
+    for t in (999, 500, 50):
+        tt = torch.full((2,), t, device=device)
+        ref = classifier_grad(model.to(torch.float32), x, tt, labels, 1.0)
+        low = classifier_grad(model.to(torch.bfloat16), x, tt, labels, 1.0)
+        report["bf16_vs_fp32"].append(dict(t=t, rel_l2=float((low - ref).norm() / ref.norm()),
+                                           cosine=float(torch.nn.functional.cosine_similarity(
+                                               low.flatten(), ref.flatten(), dim=0))))
+    model.to(torch.float32)
+    return report
 
 
 def diffusers_repaint(pipe: Inpainter, images: np.ndarray, fills: np.ndarray, steps: int, jump_length: int,
@@ -182,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20, help="forward calls timed for the floor's median")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' RePaintPipeline")
     p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--classifier", metavar="PRESET", help="instead: classifier guidance's cost (forward + input "
+                   "gradient) and bfloat16 precision on this classifier preset's architecture, random weights")
     args = p.parse_args(argv)
+    if args.classifier:
+        print(json.dumps(classifier_report(args.classifier, args.device, min(args.repeats, 5)), indent=2))
+        return 0
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
     pipe = random_model(args.config, device, dtype) if args.config else load(args.model or "bundled", device, dtype)

@@ -44,7 +44,8 @@ CLASSIFIER_PRESETS: dict[str, dict] = {
     "imagenet512_classifier": dict(image_size=512),
 }
 CLASSIFIER_FILES = {"64x64_classifier.pt": "imagenet64_classifier", "128x128_classifier.pt": "imagenet128_classifier",
-                    "256x256_classifier.pt": "imagenet256_classifier", "512x512_classifier.pt": "imagenet512_classifier"}
+                    "256x256_classifier.pt": "imagenet256_classifier",
+                    "512x512_classifier.pt": "imagenet512_classifier"}
 
 #: create_classifier's channel multipliers per image size, its head width and class count.
 _CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
@@ -133,8 +134,8 @@ def classifier_config(o: dict) -> dict:
     size = int(o["image_size"])
     if size not in _CHANNEL_MULT:
         raise ValueError(f"image_size {size}: create_classifier knows {', '.join(map(str, _CHANNEL_MULT))}")
-    levels = convert._attention_levels(dict(image_size=size, attention_resolutions=o["classifier_attention_resolutions"]),
-                                       len(_CHANNEL_MULT[size]))
+    res = o["classifier_attention_resolutions"]
+    levels = convert._attention_levels(dict(image_size=size, attention_resolutions=res), len(_CHANNEL_MULT[size]))
     return encoder_config(size, int(o["classifier_width"]), _CHANNEL_MULT[size], int(o["classifier_depth"]), levels,
                           _HEAD_CHANNELS, bool(o["classifier_use_scale_shift_norm"]),
                           bool(o["classifier_resblock_updown"]))

@@ -264,12 +264,13 @@ def _companions(rgb: np.ndarray, fill: np.ndarray) -> dict[str, np.ndarray]:
 def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset: str | None = None,
                    keep_mask: bool = False, invert: bool = False, pair: str = "name", steps: int = 250,
                    jump_length: int = 10, jump_n_sample: int = 10, seed: int = 0, num_samples: int = 1,
-                   batch_size: int = 1, class_label=None, state=None, progress: bool = True,
+                   batch_size: int = 1, class_label=None, classifier_scale=None, state=None, progress: bool = True,
                    report: Callable[[str], None] | None = None) -> Summary:
     """Inpaint every image of ``image_dir`` into ``out_dir`` (see the module docstring for layout and guarantees).
 
     ``mask_dir`` (mask files, white = fill; ``keep_mask=True`` for RePaint's white = keep) or ``preset`` (a mask
-    preset; random presets draw from the image's seed). Up to ``batch_size`` outputs run in one batched sampler
+    preset; random presets draw from the image's seed). ``classifier_scale``: classifier guidance (default: 1 for a
+    model with a classifier, else 0; :meth:`Inpainter.inpaint`). Up to ``batch_size`` outputs run in one batched sampler
     call. ``state``: ``accelerate.PartialState`` (or :func:`process_state`) to split the work between processes;
     every process must call this with the same arguments. Bad inputs are reported through ``report`` (default:
     stderr) and skipped. Returns this process's :class:`Summary`.
@@ -304,6 +305,9 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
     pipe.class_labels([seed], class_label)  # a ValueError now for a label an unconditional model cannot take
     if class_label is not None:
         settings["class_label"] = int(class_label)
+    scale = pipe.check_scale(classifier_scale)
+    if pipe.classifier is not None:
+        settings["classifier_scale"] = scale
     records, digests, pending = read_manifest(out), {}, []
     for unit in _units(jobs, seed, num_samples):
         if unit.job not in digests:
@@ -350,7 +354,8 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
             result = pipe.sample(np.stack([fitted[u.job][0] for u in batch]),
                                  np.stack([fitted[u.job][1] for u in batch]), [schedule] * len(batch),
                                  [u.seed for u in batch], tick,
-                                 class_labels=pipe.class_labels([u.seed for u in batch], class_label))
+                                 class_labels=pipe.class_labels([u.seed for u in batch], class_label),
+                                 classifier_scale=scale)
             seconds = (time.perf_counter() - began) / len(batch)
             for unit, img in zip(batch, result):
                 if unit.job in fitted:  # once per job and batch
@@ -404,15 +409,17 @@ def main_folder(args, parser) -> int:
 
 
 def _run_cli(args, state, started: float) -> int:
+    from .__main__ import classifier_arg
     from .models import ModelLoadError, load
 
     try:
-        pipe = load(args.model, device=_device(args.device, state), dtype=args.dtype)
+        pipe = load(args.model, device=_device(args.device, state), dtype=args.dtype, classifier=classifier_arg(args))
         summary = inpaint_folder(
             pipe, args.image_dir, args.out_dir, mask_dir=args.mask_dir, preset=args.preset, keep_mask=args.keep_mask,
             invert=args.invert, pair=args.pair, steps=args.steps, jump_length=args.jump_length,
             jump_n_sample=args.jump_n_sample, seed=args.seed, num_samples=args.num_samples,
-            batch_size=args.batch_size, class_label=args.class_label, state=state)
+            batch_size=args.batch_size, class_label=args.class_label, classifier_scale=args.classifier_scale,
+            state=state)
     except (ModelLoadError, ValueError) as e:  # model, settings or folders: the same in every process
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,11 +11,19 @@ from PIL import Image, ImageDraw
 from . import masks, window
 from .serving import ServeError
 
-__all__ = ["MASK_RGBA", "as_array", "background_key", "editor_image", "level_plot", "make_animation",
-           "mask_from_editor", "mask_layer", "preset_mask", "same_background", "show_mask", "strip",
-           "with_background"]
+__all__ = ["MASK_RGBA", "PRESET_LABELS", "as_array", "background_key", "editor_event", "editor_image", "level_plot",
+           "make_animation", "mask_from_editor", "mask_layer", "preset_mask", "preset_value", "same_background",
+           "show_mask", "strip", "with_background"]
 
 MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
+PRESET_LABELS = {"every_second_line": "Every second line", "super_resolution_2x": "x2 super-resolution",
+                 "left_half": "Left half", "right_half": "Right half", "top_half": "Top half",
+                 "bottom_half": "Bottom half", "expand": "Expand (outpaint)", "center_box": "Centre box",
+                 "thick": "Thick strokes", "thin": "Thin strokes", "wide": "Wide boxes"}  # the page's mask chooser
+# gradio 6.31.0: a layer sent from the backend is sized from the bounds of the image container, which also hold the
+# brush's invisible preview sprite of canvas_size (800x800 by default); an image under 800 px then gets its layer
+# centred in an 800x800 texture, off the image (an older form: gradio #7258 / PR #7959). A 1x1 canvas_size places it
+# exactly at every size (app.py's editor).
 ANIMATION_TILE = 128  # pixel size of one image tile in the GIF
 ANIMATION_PLOT_H = 56  # height of the noise-level plot under the GIF
 
@@ -122,6 +130,32 @@ def mask_from_editor(value) -> np.ndarray:
             region |= paint if paint.shape == (h, w) else \
                 np.asarray(Image.fromarray(paint).resize((w, h), Image.Resampling.NEAREST))
     return region
+
+
+def preset_value(value, preset: str | None, resolution: int, seed: int = 0) -> dict | None:
+    """An editor value whose only layer is ``preset`` (None: an empty layer, to draw) at the background's size, or
+    None without a background. Only the layer: re-sending the background makes gradio 6.31.0 reload the image and,
+    racing that load, add the layer twice (add_layers_from_url runs again when the image becomes ready), so erasing
+    removed only one copy."""
+    if not isinstance(value, dict) or as_array(value.get("background")) is None:
+        return None
+    h, w = editor_image(value).shape[:2]
+    layer = (np.zeros((h, w, 4), dtype=np.uint8) if preset is None
+             else mask_layer(preset_mask(preset, w, h, resolution, seed)))
+    return {"background": None, "layers": [layer], "composite": None}
+
+
+def editor_event(value, shown, draw: bool) -> tuple[bool, np.ndarray | None]:
+    """On any editor event: (draw the preset anew?, the background the editor now shows). A *new* background (an
+    upload, an example) gets the preset; the same background (a stroke, an erase, or the value the app just set) is
+    left alone, so painting on a preset keeps it and setting the value cannot loop; so is every one with ``draw``.
+    (False, None) for the value the app sets: it carries only the layer (see :func:`preset_value`), so the server
+    keeps the background for the run."""
+    key = background_key(value)
+    if key is None:
+        return False, None
+    background = as_array(value["background"])
+    return not (draw or same_background(key, background_key({"background": shown}))), background
 
 
 def background_key(value) -> list | None:

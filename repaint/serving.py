@@ -1,11 +1,16 @@
-"""Serving the Space, gradio-free: the model cache with per-call timing, estimates and the ZeroGPU slot length, the
-checks every request runs, the worker thread with its cancellation, and the result files.
+"""Serving the Space, gradio-free: the model cache with per-call timing, estimates and the ZeroGPU slot length, and
+the serving chain both the page's handler and ``/inpaint`` go through: a :class:`Request` (one picklable value with
+a run's settings) is checked (:meth:`Service.check_request`), run by the GPU function (:meth:`Service.run`, in a
+ZeroGPU worker process there) through :func:`stream` (Stop, timing), and its results written (:func:`save_results`,
+:func:`page_results`).
 
 Errors meant for the visitor are :class:`ServeError` (a ValueError); the app shows their message.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import queue
@@ -14,17 +19,21 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from . import models
+from . import masks, models
 from .bench import call_time
 from .images import from_tensor
 from .schedule import count_model_calls
 
-__all__ = ["ServeError", "Service", "fmt_seconds", "is_hub_id", "new_results_dir", "save_results", "sweep_results"]
+__all__ = ["Checked", "Finished", "Request", "ServeError", "Service", "Stopped", "api_stream", "fmt_seconds",
+           "is_hub_id", "new_results_dir", "page_results", "page_stream", "save_results", "stream", "sweep_results",
+           "visible"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,7 @@ GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative 
 ZEROGPU_TFLOPS = 25.0
 ZEROGPU_MIN_CALL_S = 0.01
 ZEROGPU_CALL_S = {256: 0.09, 32: ZEROGPU_MIN_CALL_S}  # by resolution, for Hub models the registry does not know
+SIZES = ("auto", "full", "model")  # the API's result size: auto = full for a mask file, the model's for a preset
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
 # Result files go here, one folder per run, deleted as soon as the server has copied them; folders left by a crash
@@ -59,10 +69,12 @@ def model_choices(has_gpu: bool) -> list[tuple[str, str]]:
 
 
 def zerogpu_guess(name: str, resolution: int = 256) -> float:
-    """Seconds per call at batch 1 on ZeroGPU before any run was timed: registry TFLOP / ZEROGPU_TFLOPS."""
+    """Seconds per call at batch 1 on ZeroGPU before any run was timed: registry TFLOP / ZEROGPU_TFLOPS, the model's
+    classifier's forward and input gradient included for a model guided by default (imagenet)."""
     info = models.MODELS.get(name)
     if info is not None and info.tflop is not None:
-        return max(ZEROGPU_MIN_CALL_S, info.tflop / ZEROGPU_TFLOPS)
+        tflop = info.tflop + (models.CLASSIFIERS[info.classifier].tflop if info.classifier else 0.0)
+        return max(ZEROGPU_MIN_CALL_S, tflop / ZEROGPU_TFLOPS)
     return ZEROGPU_CALL_S.get(resolution, ZEROGPU_CALL_S[256])
 
 
@@ -83,6 +95,92 @@ def model_table() -> str:
 
 class ServeError(ValueError):
     """A request the Space refuses, with a message for the visitor."""
+
+
+def visible(error_cls):
+    """A decorator for handlers (plain or generators): a ServeError they raise becomes ``error_cls(message)`` (for
+    Gradio: gr.Error, the one error it shows, and the one ZeroGPU's worker hands on). Raised outside the
+    ``except``, so no traceback of the run (and none of its tensors) hangs on the error."""
+    def wrap(fn):
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                    return
+                except ServeError as e:
+                    message = str(e)
+                raise error_cls(message)
+            return gen
+
+        @functools.wraps(fn)
+        def plain(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ServeError as e:
+                message = str(e)
+            raise error_cls(message)
+        return plain
+    return wrap
+
+
+class Stopped(ServeError):
+    """The visitor pressed Stop during the run."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One run's settings, as both handlers hand them on: checked, then given to the GPU function (picklable, for
+    the ZeroGPU worker process). ``image``: an RGB(A) array or an image file; ``mask``: a bool array (True = fill),
+    a mask file or a preset name; ``full_size``: the result at the image's own size (else the model's square)."""
+
+    model: str
+    image: Any
+    mask: Any
+    steps: int = 250
+    jump_length: int = 10
+    jump_n_sample: int = 10
+    seed: int = 0
+    num_samples: int = 1
+    compare: bool = False
+    invert: bool = False
+    full_size: bool = False
+    class_label: int | None = None
+    classifier_scale: float | None = None  # classifier guidance; None: the model's default (1 with a classifier)
+
+    @property
+    def rows(self) -> int:
+        """Rows of each batched model call."""
+        return batch_rows(self.num_samples, self.compare)
+
+    @property
+    def calls(self) -> int:
+        return model_calls(self.steps, self.jump_length, self.jump_n_sample)
+
+    def settings(self) -> tuple:
+        """(model, T, j, r, samples, compare): what the time estimate depends on."""
+        return self.model, self.steps, self.jump_length, self.jump_n_sample, self.num_samples, self.compare
+
+
+@dataclass
+class Checked:
+    """A request that passed the checks: its model, and (image, mask) at the result's and at the model's size."""
+
+    model: models.Inpainter
+    big: tuple[np.ndarray, np.ndarray]
+    small: tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class Finished:
+    """A finished run: the n=r results, the n=1 ones (compare), the preview frames and noise levels, the seconds."""
+
+    request: Request
+    results: list[np.ndarray]
+    plain: list[np.ndarray]
+    frames: list = field(default_factory=list)
+    levels: list = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def is_hub_id(name) -> bool:
@@ -229,19 +327,18 @@ class Service:
         if self.on_zerogpu:
             self.call_s[name] = per_call / (1 + GPU_BATCH_COST * (rows - 1))
 
-    def gpu_duration(self, name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare, invert,
-                     full_size, stop_key=None, class_label=None) -> int:
-        """ZeroGPU slot length for a :meth:`run` (called with its arguments): its model calls times the measured
+    def gpu_duration(self, req: Request) -> int:
+        """ZeroGPU slot length for :meth:`run` (called with its request): its model calls times the measured
         per-call time, plus a margin, capped at GPU_CAP_S (requests that cannot fit are refused before)."""
-        est = self.estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
+        est = self.estimate_seconds(*req.settings())
         if est is None:
-            est = model_calls(steps, jump_length, jump_n_sample) * zerogpu_guess(name)  # not loaded yet
+            est = req.calls * zerogpu_guess(req.model)  # not loaded yet
         return int(min(GPU_CAP_S, math.ceil(est + GPU_MARGIN_S)))
 
-    def check_fits(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> None:
+    def check_fits(self, req: Request) -> None:
         if not self.has_gpu:
             return  # a CPU has no slot to fit; the estimate is shown instead
-        est = self.estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare) or 0.0
+        est = self.estimate_seconds(*req.settings()) or 0.0
         if est + GPU_MARGIN_S > GPU_CAP_S:
             raise ServeError(
                 f"This run needs about {fmt_seconds(est)} of GPU time, more than the {GPU_CAP_S} s allowed per "
@@ -264,62 +361,117 @@ class Service:
         return text
 
     # ------------------------------------------------------------------------------------------- requests
-    def check_request(self, name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                      invert=False, full_size=False, samples_max=None, class_label=None):
+    def check_request(self, req: Request, samples_max: int | None = None) -> Checked:
         """The checks every request runs before a GPU is asked for: settings, the class label, the mask as the model
-        sees it, the time limit. Returns (model, (image, mask) at the result's size, (image, mask) at the model's)."""
-        inp = self.get_model(name)
+        sees it, the time limit."""
+        inp = self.get_model(req.model)
         try:
-            inp.check_settings(steps, jump_length, jump_n_sample, seed, num_samples)
-            inp.class_labels([seed], class_label)
-            if samples_max is not None and num_samples > samples_max:
-                raise ValueError(f"num_samples must be at most {samples_max} here, got {num_samples}")
-            if full_size:
-                big, big_mask, _, rgb, m = inp.prepare_window(image, mask, invert=invert, seed=seed)
+            inp.check_settings(req.steps, req.jump_length, req.jump_n_sample, req.seed, req.num_samples)
+            inp.class_labels([req.seed], req.class_label)
+            inp.check_scale(req.classifier_scale)
+            if samples_max is not None and req.num_samples > samples_max:
+                raise ValueError(f"num_samples must be at most {samples_max} here, got {req.num_samples}")
+            if req.full_size:
+                big, big_mask, _, rgb, m = inp.prepare_window(req.image, req.mask, invert=req.invert, seed=req.seed)
             else:
-                rgb, m = inp.prepare(image, mask, invert=invert, seed=seed)
+                rgb, m = inp.prepare(req.image, req.mask, invert=req.invert, seed=req.seed)
                 big, big_mask = rgb, m
         except ServeError:
             raise
         except ValueError as e:
             raise ServeError(str(e)) from None
         if not m.any():
-            where = "" if full_size else " inside the centred square the model sees"
+            where = "" if req.full_size else " inside the centred square the model sees"
             raise ServeError(f"Empty mask: nothing to fill{where}. Paint the region to fill (white or opaque), or "
                              f"pick a preset.")
-        self.check_fits(name, steps, jump_length, jump_n_sample, num_samples, compare)
-        return inp, (big, big_mask), (rgb, m)
+        self.check_fits(req)
+        return Checked(inp, (big, big_mask), (rgb, m))
+
+    def has_classifier(self, name: str) -> bool:
+        """Whether the model is guided by a classifier (the registry's word, else the loaded model's)."""
+        name = self.check_model_name(name)
+        if name in models.MODELS:
+            return models.MODELS[name].classifier is not None
+        return self.get_model(name).classifier is not None
+
+    def page_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
+                     invert, full_size, class_label, classifier_scale=None) -> Request:
+        """The page's settings as a :class:`Request` (the class box only for a class-conditional model, the
+        guidance scale only for a model with a classifier)."""
+        name = self.check_model_name(model)
+        if not (np.asarray(mask, bool) ^ bool(invert)).any():
+            raise ServeError("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
+        label = None if class_label is None or class_label == "" or not self.num_classes(name) else int(class_label)
+        scale = None if classifier_scale is None or not self.has_classifier(name) else float(classifier_scale)
+        return Request(name, image, mask, int(steps), int(jump_length), int(jump_n_sample), int(seed),
+                       int(num_samples), bool(compare), bool(invert), bool(full_size), label, scale)
+
+    def api_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
+                    size="auto", class_label=None, classifier_scale=None, *, upload_folder: str) -> Request:
+        """The ``/inpaint`` endpoint's arguments as a :class:`Request` (see app.api_inpaint); a mask file only from
+        ``upload_folder``."""
+        name = self.check_model_name(model)
+        if image is None:
+            raise ServeError("No image: pass an image file.")
+        if mask is None or (isinstance(mask, str) and not mask.strip()):
+            raise ServeError("No mask: pass a preset name or a mask file.")
+        if isinstance(mask, dict):
+            mask = uploaded_path(mask, upload_folder)
+        elif isinstance(mask, str) and mask.strip() in masks.PRESETS:
+            mask = mask.strip()
+        else:
+            raise ServeError(f"unknown mask preset {str(mask)[:40]!r}; choose one of: {', '.join(masks.PRESETS)}, "
+                             f"or pass a mask file with handle_file")
+        if size not in SIZES:
+            raise ServeError(f"size must be one of {', '.join(SIZES)}, got {str(size)[:20]!r}")
+        full = size == "full" or (size == "auto" and mask not in masks.PRESETS)
+        return Request(name, image, mask, int(steps), int(jump_length), int(jump_n_sample), int(seed),
+                       int(num_samples), bool(compare), False, full, None if class_label is None else int(class_label),
+                       None if classifier_scale is None else float(classifier_scale))
 
     # ------------------------------------------------------------------------------------------- running
     def stop(self, key) -> None:
         if key in self.stop_flags:
             self.stop_flags[key].set()
 
-    def run(self, name, image, mask, steps, jump_length, jump_n_sample, seed, num_samples, compare, invert,
-            full_size, stop_key=None, class_label=None):
-        """Runs the sampler in a worker thread; yields ("tick", tick, total, levels, x_t, x0) every few ticks (uint8
-        arrays, else None) and at the end ("done", results, plains, seconds per call). Only picklable values are
-        yielded (ZeroGPU runs this in another process). Closing the generator stops the worker at its next call."""
-        inp = self.get_model(name)
-        total = inp.model_calls(steps, jump_length, jump_n_sample)
+    def stop_flag(self, key: str) -> threading.Event:
+        """A new Stop flag for the session ``key``'s run (replacing an older run's); :meth:`drop_flag` after."""
+        flag = self.stop_flags[key] = threading.Event()
+        return flag
+
+    def drop_flag(self, key: str, flag: threading.Event) -> None:
+        if self.stop_flags.get(key) is flag:  # not a newer run's flag of the same session
+            del self.stop_flags[key]
+
+    def run(self, req: Request):
+        """The GPU function's body: runs the sampler in a worker thread, in step with this generator; yields
+        ("tick", tick, total, levels, x_t, x0) at every model call (uint8 arrays every few calls, else None) and at
+        the end ("done", results, plains, seconds per call). Only picklable values are yielded (ZeroGPU runs this in
+        another process). The worker waits at each call until the generator is resumed, so closing the generator
+        (Stop, a cancel, ZeroGPU's stop event) ends it before its next model call."""
+        inp = self.get_model(req.model)
+        total = inp.model_calls(req.steps, req.jump_length, req.jump_n_sample)
         every = max(1, math.ceil(total / ANIMATION_FRAMES))
         events: queue.Queue = queue.Queue()
-        stop = self.stop_flags.get(stop_key) if stop_key else None
-        closed = threading.Event()
+        resume, closed = threading.Semaphore(0), threading.Event()
 
         def callback(tick, levels, x, x0):
-            if closed.is_set() or (stop is not None and stop.is_set()):
+            if closed.is_set():
                 raise InterruptedError("stopped")
             pic = tick % every == 0 or tick == total - 1
             events.put(("tick", tick, total, levels, from_tensor(x) if pic else None,
                         from_tensor(x0) if pic else None))
+            resume.acquire()  # until the consumer asks for the next event (or closes the run)
+            if closed.is_set():
+                raise InterruptedError("stopped")
 
         def work():
             try:
-                fn = inp.compare if compare else inp.inpaint
-                out = fn(image, mask, steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, seed=seed,
-                         num_samples=num_samples, callback=callback, invert=invert, full_size=full_size,
-                         class_label=class_label)
+                fn = inp.compare if req.compare else inp.inpaint
+                out = fn(req.image, req.mask, steps=req.steps, jump_length=req.jump_length,
+                         jump_n_sample=req.jump_n_sample, seed=req.seed, num_samples=req.num_samples,
+                         callback=callback, invert=req.invert, full_size=req.full_size, class_label=req.class_label,
+                         classifier_scale=req.classifier_scale)
                 events.put(("result", out))
             except BaseException as e:  # noqa: BLE001 - handed to the generator
                 events.put(("error", e))
@@ -335,24 +487,142 @@ class Service:
                 ev = events.get()
                 if ev[0] == "tick":
                     yield ev
+                    resume.release()
                 elif ev[0] == "error":
-                    if isinstance(ev[1], ValueError) and not isinstance(ev[1], ServeError):
-                        raise ServeError(str(ev[1])) from None
-                    raise ev[1]
+                    error = ev[1]
+                    del ev
+                    if isinstance(error, ValueError) and not isinstance(error, ServeError):
+                        error = ServeError(str(error))
+                    raise error
                 else:
-                    res, plain = ev[1] if compare else (ev[1], [])
+                    res, plain = ev[1] if req.compare else (ev[1], [])
                     yield ("done", [np.asarray(i) for i in res], [np.asarray(i) for i in plain],
                            (time.perf_counter() - start) / max(total, 1))
                     return
         finally:
-            # Closed early (Stop, cancel, client gone): the callback raises at the next model call, ending the
-            # worker. The server closes generators on its event loop, so this waits only briefly.
+            # Closed early (Stop, cancel, client gone): the worker, waiting at its callback, raises there.
             closed.set()
+            resume.release()
             worker.join(timeout=WORKER_JOIN_S)
 
     def running(self) -> list[threading.Thread]:
         """This service's worker threads still alive."""
         return [t for t in list(self.workers) if t.is_alive()]
+
+
+# ----------------------------------------------------------------------------------------------- the chain
+def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None = None):
+    """The run both handlers share after :meth:`Service.check_request`: ``gpu_run(req)`` (the GPU function: in a
+    ZeroGPU worker there), its per-call time noted, ``stop`` looked at after every event. Yields ("tick", tick,
+    total, seconds so far, x0 or None) per model call, then ("done", :class:`Finished`). Stop closes the GPU
+    function's generator (which ends its run, in this process or in the worker) and raises :class:`Stopped`."""
+    start, frames, levels, finished = time.perf_counter(), [], [], None
+    gen = gpu_run(req)
+    try:
+        for ev in gen:
+            if stop is not None and stop.is_set():
+                break
+            if ev[0] == "done":
+                service.note_run(req.model, ev[3], req.rows)
+                finished = Finished(req, ev[1], ev[2], frames, levels)
+                continue
+            _, tick, total, lv, xt, x0 = ev
+            levels.append(lv)
+            if xt is not None:
+                frames.append((tick, xt, x0))
+            yield "tick", tick, total, time.perf_counter() - start, x0
+    finally:
+        gen.close()
+    if finished is None:  # raised here, not in an ``except``: no traceback keeps the run's tensors alive
+        raise Stopped("Stopped.")
+    finished.seconds = time.perf_counter() - start
+    yield "done", finished
+
+
+def uploaded_path(value, upload_folder: str) -> str:
+    """The path of a file the client uploaded (a FileData dict), refused unless it lies in ``upload_folder`` (Gradio's
+    upload cache): no path a client names reaches the file system otherwise."""
+    path = value.get("path") if isinstance(value, dict) else None
+    resolved = Path(path).resolve() if isinstance(path, str) and path and "\0" not in path else None
+    if resolved is None or Path(upload_folder).resolve() not in resolved.parents or not resolved.is_file():
+        raise ServeError("The mask file was not uploaded; pass it with gradio_client.handle_file(path).")
+    return str(resolved)
+
+
+def page_stream(service: Service, gpu_run, req: Request, checked: Checked, stop: threading.Event | None,
+                results_dir: Path = RESULTS_DIR, preview_height: int = 128):
+    """The page's run: yields ("status", (text, preview strip or None, (done, total) or None)) while it runs, then
+    ("done", :func:`page_results`), whose files are deleted when the caller asks for more (or closes this)."""
+    est = service.estimate_seconds(*req.settings())
+    yield "status", (f"Starting: {req.calls:,} model calls, about {fmt_seconds(est or 0)}...", None, None)
+    for ev in stream(service, gpu_run, req, stop):
+        if ev[0] == "done":
+            done = ev[1]
+        elif ev[4] is not None:
+            from . import pictures  # pictures imports this module (ServeError)
+
+            _, tick, total, spent, x0 = ev
+            text = (f"Step {tick + 1:,}/{total:,} - {fmt_seconds(spent)} elapsed, ETA "
+                    f"{fmt_seconds(spent / (tick + 1) * (total - tick - 1))}")
+            yield "status", (text, pictures.strip(list(x0), preview_height), (tick + 1, total))
+    out_dir = new_results_dir(results_dir)
+    try:
+        yield "done", page_results(done, checked, out_dir)
+    finally:  # the server has copied the files by the time it asks for more (or closes us)
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESULTS_DIR):
+    """``/inpaint``'s run: yields None at each preview (a chance for the server to notice a cancel or a lost client
+    and close this), then the (path, caption) result files, deleted when the caller asks for more (or closes)."""
+    for ev in stream(service, gpu_run, req):
+        if ev[0] == "done":
+            done = ev[1]
+        elif ev[4] is not None:
+            yield None
+    out_dir = new_results_dir(results_dir)
+    try:
+        yield save_results(out_dir, "", done.results, done.plain, req.jump_n_sample, req.seed)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def page_results(done: Finished, checked: Checked, out_dir: Path) -> dict:
+    """The page's results of a finished run, files written to ``out_dir``: status, gallery (path, caption), the
+    side-by-side strip and its label, the before/after pair, the process GIF and every file to download."""
+    from . import pictures  # pictures imports this module (ServeError)
+
+    req, res, plain = done.request, done.results, done.plain
+    masked = pictures.show_mask(*checked.big)
+    gallery = save_results(out_dir, f"repaint_{req.model}_", res, plain, req.jump_n_sample, req.seed)
+    Image.fromarray(masked).save(out_dir / "input_masked.png")
+    tile = max(2 * pictures.ANIMATION_TILE, checked.model.resolution)
+    gif = pictures.make_animation(done.frames, done.levels, req.steps, [0, len(res)] if plain else [0],
+                                  out_dir / "process.gif")
+    labels = checked.model.class_labels([req.seed + i for i in range(len(res))], req.class_label)
+    classes = f", class {', '.join(map(str, labels))}" if labels else ""
+    return dict(
+        status=(f"Done in **{fmt_seconds(done.seconds)}** ({len(done.levels):,} model calls, {req.model}, seed "
+                f"{req.seed}{classes}). Known pixels are kept exactly; downloads are lossless PNG."),
+        gallery=gallery,
+        side=pictures.strip([masked, plain[0], res[0]] if plain else [masked, res[0]], tile),
+        side_label=f"masked input | n=1 | n={req.jump_n_sample}" if plain else "masked input | result",
+        slider=(plain[0], res[0]) if plain else (masked, res[0]),
+        gif=str(gif),
+        files=[path for path, _ in gallery] + [str(out_dir / "input_masked.png"), str(gif)])
+
+
+def leave_a_core_to_the_server(has_gpu: bool) -> None:
+    """On a CPU (unless OMP_NUM_THREADS says otherwise) torch gets one core fewer: with torch on every core, the
+    server's event loop and the run's hand-offs preempt the model's threads mid-operation (2 cores, bundled model,
+    T=50, j=5, r=5, 2 samples: 7.7-8.0 s per API request with 2 threads, 4.6-4.8 s with 1; the sampler alone takes
+    3.0 s and 3.8 s)."""
+    import os
+
+    import torch
+
+    if not has_gpu and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, torch.get_num_threads() - 1))
 
 
 # ----------------------------------------------------------------------------------------------- result files

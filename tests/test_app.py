@@ -106,14 +106,24 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
 
 
 def test_duration_grows_with_work_and_is_capped():
-    d_small = app.SERVICE.gpu_duration("bundled", None, None, 10, 5, 2, 0, 1, False, False, False)
-    d_big = app.SERVICE.gpu_duration("bundled", None, None, 250, 10, 10, 0, 4, True, False, False)
+    d_small = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 10, 5, 2, 0, 1, False))
+    d_big = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 250, 10, 10, 0, 4, True))
     assert serving.GPU_MARGIN_S <= d_small < d_big <= serving.GPU_CAP_S
-    huge = app.SERVICE.gpu_duration("bundled", None, None, 1000, 1, 20, 0, 16, True, False, False)
+    huge = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 16, True))
     assert huge == serving.GPU_CAP_S
-    calls = app.model_calls(250, 10, 10)
+    calls = serving.model_calls(250, 10, 10)
     assert calls == app.SERVICE.get_model("bundled").model_calls(250, 10, 10)
     assert f"{calls:,} model calls" in app.estimate_text("bundled", 250, 10, 10, 1, False)
+
+
+def test_a_request_is_one_picklable_value_and_app_py_stays_small(face):
+    """A run's settings cross to the ZeroGPU worker as one value; app.py keeps to constants, layout and events."""
+    import pickle
+
+    req = serving.Request("bundled", np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), 10, 5, 2, 3, 2, True)
+    back = pickle.loads(pickle.dumps(req))
+    assert back.settings() == req.settings() and (back.mask == req.mask).all() and back.rows == 4
+    assert len((app.HERE / "app.py").read_text().splitlines()) <= 300
 
 
 def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
@@ -121,8 +131,8 @@ def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
     monkeypatch.setattr(app.SERVICE, "has_gpu", True)
     monkeypatch.setitem(app.SERVICE.call_s, "bundled", 1.0)
     with pytest.raises(ServeError, match="smaller|fewer"):
-        app.SERVICE.check_fits("bundled", 250, 10, 10, 1, False)
-    app.SERVICE.check_fits("bundled", 10, 5, 2, 1, False)
+        app.SERVICE.check_fits(serving.Request("bundled", None, None, 250, 10, 10))
+    app.SERVICE.check_fits(serving.Request("bundled", None, None, 10, 5, 2))
 
 
 def test_unknown_model_is_refused():
@@ -586,8 +596,8 @@ def test_full_mask_is_announced(monkeypatch):
     said = []
     monkeypatch.setattr(app.gr, "Info", lambda message, *a, **k: said.append(message))
     image = np.zeros((32, 32, 3), np.uint8)
-    app.check_request("bundled", image, np.ones((32, 32), bool), 10, 5, 2, 0, 1, False)
-    app.check_request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2, 0, 1, False)
+    app.check_request(serving.Request("bundled", image, np.ones((32, 32), bool), 10, 5, 2))
+    app.check_request(serving.Request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2))
     assert said == [app.FULL_MASK_NOTE]
 
 
@@ -662,3 +672,47 @@ def test_class_label_is_refused_for_an_unconditional_model_and_ignored_from_a_hi
     *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
                        ui_request("cc2"), 504)
     assert last[0].startswith("Done") and "class" not in last[0]
+
+
+# ------------------------------------------------------------------------------------------- classifier guidance
+@pytest.fixture
+def with_guided_model(monkeypatch, service, class_model, tmp_path):
+    """The tiny class-conditional model guided by a tiny classifier (guided-diffusion's, converted), as 'tinyg'."""
+    import torch
+    from _adm import tiny_classifier
+    from test_classifier import classifier_folder
+
+    from repaint.classifier import read_classifier
+
+    inp = repaint.Inpainter(class_model.unet, class_model.scheduler_config, "tinyg")
+    inp.attach_classifier(read_classifier(classifier_folder(tmp_path, tiny_classifier()), torch.float32).eval()
+                          .requires_grad_(False))
+    monkeypatch.setitem(repaint.models.MODELS, "tinyg", repaint.ModelInfo(
+        "tinyg", None, 16, "test", gpu_only=False, num_classes=1000, classifier="imagenet256"))
+    service.models["tinyg"], service.call_s["tinyg"] = inp, 0.001
+    return inp
+
+
+def test_classifier_scale_reaches_the_sampler_on_the_api_and_ui_paths(with_guided_model, face):
+    inp = with_guided_model
+    settings = dict(steps=4, jump_length=2, jump_n_sample=1, seed=5, num_samples=1, class_label=7)
+    out = api_arrays(str(face), "left_half", "tinyg", 4, 2, 1, 5, 1, False, "model", 7, 3.0)
+    (want,) = inp.inpaint(str(face), "left_half", classifier_scale=3.0, **settings)
+    assert np.array_equal(out[0], np.asarray(want))
+    default = api_arrays(str(face), "left_half", "tinyg", 4, 2, 1, 5, 1, False, "model", 7, None)
+    (one,) = inp.inpaint(str(face), "left_half", classifier_scale=1.0, **settings)  # unset: the paper's 1
+    (zero,) = inp.inpaint(str(face), "left_half", classifier_scale=0.0, **settings)
+    assert np.array_equal(default[0], np.asarray(one)) and not np.array_equal(default[0], np.asarray(zero))
+    with pytest.raises(Exception, match="classifier_scale"):
+        api_arrays(str(face), "left_half", "tinyg", 4, 2, 1, 5, 1, False, "model", 7, -2)
+    with pytest.raises(Exception, match="has no classifier"):
+        api_arrays(str(face), "left_half", "bundled", 4, 2, 1, 5, 1, False, "model", None, 1.0)
+    *_, last = app.run(left_half_editor(face), "left_half", "tinyg", 4, 2, 1, 5, False, 1, False, False,
+                       ui_request("g"), 7, None, 0.0)
+    assert last[0].startswith("Done")
+    # the page shows the scale only for a model with a classifier; a value left in a hidden one is not used
+    assert app.on_model_change("tinyg", 4, 2, 1, 1, False)[2]["visible"] is True
+    assert app.on_model_change("bundled", 4, 2, 1, 1, False)[2]["visible"] is False
+    *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
+                       ui_request("g2"), None, None, 2.0)
+    assert last[0].startswith("Done")

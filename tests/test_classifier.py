@@ -100,7 +100,7 @@ def test_legacy_qkv_is_split_per_head():
 
 def test_presets_build_create_classifiers_architecture():
     """Each preset's parameter count equals guided_diffusion's create_classifier with its options; 256: 54.1M."""
-    for name, preset in C.CLASSIFIER_PRESETS.items():
+    for name in C.CLASSIFIER_PRESETS:
         o = C._options(name, {})
         with torch.device("meta"):
             ours = C.build(C.classifier_config(o))
@@ -196,7 +196,7 @@ def test_guided_mean_equals_condition_mean(pair, variance_type):
     cond_fn = cond_fn_of(lambda x_, t_: (seen.append(t_), theirs(x_, t_))[1], scale)
     fill = torch.ones(2, 1, SIZE, SIZE, dtype=torch.bool)
     shifts = {}
-    for level in (49, 30, 10, 1, 0):
+    for level in (49, 10, 1, 0):
         t = torch.tensor([level, level])
         ref = diffusion.p_mean_variance(lambda x_, t_: out, x, t, clip_denoised=True)
         want = diffusion.condition_mean(cond_fn, ref, x, t, model_kwargs={"y": y})
@@ -215,10 +215,10 @@ def test_guided_mean_equals_condition_mean(pair, variance_type):
 # --- the whole guided loop -------------------------------------------------------------------------------------------
 
 GUIDED_CASES = {  # id: (variance type, steps, j, r per sample, mask per sample)
-    "learned-r3-batch": ("learned_range", 10, 2, [3, 3], ["thick", "center_box"]),
-    "learned-compare": ("learned_range", 12, 3, [3, 1], ["thin", "thin"]),
-    "fixed-large-r2": ("fixed_large", 10, 2, [2], ["every_second_line"]),
-    "fixed-small-compare": ("fixed_small", 8, 2, [2, 1], ["left_half", "left_half"]),
+    "learned-r3-batch": ("learned_range", 6, 2, [3, 3], ["thick", "center_box"]),
+    "learned-compare": ("learned_range", 6, 2, [3, 1], ["thin", "thin"]),
+    "fixed-large-r2": ("fixed_large", 6, 2, [2], ["every_second_line"]),
+    "fixed-small-compare": ("fixed_small", 6, 2, [2, 1], ["left_half", "left_half"]),
 }
 
 
@@ -410,3 +410,61 @@ def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeyp
         assert (again.classifier(x, t) - pair[0](x, t)).abs().max() <= 1e-5 * pair[0](x, t).abs().max()
     unguided = repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf", classifier=False)
     assert unguided.classifier is None and unguided.check_scale(None) == 0.0
+
+
+def test_cli_and_folder_mode_take_the_classifier_and_its_scale(guided_pipe, tmp_path, capsys):
+    from PIL import Image
+
+    from repaint.__main__ import main
+    from repaint.folder import image_seed, inpaint_folder, read_manifest
+
+    folder, cls = guided_pipe
+    img = (np.random.default_rng(4).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    common = ["--image", str(tmp_path / "in.png"), "--preset", "left_half", "--model", str(folder), "--steps", "4",
+              "--jump-length", "2", "--jump-n-sample", "2", "--class-label", "5", "--classifier", str(cls)]
+    assert main(common + ["--out", str(tmp_path / "a.png"), "--classifier-scale", "2.5"]) == 0
+    pipe = repaint.load(folder, device="cpu", classifier=cls)
+    kw = dict(steps=4, jump_length=2, jump_n_sample=2, class_label=5)
+    (want,) = pipe.inpaint(img, "left_half", classifier_scale=2.5, **kw)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(want))
+    assert main(common + ["--out", str(tmp_path / "b.png"), "--classifier-scale", "0"]) == 0
+    (plain,) = pipe.inpaint(img, "left_half", classifier_scale=0, **kw)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(plain))
+    assert main(common + ["--out", str(tmp_path / "c.png"), "--classifier-scale", "-1"]) == 2
+    assert "classifier_scale must be" in capsys.readouterr().err
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(img).save(tmp_path / "imgs" / "x.png")
+    for scale in (None, 0.0):
+        out = tmp_path / f"out{scale}"
+        inpaint_folder(pipe, tmp_path / "imgs", out, preset="left_half", steps=4, jump_length=2, jump_n_sample=2,
+                       class_label=5, classifier_scale=scale, progress=False)
+        assert read_manifest(out)["inpainted/x.png"]["settings"]["classifier_scale"] == (1.0 if scale is None else 0)
+    rgb, m = pipe.prepare(img, "left_half", seed=image_seed(0, "x"))
+    for scale, name in ((1.0, "outNone"), (0.0, "out0.0")):
+        (want,) = pipe.sample(rgb, m, [repaint.jump_schedule(4, 2, 2)], [image_seed(0, "x", 0)], class_labels=[5],
+                              classifier_scale=scale)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / name / "inpainted" / "x.png")), want)
+
+
+def test_registry_classifier_tflop_is_a_flop_count_of_forward_and_input_gradient():
+    """The classifier's registry TFLOP (added to imagenet's ZeroGPU slot) against torch's FLOP counter on its
+    architecture (meta device): forward, then the backward to the input only (the parameters need no gradient)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from repaint import serving
+
+    info = repaint.CLASSIFIERS["imagenet256"]
+    with torch.device("meta"):
+        model = C.build(C.classifier_config(C._options(info.preset, {}))).requires_grad_(False)
+        x = torch.zeros(1, 3, 256, 256, requires_grad=True)
+        with FlopCounterMode(display=False) as forward:
+            logits = model(x, torch.zeros(1, dtype=torch.long))
+        with FlopCounterMode(display=False) as both:
+            torch.log_softmax(model(x, torch.zeros(1, dtype=torch.long)), -1)[:, 0].sum().backward()
+    assert forward.get_total_flops() / 1e12 == pytest.approx(0.147, rel=0.01)  # the issue's "about 0.15"
+    assert info.tflop == pytest.approx(both.get_total_flops() / 1e12, rel=0.01)
+    assert logits.shape == (1, 1000)
+    guess = serving.zerogpu_guess("imagenet")
+    assert guess == pytest.approx(serving.zerogpu_guess("imagenet_uncond") * (2.24 + info.tflop) / 2.24)

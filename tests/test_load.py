@@ -185,6 +185,6 @@ def test_throughput(server, face, settings):
     outcomes = burst(server, face, n, {**SMALL, **settings}, deadline=600)
     spent = time.monotonic() - start
     assert all(kind == "ok" for kind, _ in outcomes)
-    calls = app.model_calls(settings["steps"], settings["jump_length"], settings["jump_n_sample"])
+    calls = repaint.count_model_calls(settings["steps"], settings["jump_length"], settings["jump_n_sample"])
     print(f"\nTHROUGHPUT {settings}: {n} requests in {spent:.1f} s = {60 * n / spent:.1f} requests/min "
           f"({calls} model calls each, {1000 * app.SERVICE.call_s['bundled']:.1f} ms per call measured at load)")
