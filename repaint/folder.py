@@ -11,8 +11,14 @@ fill black), ``gt/`` (the input fitted to the model) and ``gt_keep_mask/`` (whit
 - Each output's seed is a hash of the run's seed, the image's stem and the sample index (:func:`image_seed`), and
   the sampler draws each sample from its own generator, so an output does not depend on the order of the images,
   the batch it ran in or the number of processes.
-- Files are written under a temporary name and renamed (``os.replace``), the manifest line after the files; a run
-  started again skips every output whose files exist and whose manifest line has the same settings and inputs.
+- Files are written under a temporary name and renamed (``os.replace``), the manifest line after the files, with
+  their SHA-256. A run started again skips every output whose manifest line has the same settings (everything
+  that changes the pixels: the model's weights, dtype and device type included) and inputs, and whose files still
+  hold the bytes that line names. Before it samples, a run deletes every other file of the four folders and every
+  other manifest line, so after any sequence of runs and kills the folders and the manifest hold only outputs of
+  the latest settings (once a run is through: exactly its outputs).
+- A random preset (:data:`repaint.masks.RANDOM`) draws each sample's mask from that sample's seed; its masked
+  input and keep mask are then per sample too, named as the output (``gt_masked/<stem>-<i>.png``).
 - With ``accelerate launch`` (optional: ``pip install 'repaint[folder]'``) the pending outputs are split between the
   processes (``PartialState.split_between_processes``); each process appends to its own ``manifest.part-<rank>.jsonl``
   and the main process merges them into ``manifest.jsonl`` at the start and the end of a run.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -33,7 +40,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .masks import PRESETS
+from . import __version__
+from .masks import PRESETS, is_random
 from .models import Inpainter
 from .schedule import jump_schedule
 
@@ -65,6 +73,11 @@ class _Unit:
     sample: int
     seed: int
     output: str  # path relative to OUT, e.g. inpainted/000001-2.png
+    companions: tuple[str, str, str]  # its gt_masked/, gt/ and gt_keep_mask/ files, relative to OUT
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.output, *self.companions)
 
 
 @dataclass
@@ -174,11 +187,39 @@ def _gather(state, items: list) -> list:
 # --- files --------------------------------------------------------------------------------------------------------
 
 
-def _atomic_save(array: np.ndarray, path: Path) -> None:
-    """Write a PNG under a temporary name in the same folder, then rename it: never a half-written file."""
+# Every change this module makes to OUT goes through the four functions below (the fault-injection tests interrupt
+# a run at each of their calls).
+
+
+def _atomic_save(array: np.ndarray, path: Path) -> str:
+    """Write a PNG under a temporary name in the same folder, then rename it: never a half-written file.
+    Returns the SHA-256 of the bytes written."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    data = buf.getvalue()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _append(path: Path, record: dict) -> None:
+    """One manifest line, flushed to disk before the next output starts."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_manifest(out: Path, records: dict[str, dict]) -> None:
+    """``manifest.jsonl`` replaced at once by ``records``, one line per output, sorted."""
+    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text("".join(json.dumps(records[k], sort_keys=True) + "\n" for k in sorted(records)), encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -207,35 +248,42 @@ def read_manifest(out_dir: str | Path) -> dict[str, dict]:
     return latest
 
 
-def _merge_manifest(out: Path) -> None:
-    """Main process: fold the parts into ``manifest.jsonl`` (one line per output, sorted), drop them and temp files."""
+def _merge_manifest(out: Path, keep: set[str] | None = None) -> None:
+    """Main process: fold the parts into ``manifest.jsonl`` and drop them. With ``keep`` (the start of a run), only
+    the lines of those outputs stay, and every other file of the four folders (a stale output, companion or
+    temporary file) is deleted: the manifest first, so no line ever names a deleted file as done."""
     records = read_manifest(out)
     parts = sorted(out.glob(_PART.format("*")))
+    if keep is not None:
+        records = {k: v for k, v in records.items() if k in keep}
     if parts or (out / MANIFEST).exists():
-        tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-        tmp.write_text("".join(json.dumps(records[k], sort_keys=True) + "\n" for k in sorted(records)),
-                       encoding="utf-8")
-        os.replace(tmp, out / MANIFEST)
+        _write_manifest(out, records)
     for p in parts:
-        p.unlink()
-    for folder in LAYOUT:  # temporary files of a killed run
-        for p in (out / folder).glob(".*.tmp"):
-            p.unlink(missing_ok=True)
-
-
-def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        _remove(p)
+    if keep is None:
+        return
+    files = {f for rec in records.values() for f in rec["files"]}
+    for folder in LAYOUT:
+        for p in sorted((out / folder).iterdir()):
+            if p.is_file() and (p.suffix.lower() == ".png" or p.name.endswith(".tmp")) \
+                    and f"{folder}/{p.name}" not in files:
+                _remove(p)
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
 
 
-def _units(jobs: list[Job], seed: int, num_samples: int) -> list[_Unit]:
-    return [_Unit(j, i, image_seed(seed, j.name, i), f"inpainted/{j.name}{'' if num_samples == 1 else f'-{i}'}.png")
-            for j in jobs for i in range(num_samples)]
+def _units(jobs: list[Job], seed: int, num_samples: int, own_masks: bool) -> list[_Unit]:
+    """Every output of a run. ``own_masks`` (a random preset): each sample has its own mask, so its own masked input
+    and keep mask, named as the output."""
+    units = []
+    for j in jobs:
+        for i in range(num_samples):
+            name = j.name if num_samples == 1 else f"{j.name}-{i}"
+            m = name if own_masks else j.name
+            units.append(_Unit(j, i, image_seed(seed, j.name, i), f"inpainted/{name}.png",
+                               (f"gt_masked/{m}.png", f"gt/{j.name}.png", f"gt_keep_mask/{m}.png")))
+    return units
 
 
 def _digests(job: Job) -> dict:
@@ -246,19 +294,30 @@ def _digests(job: Job) -> dict:
     return d
 
 
-def _is_done(out: Path, unit: _Unit, record: dict | None, settings: dict, digests: dict) -> bool:
+def _is_done(out: Path, unit: _Unit, record: dict | None, settings: dict, digests: dict,
+             hashes: dict[str, str | None]) -> bool:
+    """Whether ``unit``'s manifest line has these settings, seed and input digests, and its files still hold the
+    bytes the line names (``hashes``: a cache of the files' SHA-256, None for a missing file)."""
     if record is None or record.get("settings") != settings or record.get("seed") != unit.seed:
         return False
     if any(record.get(k) != v for k, v in digests.items()):
         return False
-    return (out / unit.output).is_file() and all((out / d / f"{unit.job.name}.png").is_file() for d in LAYOUT[1:])
+    named = record.get("files")
+    if not isinstance(named, dict) or set(named) != set(unit.files):
+        return False
+    for f in unit.files:
+        if f not in hashes:
+            hashes[f] = _sha256(out / f) if (out / f).is_file() else None
+        if hashes[f] is None or hashes[f] != named[f]:
+            return False
+    return True
 
 
-def _companions(rgb: np.ndarray, fill: np.ndarray) -> dict[str, np.ndarray]:
-    """RePaint's companion files: the masked input (region black), the input, the keep mask (white = keep)."""
+def _companions(rgb: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RePaint's companion files, as :data:`LAYOUT` orders them: the masked input (region black), the input, the keep
+    mask (white = keep)."""
     keep = np.repeat(~fill[..., None], 3, axis=2)
-    return {"gt_masked": np.where(keep, rgb, 0).astype(np.uint8), "gt": rgb,
-            "gt_keep_mask": (keep * 255).astype(np.uint8)}
+    return np.where(keep, rgb, 0).astype(np.uint8), rgb, (keep * 255).astype(np.uint8)
 
 
 def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset: str | None = None,
@@ -290,39 +349,55 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
         summary.failed.append((str(path), reason))
         log(f"skipped {path}: {reason}")
 
+    for given in (image_dir, mask_dir):
+        if given is not None and any(Path(given).resolve() == (out / d).resolve() for d in LAYOUT):
+            raise ValueError(f"{given} is an output folder of {out}: a run deletes what it did not write there")
     jobs, problems = pair_jobs(image_dir, mask_dir, preset, pair)
-    if state.is_main_process:
-        for path, reason in problems:
-            skip(path, reason)
-        for d in LAYOUT:
-            (out / d).mkdir(parents=True, exist_ok=True)
-        _merge_manifest(out)  # parts of a killed run, whatever its process count
-    state.wait_for_everyone()
-
-    settings = dict(model=pipe.name, resolution=pipe.resolution, steps=steps, jump_length=jump_length,
-                    jump_n_sample=jump_n_sample, seed=seed, keep_mask=bool(keep_mask), invert=bool(invert),
-                    mask=f"preset:{preset}" if preset is not None else "file", pair=pair)
+    # Everything that changes an output's pixels; the batch size and the process count do not (a README promise).
+    settings = dict(model=pipe.name, model_sha256=pipe.fingerprint(), resolution=pipe.resolution,
+                    dtype=str(pipe.dtype).removeprefix("torch."), device=pipe.device.type, steps=steps,
+                    jump_length=jump_length, jump_n_sample=jump_n_sample, seed=seed, keep_mask=bool(keep_mask),
+                    invert=bool(invert), mask=f"preset:{preset}" if preset is not None else "file", pair=pair,
+                    repaint=__version__)
     pipe.class_labels([seed], class_label)  # a ValueError now for a label an unconditional model cannot take
     if class_label is not None:
         settings["class_label"] = int(class_label)
     scale = pipe.check_scale(classifier_scale)
     if pipe.classifier is not None:
         settings["classifier_scale"] = scale
-    records, digests, pending = read_manifest(out), {}, []
-    for unit in _units(jobs, seed, num_samples):
-        if unit.job not in digests:
-            try:
-                digests[unit.job] = _digests(unit.job)
-            except OSError as e:
-                digests[unit.job] = None
-                if state.is_main_process:
-                    skip(unit.job.image, f"cannot read: {e}")
-        if digests[unit.job] is None:
-            continue
-        if _is_done(out, unit, records.get(unit.output), settings, digests[unit.job]):
-            summary.done_before += 1 if state.is_main_process else 0
-        else:
-            pending.append(unit)
+    own_masks = is_random(preset)
+    units = _units(jobs, seed, num_samples, own_masks)
+
+    digests: dict[Job, dict | None] = {}  # SHA-256 of each job's input files; None: unreadable
+
+    def plan() -> tuple[list[_Unit], list[_Unit]]:  # (done, pending); every process reaches the same answer
+        records, hashes, done, pending = read_manifest(out), {}, [], []
+        for unit in units:
+            if unit.job not in digests:
+                try:
+                    digests[unit.job] = _digests(unit.job)
+                except OSError as e:
+                    digests[unit.job] = None
+                    if state.is_main_process:
+                        skip(unit.job.image, f"cannot read: {e}")
+            if digests[unit.job] is not None:
+                complete = _is_done(out, unit, records.get(unit.output), settings, digests[unit.job], hashes)
+                (done if complete else pending).append(unit)
+        return done, pending
+
+    if state.is_main_process:
+        for path, reason in problems:
+            skip(path, reason)
+        for d in LAYOUT:
+            (out / d).mkdir(parents=True, exist_ok=True)
+        _merge_manifest(out)  # parts of a killed run, whatever its process count
+        done, pending = plan()
+        summary.done_before = len(done)
+        # Only complete outputs of these settings stay: stale files and lines go before anything is sampled.
+        _merge_manifest(out, keep={u.output for u in done})
+    state.wait_for_everyone()  # the folder is clean before anyone reads or appends
+    if not state.is_main_process:
+        pending = plan()[1]
     state.wait_for_everyone()  # everyone has read the manifest before anyone appends to it
 
     part = out / _PART.format(state.process_index)
@@ -336,35 +411,36 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
         for start in range(0, len(mine), batch_size):
             batch, fitted = [], {}
             for unit in mine[start : start + batch_size]:
-                if unit.job not in fitted and unit.job not in bad:
+                key = (unit.job, unit.seed if own_masks else None)  # a random preset: a mask per sample
+                if key not in fitted and unit.job not in bad:
                     try:
-                        fitted[unit.job] = pipe.prepare(unit.job.image, unit.job.mask, keep_mask=keep_mask,
-                                                        invert=invert, seed=image_seed(seed, unit.job.name))
+                        fitted[key] = pipe.prepare(unit.job.image, unit.job.mask, keep_mask=keep_mask, invert=invert,
+                                                   seed=unit.seed)
                     except (ValueError, OSError) as e:
                         bad.add(unit.job)
                         skip(unit.job.image, str(e))
                 if unit.job in bad:
                     bar.update(1)
                 else:
-                    batch.append(unit)
+                    batch.append((unit, fitted[key]))
             if not batch:
                 continue
             began = time.perf_counter()
             tick = lambda k, levels, x, x0: bar.set_postfix_str(f"call {k + 1}/{calls}")  # noqa: E731
-            result = pipe.sample(np.stack([fitted[u.job][0] for u in batch]),
-                                 np.stack([fitted[u.job][1] for u in batch]), [schedule] * len(batch),
-                                 [u.seed for u in batch], tick,
-                                 class_labels=pipe.class_labels([u.seed for u in batch], class_label),
-                                 classifier_scale=scale)
+            seeds = [u.seed for u, _ in batch]
+            result = pipe.sample(np.stack([rgb for _, (rgb, _) in batch]), np.stack([m for _, (_, m) in batch]),
+                                 [schedule] * len(batch), seeds, tick,
+                                 class_labels=pipe.class_labels(seeds, class_label), classifier_scale=scale)
             seconds = (time.perf_counter() - began) / len(batch)
-            for unit, img in zip(batch, result):
-                if unit.job in fitted:  # once per job and batch
-                    for d, arr in _companions(*fitted.pop(unit.job)).items():
-                        _atomic_save(arr, out / d / f"{unit.job.name}.png")
-                _atomic_save(img, out / unit.output)
+            saved: dict[str, str] = {}  # this batch's companion files and their SHA-256
+            for (unit, fit), img in zip(batch, result):
+                for path, arr in zip(unit.companions, _companions(*fit)):
+                    if path not in saved:
+                        saved[path] = _atomic_save(arr, out / path)
+                files = {unit.output: _atomic_save(img, out / unit.output)} | {p: saved[p] for p in unit.companions}
                 _append(part, dict(output=unit.output, input=str(unit.job.image), mask=str(unit.job.mask),
                                    sample=unit.sample, seed=unit.seed, settings=settings, seconds=round(seconds, 4),
-                                   batch=len(batch), process=state.process_index, model_calls=calls,
+                                   batch=len(batch), process=state.process_index, model_calls=calls, files=files,
                                    finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    **digests[unit.job]))
                 summary.written.append(unit.output)

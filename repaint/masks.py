@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-__all__ = ["PRESETS", "DESCRIPTIONS", "load_mask", "preset"]
+__all__ = ["PRESETS", "DESCRIPTIONS", "RANDOM", "is_random", "load_mask", "preset"]
 
 MaskFn = Callable[[int, int, int], np.ndarray]
 
@@ -119,6 +119,8 @@ PRESETS: dict[str, MaskFn] = {
     "thin": thin,
     "wide": wide,
 }
+#: The presets drawn at random from the seed: each sample of a batch draws its own mask, from its own seed.
+RANDOM = frozenset({"thick", "thin", "wide"})
 DESCRIPTIONS: dict[str, str] = {name: (fn.__doc__ or "").split(":")[0].split(" (")[0] for name, fn in PRESETS.items()}
 
 
@@ -127,6 +129,11 @@ def preset(name: str, height: int, width: int, seed: int = 0) -> np.ndarray:
     if name not in PRESETS:
         raise ValueError(f"unknown mask preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name](height, width, seed)
+
+
+def is_random(mask) -> bool:
+    """Whether ``mask`` names a random preset (:data:`RANDOM`): its region depends on the seed."""
+    return isinstance(mask, str) and mask in RANDOM
 
 
 def load_mask(source, *, keep: bool = False, invert: bool = False) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -431,6 +432,7 @@ class Inpainter:
         """Guide this model with ``classifier`` (:class:`repaint.classifier.NoisyClassifier`); its classes become the
         model's if the model itself is unconditional. Guided runs default to ``classifier_scale=1``."""
         self.classifier = classifier
+        self._fingerprint = None  # the classifier's weights change what a guided run makes
         self.num_classes = self.num_classes or int(classifier.config.num_classes)
 
     def check_scale(self, classifier_scale) -> float:
@@ -445,6 +447,19 @@ class Inpainter:
         if classifier_scale and self.classifier is None:
             raise ValueError(f"model {self.name!r} has no classifier: leave classifier_scale at 0 (or load one)")
         return float(classifier_scale)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights as loaded (names, dtypes, shapes, bytes) and the scheduler config: what a model's
+        name does not pin (a local folder can be retrained in place). Computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256(json.dumps(self.scheduler_config, sort_keys=True, default=str).encode())
+            guide = {} if self.classifier is None else self.classifier.state_dict()
+            for name, t in [*self.unet.state_dict().items(), *(("classifier." + k, v) for k, v in guide.items())]:
+                t = t.detach().to("cpu").contiguous()
+                h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     @property
     def device(self) -> torch.device:
@@ -487,10 +502,14 @@ class Inpainter:
         img = images.open_image(image)
         rgb = images.fit_image(img, self.resolution)
         if _is_preset(mask):
-            m = masks.preset(mask, self.resolution, self.resolution, seed) ^ invert  # keep_mask: mask files only
+            m = self.preset_mask(mask, seed, invert=invert)  # keep_mask: mask files only
         else:
             m = images.fit_mask(_region(mask, keep_mask, invert), images.upright_size(img), self.resolution)
         return rgb, m
+
+    def preset_mask(self, name: str, seed: int = 0, *, invert: bool = False) -> np.ndarray:
+        """The preset ``name`` at the model's resolution, drawn from ``seed`` if random: bool (R, R), True = fill."""
+        return masks.preset(name, self.resolution, self.resolution, seed) ^ invert
 
     def prepare_window(self, image, mask, *, keep_mask: bool = False, invert: bool = False, seed: int = 0):
         """Like :meth:`prepare`, for a result at the image's own size (:mod:`repaint.window`): returns
@@ -575,17 +594,21 @@ class Inpainter:
                                                              seed=seed)
         else:
             rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
-        if not m.any():
+        # A random preset: each sample draws its own mask from its own seed, as a run alone with that seed does.
+        own = masks.is_random(mask)
+        fills = [m] + [self.preset_mask(mask, seed + i, invert=invert) if own else m for i in range(1, num_samples)]
+        if not any(f.any() for f in fills):
             log.info("empty mask: nothing to fill, returning the input")
             return [[Image.fromarray(big if full_size else rgb) for _ in range(num_samples)] for _ in ns]
-        if m.all():
+        if any(f.all() for f in fills):
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
-        out = self.sample(rgb, m, schedules, seeds, callback, None if labels is None else labels * len(ns),
-                          classifier_scale=scale)
+        out = self.sample(rgb, np.stack(fills * len(ns)), schedules, seeds, callback,
+                          None if labels is None else labels * len(ns), classifier_scale=scale)
         if full_size:
-            out = [window.paste_fill(big, big_mask, win, a) for a in out]
+            big_masks = [big_mask] + [window.spread(f, win, *big.shape[:2]) if own else big_mask for f in fills[1:]]
+            out = [window.paste_fill(big, bm, win, a) for a, bm in zip(out, big_masks * len(ns))]
         results = [[Image.fromarray(a) for a in out[k * num_samples : (k + 1) * num_samples]] for k in range(len(ns))]
         for row in results if labels is not None else []:
             for img, label in zip(row, labels):

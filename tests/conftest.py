@@ -58,3 +58,15 @@ def service(monkeypatch):
     svc.models["bundled"], svc.call_s["bundled"] = app.SERVICE.get_model("bundled"), app.SERVICE.call_s["bundled"]
     monkeypatch.setattr(app, "SERVICE", svc)
     return svc
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: a tiny model gains nothing from a second one, and on a machine shared with
+    other jobs two threads were measured 15x slower than one (the bundled model, 2 cores, load 9)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

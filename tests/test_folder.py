@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny import assert_same_run
 from PIL import Image
 
 from repaint import faces, folder, masks
 from repaint.__main__ import main
 from repaint.models import load
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the bundled model, in this process: see conftest.py
 
 REPO = Path(__file__).resolve().parents[1]
 KW = dict(steps=4, jump_length=2, jump_n_sample=2)  # 6 model calls per image
@@ -92,14 +95,34 @@ def test_outputs_do_not_depend_on_order_batch_or_subset(pipe, tmp_path):
     folder.inpaint_folder(pipe, one, tmp_path / "alone", preset="wide", batch_size=1, num_samples=2, progress=False,
                           **KW)
     both = pngs(tmp_path / "all")
-    assert len(both) == 4 * 2 + 4 * 3
+    assert len(both) == 4 * 2 * 3 + 4  # a random preset: per sample an output, a masked input and a keep mask
     for key, data in pngs(tmp_path / "alone").items():
         assert both[key] == data, key
     a, b = arr(tmp_path / "all/inpainted/00002-0.png"), arr(tmp_path / "all/inpainted/00002-1.png")
     assert not np.array_equal(a, b)  # two samples, two seeds
-    # A random preset draws its mask from the image's seed.
-    fill = masks.preset("wide", 32, 32, seed=folder.image_seed(0, "00002"))
-    assert np.array_equal(arr(tmp_path / "all/gt_keep_mask/00002.png")[..., 0] == 255, ~fill)
+
+
+@pytest.mark.parametrize("preset", ["thick", "wide", "center_box"])
+def test_sample_i_is_the_api_run_with_its_seed_and_its_own_mask(pipe, tmp_path, preset):
+    """Folder mode's "sample i equals a run alone with its seed": output i of an image is the one-image API's result
+    with seed image_seed(seed, stem, i), random presets included (each sample its own mask, drawn from that seed),
+    and the masked input and keep mask written beside it are those of its own mask."""
+    img_dir, _ = make_inputs(tmp_path, 2)
+    out = tmp_path / "out"
+    folder.inpaint_folder(pipe, img_dir, out, preset=preset, num_samples=3, batch_size=4, seed=9, progress=False, **KW)
+    own = preset in masks.RANDOM
+    for name in ("00000", "00001"):
+        face = arr(out / "gt" / f"{name}.png")
+        for i in range(3):
+            s = folder.image_seed(9, name, i)
+            (alone,) = pipe.inpaint(img_dir / f"{name}.png", preset, seed=s, **KW)
+            assert_same_run(arr(out / "inpainted" / f"{name}-{i}.png"), alone)
+            keep = ~masks.preset(preset, 32, 32, seed=s)
+            companion = f"{name}-{i}.png" if own else f"{name}.png"
+            white = np.repeat(keep[..., None] * np.uint8(255), 3, 2)
+            assert np.array_equal(arr(out / "gt_keep_mask" / companion), white)
+            assert np.array_equal(arr(out / "gt_masked" / companion), np.where(keep[..., None], face, 0))
+    assert len(pngs(out)) == 2 * 3 + 2 + (2 * 3 * 2 if own else 2 * 2)
 
 
 def test_resume_redoes_only_what_is_missing_or_changed(pipe, tmp_path):

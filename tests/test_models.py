@@ -10,7 +10,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from _tiny import save_pipeline_layout, save_root_layout, tiny_pipe
+from _tiny import assert_same_run, save_pipeline_layout, save_root_layout, tiny_pipe
 from PIL import Image
 
 import repaint
@@ -226,6 +226,25 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["--image", str(tmp_path / "in.png"), "--preset", "left_half", "--out", str(tmp_path / "x.png"),
                  "--model", str(model), "--steps", "0"]) == 2
     assert "steps must be" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("preset", ["thick", "wide", "every_second_line"])
+def test_cli_sample_i_equals_a_run_with_seed_plus_i(tmp_path, preset):
+    """The --seed help's promise, random presets included: OUT-i.png (and OUT-n1-i.png) of one run are the files of
+    separate runs with --seed SEED + i."""
+    from repaint.__main__ import main
+
+    model = save_root_layout(tmp_path / "model")
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    run = lambda out, *a: main(["--image", str(tmp_path / "in.png"), "--preset", preset, "--model", str(model),  # noqa: E731
+                                "--steps", "4", "--jump-length", "2", "--jump-n-sample", "2", "--compare",
+                                "--out", str(tmp_path / out), *a])
+    assert run("all.png", "--seed", "7", "--num-samples", "3") == 0
+    for i in range(3):
+        assert run(f"one{i}.png", "--seed", str(7 + i)) == 0
+        for suffix in ("", "-n1"):
+            assert_same_run(Image.open(tmp_path / f"all{suffix}-{i}.png"), Image.open(tmp_path / f"one{i}{suffix}.png"))
 
 
 def test_cli_help_lists_registries():

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from _tiny import tiny_pipe, tiny_scheduler
+from _tiny import assert_same_run, tiny_pipe, tiny_scheduler
 from diffusers import RePaintScheduler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from repaint import masks
 from repaint.sampler import _moves, _ticks, ddpm_step, forward_step, q_sample, sample_repaint
@@ -135,6 +137,43 @@ def test_batched_samples_equal_separate_runs(pipe):
     for i, got in enumerate(batch):
         (alone,) = pipe.inpaint(img, "center_box", seed=10 + i, **kw)
         assert np.array_equal(np.asarray(got), np.asarray(alone))
+
+
+def test_random_presets_are_exactly_the_presets_that_depend_on_the_seed():
+    varies = {name for name in masks.PRESETS
+              if any(not np.array_equal(masks.preset(name, 32, 32, 0), masks.preset(name, 32, 32, s)) for s in (1, 2))}
+    assert varies == set(masks.RANDOM) == {"thick", "thin", "wide"}
+
+
+@pytest.mark.usefixtures("one_thread")
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(sorted(masks.PRESETS)), seed=st.integers(0, 2**40), num_samples=st.integers(2, 3),
+       compare=st.booleans(), full_size=st.booleans(), invert=st.booleans())
+def test_batch_sample_i_equals_a_separate_run_with_seed_plus_i(pipe, name, seed, num_samples, compare, full_size,
+                                                               invert):
+    """The README's promise, for every preset (random ones draw each sample's mask from its own seed), in inpaint
+    and compare, at the model's size and at full size: sample i of a batch is, bit for bit, a run alone with
+    seed + i, and its known pixels are those of the mask drawn from seed + i."""
+    img = (np.random.default_rng(seed % 7).random((16, 20, 3)) * 255).astype(np.uint8)  # fitting crops columns 2-17
+    kw = dict(steps=4, jump_length=2, jump_n_sample=2, invert=invert, full_size=full_size)
+    if compare:
+        batch, plain = pipe.compare(img, name, seed=seed, num_samples=num_samples, **kw)
+    else:
+        batch, plain = pipe.inpaint(img, name, seed=seed, num_samples=num_samples, **kw), []
+    assert len(batch) == num_samples and len(plain) == (num_samples if compare else 0)
+    for i, got in enumerate(batch):
+        (alone,) = pipe.inpaint(img, name, seed=seed + i, **kw)
+        assert_same_run(got, alone)
+        if compare:
+            (alone,) = pipe.inpaint(img, name, seed=seed + i, **{**kw, "jump_n_sample": 1})
+            assert_same_run(plain[i], alone)
+        keep = ~(masks.preset(name, 16, 16, seed + i) ^ invert)
+        for out in [got] + plain[i : i + 1]:
+            out = np.asarray(out)
+            square = out[:, 2:18] if full_size else out
+            assert np.array_equal(square[keep], img[:, 2:18][keep])
+            if full_size:
+                assert np.array_equal(out[:, :2], img[:, :2]) and np.array_equal(out[:, 18:], img[:, 18:])
 
 
 def test_compare_equals_two_inpaint_calls(pipe):
