@@ -160,7 +160,8 @@ if __name__ == "__main__":
                     print(f"commit: {header.get('summary')}", flush=True)
                     for repo, files in hub.repos.items():
                         for path, data in sorted(files.items()):
-                            print(f"  {repo}/{path}: {len(data):,} bytes", flush=True)
+                            print(f"  {repo}/{path}: {len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()}",
+                                  flush=True)
                 seen = len(hub.commits)
         except KeyboardInterrupt:
             pass

@@ -141,3 +141,19 @@ print("fallback ok")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "fallback ok" in done.stdout
     assert "repaint.aot ahead-of-time compilation of tiny failed" in done.stderr and "runs uncompiled" in done.stderr
+
+
+def test_channels_last_is_for_cuda_only_and_changes_no_result(pipe):
+    """models._place gives a CUDA UNet channels_last weights and leaves a CPU one as it is; the layout itself
+    changes the model's output by rounding only (checked here on the CPU, where it can run)."""
+    import copy
+
+    from repaint import models
+
+    cpu = models._place(copy.deepcopy(pipe.unet), torch.device("cpu"))
+    assert all(p.is_contiguous() for p in cpu.parameters())
+    last = copy.deepcopy(pipe.unet).to(memory_format=torch.channels_last)
+    assert any(p.ndim == 4 and not p.is_contiguous() for p in last.parameters())
+    x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([999, 3])
+    with torch.inference_mode():
+        torch.testing.assert_close(last(x, t).sample, pipe.unet(x, t).sample, rtol=1e-5, atol=1e-5)
