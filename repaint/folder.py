@@ -328,11 +328,11 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
     """Inpaint every image of ``image_dir`` into ``out_dir`` (see the module docstring for layout and guarantees).
 
     ``mask_dir`` (mask files, white = fill; ``keep_mask=True`` for RePaint's white = keep) or ``preset`` (a mask
-    preset; random presets draw from the image's seed). ``classifier_scale``: classifier guidance (default: 1 for a
-    model with a classifier, else 0; :meth:`Inpainter.inpaint`). Up to ``batch_size`` outputs run in one batched sampler
-    call. ``state``: ``accelerate.PartialState`` (or :func:`process_state`) to split the work between processes;
-    every process must call this with the same arguments. Bad inputs are reported through ``report`` (default:
-    stderr) and skipped. Returns this process's :class:`Summary`.
+    preset; a random one draws each sample's mask from that sample's seed). ``classifier_scale``: classifier
+    guidance (default: 1 for a model with a classifier, else 0; :meth:`Inpainter.inpaint`). Up to ``batch_size``
+    outputs run in one batched sampler call. ``state``: ``accelerate.PartialState`` (or :func:`process_state`) to
+    split the work between processes; every process must call this with the same arguments. Bad inputs are reported
+    through ``report`` (default: stderr) and skipped. Returns this process's :class:`Summary`.
     """
     from tqdm import tqdm
 

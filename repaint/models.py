@@ -437,6 +437,7 @@ class Inpainter:
         self.num_classes = int(unet.config.get("num_class_embeds") or 0)
         #: The model's second output half sets the step's variance (guided-diffusion's learn_sigma).
         self.learned_variance = self.scheduler_config.get("variance_type") == "learned_range"
+        self._fingerprint: str | None = None
 
     def attach_classifier(self, classifier: torch.nn.Module) -> None:
         """Guide this model with ``classifier`` (:class:`repaint.classifier.NoisyClassifier`); its classes become the
@@ -461,7 +462,7 @@ class Inpainter:
     def fingerprint(self) -> str:
         """SHA-256 of the weights as loaded (names, dtypes, shapes, bytes) and the scheduler config: what a model's
         name does not pin (a local folder can be retrained in place). Computed once."""
-        if getattr(self, "_fingerprint", None) is None:
+        if self._fingerprint is None:
             h = hashlib.sha256(json.dumps(self.scheduler_config, sort_keys=True, default=str).encode())
             guide = {} if self.classifier is None else self.classifier.state_dict()
             for name, t in [*self.unet.state_dict().items(), *(("classifier." + k, v) for k, v in guide.items())]:

@@ -105,6 +105,21 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
                      False, 1, False, False, ui_request("layer2"), None, shown))
 
 
+def test_the_editors_mask_is_one_mask_for_all_samples(face):
+    """A preset put into the editor is a drawn mask, drawn once: every sample keeps the same pixels, the ones the
+    editor shows as kept (the API's preset name instead gives each sample its own random mask, from its seed)."""
+    bg = np.asarray(Image.open(face).convert("RGBA"))
+    value = {**app.editor_with_preset({"background": bg, "layers": []}, "thick", "bundled", 0), "background": bg}
+    gen = app.run(value, "thick", "bundled", 4, 2, 1, 5, False, 3, False, False, ui_request("shared-mask"))
+    out = next(x for x in gen if x[0].startswith("Done"))
+    results = [read(path) for path, _ in out[2]]  # read before the generator ends (it deletes the files)
+    gen.close()
+    rgb, fill = app.SERVICE.get_model("bundled").prepare(bg[..., :3].copy(), app.mask_from_editor(value))
+    assert len(results) == 3 and not np.array_equal(fill, repaint.masks.preset("thick", 32, 32, 6))
+    for got in results:
+        assert np.array_equal(got[~fill], rgb[~fill])
+
+
 def test_duration_grows_with_work_and_is_capped():
     d_small = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 10, 5, 2, 0, 1, False))
     d_big = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 250, 10, 10, 0, 4, True))

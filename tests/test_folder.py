@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _tiny import assert_same_run
 from PIL import Image
 
@@ -146,6 +148,178 @@ def test_resume_redoes_only_what_is_missing_or_changed(pipe, tmp_path):
     assert sorted(run(seed=1).written) == [f"inpainted/{i:05d}.png" for i in range(3)]
     shutil.copy(img_dir / "00000.png", img_dir / "00002.png")
     assert run(seed=1).written == ["inpainted/00002.png"]
+
+
+# --- the promise: after any sequence of runs and kills, the folders and the manifest hold exactly the outputs of the
+# latest settings ------------------------------------------------------------------------------------------------
+
+FAST = dict(steps=2, jump_length=1, jump_n_sample=1)  # 2 model calls per batch
+
+
+def state(out: Path) -> tuple[dict[str, bytes], list[dict]]:
+    """Every file under ``out`` but the manifest, and the manifest's lines without their timings."""
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.is_file() and p.name != folder.MANIFEST}
+    lines = [json.loads(x) for x in (out / folder.MANIFEST).read_text().splitlines()]
+    return files, [{k: v for k, v in x.items() if k not in ("seconds", "finished", "batch", "process")} for x in lines]
+
+
+def assert_lines_tell_the_truth(out: Path) -> None:
+    """Every manifest line (merged or a process's part) names files that hold the bytes it says."""
+    for rec in folder.read_manifest(out).values():
+        for f, digest in rec["files"].items():
+            assert (out / f).is_file() and folder._sha256(out / f) == digest, f
+
+
+def reference(pipe, img_dir: Path, root: Path, **kw) -> tuple[dict[str, bytes], list[dict]]:
+    """The state a clean run with these settings leaves."""
+    out = root / f"ref-{len(list(root.glob('ref-*')))}"
+    folder.inpaint_folder(pipe, img_dir, out, progress=False, **kw)
+    return state(out)
+
+
+def test_fewer_samples_leave_no_stale_outputs(pipe, tmp_path):
+    """The issue's case: --num-samples 2, then 1, into one folder: img.png alone, with one manifest line."""
+    img_dir, _ = make_inputs(tmp_path, 1)
+    out = tmp_path / "out"
+    for n in (2, 1):
+        main(["--image-dir", str(img_dir), "--preset", "thick", "--out-dir", str(out), "--num-samples", str(n),
+              "--steps", "2", "--jump-length", "1", "--jump-n-sample", "1"])
+    assert sorted(p.name for p in (out / "inpainted").iterdir()) == ["00000.png"]
+    assert sorted(folder.read_manifest(out)) == ["inpainted/00000.png"]
+    assert state(out) == reference(pipe, img_dir, tmp_path, preset="thick", **FAST)
+
+
+def _bfloat16(pipe):
+    return load("bundled", device="cpu", dtype="bfloat16")
+
+
+def _retrained(pipe):
+    """The same name, other weights: a local model folder trained on in place."""
+    import copy
+
+    unet = copy.deepcopy(pipe.unet)
+    with torch.no_grad():
+        next(unet.parameters()).add_(0.05)
+    return folder.Inpainter(unet, pipe.scheduler_config, pipe.name)
+
+
+CHANGES = {  # every setting that changes an output's pixels (or its name), from the base run's
+    "steps": dict(steps=3), "jump_length": dict(steps=4, jump_length=2), "jump_n_sample": dict(jump_n_sample=2),
+    "seed": dict(seed=1), "num_samples": dict(num_samples=2), "preset": dict(preset="wide"),
+    "mask_dir": dict(preset=None, mask_dir=True), "invert": dict(invert=True), "dtype": dict(pipe=_bfloat16),
+    "weights": dict(pipe=_retrained),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_each_setting_that_changes_results_redoes_every_output(pipe, tmp_path, change):
+    img_dir, mask_dir = make_inputs(tmp_path, 2)
+    base = dict(preset="thick", **FAST)
+    kw = {**base, **CHANGES[change]}
+    other = kw.pop("pipe", lambda p: p)(pipe)
+    if kw.pop("mask_dir", False):
+        kw["mask_dir"] = mask_dir
+    out = tmp_path / "out"
+    folder.inpaint_folder(pipe, img_dir, out, progress=False, **base)
+    again = folder.inpaint_folder(other, img_dir, out, progress=False, **kw)
+    assert again.done_before == 0 and len(again.written) == 2 * kw.get("num_samples", 1)
+    assert state(out) == reference(other, img_dir, tmp_path, **kw)
+    if change == "mask_dir":  # keep_mask applies to mask files only
+        assert folder.inpaint_folder(pipe, img_dir, out, progress=False, keep_mask=True, **kw).done_before == 0
+
+
+def test_the_batch_size_changes_nothing(pipe, tmp_path):
+    img_dir, _ = make_inputs(tmp_path, 3)
+    out = tmp_path / "out"
+    folder.inpaint_folder(pipe, img_dir, out, preset="thick", batch_size=1, progress=False, **FAST)
+    again = folder.inpaint_folder(pipe, img_dir, out, preset="thick", batch_size=3, progress=False, **FAST)
+    assert again.done_before == 3 and not again.written
+
+
+class Killed(BaseException):
+    """The process dying at a write (a BaseException: nothing in the code under test may catch it)."""
+
+
+@contextlib.contextmanager
+def killed_at(at: int | None):
+    """Every write to OUT goes through folder's four write functions; the ``at``-th call (from 0) dies before it
+    writes, leaving what a kill leaves: a torn manifest line, a temporary file. Yields the list of calls made."""
+    calls = []
+
+    def hook(name, fn):
+        def hooked(*a):
+            calls.append(name)
+            if len(calls) - 1 == at:
+                if name == "_append":
+                    with open(a[0], "a") as f:
+                        f.write(json.dumps(a[1])[:50])
+                elif name == "_atomic_save":
+                    a[1].with_name(f".{a[1].name}.999.tmp").write_bytes(b"half a png")
+                raise Killed
+            return fn(*a)
+        return hooked
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("_atomic_save", "_append", "_write_manifest", "_remove"):
+            mp.setattr(folder, name, hook(name, getattr(folder, name)))
+        yield calls
+
+
+@pytest.mark.parametrize("to", ["same_names", "fewer_samples"])
+def test_a_run_killed_at_any_write_then_rerun_leaves_exactly_the_latest_settings(pipe, tmp_path, to):
+    """From a complete run with settings A, a run with B is killed at each of its writes in turn; rerun with B, the
+    folder is a clean B run's, byte for byte; rerun with A instead, a clean A run's. At every kill, each manifest line
+    names files that hold its bytes (no line vouches for a stale file). One image, two samples."""
+    img_dir, _ = make_inputs(tmp_path, 1)
+    a = dict(preset="thick", num_samples=2, batch_size=2, **FAST)
+    b = dict(a, steps=3) if to == "same_names" else dict(a, num_samples=1)
+    start = tmp_path / "a"
+    folder.inpaint_folder(pipe, img_dir, start, progress=False, **a)
+    ref_a, ref_b = state(start), reference(pipe, img_dir, tmp_path, **b)
+    counted = tmp_path / "counted"
+    shutil.copytree(start, counted)
+    with killed_at(None) as calls:
+        folder.inpaint_folder(pipe, img_dir, counted, progress=False, **b)
+    assert {"_atomic_save", "_append", "_write_manifest", "_remove"} <= set(calls), calls
+    for k in range(len(calls)):
+        run = tmp_path / f"k{k}"
+        shutil.copytree(start, run)
+        with killed_at(k), pytest.raises(Killed):
+            folder.inpaint_folder(pipe, img_dir, run, progress=False, **b)
+        assert_lines_tell_the_truth(run)
+        back = tmp_path / f"k{k}-back"
+        shutil.copytree(run, back)
+        folder.inpaint_folder(pipe, img_dir, run, progress=False, **b)
+        assert state(run) == ref_b, (k, calls[k])
+        folder.inpaint_folder(pipe, img_dir, back, progress=False, **a)
+        assert state(back) == ref_a, (k, calls[k])
+        shutil.rmtree(run)
+        shutil.rmtree(back)
+
+
+def test_a_real_kill_between_an_output_and_its_manifest_line(pipe, tmp_path):
+    """A process SIGKILLed after it renamed an output of settings B into place, before its manifest line: a later
+    run with settings A (the same file names) redoes that file instead of taking it for its own."""
+    img_dir, _ = make_inputs(tmp_path, 2)
+    a = dict(preset="thick", **FAST)
+    out = tmp_path / "out"
+    folder.inpaint_folder(pipe, img_dir, out, progress=False, **a)
+    ref_a = state(out)
+    script = (
+        "import os, signal, sys\n"
+        "from repaint import folder, load\n"
+        "folder._append = lambda path, record: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "folder.inpaint_folder(load('bundled', device='cpu'), sys.argv[1], sys.argv[2], preset='thick', steps=3,"
+        " jump_length=1, jump_n_sample=1, progress=False)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(img_dir), str(out)], cwd=REPO, capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (out / "inpainted/00000.png").read_bytes() != ref_a[0]["inpainted/00000.png"]  # B's output, renamed in
+    assert_lines_tell_the_truth(out)
+    again = folder.inpaint_folder(pipe, img_dir, out, progress=False, **a)
+    assert "inpainted/00000.png" in again.written
+    assert state(out) == ref_a
 
 
 def test_bad_files_are_reported_and_skipped(pipe, tmp_path, capsys):
