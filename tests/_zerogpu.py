@@ -12,15 +12,19 @@ or Hugging Face's scheduler:
   asked), ``/allow`` and ``/release``, and recording each call;
 - in the worker, ``spaces.zero.torch.init`` (which makes the CUDA context) does nothing, and ``.move`` (which
   copies the packed tensors to the GPU) reads them from spaces' own pack file into CPU memory: the worker's
-  "cuda" tensors are CPU tensors;
+  "cuda" tensors are CPU tensors, in float32 where the GPU would hold bfloat16 or float16 (which this CPU computes
+  about 14x slower);
 - on a CPU build of torch, ``torch.version.cuda`` reads "12.8" and ``torch._C._cuda_init`` exists (raising): spaces
   reads the one and saves the other at import, and ``torch.cuda._is_in_bad_fork`` is a plain function (a lambda
   there, which spaces' fork check cannot pickle).
 
-``python tests/_zerogpu.py PORT`` serves app.py so emulated (the zerogpu tests start it) until SIGTERM, printing
+``python tests/_zerogpu.py PORT`` (0: a free one) serves app.py so emulated (the zerogpu tests start it) until
+SIGTERM, printing
 "READY <app url> <device API url>"; ``GET <device API url>/test-calls`` lists the device API's calls. The app's
-settings come from the environment (REPAINT_MODELS, HF_HOME). With ``REPAINT_TEST_CALL_LOG`` set, every model call (in any
-process) appends "call" to that file, and the main process appends "stop" when spaces sets a worker's stop event.
+settings come from the environment (REPAINT_MODELS, HF_HOME). With ``REPAINT_TEST_CALL_LOG`` set, every model call
+(in any process) appends "call" to that file, and the main process appends "stop" when spaces sets a worker's stop
+event. One endpoint is added for the tests, ``/test_gpu_run``: the app's GPU function on a request that skipped the
+checks (an error raised inside the worker).
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ def install(api_url: str, offload_dir: str) -> None:
     def move(callback=None) -> None:  # the real one copies every recorded tensor to the GPU; here to CPU memory
         for fake, original in patching.cuda_aliases.items():
             if original is not None:
-                fake.data = original
+                fake.data = _as_cpu(original)
         for pack in patching.tensor_packs:
             _pack_to_cpu(pack)
 
@@ -148,9 +152,17 @@ def _set(pack, meta, data: bytes) -> None:
     import torch
 
     storage = torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
-    real = torch.tensor([], dtype=meta.dtype).set_(storage, 0, meta.shape, meta.stride())
+    real = _as_cpu(torch.tensor([], dtype=meta.dtype).set_(storage, 0, meta.shape, meta.stride()))
     for fake in pack.fakes[meta]:
         fake.data = real
+
+
+def _as_cpu(tensor):
+    """A GPU's half-precision tensor as the CPU computes it fast: float32 (a bfloat16 convolution takes this CPU
+    1.8 s where float32 takes 0.13 s, bundled model, batch 1, one thread)."""
+    import torch
+
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
 
 
 def log_calls(path: str) -> None:
@@ -185,15 +197,25 @@ def main(port: int) -> None:
     import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: where each thread is (worker too)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     api = DeviceAPI(int(os.environ["ZEROGPU_TEST_QUOTA_S"]) if os.environ.get("ZEROGPU_TEST_QUOTA_S") else None)
     install(api.url, os.environ.get("ZEROGPU_OFFLOAD_DIR") or str(Path.cwd() / ".zerogpu"))
     if os.environ.get("REPAINT_TEST_CALL_LOG"):
         log_calls(os.environ["REPAINT_TEST_CALL_LOG"])
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import app
 
     print("ZEROGPU", app.ON_ZEROGPU, "MODELS", ",".join(app.SERVICE.models), flush=True)
-    app.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+    import gradio as gr
+
+    from repaint import serving
+
+    def test_gpu_run(settings: dict) -> int:
+        """The GPU function on an unchecked request: how many events it yielded (or the error it raised)."""
+        return sum(1 for _ in app.gpu_run(serving.Request(**settings)))
+
+    with app.demo:
+        gr.api(test_gpu_run, api_name="test_gpu_run")
+    app.demo.launch(server_name="127.0.0.1", server_port=port or None, prevent_thread_lock=True, quiet=True,
                     **app.LAUNCH_KWARGS)
     print("READY", app.demo.local_url, api.url, flush=True)
     # Until SIGTERM (then the exit ends the daemon workers too). Not reading stdin: a worker forked while this
