@@ -255,7 +255,7 @@ class Service:
         # On ZeroGPU a model can only be placed on the GPU in the main thread before launch (preload): no Hub ids.
         self.has_gpu, self.on_zerogpu = has_gpu or on_zerogpu, on_zerogpu
         self.allow_hub_ids = allow_hub_ids and not on_zerogpu
-        self.offered = list(models.MODELS) if offered is None else list(offered)  # the registry names served
+        self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, models.Inpainter] = {}
         self.call_s: dict[str, float] = {}  # measured seconds per forward call (batch of one)
         self.measured: set[str] = set()  # on ZeroGPU: models whose call_s a run measured (else a guess)
@@ -264,6 +264,11 @@ class Service:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------- models
+    @property
+    def offered(self) -> list[str]:
+        """The registry names this server serves."""
+        return list(models.MODELS) if self._offered is None else self._offered
+
     def check_model_name(self, name) -> str:
         """``name`` if it may be loaded: an offered registry name, or (only with ``allow_hub_ids``) a Hub id."""
         if isinstance(name, str) and (name in self.offered or (self.allow_hub_ids and is_hub_id(name))):
@@ -329,12 +334,12 @@ class Service:
     def preload(self) -> str:
         """Loads every offered model now (on ZeroGPU: in the main thread before launch, which places them on
         ``cuda`` as its docs ask); a model that fails is no longer offered. Returns a notice ('' if all loaded)."""
-        failed = []
-        for name in list(self.offered):
+        failed, self._offered = [], list(self.offered)
+        for name in list(self._offered):
             try:
                 self.get_model(name)
             except ServeError as e:
-                self.offered.remove(name)
+                self._offered.remove(name)
                 failed.append(str(e))
         return " ".join(f"Not offered: {reason}" for reason in failed)
 
