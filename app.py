@@ -119,12 +119,12 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
     """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
-    editor = pictures.with_background(editor, shown)
+    editor, key = pictures.with_background(editor, shown), getattr(request, "session_hash", None) or str(id(request))
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     req = SERVICE.page_request(pictures.editor_image(editor), mask_from_editor(editor), model, steps, jump_length,
-                               jump_n_sample, seed, num_samples, compare, invert, preset in (DRAW, None), class_label)
-    checked, key, nothing = check_request(req), getattr(request, "session_hash", None) or str(id(request)), gr.skip()
-    flag = SERVICE.stop_flag(key)
+                               jump_n_sample, seed, num_samples, compare, invert, preset in (DRAW, None), class_label,
+                               key)
+    checked, flag, nothing = check_request(req), SERVICE.stop_flag(key), gr.skip()
     try:
         for kind, out in serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE):
             if kind == "status":

@@ -187,6 +187,7 @@ class Request:
     invert: bool = False
     full_size: bool = False
     class_label: int | None = None
+    stop_key: str | None = None  # the session whose Stop flag the run watches in this process (see Service.run)
 
     @property
     def rows(self) -> int:
@@ -473,14 +474,15 @@ class Service:
         return Checked(inp, (big, big_mask), (rgb, m))
 
     def page_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                     invert, full_size, class_label) -> Request:
-        """The page's settings as a :class:`Request` (the class box only for a class-conditional model)."""
+                     invert, full_size, class_label, stop_key=None) -> Request:
+        """The page's settings as a :class:`Request` (the class box only for a class-conditional model; ``stop_key``:
+        the visitor's session, whose Stop flag the run watches)."""
         name = self.check_model_name(model)
         if not (np.asarray(mask, bool) ^ bool(invert)).any():
             raise ServeError("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
         label = None if class_label is None or class_label == "" or not self.num_classes(name) else int(class_label)
         return Request(name, image, mask, int(steps), int(jump_length), int(jump_n_sample), int(seed),
-                       int(num_samples), bool(compare), bool(invert), bool(full_size), label)
+                       int(num_samples), bool(compare), bool(invert), bool(full_size), label, stop_key)
 
     def api_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                     size="auto", class_label=None, *, upload_folder: str) -> Request:
@@ -519,26 +521,31 @@ class Service:
             del self.stop_flags[key]
 
     def run(self, req: Request):
-        """The GPU function's body: runs the sampler in a worker thread, in step with this generator; yields
-        ("tick", tick, total, levels, x_t, x0) at every model call (uint8 arrays every few calls, else None) and at
-        the end ("done", results, plains, seconds per call). Only picklable values are yielded (ZeroGPU runs this in
-        another process). The worker waits at each call until the generator is resumed, so closing the generator
-        (Stop, a cancel, ZeroGPU's stop event) ends it before its next model call."""
+        """The GPU function's body: runs the sampler in a worker thread; yields ("tick", tick, total, levels, x_t,
+        x0) at every model call (uint8 arrays every few calls, else None) and at the end ("done", results, plains,
+        seconds per call). Only picklable values are yielded (ZeroGPU runs this in another process). Closing the
+        generator ends the run at its next model call; so does the Stop flag of ``req.stop_key`` in this process.
+        On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces' worker looks at its
+        stop event between two yields, so a stop ends the run before the next model call. Elsewhere it runs ahead
+        (the server's hand-offs do not hold the model up)."""
         inp = self.get_model(req.model)
         total = inp.model_calls(req.steps, req.jump_length, req.jump_n_sample)
         every = max(1, math.ceil(total / ANIMATION_FRAMES))
         events: queue.Queue = queue.Queue()
         resume, closed = threading.Semaphore(0), threading.Event()
+        stop = self.stop_flags.get(req.stop_key) if req.stop_key else None
+        in_step = self.on_zerogpu
 
         def callback(tick, levels, x, x0):
-            if closed.is_set():
+            if closed.is_set() or (stop is not None and stop.is_set()):
                 raise InterruptedError("stopped")
             pic = tick % every == 0 or tick == total - 1
             events.put(("tick", tick, total, levels, from_tensor(x) if pic else None,
                         from_tensor(x0) if pic else None))
-            resume.acquire()  # until the consumer asks for the next event (or closes the run)
-            if closed.is_set():
-                raise InterruptedError("stopped")
+            if in_step:
+                resume.acquire()  # until the consumer asks for the next event (or closes the run)
+                if closed.is_set():
+                    raise InterruptedError("stopped")
 
         def work():
             try:
@@ -561,10 +568,13 @@ class Service:
                 ev = events.get()
                 if ev[0] == "tick":
                     yield ev
-                    resume.release()
+                    if in_step:
+                        resume.release()
                 elif ev[0] == "error":
                     error = ev[1]
                     del ev
+                    if isinstance(error, InterruptedError) and stop is not None and stop.is_set():
+                        return  # the visitor's Stop: stream() reports it
                     if isinstance(error, ValueError) and not isinstance(error, ServeError):
                         error = ServeError(str(error))
                     raise error
