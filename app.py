@@ -30,14 +30,15 @@ ON_ZEROGPU = bool(spaces is not None and getattr(spaces.config.Config, "zero_gpu
 HAS_GPU = ON_ZEROGPU or torch.cuda.is_available()
 GPU_MODEL, OFFLINE_MODEL = "celebahq", "bundled"  # defaults on a GPU, and on a CPU or without the Hub
 MODEL_ENV = "REPAINT_MODEL"  # environment variable overriding the default model
+MODELS_ENV = "REPAINT_MODELS"  # the models offered, e.g. "celebahq,places2,bundled" (default: serving.offered_models)
 HUB_IDS_ENV = "REPAINT_ALLOW_HUB_IDS"  # "1": any Hub id ``owner/name`` may be asked for, not only registry names
 ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
-DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE = 250, 10, 10  # the paper's T, j and r (its n)
+PAPER = (250, 10, 10)  # the paper's T, j and r (its n): the defaults, except on ZeroGPU ("Paper settings" there)
 STEPS_MAX, JUMP_MAX, RESAMPLE_MAX, SAMPLES_MAX, SEED_MAX = 1000, 50, 20, 4, 2**31 - 1
 PREVIEW_TILE = 128  # pixel height of the live preview
 MAX_FILE_SIZE = "10mb"
 QUEUE_MAX = 32  # requests waiting at once; more are refused with "Queue is full"
-CONCURRENCY = 1  # one model per process; runs queue
+CONCURRENCY = 8 if ON_ZEROGPU else 1  # ZeroGPU: each run its own GPU worker; elsewhere one model per process
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
 CSS = "#results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}"
 BRUSH = gr.Brush(default_size=24, colors=[("#1e5aff", 0.5)], default_color=("#1e5aff", 0.5), color_mode="fixed")
@@ -48,7 +49,8 @@ SIZES = serving.SIZES  # the API's result size: auto = full for a mask file, the
 RESULTS_DIR = serving.RESULTS_DIR  # one folder per run, deleted once Gradio has copied the files
 FULL_MASK_NOTE = "The mask covers the whole image: nothing is known, so this is unconditional generation."
 
-SERVICE = serving.Service(has_gpu=HAS_GPU, on_zerogpu=ON_ZEROGPU, allow_hub_ids=ALLOW_HUB_IDS)
+SERVICE = serving.Service(has_gpu=HAS_GPU, on_zerogpu=ON_ZEROGPU, allow_hub_ids=ALLOW_HUB_IDS,
+                          offered=serving.offered_models(os.environ.get(MODELS_ENV), HAS_GPU, ON_ZEROGPU))
 visible_errors = serving.visible(gr.Error)  # a handler's ServeError: a gr.Error with its message
 
 
@@ -87,9 +89,7 @@ def _gpu_run(req: serving.Request):
 
 def gpu_runner(spaces_module):
     """The model run, in a ZeroGPU slot sized per request where ``spaces`` is there (elsewhere as it is)."""
-    if spaces_module is None:
-        return _gpu_run
-    return spaces_module.GPU(duration=lambda req: SERVICE.gpu_duration(req))(_gpu_run)
+    return _gpu_run if spaces_module is None else spaces_module.GPU(duration=SERVICE.gpu_duration)(_gpu_run)
 
 
 gpu_run = gpu_runner(spaces)
@@ -101,18 +101,18 @@ def estimate_text(*settings) -> str:  # model, T, j, r, samples, compare
 
 @visible_errors
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
-    """The estimate for the newly chosen model (loaded now: an error if it cannot be), the class box shown only
-    for a class-conditional model and the guidance scale only for a model with a classifier."""
+    """The estimate for the newly chosen model (loaded now: an error if it cannot be), the class box shown only for a
+    class-conditional model, the guidance scale only for a model with a classifier, and on ZeroGPU T, j, r that fit
+    its default slot."""
     SERVICE.get_model(name)
-    return (SERVICE.estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare),
-            gr.update(visible=SERVICE.num_classes(name) > 0), gr.update(visible=SERVICE.has_classifier(name)))
+    fit = serving.fitting_settings(SERVICE, name, serving.ZEROGPU_SLOT_S) if ON_ZEROGPU else [gr.skip()] * 3
+    return (SERVICE.estimate_text(name, *(fit if ON_ZEROGPU else (steps, jump_length, jump_n_sample)), num_samples,
+                                  compare), gr.update(visible=SERVICE.num_classes(name) > 0),
+            gr.update(visible=SERVICE.has_classifier(name)), *fit)
 
 
-def check_request(req: serving.Request) -> serving.Checked:
-    checked = SERVICE.check_request(req, SAMPLES_MAX)
-    if checked.small[1].all():
-        gr.Info(FULL_MASK_NOTE)
-    return checked
+def check_request(req: serving.Request) -> serving.Checked:  # a mask over everything: the visitor is told
+    return SERVICE.check_request(req, SAMPLES_MAX, on_full_mask=lambda: gr.Info(FULL_MASK_NOTE))
 
 
 @visible_errors
@@ -121,13 +121,12 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
     """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
-    editor = pictures.with_background(editor, shown)
+    editor, key = pictures.with_background(editor, shown), getattr(request, "session_hash", None) or str(id(request))
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     req = SERVICE.page_request(pictures.editor_image(editor), mask_from_editor(editor), model, steps, jump_length,
                                jump_n_sample, seed, num_samples, compare, invert, preset in (DRAW, None), class_label,
-                               classifier_scale)
-    checked, key, nothing = check_request(req), getattr(request, "session_hash", None) or str(id(request)), gr.skip()
-    flag = SERVICE.stop_flag(key)
+                               classifier_scale, key)
+    checked, flag, nothing = check_request(req), SERVICE.stop_flag(key), gr.skip()
     try:
         for kind, out in serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE):
             if kind == "status":
@@ -157,8 +156,7 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
     0-999) for every sample; empty, each sample draws a random class from its seed. ``classifier_scale``: classifier
     guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided).
 
-    A generator (it yields nothing until the results) so that Gradio closes it when the client cancels or
-    disconnects, which stops the model at its next call; a plain function would run on to the end."""
+    A generator: Gradio closes it when the client cancels or disconnects, which stops the model at its next call."""
     req = SERVICE.api_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                               size, class_label, classifier_scale, upload_folder=gr.utils.get_upload_folder())
     check_request(req)
@@ -166,11 +164,13 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
         yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel or a lost client
 
 
+# ----------------------------------------------------------------------------------------------- loading
+# On ZeroGPU every offered model is placed on "cuda" here, in the main thread before launch (see Service.start).
+DEFAULT_MODEL, NOTICE, (DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE) = SERVICE.start(
+    os.environ.get(MODEL_ENV, "").strip(), GPU_MODEL, OFFLINE_MODEL, MODEL_ENV, PAPER)
+
+
 # ----------------------------------------------------------------------------------------------- layout
-DEFAULT_MODEL, NOTICE = SERVICE.pick_default(os.environ.get(MODEL_ENV, "").strip(), GPU_MODEL, OFFLINE_MODEL,
-                                             MODEL_ENV)
-
-
 def examples_rows() -> list[list]:
     """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare, class (None: random or none)."""
     rows = [["face1.png", "every_second_line", OFFLINE_MODEL, 50, 5, 5, 1, 2, False, None],
@@ -185,7 +185,8 @@ def examples_rows() -> list[list]:
                  # the paper's own models: a scene (Places2); ImageNet told it is a coffee mug (class 504)
                  ["rocket.jpg", "thick", "places2", 250, 10, 10, 0, 1, False, None],
                  ["coffee.png", "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504]]
-    return [[str(EXAMPLES_DIR / r[0]), *r[1:]] for r in rows if (EXAMPLES_DIR / r[0]).is_file()]
+    return [[str(EXAMPLES_DIR / r[0]), *r[1:]] for r in rows if (EXAMPLES_DIR / r[0]).is_file()
+            and r[2] in SERVICE.offered]
 
 
 def build_demo() -> gr.Blocks:
@@ -213,8 +214,8 @@ def build_demo() -> gr.Blocks:
                                          info="a preset goes into the editor as a layer you can edit")
                     invert = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
             with gr.Column(scale=2, min_width=300):
-                model = gr.Dropdown(serving.model_choices(HAS_GPU), value=DEFAULT_MODEL, label="Model", elem_id="model",
-                                    allow_custom_value=ALLOW_HUB_IDS,
+                model = gr.Dropdown(serving.model_choices(HAS_GPU, SERVICE.offered), value=DEFAULT_MODEL,
+                                    label="Model", elem_id="model", allow_custom_value=SERVICE.allow_hub_ids,
                                     info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None)
                 with gr.Accordion("Model details", open=False):
                     gr.Markdown(serving.model_table())
@@ -236,6 +237,7 @@ def build_demo() -> gr.Blocks:
                                       elem_id="compare")
                 estimate = gr.Markdown(SERVICE.estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP,
                                                              DEFAULT_RESAMPLE, 1, False), elem_id="estimate")
+                paper_btn = gr.Button("Paper settings (T=250, j=10, r=10)", size="sm", elem_id="paper")
                 with gr.Row():
                     run_btn = gr.Button("Inpaint", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -261,20 +263,20 @@ def build_demo() -> gr.Blocks:
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
             api_inputs = [gr.Image(type="filepath", label="image", format="png"),
                           gr.JSON(label="mask: a preset name or handle_file(mask path)"), gr.Textbox(label="model"),
-                          gr.Number(DEFAULT_STEPS, label="steps", precision=0),
-                          gr.Number(DEFAULT_JUMP, label="jump_length", precision=0),
-                          gr.Number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0),
-                          gr.Number(0, label="seed", precision=0), gr.Number(1, label="num_samples", precision=0),
+                          *(gr.Number(value, label=label, precision=0) for value, label in (
+                              (DEFAULT_STEPS, "steps"), (DEFAULT_JUMP, "jump_length"),
+                              (DEFAULT_RESAMPLE, "jump_n_sample"), (0, "seed"), (1, "num_samples"))),
                           gr.Checkbox(False, label="compare"), gr.Radio(list(SIZES), value="auto", label="size"),
                           gr.Number(None, label="class_label", precision=0),
                           gr.Number(None, label="classifier_scale")]
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
-
         # --------------------------------------------------------------------------------------- events
         settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
         gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
-        model.change(on_model_change, settings, [estimate, class_label, classifier_scale], **private)
+        model.change(on_model_change, settings, [estimate, class_label, classifier_scale, steps, jump_length,
+                                                 jump_n_sample], **private)
+        paper_btn.click(lambda: PAPER, None, [steps, jump_length, jump_n_sample], queue=False, **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
             trigger(redraw_preset, [editor, preset, model, seed, shown], editor, **private)
         # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
