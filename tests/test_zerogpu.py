@@ -132,8 +132,10 @@ class Page:
         layer[:, : face.shape[1] // 2] = (30, 90, 255, 128)
         editor = {"background": self.upload(face, "face.png"), "layers": [self.upload(layer, "layer.png")],
                   "composite": None}
-        data = [editor, "draw", model, steps, jump, resample, 0, False, samples, False, False, None, None]
-        return self.submit(self.fn("run", "click"), data)
+        data = [editor, "draw", model, steps, jump, resample, 0, False, samples, False, False]
+        fn = self.fn("run", "click")
+        inputs = next(d["inputs"] for d in self.config["dependencies"] if d["id"] == fn)
+        return self.submit(fn, data + [None] * (len(inputs) - len(data)))  # the optional inputs left empty
 
 
 def outcome(messages: list[dict]) -> tuple[bool, list]:
