@@ -135,7 +135,8 @@ class Page:
         data = [editor, "draw", model, steps, jump, resample, 0, False, samples, False, False]
         fn = self.fn("run", "click")
         inputs = next(d["inputs"] for d in self.config["dependencies"] if d["id"] == fn)
-        return self.submit(fn, data + [None] * (len(inputs) - len(data)))  # the optional inputs left empty
+        values = {c["id"]: c["props"].get("value") for c in self.config["components"] if "props" in c}
+        return self.submit(fn, data + [values.get(i) for i in inputs[len(data):]])  # the others as the page shows them
 
 
 def outcome(messages: list[dict]) -> tuple[bool, list]:
