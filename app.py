@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-from repaint import pictures, serving
+from repaint import page, pictures, serving
 
 # ----------------------------------------------------------------------------------------------- constants
 TITLE = "RePaint: inpainting with denoising diffusion"
@@ -35,7 +35,8 @@ ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true",
 DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE = 250, 10, 10  # the paper's T, j and r (its n)
 STEPS_MAX, JUMP_MAX, RESAMPLE_MAX, SAMPLES_MAX, SEED_MAX = 1000, 50, 20, 4, 2**31 - 1
 PREVIEW_TILE = 128  # pixel height of the live preview
-MAX_FILE_SIZE = "10mb"
+MAX_FILE_SIZE = "32mb"  # per upload: disk and memory are shared (a 50 MP JPEG fits; the editor gets a copy)
+PHOTO_BUTTON = "Upload a photo (any size)"
 QUEUE_MAX = 32  # requests waiting at once; more are refused with "Queue is full"
 CONCURRENCY = 1  # one model per process; runs queue
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
@@ -46,6 +47,8 @@ DRAW = "draw"
 PRESET_CHOICES = [("Draw it yourself", DRAW)] + [(label, name) for name, label in pictures.PRESET_LABELS.items()]
 SIZES = serving.SIZES  # the API's result size: auto = full for a mask file, the model's for a preset
 RESULTS_DIR = serving.RESULTS_DIR  # one folder per run, deleted once Gradio has copied the files
+OUTSIDE_SQUARE_NOTE = ("You painted outside the preset's centred square: the result keeps your photo's size, filled "
+                       "through a window around the whole mask.")
 FULL_MASK_NOTE = "The mask covers the whole image: nothing is known, so this is unconditional generation."
 
 SERVICE = serving.Service(has_gpu=HAS_GPU, on_zerogpu=ON_ZEROGPU, allow_hub_ids=ALLOW_HUB_IDS)
@@ -99,13 +102,17 @@ def estimate_text(*settings) -> str:  # model, T, j, r, samples, compare
     return SERVICE.estimate_text(*settings)
 
 
-@visible_errors
-def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
-    """The estimate for the newly chosen model (loaded now: an error if it cannot be), and the class box shown only
-    for a class-conditional model."""
-    SERVICE.get_model(name)
+def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare, working):
+    """The estimate for the newly chosen model (loaded now), the class box shown only for a class-conditional model,
+    and the model chooser with the last model that loaded: one that cannot be loaded is refused with a warning and
+    the chooser goes back (the page stays usable)."""
+    try:
+        SERVICE.get_model(name)
+    except serving.ServeError as e:
+        name = working if working != name else DEFAULT_MODEL
+        gr.Warning(f"{e} Back to {name}.")
     return (SERVICE.estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare),
-            gr.update(visible=SERVICE.num_classes(name) > 0))
+            gr.update(visible=SERVICE.num_classes(name) > 0), name, name)
 
 
 def check_request(req: serving.Request) -> serving.Checked:
@@ -117,19 +124,27 @@ def check_request(req: serving.Request) -> serving.Checked:
 
 @visible_errors
 def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert,
-        request: gr.Request, class_label=None, shown=None,
+        request: gr.Request, class_label=None, shown=None, original=None,
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
     """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
     editor = pictures.with_background(editor, shown)
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
-    req = SERVICE.page_request(pictures.editor_image(editor), mask_from_editor(editor), model, steps, jump_length,
-                               jump_n_sample, seed, num_samples, compare, invert, preset in (DRAW, None), class_label)
+    mask = mask_from_editor(editor)
+    full = preset in (DRAW, None) or pictures.strokes_outside_square(mask)  # strokes outside a preset's square: used
+    if full and preset not in (DRAW, None):
+        gr.Info(OUTSIDE_SQUARE_NOTE)
+    image, mask = pictures.full_size_input(pictures.editor_image(editor), mask, original)
+    req = SERVICE.page_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
+                               invert, full, class_label)
     checked, key, nothing = check_request(req), getattr(request, "session_hash", None) or str(id(request)), gr.skip()
     flag = SERVICE.stop_flag(key)
     try:
-        for kind, out in serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE):
-            if kind == "status":
+        events = serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
+        for kind, out in serving.until_stopped(events, flag):
+            if kind == "stopped":
+                yield out, nothing, nothing, nothing, nothing, nothing, nothing, seed
+            elif kind == "status":
                 if out[2]:
                     progress(out[2], desc="Inpainting")
                 yield out[0], out[1], nothing, nothing, nothing, nothing, nothing, seed
@@ -141,8 +156,15 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
 
 
 def stop_run(request: gr.Request):
-    SERVICE.stop(getattr(request, "session_hash", None))
-    return "Stopping..."
+    key = getattr(request, "session_hash", None)
+    return "Stopping at the next model call..." if SERVICE.stop(key) else "Nothing to stop: no run is in progress."
+
+
+@visible_errors
+def load_photo(path):
+    """An uploaded photo: the editor gets a copy of display size, the run the original (pictures.photo_for_editor)."""
+    shown_copy, original = pictures.photo_for_editor(path)
+    return {"background": shown_copy, "layers": [], "composite": None}, original
 
 
 @visible_errors
@@ -206,6 +228,8 @@ def build_demo() -> gr.Blocks:
                     # hold the brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
                     canvas_size=(1, 1))
                 shown = gr.State(None)  # the editor's background (a value the app sets carries only the layer)
+                original = gr.State(None)  # an uploaded photo's file: the editor shows a copy, the run uses it
+                photo = gr.UploadButton(PHOTO_BUTTON, file_types=["image"], size="sm", elem_id="photo")
                 with gr.Row():
                     preset = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset",
                                          info="a preset goes into the editor as a layer you can edit")
@@ -214,6 +238,7 @@ def build_demo() -> gr.Blocks:
                 model = gr.Dropdown(serving.model_choices(HAS_GPU), value=DEFAULT_MODEL, label="Model", elem_id="model",
                                     allow_custom_value=ALLOW_HUB_IDS,
                                     info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None)
+                working = gr.State(DEFAULT_MODEL)  # the last model that loaded: the chooser goes back to it
                 with gr.Accordion("Model details", open=False):
                     gr.Markdown(serving.model_table())
                 steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")
@@ -254,21 +279,22 @@ def build_demo() -> gr.Blocks:
                     cache_examples=False, api_visibility="private",  # the editor's events add the preset
                     label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
-            api_inputs = [gr.Image(type="filepath", label="image", format="png"),
+            number = page.WholeNumber  # a bad value gets the app's message (so does an unreadable image)
+            api_inputs = [page.ReadableImage(type="filepath", label="image", format="png"),
                           gr.JSON(label="mask: a preset name or handle_file(mask path)"), gr.Textbox(label="model"),
-                          gr.Number(DEFAULT_STEPS, label="steps", precision=0),
-                          gr.Number(DEFAULT_JUMP, label="jump_length", precision=0),
-                          gr.Number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0),
-                          gr.Number(0, label="seed", precision=0), gr.Number(1, label="num_samples", precision=0),
+                          number(DEFAULT_STEPS, label="steps", precision=0),
+                          number(DEFAULT_JUMP, label="jump_length", precision=0),
+                          number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0),
+                          number(0, label="seed", precision=0), number(1, label="num_samples", precision=0),
                           gr.Checkbox(False, label="compare"), gr.Radio(list(SIZES), value="auto", label="size"),
-                          gr.Number(None, label="class_label", precision=0)]
+                          number(None, label="class_label", precision=0)]
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
 
         # --------------------------------------------------------------------------------------- events
         settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
         gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
-        model.change(on_model_change, settings, [estimate, class_label], **private)
+        model.change(on_model_change, [*settings, working], [estimate, class_label, model, working], **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
             trigger(redraw_preset, [editor, preset, model, seed, shown], editor, **private)
         # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
@@ -277,16 +303,18 @@ def build_demo() -> gr.Blocks:
               [editor, shown], trigger_mode="always_last", **private)
         run_event = run_btn.click(
             run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare,
-                  invert, class_label, shown], [status, preview, gallery, side, slider, animation, downloads, seed],
+                  invert, class_label, shown, original], [status, preview, gallery, side, slider, animation, downloads, seed],
             api_visibility="private")
-        stop_btn.click(stop_run, None, status, cancels=[run_event], queue=False, api_visibility="private")
+        stop_btn.click(stop_run, None, status, queue=False, api_visibility="private")  # the run ends itself
+        photo.upload(load_photo, photo, [editor, original], **private)
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")
     demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
     return demo
 
 
 demo = build_demo()
-LAUNCH_KWARGS = dict(max_file_size=MAX_FILE_SIZE, css=CSS, allowed_paths=[str(EXAMPLES_DIR)])
+LAUNCH_KWARGS = dict(max_file_size=MAX_FILE_SIZE, css=CSS, allowed_paths=[str(EXAMPLES_DIR)],
+                     head=page.head(MAX_FILE_SIZE.replace("mb", " MB"), PHOTO_BUTTON))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 from . import masks, window
 from .serving import ServeError
 
-__all__ = ["MASK_RGBA", "PRESET_LABELS", "as_array", "background_key", "editor_event", "editor_image", "level_plot",
+__all__ = ["DISPLAY_SIDE", "MASK_RGBA", "PRESET_LABELS", "as_array", "background_key", "editor_event", "editor_image",
+           "full_size_input", "level_plot", "photo_for_editor", "strokes_outside_square",
            "make_animation", "mask_from_editor", "mask_layer", "preset_mask", "preset_value", "same_background",
            "show_mask", "strip", "with_background"]
 
@@ -181,3 +182,50 @@ def with_background(value, shown) -> dict | None:
             or not value.get("layers"):
         return value
     return {**value, "background": shown}
+
+
+# ----------------------------------------------------------------------------------------------- phone photos
+DISPLAY_SIDE = 1024  # longest side of the copy of an uploaded photo the editor shows (and sends back as PNG)
+
+
+def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, dict]:
+    """An uploaded photo (a file, kept as it is) for the editor: (upright RGB copy at most ``side`` px on its
+    longest side, the original: {"path", "size" (w, h), "key" (the copy's :func:`background_key`)}).
+
+    The editor re-encodes its image as PNG on every change; a phone photo (12-50 MP) would be 20-100 MB each time,
+    so it gets this copy, and the run reads the original (see :func:`full_size_input`)."""
+    from .images import open_image, to_rgb
+
+    try:
+        img = to_rgb(open_image(path), max_side=None)
+    except ValueError as e:
+        raise ServeError(f"This photo cannot be used: {e}.") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        raise ServeError(f"This file could not be read as an image ({type(e).__name__}): it is damaged or not an "
+                         f"image. Try a PNG, JPEG or WebP file.") from None
+    w, h = img.size
+    copy = img.copy()
+    copy.thumbnail((side, side), Image.Resampling.LANCZOS)
+    shown = np.asarray(copy)
+    return shown, {"path": str(path), "size": (w, h), "key": background_key({"background": shown})}
+
+
+def strokes_outside_square(mask: np.ndarray) -> bool:
+    """Any of ``mask`` (bool (H, W)) outside the centred square a preset covers (the part the model sees)."""
+    h, w = mask.shape
+    inside, _ = window.centre_window(w, h).overlap(h, w)
+    rest = mask.copy()
+    rest[inside] = False
+    return bool(rest.any())
+
+
+def full_size_input(image: np.ndarray, mask: np.ndarray, original: dict | None):
+    """The run's (image, mask): the original photo and the mask scaled up to it (nearest) when the editor shows
+    the copy :func:`photo_for_editor` made of it; else the editor's own image and mask."""
+    if not original or not Path(original["path"]).is_file() or \
+            not same_background(background_key({"background": image}), original.get("key")):
+        return image, mask  # another image, or the upload swept from the cache (the copy then is what runs)
+    w, h = original["size"]
+    if mask.shape != (h, w):
+        mask = np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST))
+    return original["path"], mask

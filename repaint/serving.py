@@ -126,6 +126,12 @@ class Stopped(ServeError):
     """The visitor pressed Stop during the run."""
 
 
+def stopped_text(ticks: int, total: int, seconds: float) -> str:
+    """The status after a Stop the visitor asked for (not an error: nothing failed)."""
+    return (f"Stopped as you asked, after {ticks:,} of {total:,} model calls ({fmt_seconds(seconds)}); nothing was "
+            f"saved. Press Inpaint to run again.")
+
+
 @dataclass(frozen=True)
 class Request:
     """One run's settings, as both handlers hand them on: checked, then given to the GPU function (picklable, for
@@ -195,6 +201,16 @@ def fmt_seconds(s: float) -> str:
 
 def batch_rows(num_samples: int, compare: bool) -> int:
     return int(num_samples) * (2 if compare else 1)
+
+
+COMPARE_NEEDS_R = ("Compare needs r (resamplings) of 2 or more: with r=1 the n>1 chain is the n=1 chain, so both "
+                   "results would be the same picture. Raise r, or turn off Compare.")
+
+
+def check_compare(jump_n_sample, compare) -> None:
+    """A comparison of n=1 with n=r is refused for r=1: the two chains would be one."""
+    if compare and int(jump_n_sample) == 1:
+        raise ServeError(COMPARE_NEEDS_R)
 
 
 def model_calls(steps, jump_length, jump_n_sample) -> int:
@@ -360,6 +376,7 @@ class Service:
         try:
             inp.check_settings(req.steps, req.jump_length, req.jump_n_sample, req.seed, req.num_samples)
             inp.class_labels([req.seed], req.class_label)
+            check_compare(req.jump_n_sample, req.compare)
             if samples_max is not None and req.num_samples > samples_max:
                 raise ValueError(f"num_samples must be at most {samples_max} here, got {req.num_samples}")
             if req.full_size:
@@ -411,9 +428,12 @@ class Service:
                        int(num_samples), bool(compare), False, full, None if class_label is None else int(class_label))
 
     # ------------------------------------------------------------------------------------------- running
-    def stop(self, key) -> None:
-        if key in self.stop_flags:
-            self.stop_flags[key].set()
+    def stop(self, key) -> bool:
+        """Asks the session ``key``'s run to stop; False when it has none running."""
+        flag = self.stop_flags.get(key)
+        if flag is not None:
+            flag.set()
+        return flag is not None
 
     def stop_flag(self, key: str) -> threading.Event:
         """A new Stop flag for the session ``key``'s run (replacing an older run's); :meth:`drop_flag` after."""
@@ -550,6 +570,23 @@ def page_stream(service: Service, gpu_run, req: Request, checked: Checked, stop:
         yield "done", page_results(done, checked, out_dir)
     finally:  # the server has copied the files by the time it asks for more (or closes us)
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def until_stopped(events, stop: threading.Event):
+    """:func:`page_stream`'s events, a Stop the visitor asked for (``stop`` set) ending them with ("stopped", the
+    status text) rather than the :class:`Stopped` error: a Stop is not a failure."""
+    start, calls, stopped = time.perf_counter(), (0, 0), False
+    try:
+        for kind, out in events:
+            if kind == "status" and out[2]:
+                calls = out[2]
+            yield kind, out
+    except Stopped:
+        if not stop.is_set():
+            raise
+        stopped = True  # said outside the ``except``: no traceback keeps the run's tensors alive
+    if stopped:
+        yield "stopped", stopped_text(*calls, time.perf_counter() - start)
 
 
 def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESULTS_DIR):
