@@ -47,8 +47,6 @@ DRAW = "draw"
 PRESET_CHOICES = [("Draw it yourself", DRAW)] + [(label, name) for name, label in pictures.PRESET_LABELS.items()]
 SIZES = serving.SIZES  # the API's result size: auto = full for a mask file, the model's for a preset
 RESULTS_DIR = serving.RESULTS_DIR  # one folder per run, deleted once Gradio has copied the files
-OUTSIDE_SQUARE_NOTE = ("You painted outside the preset's centred square: the result keeps your photo's size, filled "
-                       "through a window around the whole mask.")
 FULL_MASK_NOTE = "The mask covers the whole image: nothing is known, so this is unconditional generation."
 
 SERVICE = serving.Service(has_gpu=HAS_GPU, on_zerogpu=ON_ZEROGPU, allow_hub_ids=ALLOW_HUB_IDS)
@@ -103,9 +101,7 @@ def estimate_text(*settings) -> str:  # model, T, j, r, samples, compare
 
 
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare, working):
-    """The estimate for the newly chosen model (loaded now), the class box shown only for a class-conditional model,
-    and the model chooser with the last model that loaded: one that cannot be loaded is refused with a warning and
-    the chooser goes back (the page stays usable)."""
+    """Estimate and class box for the model; one that cannot be loaded: a warning, the chooser back to ``working``."""
     try:
         SERVICE.get_model(name)
     except serving.ServeError as e:
@@ -130,11 +126,9 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
     editor = pictures.with_background(editor, shown)
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
-    mask = mask_from_editor(editor)
-    full = preset in (DRAW, None) or pictures.strokes_outside_square(mask)  # strokes outside a preset's square: used
-    if full and preset not in (DRAW, None):
-        gr.Info(OUTSIDE_SQUARE_NOTE)
-    image, mask = pictures.full_size_input(pictures.editor_image(editor), mask, original)
+    image, mask, full, outside = pictures.page_input(editor, mask_from_editor(editor), preset in (DRAW, None), original)
+    if outside:
+        gr.Info(pictures.OUTSIDE_SQUARE_NOTE)  # strokes outside a preset's square are used: at the photo's size
     req = SERVICE.page_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                                invert, full, class_label)
     checked, key, nothing = check_request(req), getattr(request, "session_hash", None) or str(id(request)), gr.skip()
@@ -155,16 +149,10 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
         SERVICE.drop_flag(key, flag)
 
 
-def stop_run(request: gr.Request):
-    key = getattr(request, "session_hash", None)
-    return "Stopping at the next model call..." if SERVICE.stop(key) else "Nothing to stop: no run is in progress."
+def stop_run(request: gr.Request):  # the run itself then says that it stopped
+    return serving.STOPPING if SERVICE.stop(getattr(request, "session_hash", None)) else serving.NOTHING_TO_STOP
 
-
-@visible_errors
-def load_photo(path):
-    """An uploaded photo: the editor gets a copy of display size, the run the original (pictures.photo_for_editor)."""
-    shown_copy, original = pictures.photo_for_editor(path)
-    return {"background": shown_copy, "layers": [], "composite": None}, original
+load_photo = visible_errors(pictures.photo_for_editor)  # the editor gets a copy of a photo, the run the original
 
 
 @visible_errors
@@ -279,15 +267,7 @@ def build_demo() -> gr.Blocks:
                     cache_examples=False, api_visibility="private",  # the editor's events add the preset
                     label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
-            number = page.WholeNumber  # a bad value gets the app's message (so does an unreadable image)
-            api_inputs = [page.ReadableImage(type="filepath", label="image", format="png"),
-                          gr.JSON(label="mask: a preset name or handle_file(mask path)"), gr.Textbox(label="model"),
-                          number(DEFAULT_STEPS, label="steps", precision=0),
-                          number(DEFAULT_JUMP, label="jump_length", precision=0),
-                          number(DEFAULT_RESAMPLE, label="jump_n_sample", precision=0),
-                          number(0, label="seed", precision=0), number(1, label="num_samples", precision=0),
-                          gr.Checkbox(False, label="compare"), gr.Radio(list(SIZES), value="auto", label="size"),
-                          number(None, label="class_label", precision=0)]
+            api_inputs = page.api_inputs(DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, SIZES)
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
 
@@ -301,10 +281,9 @@ def build_demo() -> gr.Blocks:
         # fires .upload/.input, and after an example a visitor's upload fired no .upload: all go to the guard.
         gr.on([editor.upload, editor.change, editor.input], sync_preset, [editor, preset, model, seed, shown],
               [editor, shown], trigger_mode="always_last", **private)
-        run_event = run_btn.click(
-            run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare,
-                  invert, class_label, shown, original], [status, preview, gallery, side, slider, animation, downloads, seed],
-            api_visibility="private")
+        run_btn.click(run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples,
+                            compare, invert, class_label, shown, original],
+                      [status, preview, gallery, side, slider, animation, downloads, seed], api_visibility="private")
         stop_btn.click(stop_run, None, status, queue=False, api_visibility="private")  # the run ends itself
         photo.upload(load_photo, photo, [editor, original], **private)
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")

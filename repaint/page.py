@@ -6,41 +6,54 @@ from __future__ import annotations
 
 import gradio as gr
 
-__all__ = ["ReadableImage", "WholeNumber", "head"]
+__all__ = ["api_inputs", "head", "readable_image", "whole_number"]
 
 
-class WholeNumber(gr.Number):
-    """A gr.Number whose bad value (``steps="abc"`` from a client) is a gr.Error naming the input, not Gradio's
-    "The upstream Gradio app has raised an exception": the value fails in preprocessing, before the handler."""
+def whole_number(component: gr.Number) -> gr.Number:
+    """``component`` (a gr.Number) with a bad value (``steps="abc"`` from a client) refused by a gr.Error naming the
+    input, not Gradio's "The upstream Gradio app has raised an exception": the value fails in preprocessing, before
+    the handler. (Its preprocess is wrapped on the instance: a subclass would make Gradio write a .pyi file.)"""
+    plain = component.preprocess
 
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "number"  # the browser's component
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return plain(payload)
         except (TypeError, ValueError, OverflowError):
-            message = f"{self.label} must be a whole number, got {str(payload)[:40]!r}"
+            message = f"{component.label} must be a whole number, got {str(payload)[:40]!r}"
         raise gr.Error(message)
 
+    component.preprocess = preprocess
+    return component
 
-class ReadableImage(gr.Image):
-    """A gr.Image whose unreadable file (a corrupt PNG) is a gr.Error saying so, not Gradio's generic message."""
 
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "image"
+def readable_image(component: gr.Image) -> gr.Image:
+    """``component`` (a gr.Image) with an unreadable file (a corrupt PNG) refused by a gr.Error saying so."""
+    plain = component.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return plain(payload)
         except gr.Error:
             raise
         except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-            message = (f"The {self.label} file could not be read as an image ({type(e).__name__}): it is damaged or "
-                       f"not an image. Send a PNG, JPEG or WebP file.")
+            message = (f"The {component.label} file could not be read as an image ({type(e).__name__}): it is "
+                       f"damaged or not an image. Send a PNG, JPEG or WebP file.")
         raise gr.Error(message)
+
+    component.preprocess = preprocess
+    return component
+
+
+def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
+    """The components of the ``inpaint`` API endpoint, in its argument order (see app.api_inpaint)."""
+    def number(value, label):
+        return whole_number(gr.Number(value, label=label, precision=0))
+
+    return [readable_image(gr.Image(type="filepath", label="image", format="png")),
+            gr.JSON(label="mask: a preset name or handle_file(mask path)"), gr.Textbox(label="model"),
+            number(steps, "steps"), number(jump_length, "jump_length"), number(jump_n_sample, "jump_n_sample"),
+            number(0, "seed"), number(1, "num_samples"), gr.Checkbox(False, label="compare"),
+            gr.Radio(list(sizes), value="auto", label="size"), number(None, "class_label")]
 
 
 # The browser sends an upload over the size limit, or fails to read a file dropped on the editor, without telling the
@@ -78,7 +91,9 @@ _SCRIPT = """<script>
     const t = e.target;
     if (t instanceof HTMLInputElement && t.type === "file" && t.closest("#editor")) check(t.files);
   }, true);
-  document.addEventListener("drop", (e) => { if (e.target.closest && e.target.closest("#editor")) check(e.dataTransfer && e.dataTransfer.files); }, true);
+  document.addEventListener("drop", (e) => {
+    if (e.target.closest && e.target.closest("#editor")) check(e.dataTransfer && e.dataTransfer.files);
+  }, true);
 })();
 </script>"""
 

@@ -11,10 +11,10 @@ from PIL import Image, ImageDraw
 from . import masks, window
 from .serving import ServeError
 
-__all__ = ["DISPLAY_SIDE", "MASK_RGBA", "PRESET_LABELS", "as_array", "background_key", "editor_event", "editor_image",
-           "full_size_input", "level_plot", "photo_for_editor", "strokes_outside_square",
-           "make_animation", "mask_from_editor", "mask_layer", "preset_mask", "preset_value", "same_background",
-           "show_mask", "strip", "with_background"]
+__all__ = ["DISPLAY_SIDE", "MASK_RGBA", "OUTSIDE_SQUARE_NOTE", "PRESET_LABELS", "as_array", "background_key",
+           "editor_event", "editor_image", "full_size_input", "level_plot", "make_animation", "mask_from_editor",
+           "mask_layer", "page_input", "photo_for_editor", "preset_mask", "preset_value", "same_background",
+           "show_mask", "strip", "strokes_outside_square", "with_background"]
 
 MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
 PRESET_LABELS = {"every_second_line": "Every second line", "super_resolution_2x": "x2 super-resolution",
@@ -188,9 +188,10 @@ def with_background(value, shown) -> dict | None:
 DISPLAY_SIDE = 1024  # longest side of the copy of an uploaded photo the editor shows (and sends back as PNG)
 
 
-def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, dict]:
-    """An uploaded photo (a file, kept as it is) for the editor: (upright RGB copy at most ``side`` px on its
-    longest side, the original: {"path", "size" (w, h), "key" (the copy's :func:`background_key`)}).
+def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[dict, dict]:
+    """An uploaded photo (a file, kept as it is) for the editor: (an editor value whose background is an upright RGB
+    copy at most ``side`` px on its longest side, the original: {"path", "size" (w, h), "key" (the copy's
+    :func:`background_key`)}).
 
     The editor re-encodes its image as PNG on every change; a phone photo (12-50 MP) would be 20-100 MB each time,
     so it gets this copy, and the run reads the original (see :func:`full_size_input`)."""
@@ -207,7 +208,8 @@ def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, dict]:
     copy = img.copy()
     copy.thumbnail((side, side), Image.Resampling.LANCZOS)
     shown = np.asarray(copy)
-    return shown, {"path": str(path), "size": (w, h), "key": background_key({"background": shown})}
+    return ({"background": shown, "layers": [], "composite": None},
+            {"path": str(path), "size": (w, h), "key": background_key({"background": shown})})
 
 
 def strokes_outside_square(mask: np.ndarray) -> bool:
@@ -217,6 +219,18 @@ def strokes_outside_square(mask: np.ndarray) -> bool:
     rest = mask.copy()
     rest[inside] = False
     return bool(rest.any())
+
+
+OUTSIDE_SQUARE_NOTE = ("You painted outside the preset's centred square: the result keeps your photo's size, filled "
+                       "through a window around the whole mask.")
+
+
+def page_input(editor: dict, mask: np.ndarray, draw: bool, original: dict | None):
+    """The page's run input: (image, mask, full size?, strokes outside a preset's square?). A drawn mask, or a
+    preset with strokes outside its centred square, runs at the photo's own size (the strokes are used); a preset
+    alone at the model's square. The image is the original photo where the editor shows its copy."""
+    outside = not draw and strokes_outside_square(mask)
+    return *full_size_input(editor_image(editor), mask, original), draw or outside, outside
 
 
 def full_size_input(image: np.ndarray, mask: np.ndarray, original: dict | None):

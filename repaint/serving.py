@@ -126,6 +126,9 @@ class Stopped(ServeError):
     """The visitor pressed Stop during the run."""
 
 
+STOPPING, NOTHING_TO_STOP = "Stopping at the next model call...", "Nothing to stop: no run is in progress."
+
+
 def stopped_text(ticks: int, total: int, seconds: float) -> str:
     """The status after a Stop the visitor asked for (not an error: nothing failed)."""
     return (f"Stopped as you asked, after {ticks:,} of {total:,} model calls ({fmt_seconds(seconds)}); nothing was "

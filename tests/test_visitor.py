@@ -39,14 +39,15 @@ def ui_request(session: str):
 
 
 def photo(path, size=(4000, 3000), exif_rotate=False):
-    """A phone-sized JPEG: smooth colours (compresses like a photo), left half red-ish, right half green-ish."""
+    """A phone-sized JPEG: left half red-ish, right half green-ish, with grain."""
     w, h = size
     x = np.linspace(0, 1, w)[None, :, None]
     y = np.linspace(0, 1, h)[:, None, None]
     rgb = np.concatenate([np.broadcast_to(200 * (x < 0.5) + 40 * y, (h, w, 1)),
                           np.broadcast_to(200 * (x >= 0.5) + 30 * y, (h, w, 1)),
                           np.broadcast_to(60 + 100 * x * y, (h, w, 1))], axis=2)
-    img = Image.fromarray(rgb.astype(np.uint8))
+    rgb = rgb + np.random.default_rng(0).normal(0, 8, (h, w, 3))  # grain: it compresses like a photo (~2.5 MB)
+    img = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
     exif = Image.Exif()
     if exif_rotate:
         exif[0x0112] = 6  # shown rotated 90 degrees clockwise
