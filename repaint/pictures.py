@@ -14,7 +14,7 @@ from .serving import ServeError
 __all__ = ["DISPLAY_SIDE", "MASK_RGBA", "OUTSIDE_SQUARE_NOTE", "PRESET_LABELS", "as_array", "background_key",
            "editor_event", "editor_image", "full_size_input", "level_plot", "make_animation", "mask_from_editor",
            "mask_layer", "page_input", "photo_for_editor", "preset_mask", "preset_value", "same_background",
-           "show_mask", "strip", "strokes_outside_square", "with_background"]
+           "show_mask", "strip", "strokes_outside_square", "view_copy", "with_background"]
 
 MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
 PRESET_LABELS = {"every_second_line": "Every second line", "super_resolution_2x": "x2 super-resolution",
@@ -210,6 +210,16 @@ def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[dict, dict]:
     shown = np.asarray(copy)
     return ({"background": shown, "layers": [], "composite": None},
             {"path": str(path), "size": (w, h), "key": background_key({"background": shown})})
+
+
+def view_copy(a: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """``a`` for viewing in the page: at most ``side`` px on its longest side (a photo's result is not sent to the
+    browser at full size twice; the downloads are)."""
+    if max(a.shape[:2]) <= side:
+        return a
+    im = Image.fromarray(a)
+    im.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(im)
 
 
 def strokes_outside_square(mask: np.ndarray) -> bool:
