@@ -185,7 +185,7 @@ def with_background(value, shown) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------------------- phone photos
-DISPLAY_SIDE = 1024  # longest side of the copy of an uploaded photo the editor shows (and sends back as PNG)
+DISPLAY_SIDE = 800  # longest side of the copy of an uploaded photo the editor shows (and sends back as PNG)
 
 
 def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[dict, dict]:

@@ -298,11 +298,8 @@ def test_stop_cancels_within_one_step(face):
     next(gen)  # started
     next(gen)  # first preview
     app.stop_run(request)
-    import gradio as gr
-
-    with pytest.raises(gr.Error, match="Stopped"):
-        for _ in gen:
-            pass
+    outs = list(gen)  # a Stop the visitor asked for ends the run with a status, not an error (issue 21)
+    assert len(outs) <= 2 and outs[-1][0].startswith("Stopped as you asked")
 
 
 # ------------------------------------------------------------------------------------------- live API

@@ -74,7 +74,7 @@ def test_a_phone_photo_is_shown_as_a_small_copy_and_runs_at_full_size(tmp_path):
     path = photo(tmp_path / "phone.jpg", exif_rotate=True)
     value, original = app.load_photo(str(path))
     shown = value["background"]
-    assert max(shown.shape[:2]) == pictures.DISPLAY_SIDE and shown.shape[:2] == (1024, 768)  # upright: portrait
+    assert max(shown.shape[:2]) == pictures.DISPLAY_SIDE and shown.shape[:2] == (800, 600)  # upright: portrait
     assert original["size"] == (3000, 4000)
     # the visitor paints a box on the copy; the run reads the original and the mask scaled up to it
     layer = np.zeros((*shown.shape[:2], 4), np.uint8)
