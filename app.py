@@ -30,15 +30,16 @@ ON_ZEROGPU = bool(spaces is not None and getattr(spaces.config.Config, "zero_gpu
 HAS_GPU = ON_ZEROGPU or torch.cuda.is_available()
 GPU_MODEL, OFFLINE_MODEL = "celebahq", "bundled"  # defaults on a GPU, and on a CPU or without the Hub
 MODEL_ENV = "REPAINT_MODEL"  # environment variable overriding the default model
+MODELS_ENV = "REPAINT_MODELS"  # the models offered, e.g. "celebahq,places2,bundled" (default: serving.offered_models)
 HUB_IDS_ENV = "REPAINT_ALLOW_HUB_IDS"  # "1": any Hub id ``owner/name`` may be asked for, not only registry names
 ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
-DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE = 250, 10, 10  # the paper's T, j and r (its n)
+PAPER = (250, 10, 10)  # the paper's T, j and r (its n): the defaults, except on ZeroGPU ("Paper settings" there)
 STEPS_MAX, JUMP_MAX, RESAMPLE_MAX, SAMPLES_MAX, SEED_MAX = 1000, 50, 20, 4, 2**31 - 1
 PREVIEW_TILE = 128  # pixel height of the live preview
 MAX_FILE_SIZE = "32mb"  # per upload: disk and memory are shared (a 50 MP JPEG fits; the editor gets a copy)
 PHOTO_BUTTON = "Upload a photo (any size)"
 QUEUE_MAX = 32  # requests waiting at once; more are refused with "Queue is full"
-CONCURRENCY = 1  # one model per process; runs queue
+CONCURRENCY = 8 if ON_ZEROGPU else 1  # ZeroGPU: each run its own GPU worker; elsewhere one model per process
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
 CSS = "#results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}"
 BRUSH = gr.Brush(default_size=24, colors=[("#1e5aff", 0.5)], default_color=("#1e5aff", 0.5), color_mode="fixed")
@@ -49,7 +50,8 @@ SIZES = serving.SIZES  # the API's result size: auto = full for a mask file, the
 RESULTS_DIR = serving.RESULTS_DIR  # one folder per run, deleted once Gradio has copied the files
 FULL_MASK_NOTE = "The mask covers the whole image: nothing is known, so this is unconditional generation."
 
-SERVICE = serving.Service(has_gpu=HAS_GPU, on_zerogpu=ON_ZEROGPU, allow_hub_ids=ALLOW_HUB_IDS)
+SERVICE = serving.Service(has_gpu=HAS_GPU, on_zerogpu=ON_ZEROGPU, allow_hub_ids=ALLOW_HUB_IDS,
+                          offered=serving.offered_models(os.environ.get(MODELS_ENV), HAS_GPU, ON_ZEROGPU))
 visible_errors = serving.visible(gr.Error)  # a handler's ServeError: a gr.Error with its message
 
 
@@ -88,9 +90,7 @@ def _gpu_run(req: serving.Request):
 
 def gpu_runner(spaces_module):
     """The model run, in a ZeroGPU slot sized per request where ``spaces`` is there (elsewhere as it is)."""
-    if spaces_module is None:
-        return _gpu_run
-    return spaces_module.GPU(duration=lambda req: SERVICE.gpu_duration(req))(_gpu_run)
+    return _gpu_run if spaces_module is None else spaces_module.GPU(duration=SERVICE.gpu_duration)(_gpu_run)
 
 
 gpu_run = gpu_runner(spaces)
@@ -100,22 +100,16 @@ def estimate_text(*settings) -> str:  # model, T, j, r, samples, compare
     return SERVICE.estimate_text(*settings)
 
 
-def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare, working):
-    """Estimate and class box for the model; one that cannot be loaded: a warning, the chooser back to ``working``."""
-    try:
-        SERVICE.get_model(name)
-    except serving.ServeError as e:
-        name = working if working != name else DEFAULT_MODEL
-        gr.Warning(f"{e} Back to {name}.")
-    return (SERVICE.estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare),
-            gr.update(visible=SERVICE.num_classes(name) > 0), name, name)
+def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
+    """Estimate, class box, on ZeroGPU T, j, r fitting the slot; a model that fails to load: warned, chooser back."""
+    name = SERVICE.usable_model(name, gr.Warning)
+    fit = serving.fitting_settings(SERVICE, name, serving.ZEROGPU_SLOT_S) if ON_ZEROGPU else [gr.skip()] * 3
+    return (SERVICE.estimate_text(name, *(fit if ON_ZEROGPU else (steps, jump_length, jump_n_sample)), num_samples,
+                                  compare), gr.update(visible=SERVICE.num_classes(name) > 0), *fit, name)
 
 
-def check_request(req: serving.Request) -> serving.Checked:
-    checked = SERVICE.check_request(req, SAMPLES_MAX)
-    if checked.small[1].all():
-        gr.Info(FULL_MASK_NOTE)
-    return checked
+def check_request(req: serving.Request) -> serving.Checked:  # a mask over everything: the visitor is told
+    return SERVICE.check_request(req, SAMPLES_MAX, on_full_mask=lambda: gr.Info(FULL_MASK_NOTE))
 
 
 @visible_errors
@@ -126,9 +120,8 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
     editor = pictures.with_background(editor, shown)
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
-    image, mask, full, outside = pictures.page_input(editor, mask_from_editor(editor), preset in (DRAW, None), original)
-    if outside:
-        gr.Info(pictures.OUTSIDE_SQUARE_NOTE)  # strokes outside a preset's square are used: at the photo's size
+    image, mask, full = pictures.page_input(editor, mask_from_editor(editor), preset in (DRAW, None), original,
+                                            on_outside=lambda: gr.Info(pictures.OUTSIDE_SQUARE_NOTE))
     req = SERVICE.page_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                                invert, full, class_label)
     checked, key, nothing = check_request(req), getattr(request, "session_hash", None) or str(id(request)), gr.skip()
@@ -136,9 +129,7 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
     try:
         events = serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
         for kind, out in serving.until_stopped(events, flag):
-            if kind == "stopped":
-                yield out, nothing, nothing, nothing, nothing, nothing, nothing, seed
-            elif kind == "status":
+            if kind == "status":  # a Stop too: its status, the preview cleared
                 if out[2]:
                     progress(out[2], desc="Inpainting")
                 yield out[0], out[1], nothing, nothing, nothing, nothing, nothing, seed
@@ -151,6 +142,7 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
 
 def stop_run(request: gr.Request):  # the run itself then says that it stopped
     return serving.STOPPING if SERVICE.stop(getattr(request, "session_hash", None)) else serving.NOTHING_TO_STOP
+
 
 load_photo = visible_errors(pictures.photo_for_editor)  # the editor gets a copy of a photo, the run the original
 
@@ -165,8 +157,7 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
     (full for a mask file, the model's for a preset). ``class_label``: a class-conditional model's class (imagenet:
     0-999) for every sample; empty, each sample draws a random class from its seed.
 
-    A generator (it yields nothing until the results) so that Gradio closes it when the client cancels or
-    disconnects, which stops the model at its next call; a plain function would run on to the end."""
+    A generator: Gradio closes it when the client cancels or disconnects, which stops the model at its next call."""
     req = SERVICE.api_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                               size, class_label, upload_folder=gr.utils.get_upload_folder())
     check_request(req)
@@ -174,11 +165,13 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
         yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel or a lost client
 
 
+# ----------------------------------------------------------------------------------------------- loading
+# On ZeroGPU every offered model is placed on "cuda" here, in the main thread before launch (see Service.start).
+DEFAULT_MODEL, NOTICE, (DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE) = SERVICE.start(
+    os.environ.get(MODEL_ENV, "").strip(), GPU_MODEL, OFFLINE_MODEL, MODEL_ENV, PAPER)
+
+
 # ----------------------------------------------------------------------------------------------- layout
-DEFAULT_MODEL, NOTICE = SERVICE.pick_default(os.environ.get(MODEL_ENV, "").strip(), GPU_MODEL, OFFLINE_MODEL,
-                                             MODEL_ENV)
-
-
 def examples_rows() -> list[list]:
     """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare, class (None: random or none)."""
     rows = [["face1.png", "every_second_line", OFFLINE_MODEL, 50, 5, 5, 1, 2, False, None],
@@ -193,7 +186,8 @@ def examples_rows() -> list[list]:
                  # the paper's own models: a scene (Places2); ImageNet told it is a coffee mug (class 504)
                  ["rocket.jpg", "thick", "places2", 250, 10, 10, 0, 1, False, None],
                  ["coffee.png", "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504]]
-    return [[str(EXAMPLES_DIR / r[0]), *r[1:]] for r in rows if (EXAMPLES_DIR / r[0]).is_file()]
+    return [[str(EXAMPLES_DIR / r[0]), *r[1:]] for r in rows if (EXAMPLES_DIR / r[0]).is_file()
+            and r[2] in SERVICE.offered]
 
 
 def build_demo() -> gr.Blocks:
@@ -215,18 +209,17 @@ def build_demo() -> gr.Blocks:
                     # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which
                     # hold the brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
                     canvas_size=(1, 1))
-                shown = gr.State(None)  # the editor's background (a value the app sets carries only the layer)
-                original = gr.State(None)  # an uploaded photo's file: the editor shows a copy, the run uses it
+                # the editor's background (a value the app sets carries only the layer); an uploaded photo's file
+                shown, original = gr.State(None), gr.State(None)  # (the editor shows a copy, the run uses the file)
                 photo = gr.UploadButton(PHOTO_BUTTON, file_types=["image"], size="sm", elem_id="photo")
                 with gr.Row():
                     preset = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset",
                                          info="a preset goes into the editor as a layer you can edit")
                     invert = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
             with gr.Column(scale=2, min_width=300):
-                model = gr.Dropdown(serving.model_choices(HAS_GPU), value=DEFAULT_MODEL, label="Model", elem_id="model",
-                                    allow_custom_value=ALLOW_HUB_IDS,
+                model = gr.Dropdown(serving.model_choices(HAS_GPU, SERVICE.offered), value=DEFAULT_MODEL,
+                                    label="Model", elem_id="model", allow_custom_value=SERVICE.allow_hub_ids,
                                     info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None)
-                working = gr.State(DEFAULT_MODEL)  # the last model that loaded: the chooser goes back to it
                 with gr.Accordion("Model details", open=False):
                     gr.Markdown(serving.model_table())
                 steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")
@@ -241,18 +234,21 @@ def build_demo() -> gr.Blocks:
                                         precision=0, minimum=0, maximum=999, elem_id="class",
                                         visible=SERVICE.num_classes(DEFAULT_MODEL) > 0)
                 compare = gr.Checkbox(False, label="Compare n=1 vs n>1 (same seeds, one batched run)",
-                                      elem_id="compare")
+                                      info=page.COMPARE_INFO, elem_id="compare")
                 estimate = gr.Markdown(SERVICE.estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP,
                                                              DEFAULT_RESAMPLE, 1, False), elem_id="estimate")
+                paper_btn = gr.Button("Paper settings (T=250, j=10, r=10)", size="sm", elem_id="paper")
                 with gr.Row():
                     run_btn = gr.Button("Inpaint", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+        gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
+                                             num_samples, compare, class_label],
+                    cache_examples=False, api_visibility="private",  # the editor's events add the preset
+                    label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
         status = gr.Markdown("", elem_id="status")
         with gr.Row():
-            preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False,
-                               elem_id="preview")
-            gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results",
-                                 interactive=False)
+            preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False, elem_id="preview")
+            gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results", interactive=False)
         with gr.Row():
             side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
             slider = gr.ImageSlider(label="Before / after (n=1 / n>1 when comparing)", format="png",
@@ -262,19 +258,16 @@ def build_demo() -> gr.Blocks:
                                  interactive=False, elem_id="animation")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
         gr.DeepLinkButton()
-        gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
-                                             num_samples, compare, class_label],
-                    cache_examples=False, api_visibility="private",  # the editor's events add the preset
-                    label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
             api_inputs = page.api_inputs(DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, SIZES)
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
-
         # --------------------------------------------------------------------------------------- events
         settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
         gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
-        model.change(on_model_change, [*settings, working], [estimate, class_label, model, working], **private)
+        model.change(on_model_change, settings, [estimate, class_label, steps, jump_length, jump_n_sample, model],
+                     **private)
+        paper_btn.click(lambda: PAPER, None, [steps, jump_length, jump_n_sample], queue=False, **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
             trigger(redraw_preset, [editor, preset, model, seed, shown], editor, **private)
         # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image

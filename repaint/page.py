@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-__all__ = ["api_inputs", "head", "readable_image", "whole_number"]
+__all__ = ["COMPARE_INFO", "api_inputs", "head", "readable_image", "whole_number"]
+
+COMPARE_INFO = ("n=1: one pass, no resampling; n=r (r>1): every j steps are re-noised and run again r times, so the "
+                "fill agrees with what is around it (the paper's n)")
 
 
 def whole_number(component: gr.Number) -> gr.Number:

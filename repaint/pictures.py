@@ -235,12 +235,14 @@ OUTSIDE_SQUARE_NOTE = ("You painted outside the preset's centred square: the res
                        "through a window around the whole mask.")
 
 
-def page_input(editor: dict, mask: np.ndarray, draw: bool, original: dict | None):
-    """The page's run input: (image, mask, full size?, strokes outside a preset's square?). A drawn mask, or a
-    preset with strokes outside its centred square, runs at the photo's own size (the strokes are used); a preset
-    alone at the model's square. The image is the original photo where the editor shows its copy."""
+def page_input(editor: dict, mask: np.ndarray, draw: bool, original: dict | None, on_outside=None):
+    """The page's run input: (image, mask, full size?). A drawn mask, or a preset with strokes outside its centred
+    square (then ``on_outside()`` is called), runs at the photo's own size: the strokes are used; a preset alone at
+    the model's square. The image is the original photo where the editor shows its copy."""
     outside = not draw and strokes_outside_square(mask)
-    return *full_size_input(editor_image(editor), mask, original), draw or outside, outside
+    if outside and on_outside is not None:
+        on_outside()
+    return *full_size_input(editor_image(editor), mask, original), draw or outside
 
 
 def full_size_input(image: np.ndarray, mask: np.ndarray, original: dict | None):

@@ -53,6 +53,12 @@ GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative 
 ZEROGPU_TFLOPS = 25.0
 ZEROGPU_MIN_CALL_S = 0.01
 ZEROGPU_CALL_S = {256: 0.09, 32: ZEROGPU_MIN_CALL_S}  # by resolution, for Hub models the registry does not know
+ZEROGPU_SLOT_S = 60  # ZeroGPU's default slot: the page's default settings fit it for the chosen model
+# The daily ZeroGPU quota of each kind of visitor (Hugging Face's ZeroGPU docs, 2026); a request on a half-Blackwell
+# node counts 1.5x.
+ZEROGPU_QUOTA_S = {"anonymous": 120, "free account": 300, "PRO": 2400}
+ZEROGPU_BLACKWELL_FACTOR = 1.5
+NO_QUOTA = " (no visitor's ZeroGPU quota can pay it)"
 SIZES = ("auto", "full", "model")  # the API's result size: auto = full for a mask file, the model's for a preset
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
@@ -65,10 +71,47 @@ RESULTS_MAX_AGE_S = 3600
 PNG_LEVEL = 1
 
 
-def model_choices(has_gpu: bool) -> list[tuple[str, str]]:
-    """(label, name) for a chooser: name · resolution · what it is for · CPU/GPU; GPU-only models only with a GPU."""
+def model_choices(has_gpu: bool, offered=None) -> list[tuple[str, str]]:
+    """(label, name) for a chooser: name · resolution · what it is for · CPU/GPU; GPU-only models only with a GPU;
+    only the ``offered`` names when given."""
     return [(f"{m.name} · {m.resolution}px · {m.description.split(';')[0].split(',')[0].split(' (')[0]} · "
-             f"{'GPU' if m.gpu_only else 'CPU'}", m.name) for m in models.MODELS.values() if has_gpu or not m.gpu_only]
+             f"{'GPU' if m.gpu_only else 'CPU'}", m.name) for m in models.MODELS.values()
+            if (has_gpu or not m.gpu_only) and (offered is None or m.name in offered)]
+
+
+def offered_models(setting: str | None, has_gpu: bool, on_zerogpu: bool) -> list[str]:
+    """The registry models a Space offers: ``setting`` (REPAINT_MODELS, comma-separated names) or, unset, every model
+    the hardware can run; on ZeroGPU, unset, the models whose weights come from the Hub, and ``bundled`` (the paper's
+    guided-diffusion models download 2.2 GB each from their authors' hosts: name them to offer them). A name the
+    registry does not know is an error (a typo must not silently shrink the page)."""
+    if setting and setting.strip():
+        names = [n.strip() for n in setting.split(",") if n.strip()]
+        unknown = [n for n in names if n not in models.MODELS]
+        if unknown:
+            raise ValueError(f"REPAINT_MODELS names unknown models {unknown}; known: {', '.join(models.MODELS)}")
+        return list(dict.fromkeys(names))
+    return [m.name for m in models.MODELS.values() if (has_gpu or not m.gpu_only) and not (on_zerogpu and m.url)]
+
+
+def gpu_seconds_text(seconds: int) -> str:
+    """The GPU time a run requests on ZeroGPU, and which visitors' daily quotas can pay it (x1.5 on the
+    half-Blackwell nodes)."""
+    fits = [f"{tier} ({quota} s/day)" for tier, quota in ZEROGPU_QUOTA_S.items() if seconds <= quota]
+    worst = math.ceil(seconds * ZEROGPU_BLACKWELL_FACTOR)
+    return (f"Requests **{seconds} s** of ZeroGPU time ({worst} s on half-Blackwell nodes); within the daily quota "
+            f"of: {', '.join(fits) if fits else 'no visitor'}" + ("" if worst <= ZEROGPU_QUOTA_S["anonymous"] else
+                                                                  ". Paper settings cost more: sign in or use PRO."))
+
+
+def fitting_settings(service: Service, name: str, slot_s: int) -> tuple[int, int, int]:
+    """(T, j, r) for ``name`` whose ZeroGPU request fits ``slot_s`` seconds: the paper's T=250, j=10 with the most
+    resamplings r <= 10 that fit, else fewer steps (T = 200, 150, 100, 50, 25) with r from 10 down."""
+    for steps in (250, 200, 150, 100, 50, 25):
+        for r in range(10, 0, -1):
+            req = Request(name, None, None, steps, min(10, steps), r)
+            if service.gpu_duration(req) <= slot_s:
+                return steps, min(10, steps), r
+    return 25, 5, 1
 
 
 def zerogpu_guess(name: str, resolution: int = 256) -> float:
@@ -229,21 +272,26 @@ class Service:
     ``on_zerogpu``: the model runs in a ZeroGPU process, so the per-call time is a guess refined after each run.
     """
 
-    def __init__(self, *, has_gpu: bool = False, on_zerogpu: bool = False, allow_hub_ids: bool = False):
-        self.has_gpu, self.on_zerogpu, self.allow_hub_ids = has_gpu or on_zerogpu, on_zerogpu, allow_hub_ids
+    def __init__(self, *, has_gpu: bool = False, on_zerogpu: bool = False, allow_hub_ids: bool = False,
+                 offered=None):
+        # On ZeroGPU a model can only be placed on the GPU in the main thread before launch (preload): no Hub ids.
+        self.has_gpu, self.on_zerogpu = has_gpu or on_zerogpu, on_zerogpu
+        self.allow_hub_ids = allow_hub_ids and not on_zerogpu
+        self.offered = list(models.MODELS) if offered is None else list(offered)  # the registry names served
         self.models: dict[str, models.Inpainter] = {}
         self.call_s: dict[str, float] = {}  # measured seconds per forward call (batch of one)
+        self.measured: set[str] = set()  # on ZeroGPU: models whose call_s a run measured (else a guess)
         self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # this service's worker threads still running
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------- models
     def check_model_name(self, name) -> str:
-        """``name`` if it may be loaded: a registry name, or (only with ``allow_hub_ids``) a Hub id."""
-        if isinstance(name, str) and (name in models.MODELS or (self.allow_hub_ids and is_hub_id(name))):
+        """``name`` if it may be loaded: an offered registry name, or (only with ``allow_hub_ids``) a Hub id."""
+        if isinstance(name, str) and (name in self.offered or (self.allow_hub_ids and is_hub_id(name))):
             return name
         extra = " or a Hugging Face Hub id owner/name" if self.allow_hub_ids else ""
-        raise ServeError(f"unknown model {repr(name)[:80]}: choose one of {', '.join(models.MODELS)}{extra}")
+        raise ServeError(f"unknown model {repr(name)[:80]}: choose one of {', '.join(self.offered)}{extra}")
 
     def model_resolution(self, name: str) -> int:
         """The model's image size (a Hub model is loaded to learn it)."""
@@ -262,10 +310,14 @@ class Service:
         return models.MODELS[name].num_classes if name in models.MODELS else self.get_model(name).num_classes
 
     def get_model(self, name: str) -> models.Inpainter:
-        """The loaded model ``name`` (loaded once); a failed load is a ServeError naming it."""
+        """The loaded model ``name`` (loaded once); a failed load is a ServeError naming it. On ZeroGPU only the
+        models :meth:`preload` placed: a load there would run in a handler thread (or a GPU slot), where ZeroGPU's
+        CUDA emulation refuses ``.to("cuda")``."""
         self.check_model_name(name)
         if name in self.models:
             return self.models[name]
+        if self.on_zerogpu and threading.current_thread() is not threading.main_thread():
+            raise ServeError(f"Model {name!r} is not loaded on this Space.")
         with self._lock:
             if name not in self.models:
                 inp, per_call = self._load(name)
@@ -296,13 +348,49 @@ class Service:
             raise ServeError(f"Could not load model {name!r} ({type(e).__name__}). Other models still work.") \
                 from None
 
+    def preload(self) -> str:
+        """Loads every offered model now (on ZeroGPU: in the main thread before launch, which places them on
+        ``cuda`` as its docs ask); a model that fails is no longer offered. Returns a notice ('' if all loaded)."""
+        failed = []
+        for name in list(self.offered):
+            try:
+                self.get_model(name)
+            except ServeError as e:
+                self.offered.remove(name)
+                failed.append(str(e))
+        return " ".join(f"Not offered: {reason}" for reason in failed)
+
+    def start(self, wanted: str, gpu_model: str, offline_model: str, env_name: str, paper: tuple[int, int, int]):
+        """The server's start: (default model, notice for the page, its default T, j, r). On ZeroGPU every offered
+        model is loaded now (:meth:`preload`: this must run in the main thread, before launch; ZeroGPU's CUDA
+        emulation records ``.to("cuda")`` only there) and the defaults fit its default slot; elsewhere a model loads
+        on first use and the defaults are the ``paper``'s."""
+        load_notice = self.preload() if self.on_zerogpu else ""
+        name, notice = self.pick_default(wanted, gpu_model, offline_model, env_name)
+        settings = fitting_settings(self, name, ZEROGPU_SLOT_S) if self.on_zerogpu else paper
+        return name, " ".join(filter(None, (notice, load_notice))), settings
+
+    def usable_model(self, name, warn) -> str:
+        """``name`` loaded, or when it cannot be: ``warn(why)`` and the name of the last model that loaded (the page
+        goes back to it)."""
+        try:
+            self.get_model(name)
+            return name
+        except ServeError as e:
+            if not self.models:
+                raise
+            fallback = next(reversed(self.models))
+            warn(f"{e} Back to {fallback}.")
+            return fallback
+
     def pick_default(self, wanted: str, gpu_model: str, offline_model: str, env_name: str) -> tuple[str, str]:
         """(default model, notice for the page or ''): ``wanted`` (from ``env_name``) if it loads, else the GPU or
         the offline model; the offline one when the first choice cannot be loaded."""
         notice = ""
-        if wanted and wanted not in models.MODELS and not (self.allow_hub_ids and is_hub_id(wanted)):
-            notice, wanted = f"{env_name}={wanted!r} is not a known model; ", ""
-        first = wanted or (gpu_model if self.has_gpu else offline_model)
+        if wanted and wanted not in self.offered and not (self.allow_hub_ids and is_hub_id(wanted)):
+            notice, wanted = f"{env_name}={wanted!r} is not an offered model; ", ""
+        first = wanted or next((m for m in (gpu_model if self.has_gpu else offline_model, offline_model)
+                                if m in self.offered), self.offered[0] if self.offered else offline_model)
         try:
             self.get_model(first)
             if notice:
@@ -340,6 +428,7 @@ class Service:
         """After a run on ZeroGPU: the per-call time (batch of one) refreshed from what the run measured."""
         if self.on_zerogpu:
             self.call_s[name] = per_call / (1 + GPU_BATCH_COST * (rows - 1))
+            self.measured.add(name)
 
     def gpu_duration(self, req: Request) -> int:
         """ZeroGPU slot length for :meth:`run` (called with its request): its model calls times the measured
@@ -356,8 +445,9 @@ class Service:
         if est + GPU_MARGIN_S > GPU_CAP_S:
             raise ServeError(
                 f"This run needs about {fmt_seconds(est)} of GPU time, more than the {GPU_CAP_S} s allowed per "
-                f"request. Use fewer steps T, a smaller resample count r, a longer jump length j, fewer samples, "
-                f"or turn off the comparison.")
+                f"request{NO_QUOTA if self.on_zerogpu else ''}. Use fewer "
+                f"steps T, a smaller resample count r, a longer jump length j, fewer samples, or turn off the "
+                f"comparison.")
 
     def estimate_text(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> str:
         try:
@@ -368,16 +458,26 @@ class Service:
         est = self.estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
         if est is None:
             return text + " - time unknown until the model is loaded."
-        where = "ZeroGPU (guess)" if self.on_zerogpu else str(self.models[name].device)
-        text += f" - about **{fmt_seconds(est)}** on {where} ({self.call_s[name] * 1000:.1f} ms per call measured)."
+        per = f"{self.call_s[name] * 1000:.1f} ms per call"
+        if not self.on_zerogpu:
+            text += f" - about **{fmt_seconds(est)}** on {self.models[name].device} ({per} measured)."
+        elif name in self.measured:
+            text += f" - about **{fmt_seconds(est)}** on ZeroGPU ({per}, measured by the last run)."
+        else:  # an assumption until a run has measured it
+            text += (f" - about **{fmt_seconds(est)}** on ZeroGPU ({per}: a guess from an assumed "
+                     f"{ZEROGPU_TFLOPS:g} TFLOP/s, not measured yet).")
         if self.has_gpu and est + GPU_MARGIN_S > GPU_CAP_S:
-            text += f" Too long for the {GPU_CAP_S} s limit: reduce T, r or the samples."
+            return text + f" Too long for the {GPU_CAP_S} s limit: reduce T, r or the samples."
+        if self.on_zerogpu:
+            text += " " + gpu_seconds_text(self.gpu_duration(Request(name, None, None, int(steps), int(jump_length),
+                                                                     int(jump_n_sample), 0, int(num_samples),
+                                                                     bool(compare)))) + "."
         return text
 
     # ------------------------------------------------------------------------------------------- requests
-    def check_request(self, req: Request, samples_max: int | None = None) -> Checked:
+    def check_request(self, req: Request, samples_max: int | None = None, on_full_mask=None) -> Checked:
         """The checks every request runs before a GPU is asked for: settings, the class label, the mask as the model
-        sees it, the time limit."""
+        sees it, the time limit. ``on_full_mask()`` is called when nothing is known (unconditional generation)."""
         inp = self.get_model(req.model)
         try:
             inp.check_settings(req.steps, req.jump_length, req.jump_n_sample, req.seed, req.num_samples)
@@ -399,6 +499,8 @@ class Service:
             raise ServeError(f"Empty mask: nothing to fill{where}. Paint the region to fill (white or opaque), or "
                              f"pick a preset.")
         self.check_fits(req)
+        if on_full_mask is not None and m.all():
+            on_full_mask()
         return Checked(inp, (big, big_mask), (rgb, m))
 
     def page_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
@@ -579,8 +681,8 @@ def page_stream(service: Service, gpu_run, req: Request, checked: Checked, stop:
 
 
 def until_stopped(events, stop: threading.Event):
-    """:func:`page_stream`'s events, a Stop the visitor asked for (``stop`` set) ending them with ("stopped", the
-    status text) rather than the :class:`Stopped` error: a Stop is not a failure."""
+    """:func:`page_stream`'s events, a Stop the visitor asked for (``stop`` set) ending them with a last ("status",
+    (what happened, None, None)) rather than the :class:`Stopped` error: a Stop is not a failure."""
     start, calls, stopped = time.perf_counter(), (0, 0), False
     try:
         for kind, out in events:
@@ -592,7 +694,7 @@ def until_stopped(events, stop: threading.Event):
             raise
         stopped = True  # said outside the ``except``: no traceback keeps the run's tensors alive
     if stopped:
-        yield "stopped", stopped_text(*calls, time.perf_counter() - start)
+        yield "status", (stopped_text(*calls, time.perf_counter() - start), None, None)
 
 
 def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESULTS_DIR):

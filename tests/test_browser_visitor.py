@@ -7,8 +7,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from test_browser import (ARTIFACTS, ORANGE, browser, canvas_shot, image_box, open_page, orange,  # noqa: F401
-                          pick_preset, upload, url)
+from test_browser import ARTIFACTS, ORANGE, browser, canvas_shot, image_box, open_page, orange, pick_preset, upload, url  # noqa: F401
 from test_visitor import photo
 
 import app

@@ -1,0 +1,228 @@
+"""ZeroGPU on this CPU, through the real ``spaces`` package (0.51.3): a loopback device API and a CPU for the worker.
+
+``spaces`` in ZeroGPU mode (``SPACES_ZERO_GPU=true``) is used as it is: its torch patching in the main process
+(CUDA faked by a thread-local TorchFunctionMode, ``.to("cuda")`` recorded at module level and raising in other
+threads), the packing of those tensors to disk at ``launch()``, its ``@spaces.GPU`` wrapper with the forked worker
+process reused across calls, the pickling of arguments and yielded values, the stop event set when the main
+process closes the generator, and the wrapping of every error but ``gr.Error``. Replaced, because they need a GPU
+or Hugging Face's scheduler:
+
+- the device API (``SPACES_ZERO_DEVICE_API_URL``): :class:`DeviceAPI`, a loopback HTTP server answering
+  ``/startup-report``, ``/schedule`` (one GPU index per task running at once; a quota in seconds per visitor if
+  asked), ``/allow`` and ``/release``, and recording each call;
+- in the worker, ``spaces.zero.torch.init`` (which makes the CUDA context) does nothing, and ``.move`` (which
+  copies the packed tensors to the GPU) reads them from spaces' own pack file into CPU memory: the worker's
+  "cuda" tensors are CPU tensors, in float32 where the GPU would hold bfloat16 or float16 (which this CPU computes
+  about 14x slower);
+- on a CPU build of torch, ``torch.version.cuda`` reads "12.8" and ``torch._C._cuda_init`` exists (raising): spaces
+  reads the one and saves the other at import, and ``torch.cuda._is_in_bad_fork`` is a plain function (a lambda
+  there, which spaces' fork check cannot pickle).
+
+``python tests/_zerogpu.py PORT`` (0: a free one) serves app.py so emulated (the zerogpu tests start it) until
+SIGTERM, printing
+"READY <app url> <device API url>"; ``GET <device API url>/test-calls`` lists the device API's calls. The app's
+settings come from the environment (REPAINT_MODELS, HF_HOME). With ``REPAINT_TEST_CALL_LOG`` set, every model call
+(in any process) appends "call" to that file, and the main process appends "stop" when spaces sets a worker's stop
+event. One endpoint is added for the tests, ``/test_gpu_run``: the app's GPU function on a request that skipped the
+checks (an error raised inside the worker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+
+class DeviceAPI:
+    """A stand-in for ZeroGPU's device API on 127.0.0.1: every request is granted a GPU index not in use (so
+    concurrent tasks get workers of their own), unless the visitor's ``quota_s`` cannot pay the requested seconds
+    (then 429 with what is left, as HF's scheduler answers)."""
+
+    def __init__(self, quota_s: int | None = None):
+        self.calls: list[tuple[str, dict]] = []
+        self.in_use: dict[str, int] = {}  # allow token -> GPU index
+        self.quota_s, self.spent_s = quota_s, 0
+        self.lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802 - http.server's name
+                url = urlparse(self.path)
+                params = {k: v[0] for k, v in parse_qs(url.query).items()}
+                status, body = api.answer(url.path.rstrip("/"), params)
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str, params: dict) -> tuple[int, dict | None]:
+        with self.lock:
+            self.calls.append((path, params))
+            if path == "/startup-report" or path == "/allow":
+                return 200, None
+            if path == "/schedule":
+                seconds = int(params.get("durationSeconds", 60))
+                if self.quota_s is not None and self.spent_s + seconds > self.quota_s:
+                    return 429, {"left": self.quota_s - self.spent_s, "wait": 3600}
+                self.spent_s += seconds
+                index = min(set(range(len(self.in_use) + 1)) - set(self.in_use.values()))
+                token = f"token-{len(self.calls)}"
+                self.in_use[token] = index
+                return 200, {"idle": True, "nvidiaIndex": index, "nvidiaUUID": f"GPU-emulated-{index}",
+                             "allowToken": token}
+            if path == "/release":
+                self.in_use.pop(params.get("allowToken"), None)
+                return 200, None
+            if path == "/queue-size":
+                return 200, 0
+            if path == "/test-calls":  # not ZeroGPU's: what the tests read
+                return 200, self.calls[:-1]
+            return 404, None
+
+    def durations(self) -> list[int]:
+        """The GPU seconds each scheduled task asked for."""
+        return [int(p["durationSeconds"]) for path, p in self.calls if path == "/schedule"]
+
+
+def install(api_url: str, offload_dir: str) -> None:
+    """ZeroGPU mode for this process: the environment ``spaces`` reads, then ``spaces`` imported (before anything
+    touches CUDA), then the two GPU steps of its worker replaced by their CPU equivalents."""
+    os.environ.update(SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=api_url, ZEROGPU_OFFLOAD_DIR=offload_dir)
+    import torch
+
+    if torch.version.cuda is None:  # a CPU build: what spaces reads at import
+        torch.version.cuda = "12.8"
+    if not hasattr(torch._C, "_cuda_init"):
+        def no_cuda():
+            raise RuntimeError("this torch has no CUDA: the emulated worker runs its 'cuda' tensors on the CPU")
+
+        torch._C._cuda_init = no_cuda
+        torch.cuda._is_in_bad_fork = not_in_bad_fork  # a lambda there, which spaces' fork check cannot pickle
+    import spaces  # noqa: F401 - patches torch
+    import spaces.zero.torch as zero_torch
+    from spaces.zero.torch import patching
+
+    def init(nvidia_uuid: str) -> None:  # the real one creates the CUDA context on that GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = nvidia_uuid
+
+    def move(callback=None) -> None:  # the real one copies every recorded tensor to the GPU; here to CPU memory
+        for fake, original in patching.cuda_aliases.items():
+            if original is not None:
+                fake.data = _as_cpu(original)
+        for pack in patching.tensor_packs:
+            _pack_to_cpu(pack)
+
+    zero_torch.init, zero_torch.move = init, move
+
+
+def not_in_bad_fork() -> bool:
+    return False
+
+
+def _pack_to_cpu(pack) -> None:
+    """spaces' ``pack_to_cuda`` with CPU memory as the device: the same pack file, layout and fakes."""
+    import torch
+
+    with open(pack.path(), "rb") as f:
+        for batch in pack.batches:
+            for tensor, size, aligned in batch:
+                _set(pack, tensor, f.read(aligned)[:size])
+        for tensor, size, aligned in pack.big_tensors:
+            _set(pack, tensor, f.read(aligned)[:size])
+    del torch
+
+
+def _set(pack, meta, data: bytes) -> None:
+    import torch
+
+    storage = torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
+    real = _as_cpu(torch.tensor([], dtype=meta.dtype).set_(storage, 0, meta.shape, meta.stride()))
+    for fake in pack.fakes[meta]:
+        fake.data = real
+
+
+def _as_cpu(tensor):
+    """A GPU's half-precision tensor as the CPU computes it fast: float32 (a bfloat16 convolution takes this CPU
+    1.8 s where float32 takes 0.13 s, bundled model, batch 1, one thread)."""
+    import torch
+
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+
+
+def log_calls(path: str) -> None:
+    """Every model call appends "call" to ``path`` (from the worker too: the patch is inherited by the fork); the
+    main process appends "stop" when spaces sets a worker's stop event (it does so when its generator is closed)."""
+    from multiprocessing import synchronize
+
+    from repaint import models
+
+    def append(word: str) -> None:
+        with open(path, "a") as f:
+            f.write(word + "\n")
+
+    eps = models.Inpainter.eps
+
+    def counted(self, *args, **kwargs):
+        append("call")
+        return eps(self, *args, **kwargs)
+
+    models.Inpainter.eps = counted
+    set_ = synchronize.Event.set
+
+    def set_and_log(self):
+        set_(self)
+        append("stop")
+
+    synchronize.Event.set = set_and_log
+
+
+def main(port: int) -> None:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: where each thread is (worker too)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    api = DeviceAPI(int(os.environ["ZEROGPU_TEST_QUOTA_S"]) if os.environ.get("ZEROGPU_TEST_QUOTA_S") else None)
+    install(api.url, os.environ.get("ZEROGPU_OFFLOAD_DIR") or str(Path.cwd() / ".zerogpu"))
+    if os.environ.get("REPAINT_TEST_CALL_LOG"):
+        log_calls(os.environ["REPAINT_TEST_CALL_LOG"])
+    import app
+
+    print("ZEROGPU", app.ON_ZEROGPU, "MODELS", ",".join(app.SERVICE.models), flush=True)
+    import gradio as gr
+
+    from repaint import serving
+
+    def test_gpu_run(settings: dict) -> int:
+        """The GPU function on an unchecked request: how many events it yielded (or the error it raised)."""
+        return sum(1 for _ in app.gpu_run(serving.Request(**settings)))
+
+    with app.demo:
+        gr.api(test_gpu_run, api_name="test_gpu_run")
+    app.demo.launch(server_name="127.0.0.1", server_port=port or None, prevent_thread_lock=True, quiet=True,
+                    **app.LAUNCH_KWARGS)
+    print("READY", app.demo.local_url, api.url, flush=True)
+    # Until SIGTERM (then the exit ends the daemon workers too). Not reading stdin: a worker forked while this
+    # thread waits in sys.stdin's reader would hang closing it (multiprocessing closes stdin in a new process).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,237 @@
+"""The Space on ZeroGPU, emulated through the real ``spaces`` package (tests/_zerogpu.py says what is replaced:
+the device API by a loopback HTTP stand-in, the worker's CUDA device by the CPU, and two CUDA-only attributes of a
+CPU build of torch). Everything else is spaces' own: the thread-local CUDA emulation of the main process, packing at
+launch, the forked worker reused across calls, pickling, the stop event, the wrapping of errors.
+
+One server process serves app.py so emulated (``server``): models ``cat`` (the default) and ``cifar10`` from a
+Hugging Face Hub cache this module writes (the bundled weights under those repositories' names: the weights do not
+matter here, the loading path does), and ``bundled``. The page's own handler is driven through Gradio's queue over
+HTTP, as the browser does; ``/inpaint`` through gradio_client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import repaint
+from repaint import serving
+
+pytestmark = pytest.mark.zerogpu
+ROOT = Path(__file__).resolve().parents[1]
+FACE = ROOT / "examples" / "face1.png"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(hub: Path, repo_id: str) -> None:
+    """``repo_id`` in a Hub cache as snapshot_download leaves it, holding the bundled model's files."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(repaint.models.BUNDLED_DIR, repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """app.py on emulated ZeroGPU in a process of its own: (page url, device API url, call log path)."""
+    tmp = tmp_path_factory.mktemp("zerogpu")
+    for name in ("cat", "cifar10"):
+        hub_cache(tmp / "hf" / "hub", repaint.MODELS[name].repo_id)
+    log = tmp / "calls.log"
+    env = {**os.environ, "HF_HOME": str(tmp / "hf"), "REPAINT_MODELS": "cat,cifar10,bundled", "REPAINT_MODEL": "cat",
+           "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "REPAINT_TEST_CALL_LOG": str(log), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "_zerogpu.py"), "0"], cwd=ROOT, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, ready = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("READY"):
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.wait(1) and proc.poll() is None and time.monotonic() < deadline:
+            pass
+        assert ready.is_set(), "".join(lines[-50:])
+        page, api = next(line for line in lines if line.startswith("READY")).split()[1:]
+        assert "ZEROGPU True MODELS cat,cifar10,bundled\n" in lines, "".join(lines[-50:])
+        yield page, api, log
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def device_calls(api: str) -> list[tuple[str, dict]]:
+    return [tuple(c) for c in httpx.get(api + "test-calls").json()]
+
+
+class Page:
+    """The page as the browser drives it: its events by fn_index through Gradio's queue, one session."""
+
+    def __init__(self, url: str):
+        self.url, self.session = url.rstrip("/") + "/gradio_api", uuid.uuid4().hex
+        self.config = httpx.get(url.rstrip("/") + "/config").json()
+        self.ids = {c["props"].get("elem_id"): c["id"] for c in self.config["components"] if "props" in c}
+
+    def fn(self, elem_id: str, event: str) -> int:
+        return next(d["id"] for d in self.config["dependencies"] if [self.ids[elem_id], event] in d["targets"])
+
+    def value(self, elem_id: str):
+        return next(c["props"]["value"] for c in self.config["components"] if c["id"] == self.ids[elem_id])
+
+    def upload(self, array: np.ndarray, name: str) -> dict:
+        path = Path(os.environ.get("GRADIO_TEMP_DIR", "/tmp")) / f"{uuid.uuid4().hex}_{name}"
+        Image.fromarray(array).save(path)
+        with open(path, "rb") as f:
+            (server_path,) = httpx.post(self.url + "/upload", files={"files": (name, f)}).json()
+        return {"path": server_path, "meta": {"_type": "gradio.FileData"}, "orig_name": name}
+
+    def submit(self, fn_index: int, data: list) -> list[dict]:
+        """Runs one queued event to its end: the messages the server streamed."""
+        r = httpx.post(self.url + "/queue/join", json={"data": data, "fn_index": fn_index, "trigger_id": None,
+                                                      "session_hash": self.session, "event_data": None})
+        r.raise_for_status()
+        messages = []
+        with httpx.stream("GET", self.url + "/queue/data", params={"session_hash": self.session},
+                          timeout=300) as s:
+            for line in s.iter_lines():
+                if line.startswith("data:"):
+                    messages.append(json.loads(line[5:]))
+                    if messages[-1].get("msg") == "process_completed":
+                        return messages
+        return messages
+
+    def predict(self, fn_index: int, data: list):
+        """An event outside the queue (queue=False), as the browser posts it."""
+        r = httpx.post(self.url + "/run/predict", json={"data": data, "fn_index": fn_index,
+                                                       "session_hash": self.session}, timeout=60)
+        r.raise_for_status()
+        return r.json()["data"]
+
+    def inpaint(self, model: str, steps: int, jump: int, resample: int, samples: int = 1) -> list[dict]:
+        """The Inpaint button with the face and its left half painted."""
+        face = np.asarray(Image.open(FACE).convert("RGBA"))
+        layer = np.zeros_like(face)
+        layer[:, : face.shape[1] // 2] = (30, 90, 255, 128)
+        editor = {"background": self.upload(face, "face.png"), "layers": [self.upload(layer, "layer.png")],
+                  "composite": None}
+        data = [editor, "draw", model, steps, jump, resample, 0, False, samples, False, False, None, None]
+        return self.submit(self.fn("run", "click"), data)
+
+
+def outcome(messages: list[dict]) -> tuple[bool, list]:
+    last = messages[-1]
+    return last["success"], last["output"].get("data") or [last["output"].get("error")]
+
+
+@pytest.mark.parametrize("model", ["bundled", "cifar10"])
+def test_non_default_models_run_through_the_page_and_the_api(server, model):
+    """Finding 1: a model other than the default, loaded lazily in a handler thread, failed on ZeroGPU ("Could not
+    load model ... (AssertionError)"): each offered model is on cuda before launch and runs in the worker."""
+    page_url, api, _ = server
+    ok, out = outcome(Page(page_url).inpaint(model, 10, 5, 2))
+    assert ok and out[0].startswith("Done") and f"{model}, seed 0" in out[0], out
+    assert out[2] and len(out[2]) == 1  # the gallery: one result
+    (result,) = Client(page_url, verbose=False).predict(handle_file(str(FACE)), "left_half", model, 10, 5, 2, 3, 1,
+                                                        False, api_name="/inpaint")
+    res = np.asarray(Image.open(result["image"]).convert("RGB"))
+    inp = repaint.load("bundled", device="cpu")  # the same weights, here in this process
+    rgb, _ = inp.prepare(str(FACE), "left_half")
+    known = ~repaint.masks.PRESETS["left_half"](32, 32, 0)
+    assert res.shape == (32, 32, 3) and (res[known] == rgb[known]).all()
+    assert any(path == "/allow" for path, _ in device_calls(api))  # a worker took the GPU
+
+
+def test_stop_ends_the_workers_run_within_one_model_call(server):
+    """Finding 2: Stop set a flag the forked worker never saw. Now the main process closes the GPU function's
+    generator, spaces sets the worker's stop event, and the worker, which yields at every model call, stops at its
+    next one. The call log has "call" from the worker and "stop" when spaces set the stop event."""
+    page_url, _, log = server
+    page = Page(page_url)
+    log.write_text("")
+    messages = []
+    runner = threading.Thread(target=lambda: messages.extend(page.inpaint("bundled", 100, 10, 5)))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while log.read_text().count("call") < 30 and runner.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().count("call") >= 30, messages
+    assert page.predict(page.fn("stop", "click"), []) == ["Stopping..."]
+    runner.join(120)
+    time.sleep(1.0)  # a worker that did not stop would go on calling the model
+    words = log.read_text().split()
+    assert "stop" in words, words[-20:]
+    after = words[words.index("stop") + 1:]
+    assert after.count("call") <= 1, after  # the call in flight when the stop event was set, no more
+    assert words.count("call") < repaint.count_model_calls(100, 10, 5)
+    ok, out = outcome(messages)
+    assert not ok and "Stopped" in str(out)
+
+
+def test_an_error_inside_the_gpu_function_keeps_its_message(server):
+    """Finding 3: a ServeError raised in the worker reached the visitor as the bare word "ServeError". The app's
+    GPU function raises gr.Error, which spaces hands on with its message: the sampler's own words, verbatim."""
+    page_url, _, _ = server
+    client = Client(page_url, verbose=False)
+    with pytest.raises(ValueError) as want:  # what the sampler says of these settings, asked here
+        repaint.load("bundled", device="cpu").check_settings(5, 9, 1, 0, 1)
+    settings = dict(model="bundled", image=str(FACE), mask="left_half", steps=5, jump_length=9, jump_n_sample=1)
+    with pytest.raises(AppError) as got:
+        client.predict(settings, api_name="/test_gpu_run")
+    assert str(want.value) in str(got.value) and "ZeroGPU worker error" not in str(got.value)
+    assert client.predict({**settings, "jump_length": 5, "steps": 10}, api_name="/test_gpu_run") > 10
+    with pytest.raises(AppError, match="jump_length"):  # /inpaint checks it before a GPU is asked for
+        client.predict(handle_file(str(FACE)), "left_half", "bundled", 5, 9, 1, 0, 1, False, api_name="/inpaint")
+
+
+def test_defaults_fit_the_default_slot_and_the_paper_is_one_click_away(server):
+    """Finding 5: the paper's settings on the default model asked more than ZeroGPU's 60 s default slot (and, on
+    an ADM model, more than an anonymous or free visitor's day). The page's defaults fit the slot; "Paper settings"
+    sets T=250, j=10, r=10; the estimate says what a run requests and which quotas pay for it."""
+    page_url, api, _ = server
+    page = Page(page_url)
+    defaults = tuple(page.value(e) for e in ("steps", "jump", "resample"))
+    svc = serving.Service(on_zerogpu=True)  # the same guess as the server's (nothing measured yet)
+    assert defaults == serving.fitting_settings(svc, "cat", serving.ZEROGPU_SLOT_S) != (250, 10, 10)
+    assert svc.gpu_duration(serving.Request("cat", None, None, *defaults)) <= serving.ZEROGPU_SLOT_S
+    assert svc.gpu_duration(serving.Request("cat", None, None, 250, 10, 10)) > serving.ZEROGPU_SLOT_S
+    assert page.predict(page.fn("paper", "click"), []) == [250, 10, 10]
+    estimate = page.value("estimate")
+    assert "Requests **" in estimate and "anonymous (120 s/day)" in estimate and "assumed 25 TFLOP/s" in estimate
+    before = len(device_calls(api))
+    with pytest.raises(AppError, match="no visitor's ZeroGPU quota can pay it"):  # refused before a slot is asked
+        Client(page_url, verbose=False).predict(handle_file(str(FACE)), "left_half", "cat", 1000, 1, 20, 0, 4, True,
+                                                api_name="/inpaint")
+    assert not [c for c in device_calls(api)[before:] if c[0] == "/schedule"]
+
+
+def test_two_visitors_run_at_the_same_time(server):
+    """Finding 6: default_concurrency_limit=1 made every visitor wait for the one before. On ZeroGPU each run has
+    a GPU worker of its own: the second is scheduled while the first still holds its GPU."""
+    page_url, api, _ = server
+    before = len(device_calls(api))
+    jobs = [Client(page_url, verbose=False).submit(handle_file(str(FACE)), "left_half", model, 50, 5, 2, i, 1,
+                                                   False, api_name="/inpaint")
+            for i, model in enumerate(("bundled", "cifar10"))]
+    results = [job.result(timeout=300) for job in jobs]
+    assert all(len(r) == 1 for r in results)
+    calls = [path for path, _ in device_calls(api)[before:]]
+    assert calls.count("/schedule") == 2
+    assert calls.index("/schedule", calls.index("/schedule") + 1) < calls.index("/release")  # both held at once
