@@ -118,14 +118,13 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
     """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
-    editor = pictures.with_background(editor, shown)
+    editor, key = pictures.with_background(editor, shown), getattr(request, "session_hash", None) or str(id(request))
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     image, mask, full = pictures.page_input(editor, mask_from_editor(editor), preset in (DRAW, None), original,
                                             on_outside=lambda: gr.Info(pictures.OUTSIDE_SQUARE_NOTE))
     req = SERVICE.page_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                               invert, full, class_label)
-    checked, key, nothing = check_request(req), getattr(request, "session_hash", None) or str(id(request)), gr.skip()
-    flag = SERVICE.stop_flag(key)
+                               invert, full, class_label, key)
+    checked, flag, nothing = check_request(req), SERVICE.stop_flag(key), gr.skip()
     try:
         events = serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
         for kind, out in serving.until_stopped(events, flag):

@@ -199,6 +199,7 @@ class Request:
     invert: bool = False
     full_size: bool = False
     class_label: int | None = None
+    stop_key: str | None = None  # the session whose Stop flag the run watches in this process (see Service.run)
 
     @property
     def rows(self) -> int:
@@ -277,7 +278,7 @@ class Service:
         # On ZeroGPU a model can only be placed on the GPU in the main thread before launch (preload): no Hub ids.
         self.has_gpu, self.on_zerogpu = has_gpu or on_zerogpu, on_zerogpu
         self.allow_hub_ids = allow_hub_ids and not on_zerogpu
-        self.offered = list(models.MODELS) if offered is None else list(offered)  # the registry names served
+        self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, models.Inpainter] = {}
         self.call_s: dict[str, float] = {}  # measured seconds per forward call (batch of one)
         self.measured: set[str] = set()  # on ZeroGPU: models whose call_s a run measured (else a guess)
@@ -286,6 +287,11 @@ class Service:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------- models
+    @property
+    def offered(self) -> list[str]:
+        """The registry names this server serves."""
+        return list(models.MODELS) if self._offered is None else self._offered
+
     def check_model_name(self, name) -> str:
         """``name`` if it may be loaded: an offered registry name, or (only with ``allow_hub_ids``) a Hub id."""
         if isinstance(name, str) and (name in self.offered or (self.allow_hub_ids and is_hub_id(name))):
@@ -351,12 +357,12 @@ class Service:
     def preload(self) -> str:
         """Loads every offered model now (on ZeroGPU: in the main thread before launch, which places them on
         ``cuda`` as its docs ask); a model that fails is no longer offered. Returns a notice ('' if all loaded)."""
-        failed = []
-        for name in list(self.offered):
+        failed, self._offered = [], list(self.offered)
+        for name in list(self._offered):
             try:
                 self.get_model(name)
             except ServeError as e:
-                self.offered.remove(name)
+                self._offered.remove(name)
                 failed.append(str(e))
         return " ".join(f"Not offered: {reason}" for reason in failed)
 
@@ -504,14 +510,15 @@ class Service:
         return Checked(inp, (big, big_mask), (rgb, m))
 
     def page_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
-                     invert, full_size, class_label) -> Request:
-        """The page's settings as a :class:`Request` (the class box only for a class-conditional model)."""
+                     invert, full_size, class_label, stop_key=None) -> Request:
+        """The page's settings as a :class:`Request` (the class box only for a class-conditional model; ``stop_key``:
+        the visitor's session, whose Stop flag the run watches)."""
         name = self.check_model_name(model)
         if not (np.asarray(mask, bool) ^ bool(invert)).any():
             raise ServeError("Empty mask: paint the region to fill with the brush, or pick a mask preset.")
         label = None if class_label is None or class_label == "" or not self.num_classes(name) else int(class_label)
         return Request(name, image, mask, int(steps), int(jump_length), int(jump_n_sample), int(seed),
-                       int(num_samples), bool(compare), bool(invert), bool(full_size), label)
+                       int(num_samples), bool(compare), bool(invert), bool(full_size), label, stop_key)
 
     def api_request(self, image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                     size="auto", class_label=None, *, upload_folder: str) -> Request:
@@ -553,26 +560,31 @@ class Service:
             del self.stop_flags[key]
 
     def run(self, req: Request):
-        """The GPU function's body: runs the sampler in a worker thread, in step with this generator; yields
-        ("tick", tick, total, levels, x_t, x0) at every model call (uint8 arrays every few calls, else None) and at
-        the end ("done", results, plains, seconds per call). Only picklable values are yielded (ZeroGPU runs this in
-        another process). The worker waits at each call until the generator is resumed, so closing the generator
-        (Stop, a cancel, ZeroGPU's stop event) ends it before its next model call."""
+        """The GPU function's body: runs the sampler in a worker thread; yields ("tick", tick, total, levels, x_t,
+        x0) at every model call (uint8 arrays every few calls, else None) and at the end ("done", results, plains,
+        seconds per call). Only picklable values are yielded (ZeroGPU runs this in another process). Closing the
+        generator ends the run at its next model call; so does the Stop flag of ``req.stop_key`` in this process.
+        On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces' worker looks at its
+        stop event between two yields, so a stop ends the run before the next model call. Elsewhere it runs ahead
+        (the server's hand-offs do not hold the model up)."""
         inp = self.get_model(req.model)
         total = inp.model_calls(req.steps, req.jump_length, req.jump_n_sample)
         every = max(1, math.ceil(total / ANIMATION_FRAMES))
         events: queue.Queue = queue.Queue()
         resume, closed = threading.Semaphore(0), threading.Event()
+        stop = self.stop_flags.get(req.stop_key) if req.stop_key else None
+        in_step = self.on_zerogpu
 
         def callback(tick, levels, x, x0):
-            if closed.is_set():
+            if closed.is_set() or (stop is not None and stop.is_set()):
                 raise InterruptedError("stopped")
             pic = tick % every == 0 or tick == total - 1
             events.put(("tick", tick, total, levels, from_tensor(x) if pic else None,
                         from_tensor(x0) if pic else None))
-            resume.acquire()  # until the consumer asks for the next event (or closes the run)
-            if closed.is_set():
-                raise InterruptedError("stopped")
+            if in_step:
+                resume.acquire()  # until the consumer asks for the next event (or closes the run)
+                if closed.is_set():
+                    raise InterruptedError("stopped")
 
         def work():
             try:
@@ -595,10 +607,13 @@ class Service:
                 ev = events.get()
                 if ev[0] == "tick":
                     yield ev
-                    resume.release()
+                    if in_step:
+                        resume.release()
                 elif ev[0] == "error":
                     error = ev[1]
                     del ev
+                    if isinstance(error, InterruptedError) and stop is not None and stop.is_set():
+                        return  # the visitor's Stop: stream() reports it
                     if isinstance(error, ValueError) and not isinstance(error, ServeError):
                         error = ServeError(str(error))
                     raise error

@@ -119,3 +119,61 @@ def test_zerogpu_guess_is_the_models_work_over_the_assumed_throughput():
     want = int(np.ceil(calls * 2.24 / serving.ZEROGPU_TFLOPS + serving.GPU_MARGIN_S))
     assert svc.gpu_duration(serving.Request("places2", None, None, 250, 10, 10)) == want
     assert want < serving.GPU_CAP_S  # the paper's defaults fit one slot on the paper's own models
+
+
+def test_offered_models_follow_the_setting_and_zerogpu_offers_no_request_time_downloads():
+    assert serving.offered_models("celebahq, places2,bundled", True, True) == ["celebahq", "places2", "bundled"]
+    with pytest.raises(ValueError, match="unknown models \\['celebhq'\\]"):
+        serving.offered_models("celebhq,bundled", True, True)
+    cpu = serving.offered_models(None, False, False)
+    assert "bundled" in cpu and not any(repaint.MODELS[n].gpu_only for n in cpu)
+    zero = serving.offered_models("", True, True)  # unset on ZeroGPU: no 2.2 GB download at each start
+    assert "bundled" in zero and "celebahq" in zero and not any(repaint.MODELS[n].url for n in zero)
+    svc = serving.Service(offered=["bundled"])
+    with pytest.raises(serving.ServeError, match="choose one of bundled$"):
+        svc.check_model_name("celebahq")
+
+
+def test_on_zerogpu_a_model_is_never_loaded_outside_the_main_thread(monkeypatch):
+    """ZeroGPU records .to("cuda") only in the main thread before launch: a load in a handler thread (or a GPU slot)
+    fails there, and a download would hold the slot. Service.get_model refuses instead of loading."""
+    import threading
+
+    loads = []
+    monkeypatch.setattr(repaint.models, "load", lambda name, *a, **k: loads.append(name))
+    svc = serving.Service(on_zerogpu=True, offered=["bundled", "cifar10"], allow_hub_ids=True)
+    assert not svc.allow_hub_ids  # a Hub id could only be loaded in a handler thread there
+    errors = []
+
+    def handler():
+        try:
+            svc.get_model("cifar10")
+        except serving.ServeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=handler)
+    t.start()
+    t.join()
+    assert errors == ["Model 'cifar10' is not loaded on this Space."] and loads == []
+
+
+@pytest.mark.parametrize("name", list(repaint.MODELS))
+def test_zerogpu_defaults_fit_the_default_slot_with_the_most_resampling(name):
+    """On ZeroGPU the page's defaults for each model fit the 60 s default slot (the paper's 2,410 calls on an ADM
+    model ask 232 s: more than an anonymous visitor's day), with the largest r that fits at the paper's T and j."""
+    svc = serving.Service(on_zerogpu=True)
+    steps, j, r = serving.fitting_settings(svc, name, serving.ZEROGPU_SLOT_S)
+    assert svc.gpu_duration(serving.Request(name, None, None, steps, j, r)) <= serving.ZEROGPU_SLOT_S
+    if (steps, r) != (250, 10):  # one more resampling (or the paper's T) would not fit
+        bigger = (steps, j, r + 1) if r < 10 else (250, 10, 1)
+        assert svc.gpu_duration(serving.Request(name, None, None, *bigger)) > serving.ZEROGPU_SLOT_S
+    if repaint.MODELS[name].tflop and repaint.MODELS[name].tflop > 2:  # the ADM models
+        assert svc.gpu_duration(serving.Request(name, None, None, 250, 10, 10)) > serving.ZEROGPU_QUOTA_S["anonymous"]
+
+
+def test_the_estimate_names_the_gpu_seconds_and_the_quotas_that_pay_them():
+    assert "within the daily quota of: anonymous (120 s/day), free account (300 s/day), PRO (2400 s/day)" in \
+        serving.gpu_seconds_text(58)
+    text = serving.gpu_seconds_text(247)
+    assert "**247 s**" in text and "371 s on half-Blackwell" in text and "anonymous" not in text
+    assert "free account (300 s/day)" in text and "sign in or use PRO" in text
