@@ -110,13 +110,6 @@ def test_an_unreadable_or_huge_photo_is_a_clear_error(tmp_path):
         app.load_photo(str(huge))
 
 
-def test_the_page_takes_a_phone_photo_upload_over_the_api_limit_of_before(client):
-    """The upload limit lets a phone JPEG through and its message in the page names the limit."""
-    assert app.MAX_FILE_SIZE == "32mb"
-    head = app.LAUNCH_KWARGS["head"]
-    assert "413" in head and "32 MB" in head and app.PHOTO_BUTTON in head
-
-
 # ------------------------------------------------------------------------------------------- strokes off the square
 def test_strokes_outside_a_presets_square_are_used(face):
     wide = np.full((64, 128, 3), 200, np.uint8)
