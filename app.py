@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-from repaint import pictures, serving
+from repaint import page, pictures, serving
 
 # ----------------------------------------------------------------------------------------------- constants
 TITLE = "RePaint: inpainting with denoising diffusion"
@@ -36,7 +36,8 @@ ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true",
 PAPER = (250, 10, 10)  # the paper's T, j and r (its n): the defaults, except on ZeroGPU ("Paper settings" there)
 STEPS_MAX, JUMP_MAX, RESAMPLE_MAX, SAMPLES_MAX, SEED_MAX = 1000, 50, 20, 4, 2**31 - 1
 PREVIEW_TILE = 128  # pixel height of the live preview
-MAX_FILE_SIZE = "10mb"
+MAX_FILE_SIZE = "32mb"  # per upload: disk and memory are shared (a 50 MP JPEG fits; the editor gets a copy)
+PHOTO_BUTTON = "Upload a photo (any size)"
 QUEUE_MAX = 32  # requests waiting at once; more are refused with "Queue is full"
 CONCURRENCY = 8 if ON_ZEROGPU else 1  # ZeroGPU: each run its own GPU worker; elsewhere one model per process
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
@@ -99,16 +100,14 @@ def estimate_text(*settings) -> str:  # model, T, j, r, samples, compare
     return SERVICE.estimate_text(*settings)
 
 
-@visible_errors
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
-    """The estimate for the newly chosen model (loaded now: an error if it cannot be), the class box shown only for a
-    class-conditional model, the guidance scale only for a model with a classifier, and on ZeroGPU T, j, r that fit
-    its default slot."""
-    SERVICE.get_model(name)
+    """Estimate, class box, guidance scale (a model with a classifier), on ZeroGPU T, j, r fitting the slot; a model
+    that fails to load: warned, chooser back."""
+    name = SERVICE.usable_model(name, gr.Warning)
     fit = serving.fitting_settings(SERVICE, name, serving.ZEROGPU_SLOT_S) if ON_ZEROGPU else [gr.skip()] * 3
     return (SERVICE.estimate_text(name, *(fit if ON_ZEROGPU else (steps, jump_length, jump_n_sample)), num_samples,
                                   compare), gr.update(visible=SERVICE.num_classes(name) > 0),
-            gr.update(visible=SERVICE.has_classifier(name)), *fit)
+            gr.update(visible=SERVICE.has_classifier(name)), *fit, name)
 
 
 def check_request(req: serving.Request) -> serving.Checked:  # a mask over everything: the visitor is told
@@ -117,19 +116,21 @@ def check_request(req: serving.Request) -> serving.Checked:  # a mask over every
 
 @visible_errors
 def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert,
-        request: gr.Request, class_label=None, shown=None, classifier_scale=None,
+        request: gr.Request, class_label=None, shown=None, original=None, classifier_scale=None,
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
     """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
     ``shown``: the background the editor shows, for a value that carries only the preset layer."""
     editor, key = pictures.with_background(editor, shown), getattr(request, "session_hash", None) or str(id(request))
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
-    req = SERVICE.page_request(pictures.editor_image(editor), mask_from_editor(editor), model, steps, jump_length,
-                               jump_n_sample, seed, num_samples, compare, invert, preset in (DRAW, None), class_label,
-                               classifier_scale, key)
+    image, mask, full = pictures.page_input(editor, mask_from_editor(editor), preset in (DRAW, None), original,
+                                            on_outside=lambda: gr.Info(pictures.OUTSIDE_SQUARE_NOTE))
+    req = SERVICE.page_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
+                               invert, full, class_label, classifier_scale, key)
     checked, flag, nothing = check_request(req), SERVICE.stop_flag(key), gr.skip()
     try:
-        for kind, out in serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE):
-            if kind == "status":
+        events = serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
+        for kind, out in serving.until_stopped(events, flag):
+            if kind == "status":  # a Stop too: its status, the preview cleared
                 if out[2]:
                     progress(out[2], desc="Inpainting")
                 yield out[0], out[1], nothing, nothing, nothing, nothing, nothing, seed
@@ -140,9 +141,11 @@ def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomiz
         SERVICE.drop_flag(key, flag)
 
 
-def stop_run(request: gr.Request):
-    SERVICE.stop(getattr(request, "session_hash", None))
-    return "Stopping..."
+def stop_run(request: gr.Request):  # the run itself then says that it stopped
+    return serving.STOPPING if SERVICE.stop(getattr(request, "session_hash", None)) else serving.NOTHING_TO_STOP
+
+
+load_photo = visible_errors(pictures.photo_for_editor)  # the editor gets a copy of a photo, the run the original
 
 
 @visible_errors
@@ -208,7 +211,9 @@ def build_demo() -> gr.Blocks:
                     # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which
                     # hold the brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
                     canvas_size=(1, 1))
-                shown = gr.State(None)  # the editor's background (a value the app sets carries only the layer)
+                # the editor's background (a value the app sets carries only the layer); an uploaded photo's file
+                shown, original = gr.State(None), gr.State(None)  # (the editor shows a copy, the run uses the file)
+                photo = gr.UploadButton(PHOTO_BUTTON, file_types=["image"], size="sm", elem_id="photo")
                 with gr.Row():
                     preset = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset",
                                          info="a preset goes into the editor as a layer you can edit")
@@ -234,19 +239,21 @@ def build_demo() -> gr.Blocks:
                                              label="Classifier guidance scale (the paper: 1; 0: unguided)",
                                              visible=SERVICE.has_classifier(DEFAULT_MODEL))
                 compare = gr.Checkbox(False, label="Compare n=1 vs n>1 (same seeds, one batched run)",
-                                      elem_id="compare")
+                                      info=page.COMPARE_INFO, elem_id="compare")
                 estimate = gr.Markdown(SERVICE.estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP,
                                                              DEFAULT_RESAMPLE, 1, False), elem_id="estimate")
                 paper_btn = gr.Button("Paper settings (T=250, j=10, r=10)", size="sm", elem_id="paper")
                 with gr.Row():
                     run_btn = gr.Button("Inpaint", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+        gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
+                                             num_samples, compare, class_label],
+                    cache_examples=False, api_visibility="private",  # the editor's events add the preset
+                    label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
         status = gr.Markdown("", elem_id="status")
         with gr.Row():
-            preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False,
-                               elem_id="preview")
-            gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results",
-                                 interactive=False)
+            preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False, elem_id="preview")
+            gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results", interactive=False)
         with gr.Row():
             side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
             slider = gr.ImageSlider(label="Before / after (n=1 / n>1 when comparing)", format="png",
@@ -256,26 +263,15 @@ def build_demo() -> gr.Blocks:
                                  interactive=False, elem_id="animation")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
         gr.DeepLinkButton()
-        gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
-                                             num_samples, compare, class_label],
-                    cache_examples=False, api_visibility="private",  # the editor's events add the preset
-                    label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
-            api_inputs = [gr.Image(type="filepath", label="image", format="png"),
-                          gr.JSON(label="mask: a preset name or handle_file(mask path)"), gr.Textbox(label="model"),
-                          *(gr.Number(value, label=label, precision=0) for value, label in (
-                              (DEFAULT_STEPS, "steps"), (DEFAULT_JUMP, "jump_length"),
-                              (DEFAULT_RESAMPLE, "jump_n_sample"), (0, "seed"), (1, "num_samples"))),
-                          gr.Checkbox(False, label="compare"), gr.Radio(list(SIZES), value="auto", label="size"),
-                          gr.Number(None, label="class_label", precision=0),
-                          gr.Number(None, label="classifier_scale")]
+            api_inputs = page.api_inputs(DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, SIZES)
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
         # --------------------------------------------------------------------------------------- events
         settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
         gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
         model.change(on_model_change, settings, [estimate, class_label, classifier_scale, steps, jump_length,
-                                                 jump_n_sample], **private)
+                                                 jump_n_sample, model], **private)
         paper_btn.click(lambda: PAPER, None, [steps, jump_length, jump_n_sample], queue=False, **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
             trigger(redraw_preset, [editor, preset, model, seed, shown], editor, **private)
@@ -283,19 +279,19 @@ def build_demo() -> gr.Blocks:
         # fires .upload/.input, and after an example a visitor's upload fired no .upload: all go to the guard.
         gr.on([editor.upload, editor.change, editor.input], sync_preset, [editor, preset, model, seed, shown],
               [editor, shown], trigger_mode="always_last", **private)
-        run_event = run_btn.click(
-            run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare,
-                  invert, class_label, shown, classifier_scale],
-            [status, preview, gallery, side, slider, animation, downloads, seed],
-            api_visibility="private")
-        stop_btn.click(stop_run, None, status, cancels=[run_event], queue=False, api_visibility="private")
+        run_btn.click(run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples,
+                            compare, invert, class_label, shown, original, classifier_scale],
+                      [status, preview, gallery, side, slider, animation, downloads, seed], api_visibility="private")
+        stop_btn.click(stop_run, None, status, queue=False, api_visibility="private")  # the run ends itself
+        photo.upload(load_photo, photo, [editor, original], **private)
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")
     demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
     return demo
 
 
 demo = build_demo()
-LAUNCH_KWARGS = dict(max_file_size=MAX_FILE_SIZE, css=CSS, allowed_paths=[str(EXAMPLES_DIR)])
+LAUNCH_KWARGS = dict(max_file_size=MAX_FILE_SIZE, css=CSS, allowed_paths=[str(EXAMPLES_DIR)],
+                     head=page.head(MAX_FILE_SIZE.replace("mb", " MB"), PHOTO_BUTTON))
 
 
 if __name__ == "__main__":

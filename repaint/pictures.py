@@ -11,9 +11,10 @@ from PIL import Image, ImageDraw
 from . import masks, window
 from .serving import ServeError
 
-__all__ = ["MASK_RGBA", "PRESET_LABELS", "as_array", "background_key", "editor_event", "editor_image", "level_plot",
-           "make_animation", "mask_from_editor", "mask_layer", "preset_mask", "preset_value", "same_background",
-           "show_mask", "strip", "with_background"]
+__all__ = ["DISPLAY_SIDE", "MASK_RGBA", "OUTSIDE_SQUARE_NOTE", "PRESET_LABELS", "as_array", "background_key",
+           "editor_event", "editor_image", "full_size_input", "level_plot", "make_animation", "mask_from_editor",
+           "mask_layer", "page_input", "photo_for_editor", "preset_mask", "preset_value", "same_background",
+           "show_mask", "strip", "strokes_outside_square", "view_copy", "with_background"]
 
 MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
 PRESET_LABELS = {"every_second_line": "Every second line", "super_resolution_2x": "x2 super-resolution",
@@ -181,3 +182,76 @@ def with_background(value, shown) -> dict | None:
             or not value.get("layers"):
         return value
     return {**value, "background": shown}
+
+
+# ----------------------------------------------------------------------------------------------- phone photos
+DISPLAY_SIDE = 800  # longest side of the copy of an uploaded photo the editor shows (and sends back as PNG)
+
+
+def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[dict, dict]:
+    """An uploaded photo (a file, kept as it is) for the editor: (an editor value whose background is an upright RGB
+    copy at most ``side`` px on its longest side, the original: {"path", "size" (w, h), "key" (the copy's
+    :func:`background_key`)}).
+
+    The editor re-encodes its image as PNG on every change; a phone photo (12-50 MP) would be 20-100 MB each time,
+    so it gets this copy, and the run reads the original (see :func:`full_size_input`)."""
+    from .images import open_image, to_rgb
+
+    try:
+        img = to_rgb(open_image(path), max_side=None)
+    except ValueError as e:
+        raise ServeError(f"This photo cannot be used: {e}.") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        raise ServeError(f"This file could not be read as an image ({type(e).__name__}): it is damaged or not an "
+                         f"image. Try a PNG, JPEG or WebP file.") from None
+    w, h = img.size
+    copy = img.copy()
+    copy.thumbnail((side, side), Image.Resampling.LANCZOS)
+    shown = np.asarray(copy)
+    return ({"background": shown, "layers": [], "composite": None},
+            {"path": str(path), "size": (w, h), "key": background_key({"background": shown})})
+
+
+def view_copy(a: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """``a`` for viewing in the page: at most ``side`` px on its longest side (a photo's result is not sent to the
+    browser at full size twice; the downloads are)."""
+    if max(a.shape[:2]) <= side:
+        return a
+    im = Image.fromarray(a)
+    im.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(im)
+
+
+def strokes_outside_square(mask: np.ndarray) -> bool:
+    """Any of ``mask`` (bool (H, W)) outside the centred square a preset covers (the part the model sees)."""
+    h, w = mask.shape
+    inside, _ = window.centre_window(w, h).overlap(h, w)
+    rest = mask.copy()
+    rest[inside] = False
+    return bool(rest.any())
+
+
+OUTSIDE_SQUARE_NOTE = ("You painted outside the preset's centred square: the result keeps your photo's size, filled "
+                       "through a window around the whole mask.")
+
+
+def page_input(editor: dict, mask: np.ndarray, draw: bool, original: dict | None, on_outside=None):
+    """The page's run input: (image, mask, full size?). A drawn mask, or a preset with strokes outside its centred
+    square (then ``on_outside()`` is called), runs at the photo's own size: the strokes are used; a preset alone at
+    the model's square. The image is the original photo where the editor shows its copy."""
+    outside = not draw and strokes_outside_square(mask)
+    if outside and on_outside is not None:
+        on_outside()
+    return *full_size_input(editor_image(editor), mask, original), draw or outside
+
+
+def full_size_input(image: np.ndarray, mask: np.ndarray, original: dict | None):
+    """The run's (image, mask): the original photo and the mask scaled up to it (nearest) when the editor shows
+    the copy :func:`photo_for_editor` made of it; else the editor's own image and mask."""
+    if not original or not Path(original["path"]).is_file() or \
+            not same_background(background_key({"background": image}), original.get("key")):
+        return image, mask  # another image, or the upload swept from the cache (the copy then is what runs)
+    w, h = original["size"]
+    if mask.shape != (h, w):
+        mask = np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST))
+    return original["path"], mask

@@ -1,0 +1,113 @@
+"""The page's Gradio parts that are neither layout nor machinery: input components that answer a bad value with a
+clear message instead of Gradio's generic one, and the page's script, which says in the page what the browser
+alone sees (an upload refused as too large, a file the editor cannot read). Imported by app.py only."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+__all__ = ["COMPARE_INFO", "api_inputs", "head", "readable_image", "whole_number"]
+
+COMPARE_INFO = ("n=1: one pass, no resampling; n=r (r>1): every j steps are re-noised and run again r times, so the "
+                "fill agrees with what is around it (the paper's n)")
+
+
+def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Number:
+    """``component`` (a gr.Number) with a bad value (``steps="abc"`` from a client) refused by a gr.Error naming the
+    input, not Gradio's "The upstream Gradio app has raised an exception": the value fails in preprocessing, before
+    the handler. (Its preprocess is wrapped on the instance: a subclass would make Gradio write a .pyi file.)"""
+    plain = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return plain(payload)
+        except (TypeError, ValueError, OverflowError):
+            message = f"{component.label} must be {must}, got {str(payload)[:40]!r}"
+        raise gr.Error(message)
+
+    component.preprocess = preprocess
+    return component
+
+
+def readable_image(component: gr.Image) -> gr.Image:
+    """``component`` (a gr.Image) with an unreadable file (a corrupt PNG) refused by a gr.Error saying so."""
+    plain = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return plain(payload)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+            message = (f"The {component.label} file could not be read as an image ({type(e).__name__}): it is "
+                       f"damaged or not an image. Send a PNG, JPEG or WebP file.")
+        raise gr.Error(message)
+
+    component.preprocess = preprocess
+    return component
+
+
+def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
+    """The components of the ``inpaint`` API endpoint, in its argument order (see app.api_inpaint)."""
+    def number(value, label):
+        return whole_number(gr.Number(value, label=label, precision=0))
+
+    return [readable_image(gr.Image(type="filepath", label="image", format="png")),
+            gr.JSON(label="mask: a preset name or handle_file(mask path)"), gr.Textbox(label="model"),
+            number(steps, "steps"), number(jump_length, "jump_length"), number(jump_n_sample, "jump_n_sample"),
+            number(0, "seed"), number(1, "num_samples"), gr.Checkbox(False, label="compare"),
+            gr.Radio(list(sizes), value="auto", label="size"), number(None, "class_label"),
+            whole_number(gr.Number(None, label="classifier_scale"), "a number")]
+
+
+# The browser sends an upload over the size limit, or fails to read a file dropped on the editor, without telling the
+# page (gradio 6.31.0: a 413 in the console, an empty editor). This script says so in a banner (#page-alert).
+_SCRIPT = """<script>
+(() => {
+  const say = (text) => {
+    let el = document.getElementById("page-alert");
+    if (!el) {
+      el = document.createElement("div");
+      el.id = "page-alert";
+      el.setAttribute("role", "alert");
+      el.title = "click to close";
+      el.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:10000;padding:10px 16px;" +
+        "background:#b91c1c;color:#fff;font:15px/1.4 sans-serif;cursor:pointer";
+      el.onclick = () => el.remove();
+      document.body.appendChild(el);
+    }
+    el.textContent = text;
+  };
+  const original = window.fetch;
+  window.fetch = async function (...args) {
+    const response = await original.apply(this, args);
+    if (response.status === 413) say(%(too_big)s);
+    return response;
+  };
+  const check = async (files) => {
+    for (const f of files || []) {
+      if (f.type && !f.type.startsWith("image/")) { say(`"${f.name}" is not an image: ` + %(unreadable)s); continue; }
+      try { (await createImageBitmap(f)).close(); }
+      catch (e) { say(`"${f.name}" could not be read as an image: ` + %(unreadable)s); }
+    }
+  };
+  document.addEventListener("change", (e) => {
+    const t = e.target;
+    if (t instanceof HTMLInputElement && t.type === "file" && t.closest("#editor")) check(t.files);
+  }, true);
+  document.addEventListener("drop", (e) => {
+    if (e.target.closest && e.target.closest("#editor")) check(e.dataTransfer && e.dataTransfer.files);
+  }, true);
+})();
+</script>"""
+
+
+def head(limit: str, photo_button: str) -> str:
+    """The page's <head> script, its messages naming the upload ``limit`` and the button that takes photos."""
+    import json
+
+    too_big = (f"This file is too large to send: the server takes files up to {limit} (memory and disk are shared "
+               f"by every visitor). The editor sends an image as PNG, so a large photo dropped on it can exceed "
+               f"that: use the \u201c{photo_button}\u201d button, which sends the photo as it is, or a smaller image.")
+    unreadable = "it is damaged or not a format the browser can show. Try a PNG, JPEG or WebP file."
+    return _SCRIPT % {"too_big": json.dumps(too_big), "unreadable": json.dumps(unreadable)}

@@ -1,0 +1,178 @@
+"""Issue 21 in a real browser (Playwright, Debian's headless Chromium): a phone photo goes through the page, strokes
+outside a preset's square are used, what the browser alone sees (a refused upload, an unreadable file) is said in
+the page, Stop says what happened. Run with ``pytest -m browser tests/test_browser_visitor.py``."""
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_browser import ARTIFACTS, ORANGE, browser, canvas_shot, image_box, open_page, orange, pick_preset, upload, url  # noqa: F401
+from test_visitor import photo
+
+import app
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").is_file(),
+                                                      reason="/usr/bin/chromium is missing")]
+
+
+@pytest.fixture
+def page(browser, url):  # noqa: F811
+    pg = open_page(browser, url, width=1280, height=900)
+    yield pg
+    pg.close()
+
+
+def settings(pg, **values):
+    for elem_id, value in values.items():
+        box = pg.locator(f"#{elem_id} input[type=number]")
+        box.fill(str(value))
+        box.press("Enter")
+    pg.wait_for_timeout(500)
+
+
+def send_photo(pg, path):
+    with pg.expect_file_chooser() as chooser:
+        pg.locator("#photo").click()
+    chooser.value.set_files(str(path))
+
+
+def stroke(pg, canvas_box, points):
+    pg.get_by_role("button", name="Brush", exact=True).first.click()
+    pg.mouse.move(*points[0])
+    pg.mouse.down()
+    for p in points[1:]:
+        pg.mouse.move(*p, steps=5)
+    pg.mouse.up()
+    pg.wait_for_timeout(500)
+
+
+def wait_status(pg, pattern, timeout=180_000):
+    pg.wait_for_function("p => new RegExp(p).test(document.querySelector('#status').innerText)", arg=pattern,
+                         timeout=timeout)
+    return pg.locator("#status").inner_text()
+
+
+def alert(pg, timeout=30_000) -> str:
+    pg.wait_for_selector("#page-alert", timeout=timeout)
+    return pg.locator("#page-alert").inner_text()
+
+
+def test_a_phone_photo_is_shown_painted_and_filled_at_full_size(page, tmp_path):
+    """A 4000x3000 JPEG (12 MP) through the Upload button: shown in the editor, painted, Inpaint at T=10 gives a
+    4000x3000 result; the time from click to result is printed (issue 21 asks for about 30 s or less)."""
+    path = photo(tmp_path / "phone.jpg")
+    assert path.stat().st_size > 2_000_000  # a 12 MP phone JPEG's size
+    send_photo(page, path)
+    page.wait_for_function("() => !document.querySelector('#editor').innerText.includes('Upload an image')")
+    page.wait_for_timeout(2000)
+    shot = canvas_shot(page, "phone_photo_editor.png")
+    left, top, right, bottom = image_box(shot)
+    assert abs((right - left) / (bottom - top) - 4 / 3) < 0.03  # the photo's shape
+    mid = (top + bottom) // 2
+    red = np.median(shot[mid - 5:mid + 5, left + 5:left + 15], axis=(0, 1))
+    green = np.median(shot[mid - 5:mid + 5, right - 15:right - 5], axis=(0, 1))
+    assert red[0] > 150 and red[1] < 80 and green[1] > 150 and green[0] < 80, (red, green)  # the photo's colours
+    box = page.locator("#editor canvas").first.bounding_box()
+    y = box["y"] + (top + bottom) / 2
+    stroke(page, box, [(box["x"] + left + (right - left) * f, y) for f in (0.3, 0.5, 0.7)])
+    settings(page, steps=10)
+    start = time.perf_counter()
+    page.locator("#run").click()
+    status = wait_status(page, "Done|rror")
+    seconds = time.perf_counter() - start
+    print(f"\nphone photo 4000x3000, T=10 j=10 r=10, bundled: {seconds:.1f} s from click to result")
+    assert status.startswith("Done"), status
+    page.wait_for_selector("#results img")
+    size = page.evaluate("() => { const i = document.querySelector('#results img'); "
+                         "return [i.naturalWidth, i.naturalHeight]; }")
+    assert size == [4000, 3000]
+    page.screenshot(path=str(ARTIFACTS / "phone_photo_done.png"), full_page=True)
+
+
+@pytest.mark.xfail(strict=True, reason="not done: gradio 6.31 adds the head script after its client has bound "
+                                      "window.fetch, so the hook never sees the upload's HTTP 413")
+def test_a_file_over_the_limit_is_said_in_the_page(page, tmp_path):
+    big = tmp_path / "big.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)).save(big, compress_level=1)
+    assert big.stat().st_size > 32 * 2**20
+    send_photo(page, big)
+    text = alert(page)
+    assert "too large" in text and "32 MB" in text
+    banner = page.locator("#page-alert").bounding_box()
+    assert banner["y"] <= 1 and banner["width"] >= 1200  # across the top of the first screen
+
+
+def test_an_unreadable_file_dropped_on_the_editor_is_said_in_the_page(page, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    page.wait_for_timeout(1000)
+    page.locator("#editor input[type=file]").first.set_input_files(str(bad))
+    assert '"broken.png" could not be read as an image' in alert(page)
+
+
+def test_an_unreadable_photo_is_said_in_the_page(page, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    send_photo(page, bad)
+    page.wait_for_function("() => document.body.innerText.includes('This photo cannot be used')", timeout=30_000)
+
+
+def test_a_stroke_outside_a_presets_square_is_used(page, orange):  # noqa: F811
+    upload(page, orange)
+    pick_preset(page, "Left half")
+    shot = canvas_shot(page, "outside_square.png")
+    left, top, right, bottom = image_box(shot)
+    box = page.locator("#editor canvas").first.bounding_box()
+    scale = (right - left) / 300
+    at = lambda x, y: (box["x"] + left + x * scale, box["y"] + top + y * scale)  # noqa: E731
+    stroke(page, box, [at(10, 100), at(30, 100), at(40, 100)])  # left of the centred 200x200 square
+    settings(page, steps=5, jump=5, resample=1)
+    page.locator("#run").click()
+    page.wait_for_function("() => document.body.innerText.includes('You painted outside')", timeout=60_000)
+    assert wait_status(page, "Done|rror").startswith("Done")
+    size = page.evaluate("() => { const i = document.querySelector('#results img'); "
+                         "return [i.naturalWidth, i.naturalHeight]; }")
+    assert size == [300, 200]  # the photo's size: the stroke was used
+
+
+def test_stop_says_what_happened(page, orange):  # noqa: F811
+    page.locator("#stop").click()
+    assert wait_status(page, "Nothing to stop", 10_000)
+    upload(page, orange)
+    pick_preset(page, "Left half")
+    settings(page, steps=1000, jump=10, resample=10)
+    page.locator("#run").click()
+    wait_status(page, "Step ", 60_000)
+    page.locator("#stop").click()
+    status = wait_status(page, "Stopped as you asked", 30_000)
+    assert "model calls" in status
+    page.wait_for_timeout(1000)
+    assert page.locator(".toast-title", has_text="Error").count() == 0
+    assert wait_status(page, "Stopped as you asked", 1000)  # it stays
+
+
+def test_compare_with_r1_is_refused_in_the_page(page, orange):  # noqa: F811
+    upload(page, orange)
+    pick_preset(page, "Left half")
+    settings(page, steps=5, jump=5, resample=1)
+    page.locator("#compare input").check()
+    page.locator("#run").click()
+    page.wait_for_function("() => document.body.innerText.includes('Compare needs r')", timeout=30_000)
+
+
+def test_an_unloadable_model_sends_the_chooser_back(page, monkeypatch):
+    import repaint
+
+    def fail(name, *a, **k):
+        raise repaint.ModelLoadError("the Hub could not be reached")
+
+    monkeypatch.setattr(repaint, "load", fail)
+    monkeypatch.delitem(app.SERVICE.models, "cifar10", raising=False)
+    page.locator("#model input").fill("cifar10")
+    page.locator("#model input").press("Enter")
+    page.wait_for_function("() => document.body.innerText.includes('Back to bundled')", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#model input').value.startsWith('bundled')")
+    assert "model calls" in page.locator("#estimate").inner_text()
+    assert "Error" not in page.locator("#estimate").inner_text()
