@@ -695,8 +695,8 @@ def with_guided_model(monkeypatch, service, class_model, tmp_path):
     from repaint.classifier import read_classifier
 
     inp = repaint.Inpainter(class_model.unet, class_model.scheduler_config, "tinyg")
-    inp.attach_classifier(read_classifier(classifier_folder(tmp_path, tiny_classifier()), torch.float32).eval()
-                          .requires_grad_(False))
+    folder = classifier_folder(tmp_path, tiny_classifier(head_channels=64))
+    inp.attach_classifier(read_classifier(folder, torch.float32).eval().requires_grad_(False))
     monkeypatch.setitem(repaint.models.MODELS, "tinyg", repaint.ModelInfo(
         "tinyg", None, 16, "test", gpu_only=False, num_classes=1000, classifier="imagenet256"))
     service.models["tinyg"], service.call_s["tinyg"] = inp, 0.001

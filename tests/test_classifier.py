@@ -270,17 +270,24 @@ def test_guided_loop_equals_guided_diffusion_reference(pair, case):
 # --- the package: scale 0 is the unguided run, loading, the registry -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def guided_pipe(tmp_path_factory, pair):
+def released_like():
+    """A tiny guided_diffusion classifier with create_classifier's 64-channel heads (what convert_classifier's
+    options build: one head at width 64)."""
+    return tiny_classifier(head_channels=64).requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def guided_pipe(tmp_path_factory, released_like):
     """A tiny class-conditional ADM converted through repaint.convert_adm and a tiny classifier through
     repaint.convert_classifier, loaded together by repaint.load(..., classifier=FOLDER)."""
     tmp = tmp_path_factory.mktemp("guided")
     ckpt, _, o = save_checkpoint(tmp / "tiny.pt", class_cond=True)
     folder = repaint.convert_adm(ckpt, tmp / "unet", **{k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
-    return folder, classifier_folder(tmp, pair[0])
+    return folder, classifier_folder(tmp, released_like)
 
 
 def classifier_folder(tmp, model):
-    """``model`` saved as create_classifier's checkpoint layout, and converted (tiny_args' architecture)."""
+    """``model`` (tiny_args' architecture, 64-channel heads) saved as a checkpoint and converted by its options."""
     torch.save(model.state_dict(), tmp / "cls.pt")
     o = dict(image_size=SIZE, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="4")
     with pytest.MonkeyPatch.context() as mp:  # create_classifier has no 16x16 size: tiny_args' multipliers
@@ -323,12 +330,12 @@ def test_scale_zero_is_the_unguided_run_bit_for_bit(guided_pipe):
         plain.inpaint(img, "center_box", classifier_scale=1, **kw)
 
 
-def test_pipe_classifier_gives_logits_for_training_timesteps(guided_pipe, pair):
+def test_pipe_classifier_gives_logits_for_training_timesteps(guided_pipe, released_like):
     folder, cls = guided_pipe
     pipe = repaint.load(folder, device="cpu", classifier=cls)
     x, t = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(6)), torch.tensor([999, 3])
     with torch.no_grad():
-        want = pair[0](x, t)
+        want = released_like(x, t)
         assert (pipe.classifier(x, t) - want).abs().max() <= 1e-5 * want.abs().max()
     with pytest.raises(repaint.ModelLoadError, match="is for 16x16 images"):
         repaint.load("bundled", device="cpu", classifier=cls)
@@ -336,12 +343,12 @@ def test_pipe_classifier_gives_logits_for_training_timesteps(guided_pipe, pair):
         repaint.load(folder, device="cpu", classifier="nope")
 
 
-def test_unconditional_model_guided_by_a_classifier(pair, tmp_path):
+def test_unconditional_model_guided_by_a_classifier(released_like, tmp_path):
     """An unconditional model with a classifier (guided-diffusion's 256x256_diffusion_uncond + classifier): the
     classes are the classifier's, the UNet gets no label."""
     ckpt, _, o = save_checkpoint(tmp_path / "u.pt")
     folder = repaint.convert_adm(ckpt, tmp_path / "unet", **{k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
-    pipe = repaint.load(folder, device="cpu", classifier=classifier_folder(tmp_path, pair[0]))
+    pipe = repaint.load(folder, device="cpu", classifier=classifier_folder(tmp_path, released_like))
     assert pipe.num_classes == 1000
     img = (np.random.default_rng(2).random((16, 16, 3)) * 255).astype(np.uint8)
     a = pipe.inpaint(img, "left_half", steps=4, jump_length=2, jump_n_sample=1, class_label=1, classifier_scale=5)
@@ -358,7 +365,7 @@ def test_registry_imagenet_is_guided_as_the_paper():
     assert "as the paper" in info.description
 
 
-def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeypatch, pair):
+def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeypatch, released_like):
     """A registry model guided by a registry classifier, both served by the loopback server: each downloaded and
     converted once, offline after; the default run is guided at 1."""
     import functools
@@ -382,7 +389,7 @@ def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeyp
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
         _, _, o = save_checkpoint(www / "tiny_1000.pt", class_cond=True)
-        torch.save(pair[0].state_dict(), www / "tiny_classifier.pt")
+        torch.save(released_like.state_dict(), www / "tiny_classifier.pt")
         monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
         monkeypatch.setitem(C.CLASSIFIER_PRESETS, "tinycls", dict(image_size=SIZE, classifier_width=32,
                                                                   classifier_depth=1,
@@ -407,7 +414,8 @@ def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeyp
     assert len(asked) == 2
     x, t = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(8)), torch.tensor([250])
     with torch.no_grad():
-        assert (again.classifier(x, t) - pair[0](x, t)).abs().max() <= 1e-5 * pair[0](x, t).abs().max()
+        want = released_like(x, t)
+        assert (again.classifier(x, t) - want).abs().max() <= 1e-5 * want.abs().max()
     unguided = repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf", classifier=False)
     assert unguided.classifier is None and unguided.check_scale(None) == 0.0
 
