@@ -1,8 +1,7 @@
-"""RePaint inpainting demo (Lugmayr et al., CVPR 2022): a Gradio Space around the ``repaint`` package.
-
-Constants, loading, layout and events; the serving chain (requests, checks, the GPU run, results) is
-``repaint.serving``, the pictures ``repaint.pictures``. Runs on ZeroGPU, a GPU or a CPU (then the offline ``bundled``
-model is the default). ``python app.py`` serves it locally; ``--share`` also opens a temporary public link."""
+"""RePaint inpainting demo (Lugmayr et al., CVPR 2022), a Gradio Space: constants, loading, layout and events; the
+serving chain (requests, checks, the GPU run, results) is ``repaint.serving``, the pictures ``repaint.pictures``.
+Runs on ZeroGPU, a GPU or a CPU (then the offline ``bundled`` model is the default). ``python app.py`` serves it
+locally; ``--share`` also opens a temporary public link."""
 
 from __future__ import annotations
 
@@ -43,7 +42,6 @@ CONCURRENCY = 8 if ON_ZEROGPU else 1  # ZeroGPU: each run its own GPU worker; el
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
 CSS = "#results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}"
 BRUSH = gr.Brush(default_size=24, colors=[("#1e5aff", 0.5)], default_color=("#1e5aff", 0.5), color_mode="fixed")
-MASK_RGBA = pictures.MASK_RGBA
 DRAW = "draw"
 PRESET_CHOICES = [("Draw it yourself", DRAW)] + [(label, name) for name, label in pictures.PRESET_LABELS.items()]
 SIZES = serving.SIZES  # the API's result size: auto = full for a mask file, the model's for a preset
@@ -96,8 +94,7 @@ def gpu_runner(spaces_module):
 gpu_run = gpu_runner(spaces)
 
 
-def estimate_text(*settings) -> str:  # model, T, j, r, samples, compare
-    return SERVICE.estimate_text(*settings)
+estimate_text = lambda *settings: SERVICE.estimate_text(*settings)  # model, T, j, r, samples, compare (SERVICE now)
 
 
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):

@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import queue
 import re
 import shutil
@@ -42,6 +43,7 @@ HUB_RESOLUTION_MAX = 512  # larger Hub models are refused (time and memory)
 # owner/name as the Hub spells it: letters, digits, '-', '_', '.'; no '..' or '--', no leading/trailing '.'/'-'
 HUB_ID_RE = re.compile(r"(?!.*(\.\.|--))([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?)/"
                        r"([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?)")
+AOT_ENV = "REPAINT_AOT"  # "1": on ZeroGPU, preload compiles each offered UNet ahead of time (repaint.aot.compile_unet)
 GPU_CAP_S = 300  # longest GPU slot a request may ask for
 GPU_MARGIN_S = 15  # added to the estimate (start-up, transfers, image encoding)
 TIMING_CALLS = 3  # forward calls timed once per model at load
@@ -372,6 +374,11 @@ class Service:
             except ServeError as e:
                 self._offered.remove(name)
                 failed.append(str(e))
+        if os.environ.get(AOT_ENV, "").strip() == "1":  # opt-in: compiled at start-up (repaint.aot), not measured
+            from . import aot
+
+            for name in self._offered:
+                aot.compile_unet(self.models[name])
         return " ".join(f"Not offered: {reason}" for reason in failed)
 
     def start(self, wanted: str, gpu_model: str, offline_model: str, env_name: str, paper: tuple[int, int, int]):

@@ -21,8 +21,8 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-BLUE = np.array(app.MASK_RGBA[:3], float)
-ALPHA = app.MASK_RGBA[3] / 255
+BLUE = np.array(app.pictures.MASK_RGBA[:3], float)
+ALPHA = app.pictures.MASK_RGBA[3] / 255
 ORANGE = (230, 140, 40)
 # the editor's own overlays (tool bars, label), hidden for the canvas screenshots
 HIDE = "#editor .toolbar-wrap, #editor .icon-button-wrapper, #editor label {visibility: hidden !important}"

@@ -157,3 +157,18 @@ def test_channels_last_is_for_cuda_only_and_changes_no_result(pipe):
     x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([999, 3])
     with torch.inference_mode():
         torch.testing.assert_close(last(x, t).sample, pipe.unet(x, t).sample, rtol=1e-5, atol=1e-5)
+
+
+def test_preload_compiles_each_offered_model_only_when_asked(monkeypatch):
+    """REPAINT_AOT=1: preload hands every offered model to compile_unet (which itself does nothing off ZeroGPU, see
+    above); unset, compile_unet is never called. compile_unet is replaced by a recorder: it cannot compile here."""
+    from repaint import aot, serving
+
+    seen = []
+    monkeypatch.setattr(aot, "compile_unet", lambda inp: seen.append(inp.name) or False)
+    for value, want in (("", []), ("1", ["bundled"])):
+        monkeypatch.setenv(serving.AOT_ENV, value)
+        svc = serving.Service(offered=["bundled"])
+        seen.clear()
+        assert svc.preload() == ""
+        assert seen == want

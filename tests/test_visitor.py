@@ -78,7 +78,7 @@ def test_a_phone_photo_is_shown_as_a_small_copy_and_runs_at_full_size(tmp_path):
     assert original["size"] == (3000, 4000)
     # the visitor paints a box on the copy; the run reads the original and the mask scaled up to it
     layer = np.zeros((*shown.shape[:2], 4), np.uint8)
-    layer[400:600, 300:500] = app.MASK_RGBA
+    layer[400:600, 300:500] = app.pictures.MASK_RGBA
     editor = {"background": shown, "layers": [layer], "composite": None}
     status, result = last(run_page(editor, app.DRAW, original=original))
     assert status.startswith("Done"), status
@@ -116,7 +116,7 @@ def test_strokes_outside_a_presets_square_are_used(face):
     wide[:, :, 1] = np.arange(128, dtype=np.uint8)[None, :]  # a gradient: the fill differs from it
     value = {"background": wide, "layers": []}
     layer = app.editor_with_preset(value, "left_half", "bundled", 0)["layers"][0].copy()
-    layer[20:40, 2:20] = app.MASK_RGBA  # a stroke in the left margin, outside the centred 64x64 square
+    layer[20:40, 2:20] = app.pictures.MASK_RGBA  # a stroke in the left margin, outside the centred 64x64 square
     editor = {"background": wide, "layers": [layer], "composite": None}
     status, result = last(run_page(editor, "left_half"))
     assert status.startswith("Done"), status
