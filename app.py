@@ -115,8 +115,7 @@ def check_request(req: serving.Request) -> serving.Checked:  # a mask over every
 def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert,
         request: gr.Request, class_label=None, shown=None, original=None, classifier_scale=None,
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
-    """The UI handler: streams progress and previews, then the results (a drawn mask: at the image's own size).
-    ``shown``: the background the editor shows, for a value that carries only the preset layer."""
+    """The UI handler: progress and previews, then the results. ``shown``: the editor's background (see pictures)."""
     editor, key = pictures.with_background(editor, shown), getattr(request, "session_hash", None) or str(id(request))
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     image, mask, full = pictures.page_input(editor, mask_from_editor(editor), preset in (DRAW, None), original,
@@ -154,9 +153,8 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
     filled through a window around the mask), "model" (the centred square at the model's resolution) or "auto"
     (full for a mask file, the model's for a preset). ``class_label``: a class-conditional model's class (imagenet:
     0-999) for every sample; empty, each sample draws a random class from its seed. ``classifier_scale``: classifier
-    guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided).
-
-    A generator: Gradio closes it when the client cancels or disconnects, which stops the model at its next call."""
+    guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided). A generator:
+    Gradio closes it when the client cancels or disconnects, which stops the model at its next call."""
     req = SERVICE.api_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                               size, class_label, classifier_scale, upload_folder=gr.utils.get_upload_folder())
     check_request(req)

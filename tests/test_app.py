@@ -718,11 +718,11 @@ def test_classifier_scale_reaches_the_sampler_on_the_api_and_ui_paths(with_guide
     with pytest.raises(Exception, match="has no classifier"):
         api_arrays(str(face), "left_half", "bundled", 4, 2, 1, 5, 1, False, "model", None, 1.0)
     *_, last = app.run(left_half_editor(face), "left_half", "tinyg", 4, 2, 1, 5, False, 1, False, False,
-                       ui_request("g"), 7, None, 0.0)
+                       ui_request("g"), class_label=7, classifier_scale=0.0)
     assert last[0].startswith("Done")
     # the page shows the scale only for a model with a classifier; a value left in a hidden one is not used
     assert app.on_model_change("tinyg", 4, 2, 1, 1, False)[2]["visible"] is True
     assert app.on_model_change("bundled", 4, 2, 1, 1, False)[2]["visible"] is False
     *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
-                       ui_request("g2"), None, None, 2.0)
+                       ui_request("g2"), class_label=None, classifier_scale=2.0)
     assert last[0].startswith("Done")

@@ -161,9 +161,8 @@ def test_the_download_happens_in_the_checks_before_the_gpu_run(tmp_path, drive, 
     monkeypatch.setattr(models, "_fetch", lambda *a: (fetched.append(a[2]), real_fetch(*a))[1])
     svc = serving.Service()
     img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
-    settings = dict(steps=4, jump_length=2, jump_n_sample=1, seed=0, num_samples=1, compare=False)
-    svc.check_request("tinyadm", img, "left_half", **settings)
+    req = serving.Request("tinyadm", img, "left_half", steps=4, jump_length=2, jump_n_sample=1)
+    svc.check_request(req)
     assert fetched == ["tinyadm"]
-    events = list(svc.run("tinyadm", img, "left_half", settings["steps"], settings["jump_length"],
-                          settings["jump_n_sample"], 0, 1, False, False, False))
+    events = list(svc.run(req))
     assert events[-1][0] == "done" and fetched == ["tinyadm"]
