@@ -70,3 +70,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A page of its own on a port Gradio picks (it retries a taken one), with the app's launch settings, and a
+    gradio_client on it."""
+    from gradio_client import Client
+
+    import app
+
+    demo = app.build_demo()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def face(tmp_path_factory):
+    """examples/face1.png, copied to a file of the test module's own."""
+    from PIL import Image
+
+    import app
+
+    path = tmp_path_factory.mktemp("in") / "face.png"
+    Image.open(app.EXAMPLES_DIR / "face1.png").save(path)
+    return path

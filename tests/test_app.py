@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
@@ -18,24 +18,6 @@ from repaint.serving import ServeError
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
 pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
-
-
-@pytest.fixture(scope="module")
-def client():
-    """A page of its own on a port Gradio picks (it retries a taken one), with the app's launch settings."""
-    demo = app.build_demo()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def face(tmp_path_factory):
-    path = tmp_path_factory.mktemp("in") / "face.png"
-    Image.open(app.EXAMPLES_DIR / "face1.png").save(path)
-    return path
 
 
 def paths(result):

@@ -53,13 +53,6 @@ def small_queue_server():
         demo.close()
 
 
-@pytest.fixture(scope="module")
-def face(tmp_path_factory):
-    path = tmp_path_factory.mktemp("in") / "face.png"
-    Image.open(app.EXAMPLES_DIR / "face1.png").save(path)
-    return path
-
-
 def result_path(result) -> str:
     (r,) = result
     return r["image"] if isinstance(r, dict) else r[0]
