@@ -44,7 +44,6 @@ CSS = "#results img, #slider img, #preview img, #side img, #animation img {image
 BRUSH = gr.Brush(default_size=24, colors=[("#1e5aff", 0.5)], default_color=("#1e5aff", 0.5), color_mode="fixed")
 DRAW = "draw"
 PRESET_CHOICES = [("Draw it yourself", DRAW)] + [(label, name) for name, label in pictures.PRESET_LABELS.items()]
-SIZES = serving.SIZES  # the API's result size: auto = full for a mask file, the model's for a preset
 RESULTS_DIR = serving.RESULTS_DIR  # one folder per run, deleted once Gradio has copied the files
 FULL_MASK_NOTE = "The mask covers the whole image: nothing is known, so this is unconditional generation."
 
@@ -94,7 +93,7 @@ def gpu_runner(spaces_module):
 gpu_run = gpu_runner(spaces)
 
 
-estimate_text = lambda *settings: SERVICE.estimate_text(*settings)  # model, T, j, r, samples, compare (SERVICE now)
+estimate_text = lambda *settings: SERVICE.estimate_text(*settings)  # model, T, j, r, samples, compare; runs re-time
 
 
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
@@ -259,12 +258,12 @@ def build_demo() -> gr.Blocks:
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
         gr.DeepLinkButton()
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
-            api_inputs = page.api_inputs(DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, SIZES)
+            api_inputs = page.api_inputs(DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, serving.SIZES)
             api_out = gr.Gallery(format="png", label="results")
             api_btn = gr.Button()
         # --------------------------------------------------------------------------------------- events
         settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
-        gr.on([c.change for c in settings[1:]], estimate_text, settings, estimate, queue=False, **private)
+        gr.on([demo.load, *(c.change for c in settings[1:])], estimate_text, settings, estimate, queue=False, **private)
         model.change(on_model_change, settings, [estimate, class_label, classifier_scale, steps, jump_length,
                                                  jump_n_sample, model], **private)
         paper_btn.click(lambda: PAPER, None, [steps, jump_length, jump_n_sample], queue=False, **private)
@@ -276,7 +275,8 @@ def build_demo() -> gr.Blocks:
               [editor, shown], trigger_mode="always_last", **private)
         run_btn.click(run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples,
                             compare, invert, class_label, shown, original, classifier_scale],
-                      [status, preview, gallery, side, slider, animation, downloads, seed], api_visibility="private")
+                      [status, preview, gallery, side, slider, animation, downloads, seed], api_visibility="private"
+                      ).then(estimate_text, settings, estimate, queue=False, **private)
         stop_btn.click(stop_run, None, status, queue=False, api_visibility="private")  # the run ends itself
         photo.upload(load_photo, photo, [editor, original], **private)
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")

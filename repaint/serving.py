@@ -46,8 +46,18 @@ HUB_ID_RE = re.compile(r"(?!.*(\.\.|--))([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za
 AOT_ENV = "REPAINT_AOT"  # "1": on ZeroGPU, preload compiles each offered UNet ahead of time (repaint.aot.compile_unet)
 GPU_CAP_S = 300  # longest GPU slot a request may ask for
 GPU_MARGIN_S = 15  # added to the estimate (start-up, transfers, image encoding)
-TIMING_CALLS = 3  # forward calls timed once per model at load
-GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative to one row (CPU: 1.0)
+TIMING_CALLS = 3  # forward calls timed once per model at load (a model under CHEAP_CALL_S: up to TIMING_BUDGET_S)
+TIMING_BUDGET_S = 0.5
+CHEAP_CALL_S = 0.1  # a model this fast is also timed at the batch sizes a page run uses (BATCH_ROWS_TIMED) at load
+BATCH_ROWS_TIMED = (2, 4, 8)  # 1-4 samples, twice that to compare; between them the cost is interpolated
+GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative to one row (CPU: 1.0), if not timed
+# The wait a visitor sees from the click on Inpaint to the results shown is the model calls plus the rest: the page
+# run's own work (checks, result files, the GIF; measured by each run, EXTRA_S before the first) and the browser's
+# (sending the editor's layers before, showing the results after: PAGE_S, from issue 21's browser measurements, a
+# 256x256 photo on this server: 0.5-1.6 s before the handler starts and 0.25-0.7 s after its last yield).
+EXTRA_S = 1.0
+PAGE_S = 1.5
+PREVIEW_INTERVAL_S = 0.5  # the page's live preview at most this often: each is a PNG the browser fetches in turn
 # Per-call guess on ZeroGPU, where the main process has no GPU to time: the model's TFLOP per call (the registry)
 # over an assumed effective throughput at batch 1, at least a floor for launch overheads. An assumption, not a
 # measurement (no GPU was lent to this project): ADM-256 (2.24 TFLOP) gets 0.09 s, so the paper's 2,410 calls ask
@@ -238,6 +248,7 @@ class Finished:
     plain: list[np.ndarray]
     frames: list = field(default_factory=list)
     levels: list = field(default_factory=list)
+    model_seconds: float = 0.0  # the GPU function's own time (the per-call time it measured, times its calls)
     seconds: float = 0.0
 
 
@@ -272,6 +283,16 @@ def model_calls(steps, jump_length, jump_n_sample) -> int:
     return count_model_calls(int(steps), int(jump_length), int(jump_n_sample))
 
 
+def batch_cost(timed: dict[int, float], rows: int, per_row: float) -> float:
+    """A call of ``rows`` rows relative to one row: linear between the row counts ``timed`` ({rows: relative cost};
+    one row costs 1) and on from the last two; without timings 1 + ``per_row`` * (rows - 1)."""
+    points = sorted({1: 1.0, **timed}.items())
+    if len(points) == 1:
+        return 1 + per_row * (rows - 1)
+    (r0, c0), (r1, c1) = next(((a, b) for a, b in zip(points, points[1:]) if rows <= b[0]), points[-2:])
+    return c0 + (c1 - c0) * (rows - r0) / (r1 - r0)
+
+
 class Service:
     """The models of one server (each loaded once and timed), and its runs in flight: their Stop flags and workers.
 
@@ -285,8 +306,10 @@ class Service:
         self.allow_hub_ids = allow_hub_ids and not on_zerogpu
         self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, models.Inpainter] = {}
-        self.call_s: dict[str, float] = {}  # measured seconds per forward call (batch of one)
-        self.measured: set[str] = set()  # on ZeroGPU: models whose call_s a run measured (else a guess)
+        self.call_s: dict[str, float] = {}  # seconds per forward call (batch of one): at load, then each run's
+        self.batch_cost: dict[str, dict[int, float]] = {}  # a batch's cost relative to one row, timed at load
+        self.extra_s: dict[str, float] = {}  # the last page run's seconds outside its model calls
+        self.measured: set[str] = set()  # models whose call_s a run measured (else timed at load, or a guess)
         self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # this service's worker threads still running
         self._lock = threading.Lock()  # guards self.models and self._load_locks, held only briefly
@@ -310,11 +333,18 @@ class Service:
         name = self.check_model_name(name)
         return models.MODELS[name].resolution if name in models.MODELS else self.get_model(name).resolution
 
-    def time_calls(self, inp: models.Inpainter) -> float:
-        """Seconds per forward call of a batch of one: the median of a few calls after one warm-up call."""
+    def time_calls(self, inp: models.Inpainter) -> tuple[float, dict[int, float]]:
+        """(seconds per forward call of a batch of one, {rows: a batch's cost relative to one row}): medians of
+        calls after a warm-up call. The relative costs only for a model under CHEAP_CALL_S (else the assumed
+        :func:`batch_cost`); they hold under load better than the seconds, which each run measures again."""
         if self.on_zerogpu:  # no GPU in the main process: a guess, refined after each run
-            return zerogpu_guess(inp.name, inp.resolution)
-        return call_time(inp, 1, repeats=TIMING_CALLS, warmup=1)
+            return zerogpu_guess(inp.name, inp.resolution), {}
+        one = call_time(inp, 1, repeats=TIMING_CALLS, warmup=1)
+        if one >= CHEAP_CALL_S:
+            return one, {}
+        repeats = lambda rows: max(TIMING_CALLS, min(20, int(TIMING_BUDGET_S / (one * rows))))  # noqa: E731
+        one = call_time(inp, 1, repeats=repeats(1), warmup=0)
+        return one, {rows: call_time(inp, rows, repeats=repeats(rows), warmup=1) / one for rows in BATCH_ROWS_TIMED}
 
     def num_classes(self, name: str) -> int:
         """Classes of a class-conditional model (0: unconditional), from the registry when it knows the model."""
@@ -335,14 +365,15 @@ class Service:
         with load_lock:  # a download of one model (minutes) never holds up the others
             if (inp := self.models.get(name)) is not None:
                 return inp
-            inp, per_call = self._load(name)
+            inp, (per_call, cost) = self._load(name)
             with self._lock:
                 hub = [n for n in self.models if n not in models.MODELS]
                 if name not in models.MODELS and len(hub) >= HUB_MODELS_MAX:
                     for old in hub[: len(hub) - HUB_MODELS_MAX + 1]:  # oldest first (dicts keep insertion order)
                         self.models.pop(old, None)
-                        self.call_s.pop(old, None)
-                self.call_s[name], self.models[name] = per_call, inp
+                        for table in (self.call_s, self.batch_cost, self.extra_s):
+                            table.pop(old, None)
+                self.call_s[name], self.batch_cost[name], self.models[name] = per_call, cost, inp
             log.info("loaded %s (%.4f s per call)", name, per_call)
             return inp
 
@@ -432,24 +463,37 @@ class Service:
         return offline_model, notice
 
     # ------------------------------------------------------------------------------------------- estimates
-    def call_seconds(self, name: str, rows: int) -> float | None:
-        """Estimated seconds per batched model call of ``rows`` rows, from the time measured at load."""
-        one = self.call_s.get(name)
-        if one is None:
-            return None
+    def rows_cost(self, name: str, rows: int) -> float:
+        """A model call of ``rows`` rows relative to one row: timed at load (:meth:`time_calls`), else assumed."""
         inp = self.models.get(name)
         on_gpu = self.on_zerogpu or (inp is not None and inp.device.type == "cuda")
-        return one * (1 + (GPU_BATCH_COST if on_gpu else 1.0) * (rows - 1))
+        return batch_cost(self.batch_cost.get(name, {}), rows, GPU_BATCH_COST if on_gpu else 1.0)
+
+    def call_seconds(self, name: str, rows: int) -> float | None:
+        """Estimated seconds per batched model call of ``rows`` rows (None: the model is not loaded)."""
+        one = self.call_s.get(name)
+        return None if one is None else one * self.rows_cost(name, rows)
 
     def estimate_seconds(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> float | None:
+        """Seconds of model calls (what a ZeroGPU slot is sized by); :meth:`wait_seconds` is the visitor's wait."""
         per = self.call_seconds(name, batch_rows(num_samples, compare))
         return None if per is None else per * model_calls(steps, jump_length, jump_n_sample)
 
+    def wait_seconds(self, name, *settings) -> float | None:
+        """The page's whole wait, from the click to the results shown: the model calls, the page run's own work
+        (the last run's, EXTRA_S before one) and the browser's PAGE_S."""
+        est = self.estimate_seconds(name, *settings)
+        return None if est is None else est + self.extra_s.get(name, EXTRA_S) + PAGE_S
+
     def note_run(self, name: str, per_call: float, rows: int) -> None:
-        """After a run on ZeroGPU: the per-call time (batch of one) refreshed from what the run measured."""
-        if self.on_zerogpu:
-            self.call_s[name] = per_call / (1 + GPU_BATCH_COST * (rows - 1))
-            self.measured.add(name)
+        """After a run: the per-call time (batch of one) refreshed from what the run measured, so the estimates
+        follow the machine's load now, not at start-up."""
+        self.call_s[name] = per_call / self.rows_cost(name, rows)
+        self.measured.add(name)
+
+    def note_page_run(self, name: str, seconds: float, model_seconds: float) -> None:
+        """After a page run: its seconds outside the model calls (checks, results, a ZeroGPU slot's start)."""
+        self.extra_s[name] = max(0.0, seconds - model_seconds)
 
     def gpu_duration(self, req: Request) -> int:
         """ZeroGPU slot length for :meth:`run` (called with its request): its model calls times the measured
@@ -475,18 +519,22 @@ class Service:
             calls = model_calls(steps, jump_length, jump_n_sample)
         except (ValueError, TypeError) as e:
             return f"Settings not valid: {e}"
-        text = f"**{calls:,} model calls** (batch of {batch_rows(num_samples, compare)})"
+        rows = batch_rows(num_samples, compare)
+        text = f"**{calls:,} model calls** (batch of {rows})"
         est = self.estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
         if est is None:
             return text + " - time unknown until the model is loaded."
-        per = f"{self.call_s[name] * 1000:.1f} ms per call"
-        if not self.on_zerogpu:
-            text += f" - about **{fmt_seconds(est)}** on {self.models[name].device} ({per} measured)."
-        elif name in self.measured:
-            text += f" - about **{fmt_seconds(est)}** on ZeroGPU ({per}, measured by the last run)."
-        else:  # an assumption until a run has measured it
-            text += (f" - about **{fmt_seconds(est)}** on ZeroGPU ({per}: a guess from an assumed "
-                     f"{ZEROGPU_TFLOPS:g} TFLOP/s, not measured yet).")
+        wait = self.wait_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
+        per = f"{self.call_seconds(name, rows) * 1000:.1f} ms per call"
+        if name in self.measured:
+            source = "measured by the last run"
+        elif self.on_zerogpu:  # an assumption until a run has measured it
+            source = f"a guess from an assumed {ZEROGPU_TFLOPS:g} TFLOP/s, not measured yet"
+        else:
+            source = "timed at start-up"
+        where = "ZeroGPU" if self.on_zerogpu else self.models[name].device
+        text += (f" - about **{fmt_seconds(wait)}** from click to result: {fmt_seconds(est)} of model calls on "
+                 f"{where} ({per}, {source}), {fmt_seconds(wait - est)} for the page.")
         if self.has_gpu and est + GPU_MARGIN_S > GPU_CAP_S:
             return text + f" Too long for the {GPU_CAP_S} s limit: reduce T, r or the samples."
         if self.on_zerogpu:
@@ -588,8 +636,9 @@ class Service:
     def run(self, req: Request):
         """The GPU function's body: runs the sampler in a worker thread; yields ("tick", tick, total, levels, x_t,
         x0) at every model call (uint8 arrays every few calls, else None) and at the end ("done", results, plains,
-        seconds per call). Only picklable values are yielded (ZeroGPU runs this in another process). Closing the
-        generator ends the run at its next model call; so does the Stop flag of ``req.stop_key`` in this process.
+        seconds per call: between the first and the last call, so a short run's set-up does not count as calls).
+        Only picklable values are yielded (ZeroGPU runs this in another process). Closing the generator ends the run
+        at its next model call; so does the Stop flag of ``req.stop_key`` in this process.
         On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces' worker looks at its
         stop event between two yields, so a stop ends the run before the next model call. Elsewhere it runs ahead
         (the server's hand-offs do not hold the model up)."""
@@ -599,11 +648,13 @@ class Service:
         events: queue.Queue = queue.Queue()
         resume, closed = threading.Semaphore(0), threading.Event()
         stop = self.stop_flags.get(req.stop_key) if req.stop_key else None
-        in_step = self.on_zerogpu
+        in_step, ticks = self.on_zerogpu, []  # ticks: the times of the first and the latest call
 
         def callback(tick, levels, x, x0):
             if closed.is_set() or (stop is not None and stop.is_set()):
                 raise InterruptedError("stopped")
+            now = time.perf_counter()
+            ticks[:] = [ticks[0] if ticks else now, now]
             pic = tick % every == 0 or tick == total - 1
             events.put(("tick", tick, total, levels, from_tensor(x) if pic else None,
                         from_tensor(x0) if pic else None))
@@ -646,8 +697,9 @@ class Service:
                     raise error
                 else:
                     res, plain = ev[1] if req.compare else (ev[1], [])
-                    yield ("done", [np.asarray(i) for i in res], [np.asarray(i) for i in plain],
-                           (time.perf_counter() - start) / max(total, 1))
+                    per_call = ((ticks[1] - ticks[0]) / (total - 1) if total > 1
+                                else (time.perf_counter() - start) / max(total, 1))
+                    yield ("done", [np.asarray(i) for i in res], [np.asarray(i) for i in plain], per_call)
                     return
         finally:
             # Closed early (Stop, cancel, client gone): the worker, waiting at its callback, raises there.
@@ -674,7 +726,7 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
                 break
             if ev[0] == "done":
                 service.note_run(req.model, ev[3], req.rows)
-                finished = Finished(req, ev[1], ev[2], frames, levels)
+                finished = Finished(req, ev[1], ev[2], frames, levels, ev[3] * len(levels))
                 continue
             _, tick, total, lv, xt, x0 = ev
             levels.append(lv)
@@ -702,22 +754,30 @@ def uploaded_path(value, upload_folder: str) -> str:
 def page_stream(service: Service, gpu_run, req: Request, checked: Checked, stop: threading.Event | None,
                 results_dir: Path = RESULTS_DIR, preview_height: int = 128):
     """The page's run: yields ("status", (text, preview strip or None, (done, total) or None)) while it runs, then
-    ("done", :func:`page_results`), whose files are deleted when the caller asks for more (or closes this)."""
-    est = service.estimate_seconds(*req.settings())
-    yield "status", (f"Starting: {req.calls:,} model calls, about {fmt_seconds(est or 0)}...", None, None)
+    ("done", :func:`page_results`), whose files are deleted when the caller asks for more (or closes this).
+    Previews come at most every PREVIEW_INTERVAL_S; the run's time outside its model calls is noted for the
+    estimates (:meth:`Service.note_page_run`)."""
+    start, shown = time.perf_counter(), -math.inf
+    wait = service.wait_seconds(*req.settings())
+    yield "status", (f"Starting: {req.calls:,} model calls, about {fmt_seconds(wait or 0)}...", None, None)
     for ev in stream(service, gpu_run, req, stop):
         if ev[0] == "done":
             done = ev[1]
-        elif ev[4] is not None:
+        elif ev[4] is not None and time.perf_counter() - shown >= PREVIEW_INTERVAL_S:
             from . import pictures  # pictures imports this module (ServeError)
 
             _, tick, total, spent, x0 = ev
+            shown = time.perf_counter()
             text = (f"Step {tick + 1:,}/{total:,} - {fmt_seconds(spent)} elapsed, ETA "
                     f"{fmt_seconds(spent / (tick + 1) * (total - tick - 1))}")
             yield "status", (text, pictures.strip(list(x0), preview_height), (tick + 1, total))
     out_dir = new_results_dir(results_dir)
     try:
-        yield "done", page_results(done, checked, out_dir)
+        results = page_results(done, checked, out_dir)
+        service.note_page_run(req.model, time.perf_counter() - start, done.model_seconds)
+        log.info("page run %s, %d calls of %d rows: %.2f s, model calls %.2f s", req.model, req.calls, req.rows,
+                 time.perf_counter() - start, done.model_seconds)
+        yield "done", results
     finally:  # the server has copied the files by the time it asks for more (or closes us)
         shutil.rmtree(out_dir, ignore_errors=True)
 

@@ -1,0 +1,131 @@
+"""The page's time estimate (issue 21): a batch's cost between the row counts timed, the whole wait (model calls,
+the page run's own work, the browser's share), re-timed by each run, previews at a rate the page can show. The
+estimate against the wait a visitor sees in a browser is tests/test_browser_estimates.py."""
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from test_app import left_half_editor, ui_request
+
+import app
+from repaint import serving
+
+pytestmark = pytest.mark.usefixtures("service")
+
+
+def test_batch_cost_is_the_assumed_line_without_timings():
+    for per_row in (0.5, 1.0):
+        assert [serving.batch_cost({}, r, per_row) for r in (1, 2, 5)] == [1, 1 + per_row, 1 + 4 * per_row]
+
+
+def test_batch_cost_goes_through_the_timed_points_and_straight_between_them():
+    timed = {2: 2.0, 4: 3.2, 8: 6.0}
+    assert serving.batch_cost(timed, 1, 9.0) == 1.0
+    assert [serving.batch_cost(timed, r, 9.0) for r in (2, 4, 8)] == [2.0, 3.2, 6.0]
+    assert serving.batch_cost(timed, 3, 9.0) == pytest.approx(2.6)
+    assert serving.batch_cost(timed, 6, 9.0) == pytest.approx(4.6)
+    assert serving.batch_cost(timed, 10, 9.0) == pytest.approx(6.0 + 2 * 0.7)  # on along the last segment
+
+
+@given(st.lists(st.floats(0.0, 3.0), min_size=3, max_size=3), st.integers(1, 16))
+def test_batch_cost_grows_with_the_rows_when_the_timings_do(steps, rows):
+    """Costs that grow with the rows give estimates that grow with the rows, between the neighbouring timings."""
+    timed = dict(zip((2, 4, 8), np.cumsum(steps) + 1.0))
+    here, more = serving.batch_cost(timed, rows, 1.0), serving.batch_cost(timed, rows + 1, 1.0)
+    assert more >= here - 1e-9
+    below = max([1] + [r for r in timed if r <= rows])
+    above = min([r for r in timed if r >= rows], default=None)
+    low = 1.0 if below == 1 else timed[below]
+    assert here >= low - 1e-9 and (above is None or here <= timed[above] + 1e-9)
+
+
+def test_the_wait_is_the_model_calls_the_page_runs_work_and_the_browsers_share(service):
+    service.call_s["bundled"], service.batch_cost["bundled"] = 0.02, {2: 1.5, 4: 2.5, 8: 5.0}
+    settings = (50, 5, 5, 2, True)  # 230 calls of 4 rows
+    calls = serving.model_calls(50, 5, 5)
+    assert service.estimate_seconds("bundled", *settings) == pytest.approx(calls * 0.02 * 2.5)
+    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + serving.EXTRA_S
+                                                                       + serving.PAGE_S)
+    service.note_page_run("bundled", 7.0, 4.5)  # a page run of 7 s, 4.5 s of them model calls
+    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + serving.PAGE_S)
+    text = service.estimate_text("bundled", *settings)
+    assert "about **16 s** from click to result" in text and "12 s of model calls" in text
+    assert "50.0 ms per call, timed at start-up" in text and "4 s for the page" in text
+
+
+def test_a_run_re_times_the_model_on_any_device(service):
+    """On a CPU too (not only on ZeroGPU): a busy moment at start-up must not skew every later estimate."""
+    service.call_s["bundled"], service.batch_cost["bundled"] = 0.5, {2: 2.0, 4: 3.0, 8: 6.0}
+    service.note_run("bundled", 0.06, 4)  # a run of 4 rows measured 60 ms per call
+    assert service.call_s["bundled"] == pytest.approx(0.02)
+    assert "measured by the last run" in service.estimate_text("bundled", 10, 5, 2, 1, False)
+
+
+class SlowStart:
+    """A model whose run spends ``setup`` seconds before its first call, then ``per_call`` per call."""
+
+    name, resolution, device = "slowstart", 32, SimpleNamespace(type="cpu")
+
+    def __init__(self, setup, per_call, calls):
+        self.setup, self.per_call, self.calls = setup, per_call, calls
+
+    def model_calls(self, *settings):
+        return self.calls
+
+    def inpaint(self, image, mask, callback, **settings):
+        time.sleep(self.setup)
+        for tick in range(self.calls):
+            time.sleep(self.per_call)
+            x = torch.zeros(1, 3, 2, 2)
+            callback(tick, [0.5], x, x)
+        return [np.zeros((2, 2, 3), np.uint8)]
+
+
+def test_the_per_call_time_leaves_a_runs_set_up_out(service):
+    """A run that prepares for 0.6 s and then makes 6 calls of 50 ms measures about 50 ms per call, not the
+    (0.6 + 0.3) / 6 = 150 ms of its whole time: a short run would otherwise re-time the model far too slow."""
+    service.models["slowstart"], service._offered = SlowStart(0.6, 0.05, 6), ["slowstart", "bundled"]
+    *_, done = service.run(serving.Request("slowstart", None, None, 10, 5, 2))
+    assert done[0] == "done" and 0.045 <= done[3] < 0.09, done[3]
+
+
+def test_previews_come_at_most_every_interval(service, face, monkeypatch, one_thread):
+    """A run of 230 calls (several seconds) sends its previews at most every PREVIEW_INTERVAL_S (2 per second), not
+    at each of its 48 animation frames; the first comes at once."""
+    start, sent = time.perf_counter(), []
+    for out in app.run(left_half_editor(face), "left_half", "bundled", 50, 5, 5, 0, False, 1, False, False,
+                       ui_request("previews")):
+        if isinstance(out[1], np.ndarray):
+            sent.append(time.perf_counter())
+    seconds = time.perf_counter() - start
+    assert seconds > 2 * serving.PREVIEW_INTERVAL_S  # long enough to tell
+    assert 2 <= len(sent) <= seconds / serving.PREVIEW_INTERVAL_S + 1, (len(sent), seconds)
+    assert all(b - a >= serving.PREVIEW_INTERVAL_S * 0.9 for a, b in zip(sent, sent[1:]))
+
+
+def test_a_page_run_notes_its_time_outside_the_model_calls(service, face, one_thread):
+    assert "bundled" not in service.extra_s
+    list(app.run(left_half_editor(face), "left_half", "bundled", 10, 5, 2, 0, False, 1, False, False,
+                 ui_request("extra")))
+    assert 0 < service.extra_s["bundled"] < 30
+    assert "bundled" in service.measured
+
+
+def test_the_page_shows_the_estimate_anew_on_each_visit_and_after_each_run():
+    """The estimate is computed on page load and after a run (both re-timed by runs), not once at build time."""
+    demo = app.build_demo()
+    cfg = demo.get_config_file()
+    estimate = next(c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id") == "estimate")
+    run_btn = next(c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id") == "run")
+    deps = [d for d in cfg["dependencies"] if estimate in d["outputs"]]
+    triggers = {(t[0], t[1]) for d in deps for t in d["targets"]}
+    assert any(event == "load" for _, event in triggers)
+    by_id = {d["id"]: d for d in cfg["dependencies"]}
+    after = [by_id[d["trigger_after"]] for d in deps if d.get("trigger_after") is not None]
+    assert any((run_btn, "click") in {tuple(t) for t in d["targets"]} for d in after)
+
