@@ -164,7 +164,7 @@ def api_inpaint(image, mask, model, steps, jump_length, jump_n_sample, seed, num
 # ----------------------------------------------------------------------------------------------- loading
 # On ZeroGPU every offered model is placed on "cuda" here, in the main thread before launch (see Service.start).
 DEFAULT_MODEL, NOTICE, (DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE) = SERVICE.start(
-    os.environ.get(MODEL_ENV, "").strip(), GPU_MODEL, OFFLINE_MODEL, MODEL_ENV, PAPER)
+    os.environ.get(MODEL_ENV, "").strip(), GPU_MODEL, OFFLINE_MODEL, MODEL_ENV, PAPER, server=__name__ == "__main__")
 
 
 # ----------------------------------------------------------------------------------------------- layout
@@ -296,5 +296,4 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    serving.leave_a_core_to_the_server(HAS_GPU)
     demo.launch(share=args.share, server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)

@@ -412,11 +412,15 @@ class Service:
                 aot.compile_unet(self.models[name])
         return " ".join(f"Not offered: {reason}" for reason in failed)
 
-    def start(self, wanted: str, gpu_model: str, offline_model: str, env_name: str, paper: tuple[int, int, int]):
+    def start(self, wanted: str, gpu_model: str, offline_model: str, env_name: str, paper: tuple[int, int, int],
+              server: bool = False):
         """The server's start: (default model, notice for the page, its default T, j, r). On ZeroGPU every offered
         model is loaded now (:meth:`preload`: this must run in the main thread, before launch; ZeroGPU's CUDA
         emulation records ``.to("cuda")`` only there) and the defaults fit its default slot; elsewhere a model loads
-        on first use and the defaults are the ``paper``'s."""
+        on first use and the defaults are the ``paper``'s. ``server``: this process is the server (``python
+        app.py``), so torch's threads are set first, and the model is timed on the threads its runs will use."""
+        if server:
+            leave_a_core_to_the_server(self.has_gpu)
         load_notice = self.preload() if self.on_zerogpu else ""
         name, notice = self.pick_default(wanted, gpu_model, offline_model, env_name)
         settings = fitting_settings(self, name, ZEROGPU_SLOT_S) if self.on_zerogpu else paper
