@@ -286,7 +286,7 @@ def build_demo() -> gr.Blocks:
 
 demo = build_demo()
 LAUNCH_KWARGS = dict(max_file_size=MAX_FILE_SIZE, css=CSS, allowed_paths=[str(EXAMPLES_DIR)],
-                     head=page.head(MAX_FILE_SIZE.replace("mb", " MB"), PHOTO_BUTTON))
+                     head=page.head(MAX_FILE_SIZE, PHOTO_BUTTON))
 
 
 if __name__ == "__main__":

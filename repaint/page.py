@@ -60,8 +60,11 @@ def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
             whole_number(gr.Number(None, label="classifier_scale"), "a number")]
 
 
-# The browser sends an upload over the size limit, or fails to read a file dropped on the editor, without telling the
-# page (gradio 6.31.0: a 413 in the console, an empty editor). This script says so in a banner (#page-alert).
+# What the browser alone sees, said in a banner (#page-alert): a file over the size limit (gradio 6.31.0 refuses one
+# picked on an upload button with a terse toast, and the editor's PNG sent at a run with only an HTTP 413 in the
+# console), or a file the editor cannot read (an empty editor). Gradio inserts this script after its client has bound
+# window.fetch, so a fetch wrapper would see nothing: the 413s are read from the resource timings instead
+# (responseStatus, Chromium 109+), which list every request, made before this script ran (buffered) or by XHR too.
 _SCRIPT = """<script>
 (() => {
   const say = (text) => {
@@ -78,36 +81,50 @@ _SCRIPT = """<script>
     }
     el.textContent = text;
   };
-  const original = window.fetch;
-  window.fetch = async function (...args) {
-    const response = await original.apply(this, args);
-    if (response.status === 413) say(%(too_big)s);
-    return response;
+  const refused = (list) => {
+    for (const e of list.getEntries()) {
+      if (e.responseStatus === 413 && e.name.includes("/upload")) say(%(too_big)s);
+    }
   };
-  const check = async (files) => {
+  try { new PerformanceObserver(refused).observe({type: "resource", buffered: true}); } catch (e) {}
+  const check = async (files, editor) => {
     for (const f of files || []) {
+      if (f.size > %(limit_bytes)d) {
+        say(`"${f.name}" (${(f.size / 1048576).toFixed(0)} MB) ` + %(file_too_big)s);
+        continue;
+      }
+      if (!editor) continue;
       if (f.type && !f.type.startsWith("image/")) { say(`"${f.name}" is not an image: ` + %(unreadable)s); continue; }
       try { (await createImageBitmap(f)).close(); }
       catch (e) { say(`"${f.name}" could not be read as an image: ` + %(unreadable)s); }
     }
   };
-  document.addEventListener("change", (e) => {
+  document.addEventListener("change", (e) => {  // any upload (the photo button's input lies outside #photo)
     const t = e.target;
-    if (t instanceof HTMLInputElement && t.type === "file" && t.closest("#editor")) check(t.files);
+    if (t instanceof HTMLInputElement && t.type === "file") check(t.files, !!t.closest("#editor"));
   }, true);
   document.addEventListener("drop", (e) => {
-    if (e.target.closest && e.target.closest("#editor")) check(e.dataTransfer && e.dataTransfer.files);
+    if (e.target.closest && e.target.closest(".gradio-container")) {
+      check(e.dataTransfer && e.dataTransfer.files, !!e.target.closest("#editor"));
+    }
   }, true);
 })();
 </script>"""
 
 
 def head(limit: str, photo_button: str) -> str:
-    """The page's <head> script, its messages naming the upload ``limit`` and the button that takes photos."""
+    """The page's <head> script, its messages naming the upload ``limit`` (as launch's max_file_size: "32mb") and
+    the button that takes photos."""
     import json
 
+    from gradio.utils import _parse_file_size  # how launch reads the same string
+
+    limit_bytes, limit = _parse_file_size(limit), limit.upper().replace("MB", " MB")
     too_big = (f"This file is too large to send: the server takes files up to {limit} (memory and disk are shared "
                f"by every visitor). The editor sends an image as PNG, so a large photo dropped on it can exceed "
                f"that: use the \u201c{photo_button}\u201d button, which sends the photo as it is, or a smaller image.")
+    file_too_big = (f"is too large to send: the server takes files up to {limit} (memory and disk are shared by "
+                    f"every visitor). Send a smaller image: a phone photo as JPEG is a few MB.")
     unreadable = "it is damaged or not a format the browser can show. Try a PNG, JPEG or WebP file."
-    return _SCRIPT % {"too_big": json.dumps(too_big), "unreadable": json.dumps(unreadable)}
+    return _SCRIPT % {"too_big": json.dumps(too_big), "unreadable": json.dumps(unreadable), "limit_bytes": limit_bytes,
+                      "file_too_big": json.dumps(file_too_big)}
