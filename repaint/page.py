@@ -6,10 +6,57 @@ from __future__ import annotations
 
 import gradio as gr
 
-__all__ = ["COMPARE_INFO", "api_inputs", "head", "readable_image", "whole_number"]
+__all__ = ["COMPARE_INFO", "CSS", "api_inputs", "examples_rows", "head", "readable_image", "sample_choices",
+           "show_sample", "slider_labels", "whole_number"]
 
 COMPARE_INFO = ("n=1: one pass, no resampling; n=r (r>1): every j steps are re-noised and run again r times, so the "
                 "fill agrees with what is around it (the paper's n)")
+
+CSS = """
+#results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}
+/* the slider's two sides, named above it (gr.ImageSlider has no labels of its own) */
+#slider-labels .sides {display: flex; justify-content: space-between; font-weight: 600; padding: 0 8px}
+/* gradio 6.31's empty editor shows its 1x1 canvas (see app: canvas_size) zoomed to "1000%": a white square over the
+   upload prompt's "or" (seen in dark mode) and that zoom in the tool bar; both hidden until there is an image */
+#editor .image-container:has(.empty) canvas, #editor .image-container:has(.empty) .zoom-number {visibility: hidden}
+/* a phone: the downloads' names wrap, not cut to ".p" (gradio 6.31 ends the name's stem with an ellipsis) */
+#downloads .filename {flex-wrap: wrap; overflow-wrap: anywhere}
+#downloads .filename .stem {white-space: normal; overflow: visible}
+#downloads .download {min-width: 6rem; width: auto}
+"""
+
+
+def slider_labels(before: str, after: str) -> str:
+    """The HTML naming the before/after slider's left and right sides."""
+    return f'<div class="sides"><span>\u25c0 {before}</span><span>{after} \u25b6</span></div>'
+
+
+def sample_choices(count: int, seed: int) -> dict:
+    """The "Sample shown" chooser after a run of ``count`` samples (shown only for several): sample i, seed + i."""
+    return gr.update(choices=[(f"{i + 1} (seed {seed + i})", i) for i in range(count)], value=0, visible=count > 1)
+
+
+def show_sample(index, pairs):
+    """The slider's pair for the sample the visitor chose (``pairs``: every sample's, see serving.page_results)."""
+    return gr.skip() if index is None or not pairs else pairs[int(index)]
+
+
+def examples_rows(folder, offline: str, has_gpu: bool, offered) -> list[list]:
+    """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare, class (None: random or none); those
+    whose image is in ``folder`` and whose model is ``offered``."""
+    rows = [["face1.png", "every_second_line", offline, 50, 5, 5, 1, 2, False, None],
+            ["face2.png", "super_resolution_2x", offline, 50, 5, 5, 2, 2, False, None],
+            ["face1.png", "left_half", offline, 100, 10, 5, 3, 2, False, None],
+            ["face2.png", "expand", offline, 100, 10, 10, 4, 1, True, None]]
+    if has_gpu:
+        rows += [["astronaut.png", "every_second_line", "celebahq", 250, 10, 10, 0, 1, False, None],
+                 ["astronaut.png", "super_resolution_2x", "celebahq", 250, 10, 10, 0, 1, False, None],
+                 ["cat.png", "bottom_half", "cat", 250, 10, 10, 0, 1, False, None],
+                 ["astronaut.png", "center_box", "celebahq", 100, 10, 10, 0, 1, True, None],
+                 # the paper's own models: a scene (Places2); ImageNet told it is a coffee mug (class 504)
+                 ["rocket.jpg", "thick", "places2", 250, 10, 10, 0, 1, False, None],
+                 ["coffee.png", "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504]]
+    return [[str(folder / r[0]), *r[1:]] for r in rows if (folder / r[0]).is_file() and r[2] in offered]
 
 
 def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Number:
