@@ -40,7 +40,7 @@ PHOTO_BUTTON = "Upload a photo (any size)"
 QUEUE_MAX = 32  # requests waiting at once; more are refused with "Queue is full"
 CONCURRENCY = 8 if ON_ZEROGPU else 1  # ZeroGPU: each run its own GPU worker; elsewhere one model per process
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
-CSS = "#results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}"
+CSS = page.CSS
 BRUSH = gr.Brush(default_size=24, colors=[("#1e5aff", 0.5)], default_color=("#1e5aff", 0.5), color_mode="fixed")
 DRAW = "draw"
 PRESET_CHOICES = [("Draw it yourself", DRAW)] + [(label, name) for name, label in pictures.PRESET_LABELS.items()]
@@ -114,24 +114,26 @@ def check_request(req: serving.Request) -> serving.Checked:  # a mask over every
 def run(editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples, compare, invert,
         request: gr.Request, class_label=None, shown=None, original=None, classifier_scale=None,
         progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for a tracker
-    """The UI handler: progress and previews, then the results. ``shown``: the editor's background (see pictures)."""
+    """The UI handler: progress and previews (the results area shown), then the results, the slider's labels and
+    the samples it can show. ``shown``: the editor's background (see pictures)."""
     editor, key = pictures.with_background(editor, shown), getattr(request, "session_hash", None) or str(id(request))
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
     image, mask, full = pictures.page_input(editor, mask_from_editor(editor), preset in (DRAW, None), original,
                                             on_outside=lambda: gr.Info(pictures.OUTSIDE_SQUARE_NOTE))
     req = SERVICE.page_request(image, mask, model, steps, jump_length, jump_n_sample, seed, num_samples, compare,
                                invert, full, class_label, classifier_scale, key)
-    checked, flag, nothing = check_request(req), SERVICE.stop_flag(key), gr.skip()
+    checked, flag, nothing, show = check_request(req), SERVICE.stop_flag(key), gr.skip(), gr.update(visible=True)
     try:
         events = serving.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
         for kind, out in serving.until_stopped(events, flag):
             if kind == "status":  # a Stop too: its status, the preview cleared
                 if out[2]:
                     progress(out[2], desc="Inpainting")
-                yield out[0], out[1], nothing, nothing, nothing, nothing, nothing, seed
+                yield out[0], out[1], nothing, nothing, nothing, nothing, nothing, seed, show, *[nothing] * 3
             else:
                 yield (out["status"], nothing, out["gallery"], gr.update(value=out["side"], label=out["side_label"]),
-                       out["slider"], out["gif"], out["files"], seed)
+                       out["slider"], out["gif"], out["files"], seed, show, page.slider_labels(*out["slider_labels"]),
+                       page.sample_choices(len(out["pairs"]), seed), out["pairs"])
     finally:
         SERVICE.drop_flag(key, flag)
 
@@ -168,22 +170,8 @@ DEFAULT_MODEL, NOTICE, (DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE) = SERVICE
 
 
 # ----------------------------------------------------------------------------------------------- layout
-def examples_rows() -> list[list]:
-    """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare, class (None: random or none)."""
-    rows = [["face1.png", "every_second_line", OFFLINE_MODEL, 50, 5, 5, 1, 2, False, None],
-            ["face2.png", "super_resolution_2x", OFFLINE_MODEL, 50, 5, 5, 2, 2, False, None],
-            ["face1.png", "left_half", OFFLINE_MODEL, 100, 10, 5, 3, 2, False, None],
-            ["face2.png", "expand", OFFLINE_MODEL, 100, 10, 10, 4, 1, True, None]]
-    if HAS_GPU:
-        rows += [["astronaut.png", "every_second_line", "celebahq", 250, 10, 10, 0, 1, False, None],
-                 ["astronaut.png", "super_resolution_2x", "celebahq", 250, 10, 10, 0, 1, False, None],
-                 ["cat.png", "bottom_half", "cat", 250, 10, 10, 0, 1, False, None],
-                 ["astronaut.png", "center_box", "celebahq", 100, 10, 10, 0, 1, True, None],
-                 # the paper's own models: a scene (Places2); ImageNet told it is a coffee mug (class 504)
-                 ["rocket.jpg", "thick", "places2", 250, 10, 10, 0, 1, False, None],
-                 ["coffee.png", "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504]]
-    return [[str(EXAMPLES_DIR / r[0]), *r[1:]] for r in rows if (EXAMPLES_DIR / r[0]).is_file()
-            and r[2] in SERVICE.offered]
+def examples_rows() -> list[list]:  # the README's cases, those whose model is offered here
+    return page.examples_rows(EXAMPLES_DIR, OFFLINE_MODEL, HAS_GPU, SERVICE.offered)
 
 
 def build_demo() -> gr.Blocks:
@@ -222,10 +210,11 @@ def build_demo() -> gr.Blocks:
                 jump_length = gr.Slider(1, JUMP_MAX, DEFAULT_JUMP, step=1, label="Jump length j", elem_id="jump")
                 jump_n_sample = gr.Slider(1, RESAMPLE_MAX, DEFAULT_RESAMPLE, step=1, elem_id="resample",
                                           label="Resamplings r (the paper's n)")
-                with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
-                    randomize = gr.Checkbox(False, label="Random seed")
-                num_samples = gr.Slider(1, SAMPLES_MAX, 1, step=1, label="Samples", elem_id="samples")
+                with gr.Row():  # one row: the Examples stay in the first screen
+                    with gr.Column(min_width=120):
+                        seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
+                        randomize = gr.Checkbox(False, label="Random seed")
+                    num_samples = gr.Slider(1, SAMPLES_MAX, 1, step=1, label="Samples", elem_id="samples")
                 class_label = gr.Number(None, label="Class (ImageNet index 0-999; empty: a random class per sample)",
                                         precision=0, minimum=0, maximum=999, elem_id="class",
                                         visible=SERVICE.num_classes(DEFAULT_MODEL) > 0)
@@ -240,22 +229,30 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     run_btn = gr.Button("Inpaint", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                status = gr.Markdown("", elem_id="status")
+        # the results, out of the way (Examples in the first screen) until a run shows them
+        with gr.Column(visible=False, elem_id="results-area") as results_area:
+            with gr.Row():
+                preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False,
+                                   elem_id="preview")
+                gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results",
+                                     interactive=False)
+            with gr.Row():
+                side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
+                with gr.Column():
+                    slider_labels = gr.HTML(page.slider_labels("before", "after"), elem_id="slider-labels")
+                    slider = gr.ImageSlider(label="Before / after", format="png", interactive=False, elem_id="slider")
+                    sample = gr.Radio([], label="Sample shown", visible=False, elem_id="sample")
+                    pairs = gr.State(None)  # every sample's slider pair (serving.page_results)
+            with gr.Row():  # min_width: on a phone each gets the full width (the file names are readable)
+                animation = gr.Image(label="The process: x_t, predicted x0, and the noise level", type="filepath",
+                                     interactive=False, elem_id="animation", min_width=300)
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, min_width=300,
+                                    elem_id="downloads")
         gr.Examples(examples_rows(), inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed,
                                              num_samples, compare, class_label],
                     cache_examples=False, api_visibility="private",  # the editor's events add the preset
                     label="Examples (the README's cases): click one, then Inpaint", elem_id="examples")
-        status = gr.Markdown("", elem_id="status")
-        with gr.Row():
-            preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False, elem_id="preview")
-            gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results", interactive=False)
-        with gr.Row():
-            side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
-            slider = gr.ImageSlider(label="Before / after (n=1 / n>1 when comparing)", format="png",
-                                    interactive=False, elem_id="slider")
-        with gr.Row():
-            animation = gr.Image(label="The process: x_t, predicted x0, and the noise level", type="filepath",
-                                 interactive=False, elem_id="animation")
-            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
         gr.DeepLinkButton()
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
             api_inputs = page.api_inputs(DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, serving.SIZES)
@@ -275,8 +272,10 @@ def build_demo() -> gr.Blocks:
               [editor, shown], trigger_mode="always_last", **private)
         run_btn.click(run, [editor, preset, model, steps, jump_length, jump_n_sample, seed, randomize, num_samples,
                             compare, invert, class_label, shown, original, classifier_scale],
-                      [status, preview, gallery, side, slider, animation, downloads, seed], api_visibility="private"
-                      ).then(estimate_text, settings, estimate, queue=False, **private)
+                      [status, preview, gallery, side, slider, animation, downloads, seed, results_area, slider_labels,
+                       sample, pairs], api_visibility="private").then(estimate_text, settings, estimate, queue=False,
+                                                                     **private)
+        sample.input(page.show_sample, [sample, pairs], slider, queue=False, **private)
         stop_btn.click(stop_run, None, status, queue=False, api_visibility="private")  # the run ends itself
         photo.upload(load_photo, photo, [editor, original], **private)
         api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")
@@ -286,7 +285,7 @@ def build_demo() -> gr.Blocks:
 
 demo = build_demo()
 LAUNCH_KWARGS = dict(max_file_size=MAX_FILE_SIZE, css=CSS, allowed_paths=[str(EXAMPLES_DIR)],
-                     head=page.head(MAX_FILE_SIZE.replace("mb", " MB"), PHOTO_BUTTON))
+                     head=page.head(MAX_FILE_SIZE, PHOTO_BUTTON))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,57 @@ from __future__ import annotations
 
 import gradio as gr
 
-__all__ = ["COMPARE_INFO", "api_inputs", "head", "readable_image", "whole_number"]
+__all__ = ["COMPARE_INFO", "CSS", "api_inputs", "examples_rows", "head", "readable_image", "sample_choices",
+           "show_sample", "slider_labels", "whole_number"]
 
 COMPARE_INFO = ("n=1: one pass, no resampling; n=r (r>1): every j steps are re-noised and run again r times, so the "
                 "fill agrees with what is around it (the paper's n)")
+
+CSS = """
+#results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}
+/* the slider's two sides, named above it (gr.ImageSlider has no labels of its own) */
+#slider-labels .sides {display: flex; justify-content: space-between; font-weight: 600; padding: 0 8px}
+/* gradio 6.31's empty editor shows its 1x1 canvas (see app: canvas_size) zoomed to "1000%": a white square over the
+   upload prompt's "or" (seen in dark mode) and that zoom in the tool bar; both hidden until there is an image */
+#editor .image-container:has(.empty) canvas, #editor .image-container:has(.empty) .zoom-number {visibility: hidden}
+/* a phone: the downloads' names wrap, not cut to ".p" (gradio 6.31 ends the name's stem with an ellipsis) */
+#downloads .filename {flex-wrap: wrap; overflow-wrap: anywhere}
+#downloads .filename .stem {white-space: normal; overflow: visible}
+#downloads .download {min-width: 6rem; width: auto}
+"""
+
+
+def slider_labels(before: str, after: str) -> str:
+    """The HTML naming the before/after slider's left and right sides."""
+    return f'<div class="sides"><span>\u25c0 {before}</span><span>{after} \u25b6</span></div>'
+
+
+def sample_choices(count: int, seed: int) -> dict:
+    """The "Sample shown" chooser after a run of ``count`` samples (shown only for several): sample i, seed + i."""
+    return gr.update(choices=[(f"{i + 1} (seed {seed + i})", i) for i in range(count)], value=0, visible=count > 1)
+
+
+def show_sample(index, pairs):
+    """The slider's pair for the sample the visitor chose (``pairs``: every sample's, see serving.page_results)."""
+    return gr.skip() if index is None or not pairs else pairs[int(index)]
+
+
+def examples_rows(folder, offline: str, has_gpu: bool, offered) -> list[list]:
+    """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare, class (None: random or none); those
+    whose image is in ``folder`` and whose model is ``offered``."""
+    rows = [["face1.png", "every_second_line", offline, 50, 5, 5, 1, 2, False, None],
+            ["face2.png", "super_resolution_2x", offline, 50, 5, 5, 2, 2, False, None],
+            ["face1.png", "left_half", offline, 100, 10, 5, 3, 2, False, None],
+            ["face2.png", "expand", offline, 100, 10, 10, 4, 1, True, None]]
+    if has_gpu:
+        rows += [["astronaut.png", "every_second_line", "celebahq", 250, 10, 10, 0, 1, False, None],
+                 ["astronaut.png", "super_resolution_2x", "celebahq", 250, 10, 10, 0, 1, False, None],
+                 ["cat.png", "bottom_half", "cat", 250, 10, 10, 0, 1, False, None],
+                 ["astronaut.png", "center_box", "celebahq", 100, 10, 10, 0, 1, True, None],
+                 # the paper's own models: a scene (Places2); ImageNet told it is a coffee mug (class 504)
+                 ["rocket.jpg", "thick", "places2", 250, 10, 10, 0, 1, False, None],
+                 ["coffee.png", "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504]]
+    return [[str(folder / r[0]), *r[1:]] for r in rows if (folder / r[0]).is_file() and r[2] in offered]
 
 
 def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Number:
@@ -60,8 +107,11 @@ def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
             whole_number(gr.Number(None, label="classifier_scale"), "a number")]
 
 
-# The browser sends an upload over the size limit, or fails to read a file dropped on the editor, without telling the
-# page (gradio 6.31.0: a 413 in the console, an empty editor). This script says so in a banner (#page-alert).
+# What the browser alone sees, said in a banner (#page-alert): a file over the size limit (gradio 6.31.0 refuses one
+# picked on an upload button with a terse toast, and the editor's PNG sent at a run with only an HTTP 413 in the
+# console), or a file the editor cannot read (an empty editor). Gradio inserts this script after its client has bound
+# window.fetch, so a fetch wrapper would see nothing: the 413s are read from the resource timings instead
+# (responseStatus, Chromium 109+), which list every request, made before this script ran (buffered) or by XHR too.
 _SCRIPT = """<script>
 (() => {
   const say = (text) => {
@@ -78,36 +128,50 @@ _SCRIPT = """<script>
     }
     el.textContent = text;
   };
-  const original = window.fetch;
-  window.fetch = async function (...args) {
-    const response = await original.apply(this, args);
-    if (response.status === 413) say(%(too_big)s);
-    return response;
+  const refused = (list) => {
+    for (const e of list.getEntries()) {
+      if (e.responseStatus === 413 && e.name.includes("/upload")) say(%(too_big)s);
+    }
   };
-  const check = async (files) => {
+  try { new PerformanceObserver(refused).observe({type: "resource", buffered: true}); } catch (e) {}
+  const check = async (files, editor) => {
     for (const f of files || []) {
+      if (f.size > %(limit_bytes)d) {
+        say(`"${f.name}" (${(f.size / 1048576).toFixed(0)} MB) ` + %(file_too_big)s);
+        continue;
+      }
+      if (!editor) continue;
       if (f.type && !f.type.startsWith("image/")) { say(`"${f.name}" is not an image: ` + %(unreadable)s); continue; }
       try { (await createImageBitmap(f)).close(); }
       catch (e) { say(`"${f.name}" could not be read as an image: ` + %(unreadable)s); }
     }
   };
-  document.addEventListener("change", (e) => {
+  document.addEventListener("change", (e) => {  // any upload (the photo button's input lies outside #photo)
     const t = e.target;
-    if (t instanceof HTMLInputElement && t.type === "file" && t.closest("#editor")) check(t.files);
+    if (t instanceof HTMLInputElement && t.type === "file") check(t.files, !!t.closest("#editor"));
   }, true);
   document.addEventListener("drop", (e) => {
-    if (e.target.closest && e.target.closest("#editor")) check(e.dataTransfer && e.dataTransfer.files);
+    if (e.target.closest && e.target.closest(".gradio-container")) {
+      check(e.dataTransfer && e.dataTransfer.files, !!e.target.closest("#editor"));
+    }
   }, true);
 })();
 </script>"""
 
 
 def head(limit: str, photo_button: str) -> str:
-    """The page's <head> script, its messages naming the upload ``limit`` and the button that takes photos."""
+    """The page's <head> script, its messages naming the upload ``limit`` (as launch's max_file_size: "32mb") and
+    the button that takes photos."""
     import json
 
+    from gradio.utils import _parse_file_size  # how launch reads the same string
+
+    limit_bytes, limit = _parse_file_size(limit), limit.upper().replace("MB", " MB")
     too_big = (f"This file is too large to send: the server takes files up to {limit} (memory and disk are shared "
                f"by every visitor). The editor sends an image as PNG, so a large photo dropped on it can exceed "
                f"that: use the \u201c{photo_button}\u201d button, which sends the photo as it is, or a smaller image.")
+    file_too_big = (f"is too large to send: the server takes files up to {limit} (memory and disk are shared by "
+                    f"every visitor). Send a smaller image: a phone photo as JPEG is a few MB.")
     unreadable = "it is damaged or not a format the browser can show. Try a PNG, JPEG or WebP file."
-    return _SCRIPT % {"too_big": json.dumps(too_big), "unreadable": json.dumps(unreadable)}
+    return _SCRIPT % {"too_big": json.dumps(too_big), "unreadable": json.dumps(unreadable), "limit_bytes": limit_bytes,
+                      "file_too_big": json.dumps(file_too_big)}

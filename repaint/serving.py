@@ -820,7 +820,8 @@ def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESU
 
 def page_results(done: Finished, checked: Checked, out_dir: Path) -> dict:
     """The page's results of a finished run, files written to ``out_dir``: status, gallery (path, caption), the
-    side-by-side strip and its label, the before/after pair, the process GIF and every file to download."""
+    side-by-side strip and its label, the before/after pair (sample 0's; ``pairs``: every sample's, the slider's
+    views) and its two labels, the process GIF and every file to download."""
     from . import pictures  # pictures imports this module (ServeError)
 
     req, res, plain = done.request, done.results, done.plain
@@ -832,13 +833,16 @@ def page_results(done: Finished, checked: Checked, out_dir: Path) -> dict:
                                   out_dir / "process.gif")
     labels = checked.model.class_labels([req.seed + i for i in range(len(res))], req.class_label)
     classes = f", class {', '.join(map(str, labels))}" if labels else ""
+    shown = pictures.view_copy(masked)  # every sample's "before" in a plain run: one copy
+    pairs = [(pictures.view_copy(plain[i]) if plain else shown, pictures.view_copy(a)) for i, a in enumerate(res)]
     return dict(
         status=(f"Done in **{fmt_seconds(done.seconds)}** ({len(done.levels):,} model calls, {req.model}, seed "
                 f"{req.seed}{classes}). Known pixels are kept exactly; downloads are lossless PNG."),
         gallery=gallery,
         side=pictures.strip([masked, plain[0], res[0]] if plain else [masked, res[0]], tile),
         side_label=f"masked input | n=1 | n={req.jump_n_sample}" if plain else "masked input | result",
-        slider=tuple(pictures.view_copy(a) for a in ((plain[0], res[0]) if plain else (masked, res[0]))),
+        slider=pairs[0], pairs=pairs,
+        slider_labels=("n=1", f"n={req.jump_n_sample}") if plain else ("before", "after"),
         gif=str(gif),
         files=[path for path, _ in gallery] + [str(out_dir / "input_masked.png"), str(gif)])
 

@@ -172,7 +172,7 @@ def test_ui_handler_streams_previews_then_results(face):
             break
     previews = [o[1] for o in outs if isinstance(o[1], np.ndarray)]
     assert len(previews) >= 5  # streamed during the run
-    status, _, gallery, _, slider, gif, files, seed = outs[-1]
+    status, _, gallery, _, slider, gif, files, seed, *_ = outs[-1]
     assert "Done" in status and seed == 7 and len(gallery) == 4  # 2 resampled + 2 plain
     assert all(f.endswith((".png", ".gif")) for f in files)
     frames = Image.open(gif).n_frames
@@ -226,7 +226,7 @@ def test_a_drawn_mask_comes_back_at_the_photo_size(tmp_path):
     value = {"background": photo, "layers": [layer], "composite": None}
     gen = app.run(value, app.DRAW, "bundled", 10, 5, 2, 0, False, 1, True, False, ui_request("test-full"))
     last = next(out for out in gen if "Done" in out[0])  # its files live until the next step
-    status, _, gallery, _, slider, _, files, _ = last
+    status, _, gallery, _, slider, _, files, _, *_ = last
     assert "Done" in status and len(gallery) == 2
     drawn = layer[..., 3] > 0
     assert all(read(path).shape == (120, 200, 3) for path in files if path.endswith(".png"))
