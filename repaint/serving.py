@@ -473,15 +473,19 @@ class Service:
         on_gpu = self.on_zerogpu or (inp is not None and inp.device.type == "cuda")
         return batch_cost(self.batch_cost.get(name, {}), rows, GPU_BATCH_COST if on_gpu else 1.0)
 
-    def call_seconds(self, name: str, rows: int) -> float | None:
-        """Estimated seconds per batched model call of ``rows`` rows (None: the model is not loaded)."""
-        one = self.call_s.get(name)
-        return None if one is None else one * self.rows_cost(name, rows)
+    def run_cost(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> float:
+        """A run's model calls in calls of one row. A comparison batches its n=1 chains with the n=r ones only at the
+        ticks where they call the model (repaint.sampler._ticks spreads the shorter chain's calls over the longer
+        one's), so only those calls have both chains' rows."""
+        calls, rows = model_calls(steps, jump_length, jump_n_sample), int(num_samples)
+        both = model_calls(steps, jump_length, 1) if compare else 0
+        return both * self.rows_cost(name, 2 * rows) + (calls - both) * self.rows_cost(name, rows)
 
     def estimate_seconds(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> float | None:
         """Seconds of model calls (what a ZeroGPU slot is sized by); :meth:`wait_seconds` is the visitor's wait."""
-        per = self.call_seconds(name, batch_rows(num_samples, compare))
-        return None if per is None else per * model_calls(steps, jump_length, jump_n_sample)
+        one = self.call_s.get(name)
+        return None if one is None else one * self.run_cost(name, steps, jump_length, jump_n_sample, num_samples,
+                                                            compare)
 
     def wait_seconds(self, name, *settings) -> float | None:
         """The page's whole wait, from the click to the results shown: the model calls, the page run's own work
@@ -489,11 +493,11 @@ class Service:
         est = self.estimate_seconds(name, *settings)
         return None if est is None else est + self.extra_s.get(name, EXTRA_S) + PAGE_S
 
-    def note_run(self, name: str, per_call: float, rows: int) -> None:
-        """After a run: the per-call time (batch of one) refreshed from what the run measured, so the estimates
-        follow the machine's load now, not at start-up."""
-        self.call_s[name] = per_call / self.rows_cost(name, rows)
-        self.measured.add(name)
+    def note_run(self, req: Request, per_call: float) -> None:
+        """After a run: the per-call time (batch of one) refreshed from what the run measured (``per_call``: its
+        seconds per model call), so the estimates follow the machine's load now, not at start-up."""
+        self.call_s[req.model] = per_call * req.calls / self.run_cost(*req.settings())
+        self.measured.add(req.model)
 
     def note_page_run(self, name: str, seconds: float, model_seconds: float) -> None:
         """After a page run: its seconds outside the model calls (checks, results, a ZeroGPU slot's start)."""
@@ -524,12 +528,12 @@ class Service:
         except (ValueError, TypeError) as e:
             return f"Settings not valid: {e}"
         rows = batch_rows(num_samples, compare)
-        text = f"**{calls:,} model calls** (batch of {rows})"
+        text = f"**{calls:,} model calls** (batch of {'up to ' if compare else ''}{rows})"
         est = self.estimate_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
         if est is None:
             return text + " - time unknown until the model is loaded."
         wait = self.wait_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
-        per = f"{self.call_seconds(name, rows) * 1000:.1f} ms per call"
+        per = f"{est / calls * 1000:.1f} ms per call"
         if name in self.measured:
             source = "measured by the last run"
         elif self.on_zerogpu:  # an assumption until a run has measured it
@@ -729,7 +733,7 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
             if stop is not None and stop.is_set():
                 break
             if ev[0] == "done":
-                service.note_run(req.model, ev[3], req.rows)
+                service.note_run(req, ev[3])
                 finished = Finished(req, ev[1], ev[2], frames, levels, ev[3] * len(levels))
                 continue
             _, tick, total, lv, xt, x0 = ev

@@ -14,6 +14,7 @@ from PIL import Image
 import app
 import repaint
 from repaint import pictures, serving
+from repaint.sampler import _ticks
 from repaint.serving import ServeError
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
@@ -277,11 +278,12 @@ def test_zerogpu_duration_gets_the_handlers_arguments_and_time_is_refreshed(zero
                  ui_request("zgpu-ui")))
     (args, kwargs, seconds), = fake.calls
     assert args == recorded[0] and kwargs == {}  # exactly what the handler passed to the GPU function
-    calls = repaint.count_model_calls(steps, j, r)
-    rows = samples * 2
-    want = min(serving.GPU_CAP_S, int(np.ceil(guess * (1 + serving.GPU_BATCH_COST * (rows - 1)) * calls
-                                              + serving.GPU_MARGIN_S)))
-    assert seconds == want  # the batch of 4 rows costs 1 + 0.5 * 3 single calls on a GPU
+    # the rows of each call as the sampler plans them: 4 while the n=1 chains call too, else 2; on a GPU a call of
+    # n rows costs 1 + 0.5 (n - 1) calls of one
+    ticks = _ticks([repaint.count_model_calls(steps, j, r), repaint.count_model_calls(steps, j, 1)])
+    cost = sum(1 + serving.GPU_BATCH_COST * (samples * len(active) - 1) for active in ticks)
+    want = min(serving.GPU_CAP_S, int(np.ceil(guess * cost + serving.GPU_MARGIN_S)))
+    assert seconds == want
     after_ui = service.call_s["bundled"]
     assert after_ui != guess and after_ui < 1.0  # measured by the run (the bundled model is ms per call)
     service.call_s["bundled"] = guess

@@ -7,8 +7,12 @@ import re
 import time
 
 import pytest
-from test_browser import EXAMPLES, browser, open_page, upload, url  # noqa: F401
+import torch
+from test_browser import EXAMPLES, browser, open_page, upload  # noqa: F401
 from test_browser_visitor import settings, stroke
+
+import app
+from repaint import serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").is_file(),
                                                       reason="/usr/bin/chromium is missing")]
@@ -23,6 +27,23 @@ SHOWN = """n => { const s = document.querySelector('#status').innerText;
   if (/rror/.test(s)) return true;
   const imgs = [...document.querySelectorAll('#results img')];
   return /^Done/.test(s) && imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
+
+
+@pytest.fixture(scope="module")
+def url():
+    """The app as ``python app.py`` serves it: torch's threads set for the server first (one core left to the
+    server and the browser), the model timed on them, as Service.start(server=True) does."""
+    threads, service = torch.get_num_threads(), serving.Service()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(app, "SERVICE", service)
+        service.start("", app.GPU_MODEL, app.OFFLINE_MODEL, app.MODEL_ENV, app.PAPER, server=True)
+        demo = app.build_demo()
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
+            torch.set_num_threads(threads)
 
 
 def estimate_seconds(text: str) -> float:

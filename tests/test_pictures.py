@@ -9,6 +9,7 @@ from PIL import Image
 
 import repaint
 from repaint import pictures, serving
+from repaint.sampler import _ticks
 from repaint.serving import ServeError
 
 
@@ -66,12 +67,14 @@ def test_gpu_duration_is_calls_times_batched_call_plus_margin_capped():
     svc.call_s["bundled"] = 0.02
     calls = repaint.count_model_calls(100, 10, 5)
     for samples, compare in ((1, False), (2, True)):
-        rows = samples * (2 if compare else 1)
-        want = int(np.ceil(0.02 * (1 + serving.GPU_BATCH_COST * (rows - 1)) * calls + serving.GPU_MARGIN_S))
+        # the rows of each model call, as the sampler plans them (a comparison's n=1 chains call at T ticks only)
+        counts = [calls, repaint.count_model_calls(100, 10, 1)] if compare else [calls]
+        rows = [samples * len(active) for active in _ticks(counts)]
+        want = int(np.ceil(sum(0.02 * (1 + serving.GPU_BATCH_COST * (r - 1)) for r in rows) + serving.GPU_MARGIN_S))
         got = svc.gpu_duration(serving.Request("bundled", None, None, 100, 10, 5, 0, samples, compare))
         assert got == want
     assert svc.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 4, True)) == serving.GPU_CAP_S
-    svc.note_run("bundled", 0.05, 4)  # a run of 4 rows measured 0.05 s per call
+    svc.note_run(serving.Request("bundled", None, None, 100, 10, 5, 0, 4), 0.05)  # 4 rows, 0.05 s per call
     assert svc.call_s["bundled"] == pytest.approx(0.05 / (1 + serving.GPU_BATCH_COST * 3))
 
 
