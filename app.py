@@ -232,11 +232,11 @@ def build_demo() -> gr.Blocks:
                 status = gr.Markdown("", elem_id="status")
         # the results, out of the way (Examples in the first screen) until a run shows them
         with gr.Column(visible=False, elem_id="results-area") as results_area:
-            with gr.Row():
+            with gr.Row():  # min_width: on a phone one above the other, each the page's width
                 preview = gr.Image(label="Predicted x0 while running", format="png", interactive=False,
-                                   elem_id="preview")
+                                   elem_id="preview", min_width=300)
                 gallery = gr.Gallery(label="Results (PNG)", format="png", columns=4, elem_id="results",
-                                     interactive=False)
+                                     interactive=False, min_width=300)
             with gr.Row():
                 side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
                 with gr.Column():

@@ -20,9 +20,12 @@ CSS = """
    upload prompt's "or" (seen in dark mode) and that zoom in the tool bar; both hidden until there is an image */
 #editor .image-container:has(.empty) canvas, #editor .image-container:has(.empty) .zoom-number {visibility: hidden}
 /* a phone: the downloads' names wrap, not cut to ".p" (gradio 6.31 ends the name's stem with an ellipsis) */
-#downloads .filename {flex-wrap: wrap; overflow-wrap: anywhere}
+#downloads .filename {flex: 1 1 auto; flex-wrap: wrap; overflow-wrap: anywhere}
 #downloads .filename .stem {white-space: normal; overflow: visible}
-#downloads .download {min-width: 6rem; width: auto}
+#downloads .download {min-width: 0; width: auto; white-space: nowrap}
+#downloads td:has(> .label-clear-button) {display: none} /* results: there is nothing to remove */
+/* the Examples' headers wrap, so the table fits the page's width (its last column was cut off at 1280 px) */
+#examples th, #examples th * {white-space: normal}
 """
 
 

@@ -215,6 +215,10 @@ def slider_pixels(pg) -> np.ndarray:
 def test_results_appear_after_a_run_and_the_examples_are_in_the_first_screen(page):
     page.screenshot(path=str(ARTIFACTS / "page_1280_before.png"), full_page=True)
     assert page.locator("#examples").bounding_box()["y"] < 1000, "the Examples are pushed down"
+    fits = page.evaluate("() => { const t = document.querySelector('#examples table'); "
+                         "return t.getBoundingClientRect().right <= document.querySelector('#examples')"
+                         ".getBoundingClientRect().right + 1; }")
+    assert fits, "the Examples table is wider than the page (its last column cut off)"
     for panel in ("#preview", "#results", "#side", "#slider", "#animation", "#downloads"):
         assert not visible(page, panel), f"{panel} shown, empty, before a run"
     sample_run(page)
@@ -247,6 +251,12 @@ def test_a_phone_reads_the_downloads_and_does_not_scroll_sideways(browser, url):
             const r = td.getBoundingClientRect();
             return [td.innerText.replace(/\\s/g, ''), td.scrollWidth <= td.clientWidth, r.width]; })""")
         assert names and all(name.endswith((".png", ".gif")) and fits and w > 150 for name, fits, w in names), names
+        one_line = pg.evaluate("""() => [...document.querySelectorAll('#downloads td.filename')].map(td => {
+            const [s, e] = [td.querySelector('.stem'), td.querySelector('.ext')].map(x => x.getBoundingClientRect());
+            return s.height <= 1.2 * e.height && Math.abs(s.bottom - e.bottom) < 2 && e.left >= s.right - 1; })""")
+        assert all(one_line), "a file name (repaint_bundled_n2_seed0.png) is broken over lines at 400 px"
+        for panel in ("#preview", "#results"):  # one above the other, each the page's width (not 160 px each)
+            assert pg.locator(panel).bounding_box()["width"] > 300, panel
         assert pg.evaluate("() => document.documentElement.scrollWidth") <= 400, "the page scrolls sideways"
     finally:
         pg.close()
