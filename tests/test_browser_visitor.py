@@ -53,6 +53,14 @@ def wait_status(pg, pattern, timeout=180_000):
     return pg.locator("#status").inner_text()
 
 
+def result_size(pg) -> list[int]:
+    """The first result's pixel size, once the browser has loaded it (the status says Done a moment before)."""
+    pg.wait_for_function("() => { const i = document.querySelector('#results img'); "
+                         "return i && i.complete && i.naturalWidth > 0; }")
+    return pg.evaluate("() => { const i = document.querySelector('#results img'); "
+                       "return [i.naturalWidth, i.naturalHeight]; }")
+
+
 def alert(pg, timeout=30_000) -> str:
     pg.wait_for_selector("#page-alert", timeout=timeout)
     return pg.locator("#page-alert").inner_text()
@@ -83,10 +91,7 @@ def test_a_phone_photo_is_shown_painted_and_filled_at_full_size(page, tmp_path):
     seconds = time.perf_counter() - start
     print(f"\nphone photo 4000x3000, T=10 j=10 r=10, bundled: {seconds:.1f} s from click to result")
     assert status.startswith("Done"), status
-    page.wait_for_selector("#results img")
-    size = page.evaluate("() => { const i = document.querySelector('#results img'); "
-                         "return [i.naturalWidth, i.naturalHeight]; }")
-    assert size == [4000, 3000]
+    assert result_size(page) == [4000, 3000]
     page.screenshot(path=str(ARTIFACTS / "phone_photo_done.png"), full_page=True)
 
 
@@ -146,9 +151,7 @@ def test_a_stroke_outside_a_presets_square_is_used(page, orange):  # noqa: F811
     page.locator("#run").click()
     page.wait_for_function("() => document.body.innerText.includes('You painted outside')", timeout=60_000)
     assert wait_status(page, "Done|rror").startswith("Done")
-    size = page.evaluate("() => { const i = document.querySelector('#results img'); "
-                         "return [i.naturalWidth, i.naturalHeight]; }")
-    assert size == [300, 200]  # the photo's size: the stroke was used
+    assert result_size(page) == [300, 200]  # the photo's size: the stroke was used
 
 
 def test_stop_says_what_happened(page, orange):  # noqa: F811
