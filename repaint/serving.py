@@ -57,6 +57,7 @@ GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative 
 # 256x256 photo on this server: 0.5-1.6 s before the handler starts and 0.25-0.7 s after its last yield).
 EXTRA_S = 1.0
 PAGE_S = 1.5
+EXTRA_PIXELS_MAX = 1_000_000  # larger results are not learned from: the estimate does not know the photo's size
 PREVIEW_INTERVAL_S = 0.5  # the page's live preview at most this often: each is a PNG the browser fetches in turn
 # Per-call guess on ZeroGPU, where the main process has no GPU to time: the model's TFLOP per call (the registry)
 # over an assumed effective throughput at batch 1, at least a floor for launch overheads. An assumption, not a
@@ -499,9 +500,12 @@ class Service:
         self.call_s[req.model] = per_call * req.calls / self.run_cost(*req.settings())
         self.measured.add(req.model)
 
-    def note_page_run(self, name: str, seconds: float, model_seconds: float) -> None:
-        """After a page run: its seconds outside the model calls (checks, results, a ZeroGPU slot's start)."""
-        self.extra_s[name] = max(0.0, seconds - model_seconds)
+    def note_page_run(self, name: str, seconds: float, model_seconds: float, pixels: int = 0) -> None:
+        """After a page run with results of ``pixels`` pixels each: its seconds outside the model calls (checks,
+        results, a ZeroGPU slot's start). Not after a run on a large photo (over EXTRA_PIXELS_MAX): its reading and
+        full-size PNGs would add seconds to every later estimate, which does not know the photo's size."""
+        if pixels <= EXTRA_PIXELS_MAX:
+            self.extra_s[name] = max(0.0, seconds - model_seconds)
 
     def gpu_duration(self, req: Request) -> int:
         """ZeroGPU slot length for :meth:`run` (called with its request): its model calls times the measured
@@ -782,7 +786,8 @@ def page_stream(service: Service, gpu_run, req: Request, checked: Checked, stop:
     out_dir = new_results_dir(results_dir)
     try:
         results = page_results(done, checked, out_dir)
-        service.note_page_run(req.model, time.perf_counter() - start, done.model_seconds)
+        service.note_page_run(req.model, time.perf_counter() - start, done.model_seconds,
+                              done.results[0].shape[0] * done.results[0].shape[1])
         log.info("page run %s, %d calls of %d rows: %.2f s, model calls %.2f s", req.model, req.calls, req.rows,
                  time.perf_counter() - start, done.model_seconds)
         yield "done", results

@@ -52,7 +52,10 @@ def test_the_wait_is_the_model_calls_the_page_runs_work_and_the_browsers_share(s
     assert service.estimate_seconds("bundled", *settings) == pytest.approx(calls * 0.02 * 2.5)
     assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + serving.EXTRA_S
                                                                        + serving.PAGE_S)
-    service.note_page_run("bundled", 7.0, 4.5)  # a page run of 7 s, 4.5 s of them model calls
+    service.note_page_run("bundled", 7.0, 4.5, 256 * 256)  # a page run of 7 s, 4.5 s of them model calls
+    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + serving.PAGE_S)
+    # a phone photo's run is not learned from: the next estimate does not know its image's size
+    service.note_page_run("bundled", 30.0, 4.5, 4000 * 3000)
     assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + serving.PAGE_S)
     text = service.estimate_text("bundled", *settings)
     assert "about **16 s** from click to result" in text and "12 s of model calls" in text
