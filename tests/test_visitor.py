@@ -118,6 +118,26 @@ def test_a_preset_alone_still_gives_the_models_square(face):
     assert result.shape[:2] == (32, 32), status
 
 
+def test_comparing_two_samples_labels_the_slider_n1_nr_and_offers_each_sample(face):
+    """Compare, 2 samples, r=2: the slider's sides say n=1 and n=2, the chooser offers both samples, and each
+    sample's pair is that sample's n=1 and n=2 results (the files the run wrote, as the gallery lists them)."""
+    bg = np.asarray(Image.open(face).convert("RGB"))
+    value = {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
+    for out in app.run(value, "left_half", "bundled", 10, 5, 2, 3, False, 2, True, False, ui_request("cmp")):
+        if str(out[0]).startswith("Done"):
+            gallery, labels, chooser, pairs = out[2], out[9], out[10], out[11]
+            files = {caption: np.asarray(Image.open(path).convert("RGB")) for path, caption in gallery}
+            break
+    assert "n=1" in labels and "n=2" in labels and "before" not in labels
+    assert chooser["visible"] and [v for _, v in chooser["choices"]] == [0, 1] and "seed 4" in chooser["choices"][1][0]
+    assert len(pairs) == 2
+    for i, (plain, resampled) in enumerate(pairs):
+        n1 = next(a for c, a in files.items() if "n=1" in c and f"seed {3 + i}" in c)
+        n2 = next(a for c, a in files.items() if "n=2" in c and f"seed {3 + i}" in c)
+        assert (np.asarray(plain)[..., :3] == n1).all() and (np.asarray(resampled)[..., :3] == n2).all()
+    assert not (np.asarray(pairs[0][1]) == np.asarray(pairs[1][1])).all()  # two samples, two pictures
+
+
 # ------------------------------------------------------------------------------------------- compare with r = 1
 def test_compare_with_r1_is_refused_in_the_page_and_the_api(client, face):
     import gradio as gr
