@@ -308,7 +308,7 @@ class Service:
         self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, models.Inpainter] = {}
         self.call_s: dict[str, float] = {}  # seconds per forward call (batch of one): at load, then each run's
-        self.batch_cost: dict[str, dict[int, float]] = {}  # a batch's cost relative to one row, timed at load
+        self.timed_costs: dict[str, dict[int, float]] = {}  # a batch's cost relative to one row, timed at load
         self.extra_s: dict[str, float] = {}  # the last page run's seconds outside its model calls
         self.measured: set[str] = set()  # models whose call_s a run measured (else timed at load, or a guess)
         self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
@@ -372,9 +372,9 @@ class Service:
                 if name not in models.MODELS and len(hub) >= HUB_MODELS_MAX:
                     for old in hub[: len(hub) - HUB_MODELS_MAX + 1]:  # oldest first (dicts keep insertion order)
                         self.models.pop(old, None)
-                        for table in (self.call_s, self.batch_cost, self.extra_s):
+                        for table in (self.call_s, self.timed_costs, self.extra_s):
                             table.pop(old, None)
-                self.call_s[name], self.batch_cost[name], self.models[name] = per_call, cost, inp
+                self.call_s[name], self.timed_costs[name], self.models[name] = per_call, cost, inp
             log.info("loaded %s (%.4f s per call)", name, per_call)
             return inp
 
@@ -472,7 +472,7 @@ class Service:
         """A model call of ``rows`` rows relative to one row: timed at load (:meth:`time_calls`), else assumed."""
         inp = self.models.get(name)
         on_gpu = self.on_zerogpu or (inp is not None and inp.device.type == "cuda")
-        return batch_cost(self.batch_cost.get(name, {}), rows, GPU_BATCH_COST if on_gpu else 1.0)
+        return batch_cost(self.timed_costs.get(name, {}), rows, GPU_BATCH_COST if on_gpu else 1.0)
 
     def run_cost(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> float:
         """A run's model calls in calls of one row. A comparison batches its n=1 chains with the n=r ones only at the
@@ -785,11 +785,10 @@ def page_stream(service: Service, gpu_run, req: Request, checked: Checked, stop:
             yield "status", (text, pictures.strip(list(x0), preview_height), (tick + 1, total))
     out_dir = new_results_dir(results_dir)
     try:
-        results = page_results(done, checked, out_dir)
-        service.note_page_run(req.model, time.perf_counter() - start, done.model_seconds,
-                              done.results[0].shape[0] * done.results[0].shape[1])
+        results, seconds = page_results(done, checked, out_dir), time.perf_counter() - start
+        service.note_page_run(req.model, seconds, done.model_seconds, math.prod(done.results[0].shape[:2]))
         log.info("page run %s, %d calls of %d rows: %.2f s, model calls %.2f s", req.model, req.calls, req.rows,
-                 time.perf_counter() - start, done.model_seconds)
+                 seconds, done.model_seconds)
         yield "done", results
     finally:  # the server has copied the files by the time it asks for more (or closes us)
         shutil.rmtree(out_dir, ignore_errors=True)

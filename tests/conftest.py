@@ -13,6 +13,7 @@ Tests that exercise one of these set it themselves (monkeypatch, or a subprocess
 """
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -72,20 +73,27 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A page of its own on a port Gradio picks (it retries a taken one), with the app's launch settings, and a
-    gradio_client on it."""
-    from gradio_client import Client
-
+@contextlib.contextmanager
+def served():
+    """The app's page of its own (built now, from ``app.SERVICE`` as it is) on a port Gradio picks (it retries a taken
+    one), with the app's launch settings: yields its URL, closes it after."""
     import app
 
     demo = app.build_demo()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
     try:
-        yield Client(demo.local_url, verbose=False)
+        yield demo.local_url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A gradio_client on a page of its own (:func:`served`)."""
+    from gradio_client import Client
+
+    with served() as url:
+        yield Client(url, verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import served
 from PIL import Image, ImageFilter
 
 import app
@@ -35,12 +36,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def url():
-    demo = app.build_demo()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with served() as page_url:
+        yield page_url
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from conftest import served
 from test_browser import EXAMPLES, browser, open_page, upload  # noqa: F401
 from test_browser_visitor import settings, stroke
 
@@ -37,12 +38,10 @@ def url():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(app, "SERVICE", service)
         service.start("", app.GPU_MODEL, app.OFFLINE_MODEL, app.MODEL_ENV, app.PAPER, server=True)
-        demo = app.build_demo()
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
         try:
-            yield demo.local_url
+            with served() as page_url:
+                yield page_url
         finally:
-            demo.close()
             torch.set_num_threads(threads)
 
 

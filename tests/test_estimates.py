@@ -46,7 +46,7 @@ def test_batch_cost_grows_with_the_rows_when_the_timings_do(steps, rows):
 
 
 def test_the_wait_is_the_model_calls_the_page_runs_work_and_the_browsers_share(service):
-    service.call_s["bundled"], service.batch_cost["bundled"] = 0.02, {2: 1.5, 4: 2.5, 8: 5.0}
+    service.call_s["bundled"], service.timed_costs["bundled"] = 0.02, {2: 1.5, 4: 2.5, 8: 5.0}
     settings = (50, 5, 5, 4, False)  # 230 calls of 4 rows
     calls = serving.model_calls(50, 5, 5)
     assert service.estimate_seconds("bundled", *settings) == pytest.approx(calls * 0.02 * 2.5)
@@ -68,16 +68,16 @@ def test_a_comparison_costs_the_rows_the_sampler_batches_at_each_call(steps, jum
     the estimate is the sum of those calls' costs, not every call at twice the rows."""
     jump = min(jump, steps)
     service = serving.Service()
-    service.call_s["m"], service.batch_cost["m"] = 0.01, {2: 1.8, 4: 3.0, 8: 5.5}
+    service.call_s["m"], service.timed_costs["m"] = 0.01, {2: 1.8, 4: 3.0, 8: 5.5}
     counts = [serving.model_calls(steps, jump, resample), serving.model_calls(steps, jump, 1)]
-    want = sum(0.01 * serving.batch_cost(service.batch_cost["m"], samples * len(active), 1.0)
+    want = sum(0.01 * serving.batch_cost(service.timed_costs["m"], samples * len(active), 1.0)
                for active in _ticks(counts))
     assert service.estimate_seconds("m", steps, jump, resample, samples, True) == pytest.approx(want)
 
 
 def test_a_run_re_times_the_model_on_any_device(service):
     """On a CPU too (not only on ZeroGPU): a busy moment at start-up must not skew every later estimate."""
-    service.call_s["bundled"], service.batch_cost["bundled"] = 0.5, {2: 2.0, 4: 3.0, 8: 6.0}
+    service.call_s["bundled"], service.timed_costs["bundled"] = 0.5, {2: 2.0, 4: 3.0, 8: 6.0}
     service.note_run(serving.Request("bundled", None, None, 10, 5, 2, 0, 4), 0.06)  # 4 rows: 60 ms per call
     assert service.call_s["bundled"] == pytest.approx(0.02)
     assert "measured by the last run" in service.estimate_text("bundled", 10, 5, 2, 1, False)
