@@ -75,22 +75,39 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-@torch.inference_mode()
 def call_time(pipe: Inpainter, batch: int, repeats: int = 20, warmup: int = 3) -> float:
-    """Median seconds of one sampler model call at ``batch`` (after ``warmup`` calls): the UNet forward, and for a
-    model with a classifier the guidance gradient too (a guided run's default)."""
-    x = torch.zeros(batch, pipe.channels, pipe.resolution, pipe.resolution, device=pipe.device)  # values: no matter
-    t = torch.full((batch,), pipe.train_steps // 2, device=pipe.device, dtype=torch.long)
-    labels = torch.zeros(batch, dtype=torch.long, device=pipe.device) if pipe.num_classes else None
+    """Median seconds of one sampler model call at ``batch`` (after ``warmup`` calls): see :func:`call_times`."""
+    return call_times(pipe, (batch,), repeats, warmup)[batch]
 
-    def call():
-        pipe.eps(x, t, labels)
+
+@torch.inference_mode()
+def call_times(pipe: Inpainter, batches, repeats: int = 20, warmup: int = 1, budget_s: float | None = None) -> dict:
+    """{batch: seconds of one sampler model call}: the UNet forward, and for a model with a classifier the guidance
+    gradient too (a guided run's default). The batches are timed in turn, one call of each a round: the first's
+    seconds are its median, each other's the first's times the median of its ratio to the first in a round. A slow
+    moment of the machine slows a round's calls alike, so the ratios hold: on a quiet 2-core machine, 1.5 s of rounds
+    gave a 4-row call 2.5x-2.8x a 1-row one in eight tries; each batch timed apart, 1.7x-2.7x. ``warmup`` rounds
+    first, then ``repeats`` rounds, or fewer once ``budget_s`` seconds are spent (at least three)."""
+    inputs = {}
+    for b in batches:
+        x = torch.zeros(b, pipe.channels, pipe.resolution, pipe.resolution, device=pipe.device)  # values: no matter
+        t = torch.full((b,), pipe.train_steps // 2, device=pipe.device, dtype=torch.long)
+        labels = torch.zeros(b, dtype=torch.long, device=pipe.device) if pipe.num_classes else None
+        inputs[b] = x, t, labels
+
+    def call(b):
+        pipe.eps(*inputs[b])
         if pipe.classifier is not None:
-            classifier_grad(pipe.classifier, x, t, labels, 1.0)
+            classifier_grad(pipe.classifier, *inputs[b], 1.0)
 
     for _ in range(warmup):
-        call()
-    return statistics.median(_timed(call, pipe.device) for _ in range(repeats))
+        for b in batches:
+            call(b)
+    rounds, start = [], time.perf_counter()
+    while len(rounds) < repeats and (budget_s is None or len(rounds) < 3 or time.perf_counter() - start < budget_s):
+        rounds.append({b: _timed(lambda: call(b), pipe.device) for b in batches})  # noqa: B023 - called at once
+    first = statistics.median(r[batches[0]] for r in rounds)
+    return {b: first * statistics.median(r[b] / r[batches[0]] for r in rounds) for b in batches}
 
 
 def classifier_report(preset: str = "imagenet256_classifier", device="cpu", repeats: int = 3) -> dict:
@@ -165,7 +182,7 @@ def run(pipe: Inpainter, steps: int, jump_length: int, jump_n_sample: int, batch
     mask = pipe.prepare(image, "left_half")[1]
     calls = count_model_calls(steps, jump_length, jump_n_sample)
     plain_calls = count_model_calls(steps, jump_length, 1)
-    t_b, t_2b = call_time(pipe, batch, repeats), call_time(pipe, 2 * batch, repeats)
+    t_b, t_2b = call_times(pipe, (batch, 2 * batch), repeats, warmup=3).values()
     kw = dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, seed=0, num_samples=batch)
     rows = [
         dict(name="model calls only (floor)", calls=calls, batch=batch, wall_s=calls * t_b, floor_s=calls * t_b),

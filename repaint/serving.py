@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from . import masks, models
-from .bench import call_time
+from .bench import call_time, call_times
 from .images import from_tensor
 from .schedule import count_model_calls
 
@@ -46,10 +46,17 @@ HUB_ID_RE = re.compile(r"(?!.*(\.\.|--))([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za
 AOT_ENV = "REPAINT_AOT"  # "1": on ZeroGPU, preload compiles each offered UNet ahead of time (repaint.aot.compile_unet)
 GPU_CAP_S = 300  # longest GPU slot a request may ask for
 GPU_MARGIN_S = 15  # added to the estimate (start-up, transfers, image encoding)
-TIMING_CALLS = 3  # forward calls timed once per model at load (a model under CHEAP_CALL_S: up to TIMING_BUDGET_S)
-TIMING_BUDGET_S = 0.5
-CHEAP_CALL_S = 0.1  # a model this fast is also timed at the batch sizes a page run uses (BATCH_ROWS_TIMED) at load
+TIMING_CALLS = 3  # forward calls timed once per model at load
+CHEAP_CALL_S = 0.1  # a model this fast is also timed at the batch sizes a page run uses (BATCH_ROWS_TIMED) at load,
+TIMING_BUDGET_S = 1.5  # in turn with one row, for up to this long
 BATCH_ROWS_TIMED = (2, 4, 8)  # 1-4 samples, twice that to compare; between them the cost is interpolated
+# What runs measure refines the start-up timing, each row count on its own (Service.note_run), weighted by the run's
+# calls. The start-up timing weighs as much as a run of PRIOR_CALLS calls, about the one-row calls it times (a ZeroGPU
+# guess: nothing). It runs alone, so with a browser on the same machine it reads low: the bundled model's bare call
+# timed 19-28 ms on this 2-core machine, its paper run in a browser 28-33 ms per call. A row count's measure weighs
+# at most RUN_CALLS_MAX calls, so that the estimates follow the machine's load now.
+PRIOR_CALLS = 10
+RUN_CALLS_MAX = 500
 GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative to one row (CPU: 1.0), if not timed
 # The wait a visitor sees from the click on Inpaint to the results shown is the model calls plus the rest: the page
 # run's own work (checks, result files, the GIF; measured by each run, EXTRA_S before the first) and the browser's
@@ -270,6 +277,27 @@ def batch_rows(num_samples: int, compare: bool) -> int:
     return int(num_samples) * (2 if compare else 1)
 
 
+def call_interval(times) -> float:
+    """Seconds per model call of a run whose calls came at ``times`` (two or more): the slope of a straight line
+    through them (least squares). It leaves out the run's set-up before its first call, and a delay near its start
+    or end (the page starting the run: a first interval of 50-95 ms in a browser) moves it far less than the average
+    from the first call to the last; stalls spread through the run (previews) count alike. Measured in a browser on
+    the bundled model: small runs of 35 calls averaged 25-49 ms per call, their slopes 24-40 ms; long runs 29-33 ms
+    either way."""
+    t = np.asarray(times, dtype=np.float64)
+    k = np.arange(len(t)) - (len(t) - 1) / 2
+    return float(k @ (t - t.mean()) / (k @ k))
+
+
+def run_rows(steps, jump_length, jump_n_sample, num_samples, compare) -> dict[int, int]:
+    """A run's model calls by their batch rows. A comparison batches its n=1 chains with the n=r ones only at the
+    ticks where they call the model (repaint.sampler._ticks spreads the shorter chain's calls over the longer one's),
+    so only those calls have both chains' rows."""
+    calls, rows = model_calls(steps, jump_length, jump_n_sample), int(num_samples)
+    both = model_calls(steps, jump_length, 1) if compare else 0
+    return {r: n for r, n in ((rows, calls - both), (2 * rows, both)) if n}
+
+
 COMPARE_NEEDS_R = ("Compare needs r (resamplings) of 2 or more: with r=1 the n>1 chain is the n=1 chain, so both "
                    "results would be the same picture. Raise r, or turn off Compare.")
 
@@ -307,10 +335,10 @@ class Service:
         self.allow_hub_ids = allow_hub_ids and not on_zerogpu
         self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, models.Inpainter] = {}
-        self.call_s: dict[str, float] = {}  # seconds per forward call (batch of one): at load, then each run's
+        self.call_s: dict[str, float] = {}  # seconds per forward call (batch of one) at load: timed, or a guess
         self.timed_costs: dict[str, dict[int, float]] = {}  # a batch's cost relative to one row, timed at load
+        self.run_s: dict[str, dict[int, tuple[float, float]]] = {}  # rows: (seconds per call, weight), from runs
         self.extra_s: dict[str, float] = {}  # the last page run's seconds outside its model calls
-        self.measured: set[str] = set()  # models whose call_s a run measured (else timed at load, or a guess)
         self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # this service's worker threads still running
         self._lock = threading.Lock()  # guards self.models and self._load_locks, held only briefly
@@ -337,15 +365,15 @@ class Service:
     def time_calls(self, inp: models.Inpainter) -> tuple[float, dict[int, float]]:
         """(seconds per forward call of a batch of one, {rows: a batch's cost relative to one row}): medians of
         calls after a warm-up call. The relative costs only for a model under CHEAP_CALL_S (else the assumed
-        :func:`batch_cost`); they hold under load better than the seconds, which each run measures again."""
+        :func:`batch_cost`), timed in turn with one row (:func:`repaint.bench.call_times`); runs refine both
+        (:meth:`note_run`)."""
         if self.on_zerogpu:  # no GPU in the main process: a guess, refined after each run
             return zerogpu_guess(inp.name, inp.resolution), {}
         one = call_time(inp, 1, repeats=TIMING_CALLS, warmup=1)
         if one >= CHEAP_CALL_S:
             return one, {}
-        repeats = lambda rows: max(TIMING_CALLS, min(20, int(TIMING_BUDGET_S / (one * rows))))  # noqa: E731
-        one = call_time(inp, 1, repeats=repeats(1), warmup=0)
-        return one, {rows: call_time(inp, rows, repeats=repeats(rows), warmup=1) / one for rows in BATCH_ROWS_TIMED}
+        times = call_times(inp, (1, *BATCH_ROWS_TIMED), repeats=20, warmup=0, budget_s=TIMING_BUDGET_S)
+        return times[1], {rows: times[rows] / times[1] for rows in BATCH_ROWS_TIMED}
 
     def num_classes(self, name: str) -> int:
         """Classes of a class-conditional model (0: unconditional), from the registry when it knows the model."""
@@ -372,7 +400,7 @@ class Service:
                 if name not in models.MODELS and len(hub) >= HUB_MODELS_MAX:
                     for old in hub[: len(hub) - HUB_MODELS_MAX + 1]:  # oldest first (dicts keep insertion order)
                         self.models.pop(old, None)
-                        for table in (self.call_s, self.timed_costs, self.extra_s):
+                        for table in (self.call_s, self.timed_costs, self.run_s, self.extra_s):
                             table.pop(old, None)
                 self.call_s[name], self.timed_costs[name], self.models[name] = per_call, cost, inp
             log.info("loaded %s (%.4f s per call)", name, per_call)
@@ -474,19 +502,24 @@ class Service:
         on_gpu = self.on_zerogpu or (inp is not None and inp.device.type == "cuda")
         return batch_cost(self.timed_costs.get(name, {}), rows, GPU_BATCH_COST if on_gpu else 1.0)
 
-    def run_cost(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> float:
-        """A run's model calls in calls of one row. A comparison batches its n=1 chains with the n=r ones only at the
-        ticks where they call the model (repaint.sampler._ticks spreads the shorter chain's calls over the longer
-        one's), so only those calls have both chains' rows."""
-        calls, rows = model_calls(steps, jump_length, jump_n_sample), int(num_samples)
-        both = model_calls(steps, jump_length, 1) if compare else 0
-        return both * self.rows_cost(name, 2 * rows) + (calls - both) * self.rows_cost(name, rows)
+    def call_seconds(self, name: str, rows: int) -> float | None:
+        """Seconds of one model call of ``rows`` rows: what runs measured at that row count; else the start-up
+        timing (:meth:`rows_cost`) times how far runs found it off at the nearest row counts they measured
+        (interpolated between two, held beyond them). None until the model is loaded."""
+        one = self.call_s.get(name)
+        if one is None:
+            return None
+        seen = sorted(self.run_s.get(name, {}).items())
+        off = np.interp(rows, [r for r, _ in seen], [sw[0] / (one * self.rows_cost(name, r)) for r, sw in seen]) \
+            if seen else 1.0
+        return one * self.rows_cost(name, rows) * float(off)
 
     def estimate_seconds(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> float | None:
         """Seconds of model calls (what a ZeroGPU slot is sized by); :meth:`wait_seconds` is the visitor's wait."""
-        one = self.call_s.get(name)
-        return None if one is None else one * self.run_cost(name, steps, jump_length, jump_n_sample, num_samples,
-                                                            compare)
+        if self.call_s.get(name) is None:
+            return None
+        plan = run_rows(steps, jump_length, jump_n_sample, num_samples, compare)
+        return sum(calls * self.call_seconds(name, rows) for rows, calls in plan.items())
 
     def wait_seconds(self, name, *settings) -> float | None:
         """The page's whole wait, from the click to the results shown: the model calls, the page run's own work
@@ -495,10 +528,21 @@ class Service:
         return None if est is None else est + self.extra_s.get(name, EXTRA_S) + PAGE_S
 
     def note_run(self, req: Request, per_call: float) -> None:
-        """After a run: the per-call time (batch of one) refreshed from what the run measured (``per_call``: its
-        seconds per model call), so the estimates follow the machine's load now, not at start-up."""
-        self.call_s[req.model] = per_call * req.calls / self.run_cost(*req.settings())
-        self.measured.add(req.model)
+        """After a run: what it measured (``per_call``: its seconds per model call) taken into the per-call time of
+        each row count it used (a comparison's two in proportion to the estimate), weighted by its calls against
+        what was known (PRIOR_CALLS for the start-up timing; a ZeroGPU guess weighs nothing), each at most
+        RUN_CALLS_MAX: estimates follow the machine's load now, not at start-up, and a short run moves them less
+        than a long one."""
+        name, plan = req.model, run_rows(*req.settings()[1:])
+        before = {rows: self.call_seconds(name, rows) for rows in plan}
+        if None in before.values():
+            return
+        off = per_call * sum(plan.values()) / sum(calls * before[rows] for rows, calls in plan.items())
+        table = self.run_s.setdefault(name, {})
+        for rows, calls in plan.items():
+            known, weight = table.get(rows, (before[rows], 0 if self.on_zerogpu else PRIOR_CALLS))
+            table[rows] = ((known * weight + before[rows] * off * calls) / (weight + calls),
+                           min(weight + calls, RUN_CALLS_MAX))
 
     def note_page_run(self, name: str, seconds: float, model_seconds: float, pixels: int = 0) -> None:
         """After a page run with results of ``pixels`` pixels each: its seconds outside the model calls (checks,
@@ -538,8 +582,8 @@ class Service:
             return text + " - time unknown until the model is loaded."
         wait = self.wait_seconds(name, steps, jump_length, jump_n_sample, num_samples, compare)
         per = f"{est / calls * 1000:.1f} ms per call"
-        if name in self.measured:
-            source = "measured by the last run"
+        if name in self.run_s:
+            source = "measured by runs"
         elif self.on_zerogpu:  # an assumption until a run has measured it
             source = f"a guess from an assumed {ZEROGPU_TFLOPS:g} TFLOP/s, not measured yet"
         else:
@@ -648,7 +692,7 @@ class Service:
     def run(self, req: Request):
         """The GPU function's body: runs the sampler in a worker thread; yields ("tick", tick, total, levels, x_t,
         x0) at every model call (uint8 arrays every few calls, else None) and at the end ("done", results, plains,
-        seconds per call: between the first and the last call, so a short run's set-up does not count as calls).
+        seconds per call: :func:`call_interval` of the calls' times, so a run's set-up does not count as calls).
         Only picklable values are yielded (ZeroGPU runs this in another process). Closing the generator ends the run
         at its next model call; so does the Stop flag of ``req.stop_key`` in this process.
         On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces' worker looks at its
@@ -660,13 +704,13 @@ class Service:
         events: queue.Queue = queue.Queue()
         resume, closed = threading.Semaphore(0), threading.Event()
         stop = self.stop_flags.get(req.stop_key) if req.stop_key else None
-        in_step, ticks = self.on_zerogpu, []  # ticks: the times of the first and the latest call
+        in_step, times = self.on_zerogpu, []  # the times of the model calls so far
 
         def callback(tick, levels, x, x0):
             if closed.is_set() or (stop is not None and stop.is_set()):
                 raise InterruptedError("stopped")
             now = time.perf_counter()
-            ticks[:] = [ticks[0] if ticks else now, now]
+            times.append(now)
             pic = tick % every == 0 or tick == total - 1
             events.put(("tick", tick, total, levels, from_tensor(x) if pic else None,
                         from_tensor(x0) if pic else None))
@@ -709,7 +753,7 @@ class Service:
                     raise error
                 else:
                     res, plain = ev[1] if req.compare else (ev[1], [])
-                    per_call = ((ticks[1] - ticks[0]) / (total - 1) if total > 1
+                    per_call = (call_interval(times) if len(times) > 1
                                 else (time.perf_counter() - start) / max(total, 1))
                     yield ("done", [np.asarray(i) for i in res], [np.asarray(i) for i in plain], per_call)
                     return

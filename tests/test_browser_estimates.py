@@ -59,6 +59,9 @@ def measure(pg, steps, jump, resample, samples, compare) -> tuple[float, float]:
         box.click()
     pg.wait_for_timeout(1000)
     est = estimate_seconds(pg.locator("#estimate").inner_text())
+    sv, name = app.SERVICE, app.OFFLINE_MODEL  # what the estimate rests on, printed for a failure's report
+    print(f"\nbefore {steps, jump, resample, samples, compare}: start-up {sv.call_s[name]:.4f} s, "
+          f"{sv.timed_costs[name]}; runs {sv.run_s.get(name)}; page {sv.extra_s.get(name)}", flush=True)
     start = time.perf_counter()
     pg.locator("#run").click()
     pg.wait_for_function(SHOWN, arg=samples * (2 if compare else 1), timeout=600_000, polling=50)

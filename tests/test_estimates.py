@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_app import left_half_editor, ui_request
 
 import app
-from repaint import serving
+from repaint import bench, serving
 from repaint.sampler import _ticks
 
 pytestmark = pytest.mark.usefixtures("service")
@@ -76,11 +76,101 @@ def test_a_comparison_costs_the_rows_the_sampler_batches_at_each_call(steps, jum
 
 
 def test_a_run_re_times_the_model_on_any_device(service):
-    """On a CPU too (not only on ZeroGPU): a busy moment at start-up must not skew every later estimate."""
-    service.call_s["bundled"], service.timed_costs["bundled"] = 0.5, {2: 2.0, 4: 3.0, 8: 6.0}
-    service.note_run(serving.Request("bundled", None, None, 10, 5, 2, 0, 4), 0.06)  # 4 rows: 60 ms per call
-    assert service.call_s["bundled"] == pytest.approx(0.02)
-    assert "measured by the last run" in service.estimate_text("bundled", 10, 5, 2, 1, False)
+    """On a CPU too (not only on ZeroGPU): a busy moment at start-up must not skew every later estimate. A run's
+    measure is weighed by its calls against the start-up timing's PRIOR_CALLS; the row counts it did not use follow
+    by the start-up timing's ratios."""
+    service.call_s["bundled"], service.timed_costs["bundled"] = 0.5, {2: 2.0, 4: 3.0, 8: 6.0}  # 1.5 s at 4 rows
+    calls = serving.model_calls(250, 10, 10)
+    service.note_run(serving.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)  # 4 rows: 60 ms per call
+    want = (1.5 * serving.PRIOR_CALLS + 0.06 * calls) / (serving.PRIOR_CALLS + calls)
+    assert service.call_seconds("bundled", 4) == pytest.approx(want)
+    assert service.call_seconds("bundled", 1) == pytest.approx(want / 3.0)
+    assert service.call_seconds("bundled", 8) == pytest.approx(want * 2.0)
+    service.note_run(serving.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)
+    assert service.call_seconds("bundled", 4) < 0.06 * 1.5  # two long runs: within the 1.5x the page promises
+    assert "measured by runs" in service.estimate_text("bundled", 10, 5, 2, 1, False)
+
+
+def test_a_short_run_moves_the_estimate_less_than_a_long_one_and_the_load_now_counts_most(service):
+    service.call_s["bundled"], service.timed_costs["bundled"] = 0.02, {}
+    small, paper = serving.Request("bundled", None, None, 20, 5, 2), serving.Request("bundled", None, None, 250, 10, 10)
+    service.note_run(small, 0.04)  # 35 calls, slowed by the page's start: twice the start-up timing
+    assert service.call_seconds("bundled", 1) == pytest.approx((0.02 * serving.PRIOR_CALLS + 0.04 * 35)
+                                                              / (serving.PRIOR_CALLS + 35))
+    service.run_s.clear()
+    service.note_run(paper, 0.04)
+    assert service.call_seconds("bundled", 1) == pytest.approx((0.02 * serving.PRIOR_CALLS + 0.04 * 2410)
+                                                              / (serving.PRIOR_CALLS + 2410))
+    for _ in range(10):
+        service.note_run(paper, 0.04)
+    service.note_run(paper, 0.08)  # the machine got busy: one long run says so, however many came before
+    assert service.call_seconds("bundled", 1) == pytest.approx((0.04 * serving.RUN_CALLS_MAX + 0.08 * 2410)
+                                                              / (serving.RUN_CALLS_MAX + 2410))
+
+
+def test_each_row_count_keeps_its_own_measure_and_the_others_are_interpolated():
+    service = serving.Service(on_zerogpu=True)  # a guess weighs nothing: each run's measure is taken as it is
+    service.call_s["m"], service.timed_costs["m"] = 0.01, {2: 2.0, 4: 3.0, 8: 6.0}
+    service.note_run(serving.Request("m", None, None, 20, 5, 2, 0, 1), 0.012)  # 1 row: 1.2x the timing
+    assert [service.call_seconds("m", r) for r in (1, 2, 4, 8)] == pytest.approx([0.012, 0.024, 0.036, 0.072])
+    service.note_run(serving.Request("m", None, None, 20, 5, 2, 0, 4), 0.045)  # 4 rows: 1.5x
+    assert service.call_seconds("m", 1) == pytest.approx(0.012)
+    assert service.call_seconds("m", 4) == pytest.approx(0.045)
+    assert service.call_seconds("m", 2) == pytest.approx(0.02 * (1.2 + (1.5 - 1.2) / 3))  # a third of the way
+    assert service.call_seconds("m", 8) == pytest.approx(0.06 * 1.5)  # held beyond the last
+
+
+@given(st.integers(1, 60), st.integers(1, 12), st.integers(1, 10), st.integers(1, 4), st.booleans(),
+       st.floats(1e-4, 1.0))
+def test_after_a_run_the_same_run_is_estimated_at_what_it_measured(steps, jump, resample, samples, compare,
+                                                                    per_call):
+    """The independent statement: with nothing known before (a ZeroGPU guess), a run's model time, however its
+    calls are batched (a comparison's two row counts), is the estimate of the same run afterwards."""
+    jump, resample = min(jump, steps), max(resample, 2) if compare else resample
+    service = serving.Service(on_zerogpu=True)
+    service.call_s["m"], service.timed_costs["m"] = 0.03, {2: 1.8, 4: 3.0, 8: 5.5}
+    settings = (steps, jump, resample, samples, compare)
+    service.note_run(serving.Request("m", None, None, steps, jump, resample, 0, samples, compare), per_call)
+    assert service.estimate_seconds("m", *settings) == pytest.approx(per_call * serving.model_calls(*settings[:3]))
+
+
+class TurnsFast:
+    """A model whose calls take ``ms`` per batch row, three times as long for its first ``slow`` calls (a busy
+    moment of the machine)."""
+
+    channels, resolution, train_steps, num_classes, classifier = 3, 2, 1000, 0, None
+    device = torch.device("cpu")
+
+    def __init__(self, ms, slow):
+        self.ms, self.slow, self.calls = ms, slow, 0
+
+    def eps(self, x, t, labels):
+        self.calls += 1
+        time.sleep(self.ms / 1000 * len(x) * (3 if self.calls <= self.slow else 1))
+
+
+def test_batch_sizes_are_timed_in_turn_so_a_busy_moment_slows_them_alike():
+    times = bench.call_times(TurnsFast(2, slow=12), (1, 4), repeats=10, warmup=0)
+    assert times[4] / times[1] == pytest.approx(4.0, rel=0.2)
+    apart = TurnsFast(2, slow=12)  # timed one after the other, the busy moment falls on one row only
+    one = bench.call_time(apart, 1, repeats=10, warmup=0)
+    assert bench.call_time(apart, 4, repeats=10, warmup=0) / one < 2
+    budget = TurnsFast(20, slow=0)
+    bench.call_times(budget, (1, 4), repeats=20, warmup=1, budget_s=0.05)
+    assert budget.calls == 2 * (1 + 3)  # a warm-up round, then the three rounds at least
+
+
+@given(st.integers(2, 3000), st.floats(1e-4, 1.0), st.floats(0, 100))
+def test_the_per_call_time_of_evenly_spaced_calls_is_their_spacing(calls, spacing, start):
+    times = start + spacing * np.arange(calls)
+    assert serving.call_interval(times) == pytest.approx(spacing, rel=1e-6)
+
+
+def test_a_delay_at_a_runs_start_barely_moves_its_per_call_time():
+    """A small page run: 35 calls 30 ms apart, the second 80 ms late (the page starting the run)."""
+    times = 0.03 * np.arange(35) + 0.08 * (np.arange(35) >= 1)
+    average = (times[-1] - times[0]) / 34
+    assert average > 0.032 and 0.03 < serving.call_interval(times) < 0.03 + (average - 0.03) / 5
 
 
 class SlowStart:
@@ -130,7 +220,7 @@ def test_a_page_run_notes_its_time_outside_the_model_calls(service, face, one_th
     list(app.run(left_half_editor(face), "left_half", "bundled", 10, 5, 2, 0, False, 1, False, False,
                  ui_request("extra")))
     assert 0 < service.extra_s["bundled"] < 30
-    assert "bundled" in service.measured
+    assert "bundled" in service.run_s
 
 
 def test_the_page_shows_the_estimate_anew_on_each_visit_and_after_each_run():
