@@ -1,7 +1,7 @@
 """Issue 21's estimates in a real browser: the page's estimate before a run against the wait the visitor sees, from
 the click on Inpaint to the result images shown, for a small, a paper-default, a batched and a compare run on the
 bundled model (a stroke drawn on a 256x256 photo). ``pytest -m browser tests/test_browser_estimates.py -s`` prints
-the table the README shows."""
+the table the README shows (also written to tests/artifacts/estimates.md)."""
 
 import re
 import time
@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from conftest import served
-from test_browser import EXAMPLES, browser, open_page, upload  # noqa: F401
+from test_browser import ARTIFACTS, EXAMPLES, browser, open_page, upload  # noqa: F401
 from test_browser_visitor import settings, stroke
 
 import app
@@ -81,9 +81,12 @@ def test_estimates_are_within_half_again_of_the_wait(browser, url):  # noqa: F81
         for name, run in RUNS.items():
             est, wall = measure(pg, *run)
             rows.append((name, run, est, wall))
-        print("\n| run | T, j, r, samples, compare | estimate | click to result | wait / estimate |")
-        for name, run, est, wall in rows:
-            print(f"| {name} | {run} | {est:.1f} s | {wall:.1f} s | {wall / est:.2f} |")
+        table = "\n".join(["| run | T, j, r, samples, compare | estimate | click to result | wait / estimate |"]
+                          + [f"| {name} | {run} | {est:.1f} s | {wall:.1f} s | {wall / est:.2f} |"
+                             for name, run, est, wall in rows])
+        print("\n" + table)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "estimates.md").write_text(table + "\n")
         for name, _, est, wall in rows:
             assert 1 / 1.5 <= wall / est <= 1.5, (name, est, wall)
     finally:
