@@ -533,11 +533,12 @@ class Service:
         what was known (PRIOR_CALLS for the start-up timing; a ZeroGPU guess weighs nothing), each at most
         RUN_CALLS_MAX: estimates follow the machine's load now, not at start-up, and a short run moves them less
         than a long one."""
+        est = self.estimate_seconds(*req.settings())
+        if est is None:
+            return
         name, plan = req.model, run_rows(*req.settings()[1:])
         before = {rows: self.call_seconds(name, rows) for rows in plan}
-        if None in before.values():
-            return
-        off = per_call * sum(plan.values()) / sum(calls * before[rows] for rows, calls in plan.items())
+        off = per_call * req.calls / est
         table = self.run_s.setdefault(name, {})
         for rows, calls in plan.items():
             known, weight = table.get(rows, (before[rows], 0 if self.on_zerogpu else PRIOR_CALLS))
@@ -709,8 +710,7 @@ class Service:
         def callback(tick, levels, x, x0):
             if closed.is_set() or (stop is not None and stop.is_set()):
                 raise InterruptedError("stopped")
-            now = time.perf_counter()
-            times.append(now)
+            times.append(time.perf_counter())
             pic = tick % every == 0 or tick == total - 1
             events.put(("tick", tick, total, levels, from_tensor(x) if pic else None,
                         from_tensor(x0) if pic else None))
