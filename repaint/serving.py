@@ -856,8 +856,11 @@ def until_stopped(events, stop: threading.Event):
 
 
 def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESULTS_DIR):
-    """``/inpaint``'s run: yields None at each preview (a chance for the server to notice a cancel or a lost client
-    and close this), then the (path, caption) result files, deleted when the caller asks for more (or closes)."""
+    """``/inpaint``'s run: yields None first, before the run starts, and at each preview (a chance for the server to
+    notice a cancel or a lost client and close this), then the (path, caption) result files, deleted when the caller
+    asks for more (or closes). Gradio holds a generator, and can close it, only once it has yielded: a run started
+    before that would go on to its end after a cancel."""
+    yield None
     for ev in stream(service, gpu_run, req):
         if ev[0] == "done":
             done = ev[1]

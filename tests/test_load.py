@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -136,6 +137,25 @@ def test_cancelled_job_stops_the_model(server, face):
     print(f"\nworker stopped {time.monotonic() - start:.2f} s after job.cancel()")
     after = client.predict(handle_file(str(face)), PRESET, seed=0, api_name="/inpaint", **SMALL)
     assert known_pixels_kept(after, face)
+
+
+def test_a_job_cancelled_during_its_first_model_call_stops_the_model(server, face, service):
+    """The cancel reaches the server while the run's first model call is under way, before anything was sent back
+    (the CI saw this once with a slow first call): Gradio can close only a generator that has yielded, so the run
+    must not start before that. The first call is held until a second after the cancel was sent."""
+    release = threading.Event()
+    hook = service.get_model("bundled").unet.register_forward_pre_hook(lambda *_: release.wait(30) and None)
+    try:
+        client = Client(server, verbose=False)
+        job = client.submit(handle_file(str(face)), PRESET, seed=0, api_name="/inpaint", **LONG)
+        assert wait_until(lambda: bool(workers()), 30), "the run did not start"
+        threading.Timer(1.0, release.set).start()  # job.cancel() returns once the server has ended the job
+        job.cancel()
+        release.set()
+        assert wait_until(lambda: not workers(), 10), "the model kept running after the job was cancelled"
+    finally:
+        release.set()
+        hook.remove()
 
 
 CLIENT = """
