@@ -131,12 +131,13 @@ def test_seeds_are_reproducible_and_differ(pipe):
 
 
 def test_batched_samples_equal_separate_runs(pipe):
+    """On torch's own threads (two here), where a batch's split between them can move a pixel one level."""
     img = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
     kw = dict(steps=8, jump_length=2, jump_n_sample=3)
     batch = pipe.inpaint(img, "center_box", seed=10, num_samples=3, **kw)
     for i, got in enumerate(batch):
         (alone,) = pipe.inpaint(img, "center_box", seed=10 + i, **kw)
-        assert np.array_equal(np.asarray(got), np.asarray(alone))
+        assert_same_run(got, alone)
 
 
 def test_random_presets_are_exactly_the_presets_that_depend_on_the_seed():
