@@ -469,6 +469,8 @@ def main_folder(args, parser) -> int:
             or args.compare:
         parser.error("folder mode takes --image-dir, --mask-dir or --preset, and --out-dir "
                      "(not --image, --mask, --out or --compare)")
+    if args.size != "auto":  # its outputs are RePaint's: every image fitted to the model's square
+        parser.error("folder mode writes the model's resolution (RePaint's layout); --size is for one --image")
     import torch
 
     started = time.perf_counter()

@@ -349,7 +349,7 @@ def test_pair_by_order_and_argument_errors(tmp_path, capsys):
     assert [(j.image.name, j.mask.name) for j in jobs] == [("00000.png", "mask0.png"), ("00001.png", "mask1.png")]
     assert not problems
     assert len(folder.pair_jobs(img_dir, mask_dir)[1]) == 2  # by name: no mask for either
-    for bad in (["--image", "x.png"], ["--out", "x.png"], ["--compare"]):
+    for bad in (["--image", "x.png"], ["--out", "x.png"], ["--compare"], ["--size", "full"], ["--size", "model"]):
         with pytest.raises(SystemExit):
             main(["--image-dir", str(img_dir), "--preset", "thick", "--out-dir", str(tmp_path / "o"), *bad])
     with pytest.raises(SystemExit):
