@@ -137,7 +137,7 @@ def is_random(mask) -> bool:
 
 
 def load_mask(source, *, keep: bool = False, invert: bool = False) -> np.ndarray:
-    """Read a mask from a PIL image, a file path or an array: True = fill.
+    """Read a mask from a PIL image, a file path, bytes or an array: True = fill.
 
     Images are made upright by their own EXIF orientation, as images are. Any mode: where the alpha channel
     varies, opaque (alpha >= 128) is the region; otherwise the grey level, white (>= 128) is the region.
@@ -152,7 +152,9 @@ def load_mask(source, *, keep: bool = False, invert: bool = False) -> np.ndarray
             raise ValueError(f"a mask array must be (H, W) or (H, W, C), got shape {source.shape}")
         region = a if a.dtype == bool else (a > 0.5 if np.issubdtype(a.dtype, np.floating) else a >= 128)
     else:
-        img = source if isinstance(source, Image.Image) else Image.open(source)
+        from .images import open_image  # a file or bytes: refused past images.MAX_PIXELS, as an image is
+
+        img = source if isinstance(source, Image.Image) else open_image(source)
         img = ImageOps.exif_transpose(img)  # upright, as the image it belongs to is made (images.to_rgb)
         alpha = img.getchannel("A") if "A" in img.getbands() else None
         if img.mode == "P" and "transparency" in img.info:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from repaint import images
+from repaint import images, masks
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +99,14 @@ def test_exif_rotated_mask_file_lands_on_the_same_pixels(pipe, tmp_path, orienta
     assert m[:, :4].all() and not m[:, 4:].any()
 
 
-def test_decompression_bomb_refused():
+def test_decompression_bomb_refused(tmp_path):
     bomb = _png(Image.new("1", (12000, 12000)))  # 144 Mpx, a few kB on disk
     with pytest.raises(ValueError, match="image too large"):
         images.open_image(bomb)
+    (tmp_path / "mask.png").write_bytes(bomb)  # a mask file is read the same way, by the package or on its own
+    for source in (bomb, tmp_path / "mask.png", str(tmp_path / "mask.png")):
+        with pytest.raises(ValueError, match="image too large"):
+            masks.load_mask(source)
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image at all", _png(Image.new("RGB", (8, 8)))[:40]])
