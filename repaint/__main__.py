@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from . import masks
+from .images import save_png
 from .models import CLASSIFIERS, LIMITS, MODELS, ModelLoadError, load
 
 
@@ -125,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     written = list(zip(results, _paths(out, len(results)))) + list(zip(plain, _paths(out, len(plain), "-n1")))
     for img, path in written:
-        img.save(path)
+        if path.suffix.lower() == ".png":
+            save_png(img, path)
+        else:  # another suffix: its own format
+            img.save(path)
     print(f"wrote {', '.join(str(p) for _, p in written)} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import __version__
+from .images import save_png
 from .masks import PRESETS, is_random
 from .models import Inpainter
 from .schedule import jump_schedule
@@ -195,7 +195,7 @@ def _atomic_save(array: np.ndarray, path: Path) -> str:
     """Write a PNG under a temporary name in the same folder, then rename it: never a half-written file.
     Returns the SHA-256 of the bytes written."""
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    save_png(array, buf)
     data = buf.getvalue()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from . import masks, models
 from .bench import call_time, call_times
-from .images import from_tensor
+from .images import from_tensor, save_png
 from .schedule import count_model_calls
 
 __all__ = ["Checked", "Finished", "Request", "ServeError", "Service", "Stopped", "api_stream", "fmt_seconds",
@@ -882,7 +881,7 @@ def page_results(done: Finished, checked: Checked, out_dir: Path) -> dict:
     req, res, plain = done.request, done.results, done.plain
     masked = pictures.show_mask(*checked.big)
     gallery = save_results(out_dir, f"repaint_{req.model}_", res, plain, req.jump_n_sample, req.seed)
-    Image.fromarray(masked).save(out_dir / "input_masked.png", compress_level=PNG_LEVEL)
+    save_png(masked, out_dir / "input_masked.png", PNG_LEVEL)
     tile = max(2 * pictures.ANIMATION_TILE, checked.model.resolution)
     gif = pictures.make_animation(done.frames, done.levels, req.steps, [0, len(res)] if plain else [0],
                                   out_dir / "process.gif")
@@ -944,6 +943,6 @@ def save_results(out_dir: Path, prefix: str, res, plain, jump_n_sample: int, see
     for n, arrays in ((jump_n_sample, res), (1, plain)):
         for i, a in enumerate(arrays):
             path = out_dir / f"{prefix}n{n}_seed{seed + i}.png"
-            Image.fromarray(a).save(path, compress_level=PNG_LEVEL)
+            save_png(a, path, PNG_LEVEL)
             saved.append((str(path), f"n={n}, seed {seed + i}"))
     return saved

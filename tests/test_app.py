@@ -309,7 +309,7 @@ def test_api_with_a_preset(client, face):
                          **{k: v for k, v in SMALL.items()})
     (path,) = paths(out)
     res = read(path)
-    assert res.shape == (32, 32, 3)
+    assert res.shape == (32, 32, 3) and Image.open(path).info.get("srgb") == 0  # tagged sRGB, as the pixels are
     rgb, _ = app.SERVICE.get_model("bundled").prepare(str(face), "every_second_line")
     known = ~repaint.masks.PRESETS["every_second_line"](32, 32, 0)
     assert (res[known] == rgb[known]).all()  # PNG end to end: known pixels exact

@@ -77,6 +77,7 @@ def test_layout_matches_the_inputs_and_the_single_image_path(pipe, tmp_path):
         assert np.array_equal(arr(out / "gt_masked" / name), np.where(keep[..., None], face, 0))
         got = arr(out / "inpainted" / name)
         assert np.array_equal(got[keep], face[keep])  # known pixels exact
+        assert all(Image.open(out / d / name).info.get("srgb") == 0 for d in folder.LAYOUT)  # tagged sRGB
         # The same output as the one-image API with the image's seed: batching changes nothing.
         (alone,) = pipe.inpaint(img_dir / name, mask_dir / name, keep_mask=True, seed=folder.image_seed(5, name[:-4]),
                                 **KW)

@@ -249,3 +249,15 @@ def test_the_api_sees_a_profiled_photo_as_the_page_does(pipe):
     mask[100:140, 300:380] = True
     (out,) = pipe.inpaint(ROCKET, mask, full_size=True, steps=2, jump_length=1, jump_n_sample=1)
     assert np.abs(np.asarray(out)[~mask].astype(int) - srgb[~mask]).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_save_png_keeps_the_pixels_and_tags_them_srgb(tmp_path, mode):
+    """PNG spec 11.3.3.5: an sRGB chunk of one byte, the rendering intent (0: perceptual), before the image data."""
+    a = (np.random.default_rng(0).random((5, 7, len(mode))) * 255).astype(np.uint8).squeeze()
+    images.save_png(a, tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    at = data.index(b"sRGB")
+    assert data[at - 4:at] == (1).to_bytes(4, "big") and data[at + 4] == 0 and at < data.index(b"IDAT")
+    back = Image.open(tmp_path / "a.png")
+    assert back.mode == mode and back.info["srgb"] == 0 and np.array_equal(np.asarray(back), a)

@@ -215,7 +215,9 @@ def test_cli_end_to_end(tmp_path, capsys):
                "--jump-n-sample", "2", "--num-samples", "2", "--compare"])
     assert rc == 0
     for name in ("out-0.png", "out-1.png", "out-n1-0.png", "out-n1-1.png"):  # a mask file: the input's own size
-        out = np.asarray(Image.open(tmp_path / name))
+        out = Image.open(tmp_path / name)
+        assert out.info.get("srgb") == 0  # tagged sRGB (rendering intent 0), as the pixels are
+        out = np.asarray(out)
         assert out.shape == (24, 24, 3) and (out[mask == 0] == rgb[mask == 0]).all()
     assert main(["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--out",
                  str(tmp_path / "small.png"), "--model", str(model), "--steps", "2", "--jump-length", "1", "--size",
