@@ -14,8 +14,6 @@ Options use guided-diffusion's names (``script_util.classifier_defaults()``); ch
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -240,24 +238,12 @@ def convert_classifier(checkpoint: str | Path, out_dir: str | Path, *, preset: s
     ``classifier_attention_resolutions``, ``classifier_use_scale_shift_norm``, ``classifier_resblock_updown``,
     ``classifier_pool``), over the preset and guided-diffusion's defaults. Written atomically."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    if preset is None and not options:
-        preset = CLASSIFIER_FILES.get(checkpoint.name)
-        if preset is None:
-            raise ValueError(f"{checkpoint.name} is not a known classifier file name: give preset= or its options")
+    preset = convert.preset_of(checkpoint, preset, options, CLASSIFIER_FILES,
+                               "classifier file name: give preset= or its options")
     o = _options(preset, options)
     config = classifier_config(o)
     model = build(config, convert_classifier_state_dict(convert._read_checkpoint(checkpoint), config))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "adm_options.json").write_text(json.dumps(dict(o, preset=preset), indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return convert.write_folder(out_dir, model, {"adm_options.json": dict(o, preset=preset)})
 
 
 def read_classifier(folder: Path, dtype: torch.dtype | None = None) -> NoisyClassifier:

@@ -279,10 +279,7 @@ def convert_adm(checkpoint: str | Path, out_dir: str | Path, *, preset: str | No
     from diffusers import UNet2DModel
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    if preset is None and not options:
-        preset = KNOWN_FILES.get(checkpoint.name)
-        if preset is None:
-            raise ValueError(f"{checkpoint.name} is not a known file name: give preset= or the model's options")
+    preset = preset_of(checkpoint, preset, options, KNOWN_FILES, "file name: give preset= or the model's options")
     o = _options(preset, options)
     config = diffusers_config(o)
     weights = convert_state_dict(_read_checkpoint(checkpoint), o)
@@ -296,12 +293,29 @@ def convert_adm(checkpoint: str | Path, out_dir: str | Path, *, preset: str | No
         unet.load_state_dict(weights, strict=True, assign=True)  # every parameter filled, every tensor used
     except RuntimeError as e:  # shapes differ
         raise ValueError(f"checkpoint does not match the given options: {str(e).splitlines()[-1].strip()}") from None
+    return write_folder(out_dir, unet, {"scheduler_config.json": scheduler_config(o),
+                                        "adm_options.json": dict(o, preset=preset)})
+
+
+def preset_of(checkpoint: Path, preset: str | None, options: dict, files: dict[str, str], refusal: str) -> str | None:
+    """The preset of a conversion: the one given, else (no options either) the one of the checkpoint's known file
+    name in ``files``; a ValueError "NAME is not a known ``refusal``" for an unknown name."""
+    if preset is None and not options:
+        preset = files.get(checkpoint.name)
+        if preset is None:
+            raise ValueError(f"{checkpoint.name} is not a known {refusal}")
+    return preset
+
+
+def write_folder(out_dir: Path, model, files: dict[str, dict]) -> Path:
+    """``model.save_pretrained`` (safetensors) and the JSON ``files`` into ``out_dir``, atomically: written in a
+    temporary folder beside it, which then replaces it. Returns ``out_dir``."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        unet.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "scheduler_config.json").write_text(json.dumps(scheduler_config(o), indent=2))
-        (tmp / "adm_options.json").write_text(json.dumps(dict(o, preset=preset), indent=2))
+        model.save_pretrained(tmp, safe_serialization=True)
+        for name, value in files.items():
+            (tmp / name).write_text(json.dumps(value, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
