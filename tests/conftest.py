@@ -106,3 +106,32 @@ def face(tmp_path_factory):
     path = tmp_path_factory.mktemp("in") / "face.png"
     Image.open(app.EXAMPLES_DIR / "face1.png").save(path)
     return path
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1 (a model host stand-in: downloads go through the real loading code):
+    (www, url, the paths asked for, the server; a test may shut it down early, to prove it works offline)."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    asked = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield www, f"http://127.0.0.1:{httpd.server_address[1]}", asked, httpd
+    finally:
+        httpd.shutdown()  # returns at once when the test shut it down already
+        httpd.server_close()

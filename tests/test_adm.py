@@ -339,36 +339,9 @@ def test_sampler_checks_the_output_channels():
 # --- registry: download once into the cache (a loopback HTTP server), convert once, offline after ------------------
 
 @pytest.fixture()
-def server(tmp_path):
-    """Serves tmp_path/www on 127.0.0.1; records the paths asked for."""
-    import functools
-    import http.server
-    import threading
-
-    www = tmp_path / "www"
-    www.mkdir()
-    asked = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}", asked, httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture()
-def tiny_entry(monkeypatch, server):
+def tiny_entry(monkeypatch, file_server):
     """A registry entry for a tiny ADM served by the loopback server, with a preset for its architecture."""
-    www, url, asked, httpd = server
+    www, url, asked, httpd = file_server
     _, model, o = save_checkpoint(www / "tiny_1000.pt")
     monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
     info = repaint.ModelInfo("tinyadm", None, 16, "test", "MIT", url=f"{url}/tiny_1000.pt", filename="tiny_1000.pt",

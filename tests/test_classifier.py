@@ -365,50 +365,28 @@ def test_registry_imagenet_is_guided_as_the_paper():
     assert "as the paper" in info.description
 
 
-def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeypatch, released_like):
+def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeypatch, released_like, file_server):
     """A registry model guided by a registry classifier, both served by the loopback server: each downloaded and
     converted once, offline after; the default run is guided at 1."""
-    import functools
-    import http.server
-    import threading
-
-    www = tmp_path / "www"
-    www.mkdir()
-    asked = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        _, _, o = save_checkpoint(www / "tiny_1000.pt", class_cond=True)
-        torch.save(released_like.state_dict(), www / "tiny_classifier.pt")
-        monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
-        monkeypatch.setitem(C.CLASSIFIER_PRESETS, "tinycls", dict(image_size=SIZE, classifier_width=32,
-                                                                  classifier_depth=1,
-                                                                  classifier_attention_resolutions="4"))
-        monkeypatch.setitem(C._CHANNEL_MULT, SIZE, (1, 2, 2))
-        monkeypatch.setitem(repaint.CLASSIFIERS, "tinycls", dataclasses.replace(
-            repaint.CLASSIFIERS["imagenet256"], name="tinycls", url=f"{url}/tiny_classifier.pt",
-            filename="tiny_classifier.pt", preset="tinycls", resolution=SIZE, download_mb=1))
-        monkeypatch.setitem(repaint.MODELS, "tinyadm", repaint.ModelInfo(
-            "tinyadm", None, SIZE, "test", "MIT", url=f"{url}/tiny_1000.pt", filename="tiny_1000.pt", preset="tiny",
-            source="the test server", download_mb=1, num_classes=1000, classifier="tinycls"))
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        pipe = repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
-        assert sorted(asked) == ["/tiny_1000.pt", "/tiny_classifier.pt"]
-        assert pipe.classifier is not None and pipe.check_scale(None) == 1.0
-        assert not list((tmp_path / "hf").rglob("*.pt"))  # converted, then dropped
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    www, url, asked, httpd = file_server
+    _, _, o = save_checkpoint(www / "tiny_1000.pt", class_cond=True)
+    torch.save(released_like.state_dict(), www / "tiny_classifier.pt")
+    monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
+    monkeypatch.setitem(C.CLASSIFIER_PRESETS, "tinycls", dict(image_size=SIZE, classifier_width=32, classifier_depth=1,
+                                                              classifier_attention_resolutions="4"))
+    monkeypatch.setitem(C._CHANNEL_MULT, SIZE, (1, 2, 2))
+    monkeypatch.setitem(repaint.CLASSIFIERS, "tinycls", dataclasses.replace(
+        repaint.CLASSIFIERS["imagenet256"], name="tinycls", url=f"{url}/tiny_classifier.pt",
+        filename="tiny_classifier.pt", preset="tinycls", resolution=SIZE, download_mb=1))
+    monkeypatch.setitem(repaint.MODELS, "tinyadm", repaint.ModelInfo(
+        "tinyadm", None, SIZE, "test", "MIT", url=f"{url}/tiny_1000.pt", filename="tiny_1000.pt", preset="tiny",
+        source="the test server", download_mb=1, num_classes=1000, classifier="tinycls"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    pipe = repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
+    assert sorted(asked) == ["/tiny_1000.pt", "/tiny_classifier.pt"]
+    assert pipe.classifier is not None and pipe.check_scale(None) == 1.0
+    assert not list((tmp_path / "hf").rglob("*.pt"))  # converted, then dropped
+    httpd.shutdown()  # the model host goes away: what follows is offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     again = repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
     assert len(asked) == 2
