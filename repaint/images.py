@@ -33,7 +33,8 @@ WORKING_SIDE = 2048
 
 
 def open_image(source) -> Image.Image:
-    """Open a path, bytes or PIL image, refusing non-images and decompression bombs with a ValueError."""
+    """Open a path, bytes, binary file or PIL image, refusing non-images and decompression bombs with a
+    ValueError."""
     if source is None:
         raise ValueError("no image given: upload or pick an image first")
     if isinstance(source, Image.Image):
@@ -43,7 +44,8 @@ def open_image(source) -> Image.Image:
             raise ValueError(f"an image array must be uint8 (H, W) or (H, W, C), got {source.dtype} {source.shape}")
         img = Image.fromarray(source)
     else:
-        data = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source)
+        data = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else \
+            source if hasattr(source, "read") else Path(source)
         limit = Image.MAX_IMAGE_PIXELS
         try:
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL warns beyond it (an error here) and raises beyond twice it

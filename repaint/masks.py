@@ -137,7 +137,7 @@ def is_random(mask) -> bool:
 
 
 def load_mask(source, *, keep: bool = False, invert: bool = False) -> np.ndarray:
-    """Read a mask from a PIL image, a file path, bytes or an array: True = fill.
+    """Read a mask from a PIL image, a file path, bytes, a binary file or an array: True = fill.
 
     Images are made upright by their own EXIF orientation, as images are. Any mode: where the alpha channel
     varies, opaque (alpha >= 128) is the region; otherwise the grey level, white (>= 128) is the region.

@@ -104,9 +104,11 @@ def test_decompression_bomb_refused(tmp_path):
     with pytest.raises(ValueError, match="image too large"):
         images.open_image(bomb)
     (tmp_path / "mask.png").write_bytes(bomb)  # a mask file is read the same way, by the package or on its own
-    for source in (bomb, tmp_path / "mask.png", str(tmp_path / "mask.png")):
+    for source in (bomb, tmp_path / "mask.png", str(tmp_path / "mask.png"), io.BytesIO(bomb)):
         with pytest.raises(ValueError, match="image too large"):
             masks.load_mask(source)
+    small = _png(Image.new("L", (3, 2), 255))
+    assert masks.load_mask(io.BytesIO(small)).all() and masks.load_mask(small).shape == (2, 3)  # as Image.open reads
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image at all", _png(Image.new("RGB", (8, 8)))[:40]])
