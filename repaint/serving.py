@@ -52,7 +52,7 @@ BATCH_ROWS_TIMED = (2, 4, 8)  # 1-4 samples, twice that to compare; between them
 # What runs measure refines the start-up timing, each row count on its own (Service.note_run), weighted by the run's
 # calls. The start-up timing weighs as much as a run of PRIOR_CALLS calls, about the one-row calls it times (a ZeroGPU
 # guess: nothing). It runs alone, so with a browser on the same machine it reads low: the bundled model's bare call
-# timed 19-28 ms on this 2-core machine, its paper run in a browser 28-33 ms per call. A row count's measure weighs
+# timed 19-28 ms on this 2-core machine, its paper run in a browser 28-37 ms per call. A row count's measure weighs
 # at most RUN_CALLS_MAX calls, so that the estimates follow the machine's load now.
 PRIOR_CALLS = 10
 RUN_CALLS_MAX = 500

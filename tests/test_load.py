@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import served
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -27,31 +28,16 @@ PRESET = "every_second_line"
 pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
 
 
-def launch(max_size: int = app.QUEUE_MAX):
-    """A page of its own on loopback (Gradio picks a free port and retries a taken one), its queue holding
-    ``max_size`` waiting requests."""
-    demo = app.build_demo()
-    demo.queue(max_size=max_size, default_concurrency_limit=app.CONCURRENCY)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
-    return demo
-
-
 @pytest.fixture
 def server():
-    demo = launch()
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with served() as url:
+        yield url
 
 
 @pytest.fixture
 def small_queue_server():
-    demo = launch(max_size=2)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with served(max_size=2) as url:
+        yield url
 
 
 def result_path(result) -> str:
