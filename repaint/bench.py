@@ -59,7 +59,9 @@ def random_model(name: str, device, dtype) -> Inpainter:
     unet = unet.to(device).eval().requires_grad_(False)
     if dtype != torch.float32:
         unet = unet.to(dtype=dtype)
-    return Inpainter(unet, _DDPM, f"{name} (random weights)")
+    # google/ddpm-cifar10-32's scheduler config says fixed_large (issue 29 quotes it); the 256 px ones fixed_small
+    sched = {**_DDPM, "variance_type": "fixed_large"} if name == "cifar10" else _DDPM
+    return Inpainter(unet, sched, f"{name} (random weights)")
 
 
 def _sync(device: torch.device) -> None:

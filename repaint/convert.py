@@ -63,7 +63,7 @@ PRESETS: dict[str, dict] = {
                         resblock_updown=True),
     "imagenet512": dict(image_size=512, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
                         num_head_channels=64, learn_sigma=True, class_cond=True, use_scale_shift_norm=True,
-                        resblock_updown=False),
+                        resblock_updown=True),  # guided-diffusion's README runs 512x512_diffusion.pt with it
 }
 
 #: Released file names and their presets (``repaint.load("…/places256_300000.pt")`` uses these).

@@ -122,59 +122,130 @@ def _check_int(name: str, value) -> int:
     return int(value)
 
 
-def _model_folders(root: Path) -> tuple[Path, Path]:
-    """(unet folder, scheduler folder) of a root layout or a pipeline layout (model_index.json)."""
-    if (root / "model_index.json").is_file():
-        return root / "unet", root / "scheduler"
-    return root, root
+# Where a model's two components are, as diffusers' DiffusionPipeline.from_pretrained finds them (diffusers 0.42,
+# pipelines/pipeline_loading_utils.py, load_sub_model): in the component's own folder where it exists, else at the
+# root. The google/ddpm-* repositories hold both at the root, beside a DDPMPipeline model_index.json (their Hub file
+# listings at main, as quoted in issue 29: config.json, diffusion_pytorch_model.bin, model_index.json,
+# scheduler_config.json, README.md, images/); DDPMPipeline.save_pretrained writes unet/ and scheduler/.
+UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")  # preferred first
+
+
+def _component(root: Path, sub: str) -> Path:
+    """``root/sub`` if that folder exists, else ``root`` (diffusers' rule, above)."""
+    return root / sub if (root / sub).is_dir() else root
+
+
+def scheduler_config(raw: dict) -> dict:
+    """A scheduler config in today's keys: google/ddpm-cifar10-32 still has diffusers' pre-release one
+    (``"_class_name": "GaussianDDPMScheduler"``, ``"timesteps": 1000``; issue 29 quotes its Hub file), whose
+    ``timesteps`` is today's ``num_train_timesteps``."""
+    config = dict(raw)
+    if "timesteps" in config and "num_train_timesteps" not in config:
+        config["num_train_timesteps"] = config.pop("timesteps")
+    return config
+
+
+def _check_unet_config(config: dict, name: str) -> None:
+    if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise ModelLoadError(f"model {name!r} is a {config['_class_name']}, not a UNet2DModel")
+
+
+def _check_scheduler_config(sched: dict, name: str) -> None:
+    if sched.get("prediction_type", "epsilon") != "epsilon":
+        raise ModelLoadError(f"model {name!r} predicts {sched['prediction_type']!r}; RePaint here needs epsilon")
 
 
 def _read_folder(root: Path, name: str, dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, dict]:
     from diffusers import UNet2DModel
 
-    unet_dir, sched_dir = _model_folders(root)
+    unet_dir, sched_dir = _component(root, UNET_DIR), _component(root, SCHEDULER_DIR)
     config_file = unet_dir / "config.json"
     sched_file = sched_dir / "scheduler_config.json"
     for f in (config_file, sched_file):
         if not f.is_file():
             raise ModelLoadError(f"model {name!r}: {f.relative_to(root)} is missing")
-    has_st = (unet_dir / "diffusion_pytorch_model.safetensors").is_file()
-    if not has_st and not (unet_dir / "diffusion_pytorch_model.bin").is_file():
+    has_st = (unet_dir / WEIGHTS[0]).is_file()
+    if not has_st and not (unet_dir / WEIGHTS[1]).is_file():
         raise ModelLoadError(f"model {name!r}: no diffusion_pytorch_model.safetensors (or .bin) found")
     try:
-        config = json.loads(config_file.read_text())
-        if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-            raise ModelLoadError(f"model {name!r} is a {config['_class_name']}, not a UNet2DModel")
+        _check_unet_config(json.loads(config_file.read_text()), name)
         # diffusers reads safetensors, or a .bin with torch.load(weights_only=True): no code is executed.
         unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=has_st, low_cpu_mem_usage=False,
                                            torch_dtype=dtype)
-        sched = json.loads(sched_file.read_text())
+        sched = scheduler_config(json.loads(sched_file.read_text()))
     except ModelLoadError:
         raise
     except Exception as e:  # corrupt weights, wrong shapes, bad json
         log.debug("model %r: reading %s failed", name, root, exc_info=True)  # paths stay in the log, not the message
         raise ModelLoadError(f"model {name!r}: cannot read its weights or config ({type(e).__name__})") from None
-    if sched.get("prediction_type", "epsilon") != "epsilon":
-        raise ModelLoadError(f"model {name!r} predicts {sched['prediction_type']!r}; RePaint here needs epsilon")
+    _check_scheduler_config(sched, name)
     return unet, sched
 
 
 def _download(repo_id: str, name: str, cache_dir=None) -> Path:
-    """The local snapshot of a Hub repository (the cache when offline), weights as safetensors if present."""
-    from huggingface_hub import snapshot_download
+    """The local snapshot of a Hub repository holding what a load reads, and nothing else (the cache when offline).
 
-    patterns = ["*.json", "*.safetensors", "unet/*.safetensors", "scheduler/*.json"]
+    Each component's config is fetched from its own folder if the repository has one, else from the root
+    (:func:`_component`); the UNet's class and the scheduler's prediction type are checked before any weights are
+    fetched, then only the UNet's weights: safetensors if the repository has them, else the ``.bin``. Other
+    components (a pipeline's ``vae/``, ``text_encoder/``) and files (``modeling_*.py``, images) are never fetched.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    cache_only = False  # set once the Hub could not be reached: each further file would wait for its retries again
+
+    def fetch(*candidates: str) -> Path:
+        """The first of ``candidates`` the repository (or the cache) has."""
+        nonlocal cache_only
+        for i, filename in enumerate(candidates):
+            try:
+                return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=cache_only))
+            except EntryNotFoundError as e:  # not in the repository, or (LocalEntryNotFoundError) not in the cache
+                cache_only = cache_only or isinstance(e, LocalEntryNotFoundError)
+                if i == len(candidates) - 1:
+                    raise _hub_error(e, repo_id, name, " or ".join(candidates)) from None
+            except Exception as e:
+                raise _hub_error(e, repo_id, name, filename) from None
+        raise AssertionError("no candidates")
+
+    config_file = fetch(f"{UNET_DIR}/config.json", "config.json")
+    root = config_file.parent.parent if config_file.parent.name == UNET_DIR else config_file.parent
+    sched_file = fetch(f"{SCHEDULER_DIR}/scheduler_config.json", "scheduler_config.json")
     try:
-        path = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir))
-        unet_dir, _ = _model_folders(path)
-        if not (unet_dir / "diffusion_pytorch_model.safetensors").is_file():
-            path = Path(snapshot_download(repo_id, allow_patterns=patterns + ["*.bin"], cache_dir=cache_dir))
-    except Exception as e:
-        raise ModelLoadError(
-            f"model {name!r} ({repo_id}) is not in the local cache and the Hub could not be reached "
-            f"({type(e).__name__}); connect to the internet once, or use the offline model 'bundled'"
-        ) from None
-    return path
+        config, sched = json.loads(config_file.read_text()), scheduler_config(json.loads(sched_file.read_text()))
+    except ValueError:
+        raise ModelLoadError(f"model {name!r} ({repo_id}): its config is not valid JSON") from None
+    _check_unet_config(config, name)
+    _check_scheduler_config(sched, name)
+    prefix = "" if config_file.parent == root else f"{UNET_DIR}/"
+    fetch(*(prefix + w for w in WEIGHTS))
+    return root
+
+
+def _hub_error(e: Exception, repo_id: str, name: str, filename: str) -> ModelLoadError:
+    """What went wrong fetching ``filename`` of ``repo_id``, in words (huggingface_hub's error classes)."""
+    from huggingface_hub import constants, errors
+
+    label = f"model {name!r}" + ("" if name == repo_id else f" ({repo_id})")
+    if isinstance(e, errors.GatedRepoError):  # a RepositoryNotFoundError too: first
+        why = (f"is gated on the Hub: accept its conditions on its page (https://huggingface.co/{repo_id}) and log in "
+               "(HF_TOKEN)")
+    elif isinstance(e, errors.RepositoryNotFoundError):
+        why = "is not a repository on the Hub (or it is private: log in with HF_TOKEN)"
+    elif isinstance(e, errors.RevisionNotFoundError):
+        why = "has no main revision on the Hub"
+    elif isinstance(e, errors.LocalEntryNotFoundError):  # an EntryNotFoundError too: before it
+        where = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
+        why = (f"is not in the local cache and {where}; connect to the internet once, or use the offline model "
+               "'bundled'")
+    elif isinstance(e, errors.EntryNotFoundError):
+        why = f"has no {filename} on the Hub: it is not a diffusers UNet2DModel repository"
+    else:
+        log.warning("model %r: fetching %s of %s failed", name, filename, repo_id, exc_info=True)
+        why = f"could not be downloaded ({type(e).__name__})"
+    return ModelLoadError(f"{label} {why}")
 
 
 def _offline() -> bool:

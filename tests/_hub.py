@@ -8,6 +8,13 @@ xet transfer is off: the endpoints ``HfApi.create_repo`` and ``HfApi.upload_fold
 - ``PUT /lfs/{oid}``: the object's bytes, checked against its sha256; ``POST /lfs/verify``: it arrived whole;
 - ``POST /api/models/{repo}/commit/{rev}``: the NDJSON commit (header, base64 ``file``, ``lfsFile`` by oid).
 
+and the one endpoint ``hf_hub_download`` calls, for the repositories in ``repos``:
+
+- ``HEAD`` and ``GET /{repo}/resolve/{rev}/{path}``: the file with the headers the client reads (``X-Repo-Commit``,
+  ``ETag``, ``Content-Length``), or the Hub's error, named by its ``X-Error-Code`` header (which huggingface_hub's
+  ``hf_raise_for_status`` turns into its error classes): ``RepoNotFound`` (401, as the Hub answers a missing or
+  private repository), ``GatedRepo`` (403, a repository in ``gated``), ``EntryNotFound`` (404, a missing file).
+
 The Hub's xet storage (hf_xet's content-addressed protocol) is not served: tests set ``HF_HUB_DISABLE_XET``, with
 which huggingface_hub uploads through git-lfs, a protocol the Hub still accepts.
 
@@ -37,6 +44,7 @@ class LoopbackHub:
         self.commits: list[dict] = []  # each commit's header
         self.auth: set[str] = set()  # Authorization headers seen
         self.requests: list[str] = []  # "METHOD path" in order
+        self.gated: set[str] = set()  # repositories whose files need accepted conditions (none are accepted here)
         self._objects: dict[str, bytes] = {}
         hub = self
 
@@ -63,6 +71,37 @@ class LoopbackHub:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _resolve(self, body: bool) -> None:
+                hub.requests.append(f"{'GET' if body else 'HEAD'} {self.path}")
+                m = re.fullmatch(r"/(.+?/.+?)/resolve/([^/]+)/(.+)", self.path.split("?")[0])
+                repo, path = (m.group(1), m.group(3)) if m else (None, None)
+                if repo not in hub.repos:
+                    code, status = "RepoNotFound", 401
+                elif repo in hub.gated:
+                    code, status = "GatedRepo", 403
+                elif path not in hub.repos[repo]:
+                    code, status = "EntryNotFound", 404
+                else:
+                    data = hub.repos[repo][path]
+                    self.send_response(200)
+                    self.send_header("X-Repo-Commit", hashlib.sha1(repo.encode()).hexdigest())
+                    self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if body:
+                        self.wfile.write(data)
+                    return
+                self.send_response(status)
+                self.send_header("X-Error-Code", code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_HEAD(self):
+                self._resolve(body=False)
+
+            def do_GET(self):
+                self._resolve(body=True)
 
             def do_PUT(self):
                 hub.requests.append(f"PUT {self.path}")

@@ -138,3 +138,19 @@ def file_server(tmp_path):
     finally:
         httpd.shutdown()  # returns at once when the test shut it down already
         httpd.server_close()
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A loopback Hub (tests/_hub.py: uploads, and downloads of what its ``repos`` hold) that ``huggingface_hub``
+    talks to, online, for this test: ``hub.repos[repo_id][path] = bytes``, ``hub.requests``."""
+    from _hub import LoopbackHub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite pins offline mode; this server is local
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    with LoopbackHub() as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)  # what HF_ENDPOINT sets, read at import
+        template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)  # hf_hub_download's, read at import
+        yield server

@@ -16,21 +16,9 @@ import pytest
 import torch
 import yaml
 from _adm import save_checkpoint, tiny_options
-from _hub import LoopbackHub
 from diffusers import UNet2DModel
 
 from repaint import convert
-
-
-@pytest.fixture()
-def hub(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite pins offline mode; this server is local
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    with LoopbackHub() as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)  # what HF_ENDPOINT sets, read at import
-        yield server
 
 
 def _front_matter(text: str) -> dict:
