@@ -43,7 +43,7 @@ HUB_RESOLUTION_MAX = 512  # larger Hub models are refused (time and memory)
 HUB_ID_RE = re.compile(r"(?!.*(\.\.|--))([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?)/"
                        r"([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?)")
 AOT_ENV = "REPAINT_AOT"  # "1": on ZeroGPU, preload compiles each offered UNet ahead of time (repaint.aot.compile_unet)
-GPU_CAP_S = 300  # longest GPU slot a request may ask for
+GPU_CAP_S = 300  # on a GPU of the server's own (not ZeroGPU): the longest run one request may ask for
 GPU_MARGIN_S = 15  # added to the estimate (start-up, transfers, image encoding)
 TIMING_CALLS = 3  # forward calls timed once per model at load
 CHEAP_CALL_S = 0.1  # a model this fast is also timed at the batch sizes a page run uses (BATCH_ROWS_TIMED) at load,
@@ -72,12 +72,16 @@ PREVIEW_INTERVAL_S = 0.5  # the page's live preview at most this often: each is 
 ZEROGPU_TFLOPS = 25.0
 ZEROGPU_MIN_CALL_S = 0.01
 ZEROGPU_CALL_S = {256: 0.09, 32: ZEROGPU_MIN_CALL_S}  # by resolution, for Hub models the registry does not know
-ZEROGPU_SLOT_S = 60  # ZeroGPU's default slot: the page's default settings fit it for the chosen model
-# The daily ZeroGPU quota of each kind of visitor (Hugging Face's ZeroGPU docs, 2026); a request on a half-Blackwell
-# node counts 1.5x.
+ZEROGPU_SLOT_S = 60  # ZeroGPU's default slot: the page's default settings are charged at most this
+# The daily ZeroGPU quota of each kind of visitor (Hugging Face's ZeroGPU docs, 2026; PRO: spaces 0.51.3's
+# spaces/zero/client.py, PRO_QUOTA_MINUTES = 40, which is also the longest task ZeroGPU schedules for anyone).
 ZEROGPU_QUOTA_S = {"anonymous": 120, "free account": 300, "PRO": 2400}
-ZEROGPU_BLACKWELL_FACTOR = 1.5
-NO_QUOTA = " (no visitor's ZeroGPU quota can pay it)"
+ZEROGPU_TASK_MAX_S = ZEROGPU_QUOTA_S["PRO"]
+# spaces multiplies each request's seconds by its GPU's duration_factor before they are scheduled and charged
+# (spaces 0.51.3, spaces/zero/client.py get_duration_seconds, not for 'xlarge' requests; the factors are in
+# spaces/zero/configs.json: 1.0 on the H200, 1.5 on the RTX PRO 6000 Blackwell, the hardware ZeroGPU's documentation
+# names). Read from spaces itself (zerogpu_duration_factor); this, the largest it knows, where it cannot say.
+ZEROGPU_FACTOR_MAX = 1.5
 SIZES = ("auto", "full", "model")  # the API's result size: auto = full for a mask file, the model's for a preset
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
@@ -112,14 +116,29 @@ def offered_models(setting: str | None, has_gpu: bool, on_zerogpu: bool) -> list
     return [m.name for m in models.MODELS.values() if (has_gpu or not m.gpu_only) and not (on_zerogpu and m.url)]
 
 
-def gpu_seconds_text(seconds: int) -> str:
-    """The GPU time a run requests on ZeroGPU, and which visitors' daily quotas can pay it (x1.5 on the
-    half-Blackwell nodes)."""
-    fits = [f"{tier} ({quota} s/day)" for tier, quota in ZEROGPU_QUOTA_S.items() if seconds <= quota]
-    worst = math.ceil(seconds * ZEROGPU_BLACKWELL_FACTOR)
-    return (f"Requests **{seconds} s** of ZeroGPU time ({worst} s on half-Blackwell nodes); within the daily quota "
-            f"of: {', '.join(fits) if fits else 'no visitor'}" + ("" if worst <= ZEROGPU_QUOTA_S["anonymous"] else
-                                                                  ". Paper settings cost more: sign in or use PRO."))
+def zerogpu_duration_factor() -> float:
+    """The factor spaces applies to a ZeroGPU request's seconds here (its get_duration_seconds, on the GPU model it
+    reads from the NVIDIA driver), or ZEROGPU_FACTOR_MAX where spaces cannot say."""
+    from datetime import timedelta
+
+    try:
+        from spaces.zero.client import get_duration_seconds
+
+        return float(get_duration_seconds(timedelta(seconds=3600), None)) / 3600
+    except Exception:  # noqa: BLE001 - no spaces, or not the one this was written for
+        log.warning("the ZeroGPU duration factor could not be read from spaces; assuming %s", ZEROGPU_FACTOR_MAX,
+                    exc_info=True)
+        return ZEROGPU_FACTOR_MAX
+
+
+def gpu_seconds_text(seconds: int, charged: int) -> str:
+    """What a run asks of ZeroGPU: ``seconds`` of GPU time, ``charged`` to the visitor's daily quota (the seconds
+    times the GPU's duration factor), and whose quotas can pay that."""
+    fits = [f"{tier} ({quota} s/day)" for tier, quota in ZEROGPU_QUOTA_S.items() if charged <= quota]
+    factor = "" if charged == seconds else f" ({seconds} s x {charged / seconds:.3g}, this GPU's factor)"
+    return (f"Requests **{charged} s** of ZeroGPU quota{factor}; within the daily quota of: "
+            f"{', '.join(fits) if fits else 'no visitor'}" + ("" if charged <= ZEROGPU_QUOTA_S["anonymous"] else
+                                                              ". Anonymous visitors: sign in for more."))
 
 
 def fitting_settings(service: Service, name: str, slot_s: int) -> tuple[int, int, int]:
@@ -128,7 +147,7 @@ def fitting_settings(service: Service, name: str, slot_s: int) -> tuple[int, int
     for steps in (250, 200, 150, 100, 50, 25):
         for r in range(10, 0, -1):
             req = Request(name, None, None, steps, min(10, steps), r)
-            if service.gpu_duration(req) <= slot_s:
+            if service.charged_seconds(req) <= slot_s:
                 return steps, min(10, steps), r
     return 25, 5, 1
 
@@ -328,9 +347,11 @@ class Service:
     """
 
     def __init__(self, *, has_gpu: bool = False, on_zerogpu: bool = False, allow_hub_ids: bool = False,
-                 offered=None):
+                 offered=None, duration_factor: float | None = None):
         # On ZeroGPU a model can only be placed on the GPU in the main thread before launch (preload): no Hub ids.
         self.has_gpu, self.on_zerogpu = has_gpu or on_zerogpu, on_zerogpu
+        #: What ZeroGPU multiplies a request's seconds by (zerogpu_duration_factor, unless given); 1 elsewhere.
+        self.duration_factor = 1.0 if not on_zerogpu else duration_factor or zerogpu_duration_factor()
         self.allow_hub_ids = allow_hub_ids and not on_zerogpu
         self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, models.Inpainter] = {}
@@ -431,6 +452,7 @@ class Service:
             try:
                 self.get_model(name)
             except ServeError as e:
+                log.error("model %s is not offered: %s", name, e)  # the page says it too (the notice)
                 self._offered.remove(name)
                 failed.append(str(e))
         if os.environ.get(AOT_ENV, "").strip() == "1":  # opt-in: compiled at start-up (repaint.aot), not measured
@@ -479,15 +501,15 @@ class Service:
             self.get_model(first)
             if notice:
                 notice += f"using {first!r}."
-            elif first == offline_model and not wanted:
+            elif first == offline_model and not wanted and not self.has_gpu:
                 notice = f"No GPU here: the default is the fast offline **{offline_model}** model."
             return first, notice
         except ServeError as e:
             reason = str(e)
         if first == offline_model:
             return offline_model, f"The {offline_model} model could not be loaded: {reason}"
-        notice = (f"Model {first!r} could not be loaded (the Hugging Face Hub could not be reached?): {reason} "
-                  f"Using the offline **{offline_model}** model instead.")
+        log.error("the default model %s could not be loaded: %s", first, reason)
+        notice = f"**The default model {first!r} could not be loaded.** {reason} Using the **{offline_model}** model."
         try:
             self.get_model(offline_model)
         except ServeError as e:
@@ -551,24 +573,40 @@ class Service:
         if pixels <= EXTRA_PIXELS_MAX:
             self.extra_s[name] = max(0.0, seconds - model_seconds)
 
+    def gpu_seconds_max(self) -> int:
+        """The longest run one request may ask for: on ZeroGPU the longest task it schedules, in seconds before its
+        duration factor; on a GPU of the server's own GPU_CAP_S, so that one visitor cannot hold it for long."""
+        return int(ZEROGPU_TASK_MAX_S / self.duration_factor) if self.on_zerogpu else GPU_CAP_S
+
     def gpu_duration(self, req: Request) -> int:
         """ZeroGPU slot length for :meth:`run` (called with its request): its model calls times the measured
-        per-call time, plus a margin, capped at GPU_CAP_S (requests that cannot fit are refused before)."""
+        per-call time, plus a margin, capped at :meth:`gpu_seconds_max` (requests that cannot fit are refused
+        before)."""
         est = self.estimate_seconds(*req.settings())
         if est is None:
             est = req.calls * zerogpu_guess(req.model)  # not loaded yet
-        return int(min(GPU_CAP_S, math.ceil(est + GPU_MARGIN_S)))
+        return int(min(self.gpu_seconds_max(), math.ceil(est + GPU_MARGIN_S)))
+
+    def charged_seconds(self, req: Request) -> int:
+        """The seconds ZeroGPU schedules and charges for the request: :meth:`gpu_duration` times the duration
+        factor, rounded as spaces rounds them (get_duration_seconds, then round())."""
+        return round(self.gpu_duration(req) * self.duration_factor)
+
+    def too_long(self, est: float) -> str | None:
+        """Why a run of ``est`` seconds of model calls cannot have a GPU, or None when it can (or has no GPU)."""
+        if not self.has_gpu or est + GPU_MARGIN_S <= self.gpu_seconds_max():
+            return None
+        if self.on_zerogpu:
+            return (f"ZeroGPU runs a task for at most {ZEROGPU_TASK_MAX_S // 60} min of quota ({self.gpu_seconds_max()}"
+                    f" s on this GPU, whose seconds count {self.duration_factor:g}x)")
+        return f"this server gives one run at most {GPU_CAP_S} s of its GPU"
 
     def check_fits(self, req: Request) -> None:
-        if not self.has_gpu:
-            return  # a CPU has no slot to fit; the estimate is shown instead
         est = self.estimate_seconds(*req.settings()) or 0.0
-        if est + GPU_MARGIN_S > GPU_CAP_S:
+        if (why := self.too_long(est)) is not None:
             raise ServeError(
-                f"This run needs about {fmt_seconds(est)} of GPU time, more than the {GPU_CAP_S} s allowed per "
-                f"request{NO_QUOTA if self.on_zerogpu else ''}. Use fewer "
-                f"steps T, a smaller resample count r, a longer jump length j, fewer samples, or turn off the "
-                f"comparison.")
+                f"This run needs about {fmt_seconds(est)} of GPU time: {why}. Use fewer steps T, a smaller resample "
+                f"count r, a longer jump length j, fewer samples, or turn off the comparison.")
 
     def estimate_text(self, name, steps, jump_length, jump_n_sample, num_samples, compare) -> str:
         try:
@@ -591,12 +629,12 @@ class Service:
         where = "ZeroGPU" if self.on_zerogpu else self.models[name].device
         text += (f" - about **{fmt_seconds(wait)}** from click to result: {fmt_seconds(est)} of model calls on "
                  f"{where} ({per}, {source}), {fmt_seconds(wait - est)} for the page.")
-        if self.has_gpu and est + GPU_MARGIN_S > GPU_CAP_S:
-            return text + f" Too long for the {GPU_CAP_S} s limit: reduce T, r or the samples."
+        if (why := self.too_long(est)) is not None:
+            return text + f" Too long: {why}. Reduce T, r or the samples."
         if self.on_zerogpu:
-            text += " " + gpu_seconds_text(self.gpu_duration(Request(name, None, None, int(steps), int(jump_length),
-                                                                     int(jump_n_sample), 0, int(num_samples),
-                                                                     bool(compare)))) + "."
+            req = Request(name, None, None, int(steps), int(jump_length), int(jump_n_sample), 0, int(num_samples),
+                          bool(compare))
+            text += " " + gpu_seconds_text(self.gpu_duration(req), self.charged_seconds(req)) + "."
         return text
 
     # ------------------------------------------------------------------------------------------- requests
@@ -694,7 +732,7 @@ class Service:
         x0) at every model call (uint8 arrays every few calls, else None) and at the end ("done", results, plains,
         seconds per call: :func:`call_interval` of the calls' times, so a run's set-up does not count as calls).
         Only picklable values are yielded (ZeroGPU runs this in another process). Closing the generator ends the run
-        at its next model call; so does the Stop flag of ``req.stop_key`` in this process.
+        at its next model call; so does, off ZeroGPU, the Stop flag of ``req.stop_key``.
         On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces' worker looks at its
         stop event between two yields, so a stop ends the run before the next model call. Elsewhere it runs ahead
         (the server's hand-offs do not hold the model up)."""
@@ -703,7 +741,10 @@ class Service:
         every = max(1, math.ceil(total / ANIMATION_FRAMES))
         events: queue.Queue = queue.Queue()
         resume, closed = threading.Semaphore(0), threading.Event()
-        stop = self.stop_flags.get(req.stop_key) if req.stop_key else None
+        # The Stop flag of this process's table, only where this process is the server's. A ZeroGPU worker's table is
+        # the copy forked with it, which would keep a Stop set at that moment for every later run of that session:
+        # there a Stop comes only through spaces' stop event, which closes this generator (issue 25).
+        stop = self.stop_flags.get(req.stop_key) if req.stop_key and not self.on_zerogpu else None
         in_step, times = self.on_zerogpu, []  # the times of the model calls so far
 
         def callback(tick, levels, x, x0):

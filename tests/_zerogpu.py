@@ -9,11 +9,17 @@ or Hugging Face's scheduler:
 
 - the device API (``SPACES_ZERO_DEVICE_API_URL``): :class:`DeviceAPI`, a loopback HTTP server answering
   ``/startup-report``, ``/schedule`` (one GPU index per task running at once; a quota in seconds per visitor if
-  asked), ``/allow`` and ``/release``, and recording each call;
+  asked; on request a wait in the queue and a GPU not idle), ``/allow`` and ``/release``, and recording each call.
+  It does not end a task that runs past its requested duration, as ZeroGPU does;
 - in the worker, ``spaces.zero.torch.init`` (which makes the CUDA context) does nothing, and ``.move`` (which
   copies the packed tensors to the GPU) reads them from spaces' own pack file into CPU memory: the worker's
   "cuda" tensors are CPU tensors, in float32 where the GPU would hold bfloat16 or float16 (which this CPU computes
   about 14x slower);
+- the GPU's model, which spaces reads from the NVIDIA driver's files (``/proc/driver/nvidia/gpus``, absent here) to
+  pick its entry of ``spaces/zero/configs.json``: the RTX PRO 6000 Blackwell's, the hardware ZeroGPU's documentation
+  names, so its ``duration_factor`` (1.5) multiplies each request's seconds on their way to ``/schedule`` as on the
+  platform (spaces reads the CUDA properties it fakes, name and memory, at import, before this: they stay the
+  H200's, which nothing here reads);
 - on a CPU build of torch, ``torch.version.cuda`` reads "12.8" and ``torch._C._cuda_init`` exists (raising): spaces
   reads the one and saves the other at import, and ``torch.cuda._is_in_bad_fork`` is a plain function (a lambda
   there, which spaces' fork check cannot pickle).
@@ -33,20 +39,27 @@ import json
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+BLACKWELL = "NVIDIA RTX PRO 6000 Blackwell Server Edition"  # its "model" in spaces 0.51.3's configs.json
 
 
 class DeviceAPI:
     """A stand-in for ZeroGPU's device API on 127.0.0.1: every request is granted a GPU index not in use (so
     concurrent tasks get workers of their own), unless the visitor's ``quota_s`` cannot pay the requested seconds
-    (then 429 with what is left, as HF's scheduler answers)."""
+    (then 429 with what is left, as HF's scheduler answers). It grants a GPU at once and reports it idle (so spaces
+    reuses that GPU's worker process), except for the task after a ``/test-next?wait_s=S`` call: that one waits S
+    seconds, as in ZeroGPU's queue, and its GPU is reported not idle, so spaces forks a new worker for it, as it
+    does on the platform when another Space used the GPU in between."""
 
     def __init__(self, quota_s: int | None = None):
         self.calls: list[tuple[str, dict]] = []
         self.in_use: dict[str, int] = {}  # allow token -> GPU index
         self.quota_s, self.spent_s = quota_s, 0
+        self.next_wait_s, self.next_busy = 0.0, False  # set by /test-next for the next /schedule
         self.lock = threading.Lock()
         api = self
 
@@ -72,9 +85,17 @@ class DeviceAPI:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, path: str, params: dict) -> tuple[int, dict | None]:
+        if path == "/schedule":
+            with self.lock:
+                wait, self.next_wait_s = self.next_wait_s, 0.0
+            time.sleep(wait)  # the task waits in ZeroGPU's queue for a GPU
         with self.lock:
             self.calls.append((path, params))
             if path == "/startup-report" or path == "/allow":
+                return 200, None
+            if path == "/test-next":  # not ZeroGPU's: the next task waits this long, on a GPU not idle
+                self.next_wait_s = float(params.get("wait_s", 0))
+                self.next_busy = True
                 return 200, None
             if path == "/schedule":
                 seconds = int(params.get("durationSeconds", 60))
@@ -84,7 +105,8 @@ class DeviceAPI:
                 index = min(set(range(len(self.in_use) + 1)) - set(self.in_use.values()))
                 token = f"token-{len(self.calls)}"
                 self.in_use[token] = index
-                return 200, {"idle": True, "nvidiaIndex": index, "nvidiaUUID": f"GPU-emulated-{index}",
+                idle, self.next_busy = not self.next_busy, False
+                return 200, {"idle": idle, "nvidiaIndex": index, "nvidiaUUID": f"GPU-emulated-{index}",
                              "allowToken": token}
             if path == "/release":
                 self.in_use.pop(params.get("allowToken"), None)
@@ -116,7 +138,11 @@ def install(api_url: str, offload_dir: str) -> None:
         torch.cuda._is_in_bad_fork = not_in_bad_fork  # a lambda there, which spaces' fork check cannot pickle
     import spaces  # noqa: F401 - patches torch
     import spaces.zero.torch as zero_torch
+    from spaces.zero import config
     from spaces.zero.torch import patching
+
+    config._read_gpu_information = lambda: f"Model: \t\t {BLACKWELL}\n"  # the driver's information file, its line
+    config.get_config.cache_clear()
 
     def init(nvidia_uuid: str) -> None:  # the real one creates the CUDA context on that GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = nvidia_uuid

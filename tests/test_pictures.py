@@ -3,6 +3,10 @@
 Oracles: the masks and images the tests build themselves, closed forms (model calls x per-call time), the registry.
 """
 
+import json
+from importlib.resources import files
+from unittest import mock
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -73,7 +77,8 @@ def test_gpu_duration_is_calls_times_batched_call_plus_margin_capped():
         want = int(np.ceil(sum(0.02 * (1 + serving.GPU_BATCH_COST * (r - 1)) for r in rows) + serving.GPU_MARGIN_S))
         got = svc.gpu_duration(serving.Request("bundled", None, None, 100, 10, 5, 0, samples, compare))
         assert got == want
-    assert svc.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 4, True)) == serving.GPU_CAP_S
+    assert svc.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 16, True)) == \
+        svc.gpu_seconds_max() == int(serving.ZEROGPU_TASK_MAX_S / svc.duration_factor)
     svc.note_run(serving.Request("bundled", None, None, 100, 10, 5, 0, 4), 0.05)  # 4 rows, 0.05 s per call
     assert svc.call_seconds("bundled", 4) == pytest.approx(0.05)  # measured: the guess is gone
     assert svc.call_seconds("bundled", 1) == pytest.approx(0.05 / (1 + serving.GPU_BATCH_COST * 3))
@@ -126,7 +131,7 @@ def test_zerogpu_guess_is_the_models_work_over_the_assumed_throughput():
     calls = repaint.count_model_calls(250, 10, 10)
     want = int(np.ceil(calls * 2.24 / serving.ZEROGPU_TFLOPS + serving.GPU_MARGIN_S))
     assert svc.gpu_duration(serving.Request("places2", None, None, 250, 10, 10)) == want
-    assert want < serving.GPU_CAP_S  # the paper's defaults fit one slot on the paper's own models
+    assert want * serving.ZEROGPU_FACTOR_MAX < serving.ZEROGPU_TASK_MAX_S  # the paper's run is one task there
 
 
 def test_offered_models_follow_the_setting_and_zerogpu_offers_no_request_time_downloads():
@@ -167,21 +172,63 @@ def test_on_zerogpu_a_model_is_never_loaded_outside_the_main_thread(monkeypatch)
 
 @pytest.mark.parametrize("name", list(repaint.MODELS))
 def test_zerogpu_defaults_fit_the_default_slot_with_the_most_resampling(name):
-    """On ZeroGPU the page's defaults for each model fit the 60 s default slot (the paper's 2,410 calls on an ADM
-    model ask 232 s: more than an anonymous visitor's day), with the largest r that fits at the paper's T and j."""
-    svc = serving.Service(on_zerogpu=True)
+    """On ZeroGPU the page's defaults for each model are charged at most 60 s (the default slot's seconds) on the
+    RTX PRO 6000, whose seconds count 1.5x (the paper's 2,410 calls on an ADM model: more than an anonymous
+    visitor's day), with the largest r that fits at the paper's T and j."""
+    svc = serving.Service(on_zerogpu=True, duration_factor=1.5)
     steps, j, r = serving.fitting_settings(svc, name, serving.ZEROGPU_SLOT_S)
-    assert svc.gpu_duration(serving.Request(name, None, None, steps, j, r)) <= serving.ZEROGPU_SLOT_S
+    req = serving.Request(name, None, None, steps, j, r)
+    assert svc.charged_seconds(req) == round(svc.gpu_duration(req) * 1.5) <= serving.ZEROGPU_SLOT_S
     if (steps, r) != (250, 10):  # one more resampling (or the paper's T) would not fit
         bigger = (steps, j, r + 1) if r < 10 else (250, 10, 1)
-        assert svc.gpu_duration(serving.Request(name, None, None, *bigger)) > serving.ZEROGPU_SLOT_S
+        assert svc.charged_seconds(serving.Request(name, None, None, *bigger)) > serving.ZEROGPU_SLOT_S
     if repaint.MODELS[name].tflop and repaint.MODELS[name].tflop > 2:  # the ADM models
-        assert svc.gpu_duration(serving.Request(name, None, None, 250, 10, 10)) > serving.ZEROGPU_QUOTA_S["anonymous"]
+        paper = serving.Request(name, None, None, 250, 10, 10)
+        assert svc.charged_seconds(paper) > serving.ZEROGPU_QUOTA_S["anonymous"]
 
 
-def test_the_estimate_names_the_gpu_seconds_and_the_quotas_that_pay_them():
+def test_the_estimate_names_the_charged_seconds_and_the_quotas_that_pay_them():
     assert "within the daily quota of: anonymous (120 s/day), free account (300 s/day), PRO (2400 s/day)" in \
-        serving.gpu_seconds_text(58)
-    text = serving.gpu_seconds_text(247)
-    assert "**247 s**" in text and "371 s on half-Blackwell" in text and "anonymous" not in text
-    assert "free account (300 s/day)" in text and "sign in or use PRO" in text
+        serving.gpu_seconds_text(58, 58)
+    text = serving.gpu_seconds_text(100, 150)  # 100 s on the RTX PRO 6000 are charged 150 s: over 120
+    assert "**150 s** of ZeroGPU quota (100 s x 1.5, this GPU's factor)" in text and "anonymous" not in text.split(
+        "Anonymous")[0] and "free account (300 s/day), PRO (2400 s/day)" in text
+    text = serving.gpu_seconds_text(232, 348)  # the ADM paper run: over a free account's day too
+    assert "within the daily quota of: PRO (2400 s/day)" in text and "free account" not in text
+
+
+def test_a_run_longer_than_zerogpus_longest_task_is_refused_with_the_reason():
+    """ZeroGPU schedules a task of at most 40 min of quota (spaces' PRO_QUOTA_MINUTES): 1,600 s of GPU time on the
+    RTX PRO 6000 (x1.5). A longer run is refused before a GPU is asked for; a shorter one is ZeroGPU's to refuse by
+    the visitor's quota (its message reaches the page). On a GPU of the server's own, GPU_CAP_S bounds a run."""
+    svc = serving.Service(on_zerogpu=True, duration_factor=1.5)
+    assert svc.gpu_seconds_max() == 1600
+    long_run = serving.Request("places2", None, None, 1000, 1, 20)  # 19,981 calls at the 0.09 s guess
+    svc.call_s["places2"] = serving.zerogpu_guess("places2")
+    with pytest.raises(ServeError, match=r"ZeroGPU runs a task for at most 40 min of quota \(1600 s on this GPU, "
+                                         r"whose seconds count 1.5x\)\. Use fewer steps T"):
+        svc.check_fits(long_run)
+    svc.check_fits(serving.Request("places2", None, None, 250, 10, 10))  # 2,410 calls: 348 s charged, not refused
+    own = serving.Service(has_gpu=True)
+    own.call_s["places2"] = 0.2
+    with pytest.raises(ServeError, match="this server gives one run at most 300 s of its GPU"):
+        own.check_fits(serving.Request("places2", None, None, 250, 10, 10))
+
+
+def test_charged_seconds_are_what_spaces_schedules():
+    """spaces' own get_duration_seconds on its Blackwell config (spaces/zero/configs.json), then its round(): the
+    page's charged seconds equal what reaches ZeroGPU's /schedule (test_zerogpu checks the wire)."""
+    from datetime import timedelta
+
+    from spaces.zero import client, config
+
+    blackwell = next(c for c in json.loads(files("spaces.zero").joinpath("configs.json").read_text())
+                     if "Blackwell" in c["model"])
+    svc = serving.Service(on_zerogpu=True, duration_factor=blackwell["duration_factor"])
+    svc.call_s["bundled"] = 0.013
+    with mock.patch.object(config, "get_config", lambda: blackwell):
+        assert svc.duration_factor == serving.zerogpu_duration_factor() == 1.5
+        for settings in ((250, 10, 10), (100, 10, 5), (50, 5, 2), (1000, 1, 20)):
+            req = serving.Request("bundled", None, None, *settings)
+            spaces_s = round(client.get_duration_seconds(timedelta(seconds=svc.gpu_duration(req)), None))
+            assert svc.charged_seconds(req) == spaces_s <= serving.ZEROGPU_TASK_MAX_S
