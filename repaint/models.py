@@ -392,9 +392,11 @@ def load(name_or_path: str | Path = "bundled", device=None, dtype=None, cache_di
     (:data:`repaint.convert.KNOWN_FILES`, converted once into the cache), or a Hub repository id (``owner/name``;
     with ``HF_HUB_OFFLINE=1`` only the cache is read). Registry ADM models are downloaded and converted once into
     ``repaint-adm/`` of the Hugging Face cache (``cache_dir``), unless they have a Hub mirror (:func:`hub_mirror`),
-    read like any Hub model. Folders hold either the root layout (config.json,
-    weights, scheduler_config.json) or a pipeline layout (model_index.json, unet/, scheduler/). Remote code is
-    never run; weights are safetensors or weights-only pickles. ``dtype``: :func:`default_dtype` if unset.
+    read like any Hub model. A folder or repository gives its UNet from ``unet/`` and its scheduler config from
+    ``scheduler/`` where those folders exist, else from its root, as diffusers reads a pipeline: the google/ddpm-*
+    repositories have both at the root beside a DDPMPipeline model_index.json (:data:`UNET_DIR`'s comment). From
+    the Hub only those files are fetched (:func:`_download`). Remote code is never run; weights are safetensors or
+    weights-only pickles. ``dtype``: :func:`default_dtype` if unset.
 
     ``classifier``: a noisy-image classifier for classifier guidance (``inpaint(..., classifier_scale=...)``): a
     :data:`CLASSIFIERS` name (downloaded and converted once, like the registry's ADM models), a folder written by

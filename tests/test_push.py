@@ -65,6 +65,25 @@ def test_push_to_hub_uploads_the_folder_and_its_card(tmp_path, hub, monkeypatch)
     assert len(hub.commits) >= 1
 
 
+def test_a_pushed_mirror_is_downloaded_and_loaded_as_the_registry_model(tmp_path, hub, monkeypatch):
+    """Issue 29: the mirror's layout (configs and safetensors at the root, no model_index.json) through the same
+    loader as the google/ddpm-* repositories, from the Hub it was pushed to: only what the load reads comes back."""
+    import repaint
+
+    ckpt, model, o = save_checkpoint(tmp_path / "places256_300000.pt")
+    monkeypatch.setitem(convert.PRESETS, "places256", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
+    assert convert.main([str(ckpt), str(tmp_path / "places2"), "--push-to-hub", "someone/repaint-places2"]) == 0
+    monkeypatch.setenv("REPAINT_HUB_MIRROR_PLACES2", "someone/repaint-places2")
+    pushed = len(hub.requests)
+    pipe = repaint.load("places2", device="cpu", cache_dir=tmp_path / "cache")
+    gets = {r.split("/resolve/main/", 1)[1] for r in hub.requests[pushed:] if r.startswith("GET ")}
+    assert gets == {"config.json", "scheduler_config.json", "diffusion_pytorch_model.safetensors"}
+    assert pipe.learned_variance and pipe.resolution == o["image_size"]
+    x, t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+    with torch.no_grad():
+        assert (pipe.unet(x, t).sample - model(x, t)).abs().max() <= 1e-5
+
+
 def test_openai_checkpoints_are_mit_and_unknown_files_need_a_licence(tmp_path, hub, monkeypatch, capsys):
     _, _, o = save_checkpoint(tmp_path / "256x256_diffusion_uncond.pt")
     out = convert.convert_adm(tmp_path / "256x256_diffusion_uncond.pt", tmp_path / "out", **tiny_options())
