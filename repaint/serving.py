@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import masks, models
 from .bench import call_time, call_times
@@ -206,6 +207,29 @@ def visible(error_cls):
             raise error_cls(message)
         return plain
     return wrap
+
+
+OUT_OF_MEMORY = "The GPU ran out of memory for this run: use fewer samples, or turn Compare off."
+GPU_FAILED = "The GPU failed during the run (a CUDA error): please try again."
+
+
+def gpu_error(error: BaseException) -> BaseException:
+    """What a run's error becomes for the visitor: a ValueError (bad settings) and the GPU's errors they can act on
+    (out of memory, a CUDA failure) as a ServeError with a message, every other error unchanged, its traceback in
+    the server's log (inside a ZeroGPU worker the visitor would see only its class name)."""
+    if isinstance(error, ServeError):
+        return error
+    if isinstance(error, ValueError):
+        return ServeError(str(error))
+    text = str(error)
+    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower():
+        log.error("run out of GPU memory: %s", text)
+        return ServeError(OUT_OF_MEMORY)
+    if isinstance(error, RuntimeError) and any(w in text for w in ("CUDA", "cuDNN", "CUBLAS", "cublas", "NCCL")):
+        log.error("run failed on the GPU", exc_info=error)
+        return ServeError(GPU_FAILED)
+    log.error("run failed", exc_info=error)
+    return error
 
 
 class Stopped(ServeError):
@@ -788,9 +812,7 @@ class Service:
                     del ev
                     if isinstance(error, InterruptedError) and stop is not None and stop.is_set():
                         return  # the visitor's Stop: stream() reports it
-                    if isinstance(error, ValueError) and not isinstance(error, ServeError):
-                        error = ServeError(str(error))
-                    raise error
+                    raise gpu_error(error)
                 else:
                     res, plain = ev[1] if req.compare else (ev[1], [])
                     per_call = (call_interval(times) if len(times) > 1

@@ -9,6 +9,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import repaint
@@ -232,3 +233,30 @@ def test_charged_seconds_are_what_spaces_schedules():
             req = serving.Request("bundled", None, None, *settings)
             spaces_s = round(client.get_duration_seconds(timedelta(seconds=svc.gpu_duration(req)), None))
             assert svc.charged_seconds(req) == spaces_s <= serving.ZEROGPU_TASK_MAX_S
+
+
+@pytest.mark.parametrize("raised,want", [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), serving.OUT_OF_MEMORY),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), serving.GPU_FAILED),
+    (RuntimeError("something else"), None),
+])
+def test_gpu_errors_reach_the_visitor_as_words(raised, want, caplog):
+    """Issue 25: an error inside the GPU function reached the visitor as its class name (ZeroGPU hands on only
+    gr.Error's message). Out of memory and CUDA failures become messages saying what to do; anything else stays as
+    it is, with its traceback in the server's log. The error is raised at the run's 5th model call."""
+    svc = serving.Service()
+    inp = svc.models["bundled"] = repaint.load("bundled", device="cpu")
+    calls, eps = [], inp.eps
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise raised
+        return eps(*args, **kwargs)
+
+    inp.eps = failing
+    req = serving.Request("bundled", np.zeros((32, 32, 3), np.uint8), "left_half", 10, 5, 2)
+    with pytest.raises(ServeError if want else type(raised)) as got:
+        list(svc.run(req))
+    assert str(got.value) == (want or str(raised)) and len(calls) == 5
+    assert any(r.levelname == "ERROR" for r in caplog.records)
