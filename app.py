@@ -203,7 +203,8 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=2, min_width=300):
                 model = gr.Dropdown(serving.model_choices(HAS_GPU, SERVICE.offered), value=DEFAULT_MODEL,
                                     label="Model", elem_id="model", allow_custom_value=SERVICE.allow_hub_ids,
-                                    info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None)
+                                    info="Or type a Hugging Face Hub id, owner/name." if SERVICE.allow_hub_ids
+                                    else None)  # never on ZeroGPU (Service)
                 with gr.Accordion("Model details", open=False):
                     gr.Markdown(serving.model_table())
                 steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")

@@ -383,6 +383,7 @@ class Service:
         self.timed_costs: dict[str, dict[int, float]] = {}  # a batch's cost relative to one row, timed at load
         self.run_s: dict[str, dict[int, tuple[float, float]]] = {}  # rows: (seconds per call, weight), from runs
         self.extra_s: dict[str, float] = {}  # the last page run's seconds outside its model calls
+        self.failed: dict[str, str] = {}  # offered models that failed to load at start (preload): why
         self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # this service's worker threads still running
         self._lock = threading.Lock()  # guards self.models and self._load_locks, held only briefly
@@ -478,6 +479,7 @@ class Service:
             except ServeError as e:
                 log.error("model %s is not offered: %s", name, e)  # the page says it too (the notice)
                 self._offered.remove(name)
+                self.failed[name] = str(e)
                 failed.append(str(e))
         if os.environ.get(AOT_ENV, "").strip() == "1":  # opt-in: compiled at start-up (repaint.aot), not measured
             from . import aot
@@ -517,7 +519,9 @@ class Service:
         """(default model, notice for the page or ''): ``wanted`` (from ``env_name``) if it loads, else the GPU or
         the offline model; the offline one when the first choice cannot be loaded."""
         notice = ""
-        if wanted and wanted not in self.offered and not (self.allow_hub_ids and is_hub_id(wanted)):
+        if wanted in self.failed:
+            notice, wanted = f"{env_name}={wanted!r} could not be loaded; ", ""
+        elif wanted and wanted not in self.offered and not (self.allow_hub_ids and is_hub_id(wanted)):
             notice, wanted = f"{env_name}={wanted!r} is not an offered model; ", ""
         first = wanted or next((m for m in (gpu_model if self.has_gpu else offline_model, offline_model)
                                 if m in self.offered), self.offered[0] if self.offered else offline_model)
