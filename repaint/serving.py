@@ -9,6 +9,7 @@ Errors meant for the visitor are :class:`ServeError` (a ValueError); the app sho
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -72,6 +73,9 @@ PREVIEW_INTERVAL_S = 0.5  # the page's live preview at most this often: each is 
 # for 232 s; each run's own timing replaces the guess (Service.note_run).
 ZEROGPU_TFLOPS = 25.0
 ZEROGPU_MIN_CALL_S = 0.01
+# The guess is widened by this margin before it sizes a slot: a call up to 1.5x slower than assumed (the worker's
+# start included) still fits. A run's own measurement replaces guess and margin (Service.note_run).
+ZEROGPU_GUESS_MARGIN = 1.5
 ZEROGPU_CALL_S = {256: 0.09, 32: ZEROGPU_MIN_CALL_S}  # by resolution, for Hub models the registry does not know
 ZEROGPU_SLOT_S = 60  # ZeroGPU's default slot: the page's default settings are charged at most this
 # The daily ZeroGPU quota of each kind of visitor (Hugging Face's ZeroGPU docs, 2026; PRO: spaces 0.51.3's
@@ -86,6 +90,9 @@ ZEROGPU_FACTOR_MAX = 1.5
 SIZES = ("auto", "full", "model")  # the API's result size: auto = full for a mask file, the model's for a preset
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
+# A run with a GPU slot (ZeroGPU) stops before a model call that would leave less than this of the slot: the worker's
+# start before the run and the results' hand-over after it also count against the slot.
+SLOT_RESERVE_S = 5.0
 # Result files go here, one folder per run, deleted as soon as the server has copied them; folders left by a crash
 # are swept after RESULTS_MAX_AGE_S.
 RESULTS_DIR = Path(tempfile.gettempdir()) / "repaint_results"
@@ -155,12 +162,13 @@ def fitting_settings(service: Service, name: str, slot_s: int) -> tuple[int, int
 
 def zerogpu_guess(name: str, resolution: int = 256) -> float:
     """Seconds per call at batch 1 on ZeroGPU before any run was timed: registry TFLOP / ZEROGPU_TFLOPS, the model's
-    classifier's forward and input gradient included for a model guided by default (imagenet)."""
+    classifier's forward and input gradient included for a model guided by default (imagenet), times
+    ZEROGPU_GUESS_MARGIN."""
     info = models.MODELS.get(name)
     if info is not None and info.tflop is not None:
         tflop = info.tflop + (models.CLASSIFIERS[info.classifier].tflop if info.classifier else 0.0)
-        return max(ZEROGPU_MIN_CALL_S, tflop / ZEROGPU_TFLOPS)
-    return ZEROGPU_CALL_S.get(resolution, ZEROGPU_CALL_S[256])
+        return ZEROGPU_GUESS_MARGIN * max(ZEROGPU_MIN_CALL_S, tflop / ZEROGPU_TFLOPS)
+    return ZEROGPU_GUESS_MARGIN * ZEROGPU_CALL_S.get(resolution, ZEROGPU_CALL_S[256])
 
 
 def _weights(m: models.ModelInfo) -> str:
@@ -232,6 +240,17 @@ def gpu_error(error: BaseException) -> BaseException:
     return error
 
 
+class SlotSpent(InterruptedError):
+    """A run stopped before it would outlast its GPU slot (raised in the sampler's callback)."""
+
+    def __init__(self, done: int, total: int, per_call: float, slot_s: int):
+        self.done, self.per_call = done, per_call
+        super().__init__(
+            f"Stopped after {done:,} of {total:,} model calls: at {per_call * 1000:.0f} ms per call the run would "
+            f"outlast its {slot_s} s GPU slot. Nothing was saved. The next run's slot is sized from this "
+            f"measurement; or lower T, r or the samples.")
+
+
 class Stopped(ServeError):
     """The visitor pressed Stop during the run."""
 
@@ -265,6 +284,9 @@ class Request:
     class_label: int | None = None
     classifier_scale: float | None = None  # classifier guidance; None: the model's default (1 with a classifier)
     stop_key: str | None = None  # the session whose Stop flag the run watches in this process (see Service.run)
+    # The GPU seconds asked of ZeroGPU for this run (stream sets it there): the worker, which cannot know what the
+    # main process asked, stops before it would outlast them (Service.run).
+    slot_s: int | None = None
 
     @property
     def rows(self) -> int:
@@ -610,6 +632,8 @@ class Service:
         """ZeroGPU slot length for :meth:`run` (called with its request): its model calls times the measured
         per-call time, plus a margin, capped at :meth:`gpu_seconds_max` (requests that cannot fit are refused
         before)."""
+        if req.slot_s:
+            return req.slot_s  # sized when the run was handed to the GPU function (stream)
         est = self.estimate_seconds(*req.settings())
         if est is None:
             est = req.calls * zerogpu_guess(req.model)  # not loaded yet
@@ -651,7 +675,8 @@ class Service:
         if name in self.run_s:
             source = "measured by runs"
         elif self.on_zerogpu:  # an assumption until a run has measured it
-            source = f"a guess from an assumed {ZEROGPU_TFLOPS:g} TFLOP/s, not measured yet"
+            source = (f"a guess from an assumed {ZEROGPU_TFLOPS:g} TFLOP/s with a {ZEROGPU_GUESS_MARGIN:g}x margin, "
+                      "not measured yet")
         else:
             source = "timed at start-up"
         where = "ZeroGPU" if self.on_zerogpu else self.models[name].device
@@ -759,6 +784,8 @@ class Service:
         """The GPU function's body: runs the sampler in a worker thread; yields ("tick", tick, total, levels, x_t,
         x0) at every model call (uint8 arrays every few calls, else None) and at the end ("done", results, plains,
         seconds per call: :func:`call_interval` of the calls' times, so a run's set-up does not count as calls).
+        A run with ``req.slot_s`` stops before a model call that would outlast the slot (SLOT_RESERVE_S kept): it
+        yields ("spent", calls made, seconds per call) and raises a ServeError that says how far it got.
         Only picklable values are yielded (ZeroGPU runs this in another process). Closing the generator ends the run
         at its next model call; so does, off ZeroGPU, the Stop flag of ``req.stop_key``.
         On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces' worker looks at its
@@ -786,6 +813,10 @@ class Service:
                 resume.acquire()  # until the consumer asks for the next event (or closes the run)
                 if closed.is_set():
                     raise InterruptedError("stopped")
+            if req.slot_s and tick < total - 1:  # would the next call, and the hand-over, still fit the slot?
+                per_call = call_interval(times) if len(times) > 1 else times[0] - start
+                if time.perf_counter() - start + per_call + SLOT_RESERVE_S > req.slot_s:
+                    raise SlotSpent(tick + 1, total, per_call, req.slot_s)
 
         def work():
             try:
@@ -816,6 +847,9 @@ class Service:
                     del ev
                     if isinstance(error, InterruptedError) and stop is not None and stop.is_set():
                         return  # the visitor's Stop: stream() reports it
+                    if isinstance(error, SlotSpent):
+                        yield ("spent", error.done, error.per_call)  # what it measured, for later slots
+                        raise ServeError(str(error))
                     raise gpu_error(error)
                 else:
                     res, plain = ev[1] if req.compare else (ev[1], [])
@@ -841,11 +875,16 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
     total, seconds so far, x0 or None) per model call, then ("done", :class:`Finished`). Stop closes the GPU
     function's generator (which ends its run, in this process or in the worker) and raises :class:`Stopped`."""
     start, frames, levels, finished = time.perf_counter(), [], [], None
+    if service.on_zerogpu and req.slot_s is None:  # the slot's seconds cross to the worker with the request
+        req = dataclasses.replace(req, slot_s=service.gpu_duration(req))
     gen = gpu_run(req)
     try:
         for ev in gen:
             if stop is not None and stop.is_set():
                 break
+            if ev[0] == "spent":  # the run stopped short of its slot's end: its per-call time sizes later slots
+                service.note_run(req, ev[2])
+                continue
             if ev[0] == "done":
                 service.note_run(req, ev[3])
                 finished = Finished(req, ev[1], ev[2], frames, levels, ev[3] * len(levels))

@@ -9,8 +9,8 @@ or Hugging Face's scheduler:
 
 - the device API (``SPACES_ZERO_DEVICE_API_URL``): :class:`DeviceAPI`, a loopback HTTP server answering
   ``/startup-report``, ``/schedule`` (one GPU index per task running at once; a quota in seconds per visitor if
-  asked; on request a wait in the queue and a GPU not idle), ``/allow`` and ``/release``, and recording each call.
-  It does not end a task that runs past its requested duration, as ZeroGPU does;
+  asked; on request a wait in the queue and a GPU not idle), ``/allow`` and ``/release``, recording each call, and
+  ending a task that runs past its requested duration by killing its worker, as ZeroGPU ends it;
 - in the worker, ``spaces.zero.torch.init`` (which makes the CUDA context) does nothing, and ``.move`` (which
   copies the packed tensors to the GPU) reads them from spaces' own pack file into CPU memory: the worker's
   "cuda" tensors are CPU tensors, in float32 where the GPU would hold bfloat16 or float16 (which this CPU computes
@@ -35,8 +35,10 @@ checks (an error raised inside the worker).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -53,13 +55,19 @@ class DeviceAPI:
     (then 429 with what is left, as HF's scheduler answers). It grants a GPU at once and reports it idle (so spaces
     reuses that GPU's worker process), except for the task after a ``/test-next?wait_s=S`` call: that one waits S
     seconds, as in ZeroGPU's queue, and its GPU is reported not idle, so spaces forks a new worker for it, as it
-    does on the platform when another Space used the GPU in between."""
+    does on the platform when another Space used the GPU in between.
+
+    A task still holding its GPU when its ``durationSeconds`` have passed is ended as ZeroGPU ends it: its worker
+    process (the pid spaces sends with ``/allow``) is killed, and spaces reports "GPU task aborted". ``cut_s`` in
+    ``/test-next`` ends the next task after that many seconds instead, as if the platform cut it short."""
 
     def __init__(self, quota_s: int | None = None):
         self.calls: list[tuple[str, dict]] = []
         self.in_use: dict[str, int] = {}  # allow token -> GPU index
         self.quota_s, self.spent_s = quota_s, 0
-        self.next_wait_s, self.next_busy = 0.0, False  # set by /test-next for the next /schedule
+        self.next_wait_s, self.next_busy, self.next_cut_s = 0.0, False, None  # /test-next, for the next /schedule
+        self.deadlines: dict[str, float] = {}  # allow token -> when its task's seconds run out (time.monotonic)
+        self.pids: dict[int, int] = {}  # GPU index -> the pid of the worker that holds it (from /allow)
         self.lock = threading.Lock()
         api = self
 
@@ -83,6 +91,21 @@ class DeviceAPI:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.enforce_durations, daemon=True).start()
+
+    def enforce_durations(self) -> None:
+        """Kills the worker of each task past its duration (checked every 0.1 s)."""
+        while True:
+            time.sleep(0.1)
+            with self.lock:
+                late = [t for t, deadline in self.deadlines.items() if time.monotonic() > deadline]
+                for token in late:
+                    del self.deadlines[token]
+                    pid = self.pids.get(self.in_use.get(token))
+                    self.calls.append(("aborted", {"allowToken": token, "pid": pid}))
+                    if pid is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
 
     def answer(self, path: str, params: dict) -> tuple[int, dict | None]:
         if path == "/schedule":
@@ -91,11 +114,16 @@ class DeviceAPI:
             time.sleep(wait)  # the task waits in ZeroGPU's queue for a GPU
         with self.lock:
             self.calls.append((path, params))
-            if path == "/startup-report" or path == "/allow":
+            if path == "/allow":  # a new worker, before its first task: its pid
+                if params.get("allowToken") in self.in_use:
+                    self.pids[self.in_use[params["allowToken"]]] = int(params["pid"])
                 return 200, None
-            if path == "/test-next":  # not ZeroGPU's: the next task waits this long, on a GPU not idle
+            if path == "/startup-report":
+                return 200, None
+            if path == "/test-next":  # not ZeroGPU's: the next task waits this long, on a GPU not idle (or is cut)
                 self.next_wait_s = float(params.get("wait_s", 0))
-                self.next_busy = True
+                self.next_busy = "wait_s" in params
+                self.next_cut_s = float(params["cut_s"]) if "cut_s" in params else None
                 return 200, None
             if path == "/schedule":
                 seconds = int(params.get("durationSeconds", 60))
@@ -106,10 +134,13 @@ class DeviceAPI:
                 token = f"token-{len(self.calls)}"
                 self.in_use[token] = index
                 idle, self.next_busy = not self.next_busy, False
+                cut, self.next_cut_s = self.next_cut_s, None
+                self.deadlines[token] = time.monotonic() + (seconds if cut is None else cut)
                 return 200, {"idle": idle, "nvidiaIndex": index, "nvidiaUUID": f"GPU-emulated-{index}",
                              "allowToken": token}
             if path == "/release":
                 self.in_use.pop(params.get("allowToken"), None)
+                self.deadlines.pop(params.get("allowToken"), None)
                 return 200, None
             if path == "/queue-size":
                 return 200, 0

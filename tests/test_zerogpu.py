@@ -241,6 +241,37 @@ def test_defaults_fit_the_default_slot_and_the_paper_is_one_click_away(server):
     assert page.predict(page.fn("paper", "click"), []) == [250, 10, 10]
 
 
+def test_a_run_that_would_outlast_its_slot_stops_first_and_says_how_far_it_got(server):
+    """Issue 25: ZeroGPU ends a task that outlasts its slot, and the visitor then sees "GPU task aborted". The run
+    watches its slot (the seconds the request asked for, carried by the request into the worker) and stops before
+    a model call it could not finish with SLOT_RESERVE_S left: a message naming how far it got, and the emulated
+    platform, which kills a worker past its duration, never had to."""
+    page_url, api, _ = server
+    client = Client(page_url, verbose=False)
+    settings = dict(model="bundled", image=str(FACE), mask="left_half", steps=250, jump_length=10, jump_n_sample=10)
+    before = len(device_calls(api))
+    with pytest.raises(AppError, match=r"Stopped after \d+ of 2,410 model calls: at \d+ ms per call the run would "
+                                       r"outlast its 8 s GPU slot"):
+        client.predict({**settings, "slot_s": 8}, api_name="/test_gpu_run")
+    calls = device_calls(api)[before:]
+    assert [int(p["durationSeconds"]) for path, p in calls if path == "/schedule"] == [12]  # 8 s x 1.5
+    assert not [c for c in calls if c[0] == "aborted"]
+
+
+def test_the_emulated_platform_ends_a_task_past_its_duration(server):
+    """What the guard above prevents: the emulation ends a task whose seconds ran out (here cut to 2 s) by killing
+    its worker, and spaces says "GPU task aborted"; the next run gets a new worker and finishes."""
+    page_url, api, _ = server
+    client = Client(page_url, verbose=False)
+    settings = dict(model="bundled", image=str(FACE), mask="left_half", steps=250, jump_length=10, jump_n_sample=10)
+    httpx.get(api + "test-next", params={"cut_s": 2})
+    before = len(device_calls(api))
+    with pytest.raises(AppError, match="GPU task aborted"):
+        client.predict(settings, api_name="/test_gpu_run")
+    assert [c for c in device_calls(api)[before:] if c[0] == "aborted"]
+    assert client.predict({**settings, "steps": 10, "jump_length": 5, "jump_n_sample": 2}, api_name="/test_gpu_run")
+
+
 def test_two_visitors_run_at_the_same_time(server):
     """Finding 6: default_concurrency_limit=1 made every visitor wait for the one before. On ZeroGPU each run has
     a GPU worker of its own: the second is scheduled while the first still holds its GPU."""
