@@ -29,8 +29,9 @@ SIGTERM, printing
 "READY <app url> <device API url>"; ``GET <device API url>/test-calls`` lists the device API's calls. The app's
 settings come from the environment (REPAINT_MODELS, HF_HOME). With ``REPAINT_TEST_CALL_LOG`` set, every model call
 (in any process) appends "call" to that file, and the main process appends "stop" when spaces sets a worker's stop
-event. One endpoint is added for the tests, ``/test_gpu_run``: the app's GPU function on a request that skipped the
-checks (an error raised inside the worker).
+event. With ``REPAINT_TEST_FAULT_FILE`` set, a model call raises a GPU's error when that file asks for one
+(:func:`inject_faults`). One endpoint is added for the tests, ``/test_gpu_run``: the app's GPU function on a
+request that skipped the checks (an error raised inside the worker).
 """
 
 from __future__ import annotations
@@ -249,6 +250,31 @@ def log_calls(path: str) -> None:
     synchronize.Event.set = set_and_log
 
 
+def inject_faults(path: str) -> None:
+    """A GPU's errors on demand, raised by a model call in the worker: when ``path`` holds "N KIND", the N-th model
+    call from then on raises KIND's error (``oom``: torch's out-of-memory error, ``cuda``: a CUDA error, as torch
+    words them) and the file is removed. The file is how the request crosses into the worker process."""
+    import torch
+
+    from repaint import models
+
+    faults = {"oom": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+              "cuda": lambda: RuntimeError("CUDA error: an illegal memory access was encountered")}
+    eps = models.Inpainter.eps
+
+    def faulty(self, *args, **kwargs):
+        fault = Path(path)
+        if fault.exists():
+            n, kind = fault.read_text().split()
+            if int(n) <= 1:
+                fault.unlink()
+                raise faults[kind]()
+            fault.write_text(f"{int(n) - 1} {kind}")
+        return eps(self, *args, **kwargs)
+
+    models.Inpainter.eps = faulty
+
+
 def main(port: int) -> None:
     import faulthandler
     import signal
@@ -259,6 +285,8 @@ def main(port: int) -> None:
     install(api.url, os.environ.get("ZEROGPU_OFFLOAD_DIR") or str(Path.cwd() / ".zerogpu"))
     if os.environ.get("REPAINT_TEST_CALL_LOG"):
         log_calls(os.environ["REPAINT_TEST_CALL_LOG"])
+    if os.environ.get("REPAINT_TEST_FAULT_FILE"):
+        inject_faults(os.environ["REPAINT_TEST_FAULT_FILE"])
     import app
 
     print("ZEROGPU", app.ON_ZEROGPU, "MODELS", ",".join(app.SERVICE.models), flush=True)

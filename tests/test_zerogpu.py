@@ -46,7 +46,8 @@ def server(tmp_path_factory):
         write_hub_cache(tmp / "hf" / "hub", repo_id, ddpm_repo(repo_id, weights_from=repaint.models.BUNDLED_DIR))
     log = tmp / "calls.log"
     env = {**os.environ, "HF_HOME": str(tmp / "hf"), "REPAINT_MODELS": "cat,cifar10,bundled", "REPAINT_MODEL": "cat",
-           "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "REPAINT_TEST_CALL_LOG": str(log), "OMP_NUM_THREADS": "1"}
+           "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "REPAINT_TEST_CALL_LOG": str(log), "OMP_NUM_THREADS": "1",
+           "REPAINT_TEST_FAULT_FILE": str(tmp / "fault")}
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "_zerogpu.py"), "0"], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, ready = [], threading.Event()
@@ -215,6 +216,17 @@ def test_an_error_inside_the_gpu_function_keeps_its_message(server):
     assert client.predict({**settings, "jump_length": 5, "steps": 10}, api_name="/test_gpu_run") > 10
     with pytest.raises(AppError, match="jump_length"):  # /inpaint checks it before a GPU is asked for
         client.predict(handle_file(str(FACE)), "left_half", "bundled", 5, 9, 1, 0, 1, False, api_name="/inpaint")
+
+
+@pytest.mark.parametrize("kind,message", [("oom", serving.OUT_OF_MEMORY), ("cuda", serving.GPU_FAILED)])
+def test_a_gpu_error_in_the_worker_reaches_the_visitor_as_words(server, kind, message):
+    """Issue 25: an out-of-memory or CUDA error inside the GPU function reached the visitor as its class name
+    ("ZeroGPU worker error"). Raised by the worker's 5th model call, it arrives as a message saying what to do."""
+    page_url, _, log = server
+    (log.parent / "fault").write_text(f"5 {kind}")
+    ok, out = outcome(Page(page_url).inpaint("bundled", 10, 5, 2))
+    assert not ok and out == [message], out
+    assert not (log.parent / "fault").exists()  # the 5th call raised it
 
 
 def test_defaults_fit_the_default_slot_and_the_paper_is_one_click_away(server):
