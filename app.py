@@ -75,8 +75,13 @@ def sync_preset(value, preset: str, model: str, seed: int, shown):
 
 @visible_errors
 def redraw_preset(value, preset: str, model: str, seed: int, shown):
-    """After the visitor changed the preset, model (resolution) or seed: the preset drawn anew (Draw clears it)."""
-    return editor_with_preset(pictures.with_background(value, shown), preset, model, seed)
+    """After the visitor changed the preset, model (resolution) or seed: the preset drawn anew (Draw clears it).
+    Returns (editor value, the background the editor shows): a value that still carries the uploaded image also
+    sets ``shown``, because the upload's own sync_preset may never have run (a later editor event supersedes a
+    pending one: trigger_mode "always_last"), and from now on the browser sends only the layer."""
+    background = pictures.as_array(value.get("background")) if isinstance(value, dict) else None
+    return (editor_with_preset(pictures.with_background(value, shown), preset, model, seed),
+            gr.skip() if background is None else background)
 
 
 # ----------------------------------------------------------------------------------------------- handlers
@@ -266,7 +271,7 @@ def build_demo() -> gr.Blocks:
                                                  jump_n_sample, model], **private)
         paper_btn.click(lambda: PAPER, None, [steps, jump_length, jump_n_sample], queue=False, **private)
         for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
-            trigger(redraw_preset, [editor, preset, model, seed, shown], editor, **private)
+            trigger(redraw_preset, [editor, preset, model, seed, shown], [editor, shown], **private)
         # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
         # fires .upload/.input, and after an example a visitor's upload fired no .upload: all go to the guard.
         gr.on([editor.upload, editor.change, editor.input], sync_preset, [editor, preset, model, seed, shown],

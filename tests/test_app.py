@@ -77,7 +77,8 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
     value, shown = app.sync_preset({"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0,
                                    None)
     assert value["background"] is None and shown is bg
-    again = app.redraw_preset(value, "top_half", "bundled", 0, shown)  # a second preset, no stroke in between
+    again, kept = app.redraw_preset(value, "top_half", "bundled", 0, shown)  # a second preset, no stroke between
+    assert kept == {"__type__": "update"}  # the layer-only value: the kept image stays
     assert (app.mask_from_editor({**again, "background": bg}) == pictures.preset_mask("top_half", *bg.shape[1::-1],
                                                                                     32, 0)).all()
     *_, last = app.run(value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("layer"), None,
@@ -86,6 +87,20 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
     with pytest.raises(Exception, match="No image"):  # a cleared editor is not run on the old image
         next(app.run({"background": None, "layers": [], "composite": None}, "left_half", "bundled", 4, 2, 1, 0,
                      False, 1, False, False, ui_request("layer2"), None, shown))
+
+
+def test_a_preset_picked_before_the_uploads_sync_ran_keeps_the_image_for_the_run(face):
+    """The browser test's race: a large upload's sync_preset is still pending when the visitor picks a preset; the
+    app's layer-only value then fires an editor event that supersedes it (trigger_mode "always_last"), so the upload
+    was never recorded and the run said "No image". The preset's handler sees the image, and records it."""
+    bg = np.asarray(Image.open(face).convert("RGBA"))
+    value, shown = app.redraw_preset({"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0,
+                                     None)  # no sync_preset ran: nothing recorded yet
+    assert value["background"] is None and shown is not None and np.array_equal(shown, bg)
+    assert app.sync_preset(value, "left_half", "bundled", 0, None) == (app.gr.skip(), app.gr.skip())  # superseding
+    *_, last = app.run(value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("race"), None,
+                       shown)
+    assert last[0].startswith("Done")
 
 
 def test_the_editors_mask_is_one_mask_for_all_samples(face):
@@ -160,7 +175,10 @@ def test_default_falls_back_to_bundled_with_a_notice(monkeypatch):
     assert "not in the local cache" in notice and "Using the **bundled** model" in notice
 
 
-def test_ui_handler_streams_previews_then_results(face):
+def test_ui_handler_streams_previews_then_results(face, monkeypatch):
+    # previews at most every PREVIEW_INTERVAL_S: how many a 35-call run shows depends on the machine's speed (4 on a
+    # fast moment, a failure of ">= 5"); without the interval, every frame the run makes is one
+    monkeypatch.setattr(serving, "PREVIEW_INTERVAL_S", 0.0)
     request = ui_request("test-ui")
     value = left_half_editor(face)
     gen = app.run(value, "left_half", "bundled", 20, 5, 2, 7, False, 2, True, False, request)
