@@ -30,8 +30,8 @@ HAS_GPU = ON_ZEROGPU or torch.cuda.is_available()
 GPU_MODEL, OFFLINE_MODEL = "celebahq", "bundled"  # defaults on a GPU, and on a CPU or without the Hub
 MODEL_ENV = "REPAINT_MODEL"  # environment variable overriding the default model
 MODELS_ENV = "REPAINT_MODELS"  # the models offered, e.g. "celebahq,places2,bundled" (default: serving.offered_models)
-HUB_IDS_ENV = "REPAINT_ALLOW_HUB_IDS"  # "1": any Hub id ``owner/name`` may be asked for, not only registry names
-ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
+HUB_IDS_ENV = "REPAINT_ALLOW_HUB_IDS"  # "1": any Hub id ``owner/name`` may be asked for (not on ZeroGPU: Service)
+ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true", "yes") and not ON_ZEROGPU
 PAPER = (250, 10, 10)  # the paper's T, j and r (its n): the defaults, except on ZeroGPU ("Paper settings" there)
 STEPS_MAX, JUMP_MAX, RESAMPLE_MAX, SAMPLES_MAX, SEED_MAX = 1000, 50, 20, 4, 2**31 - 1
 PREVIEW_TILE = 128  # pixel height of the live preview
@@ -75,13 +75,10 @@ def sync_preset(value, preset: str, model: str, seed: int, shown):
 
 @visible_errors
 def redraw_preset(value, preset: str, model: str, seed: int, shown):
-    """After the visitor changed the preset, model (resolution) or seed: the preset drawn anew (Draw clears it).
-    Returns (editor value, the background the editor shows): a value that still carries the uploaded image also
-    sets ``shown``, because the upload's own sync_preset may never have run (a later editor event supersedes a
-    pending one: trigger_mode "always_last"), and from now on the browser sends only the layer."""
-    background = pictures.as_array(value.get("background")) if isinstance(value, dict) else None
-    return (editor_with_preset(pictures.with_background(value, shown), preset, model, seed),
-            gr.skip() if background is None else background)
+    """The visitor changed the preset, model or seed: (the preset drawn anew, pictures.carried_background)."""
+    background = pictures.carried_background(value)
+    return editor_with_preset(pictures.with_background(value, shown), preset, model, seed), \
+        gr.skip() if background is None else background
 
 
 # ----------------------------------------------------------------------------------------------- handlers
@@ -208,8 +205,7 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=2, min_width=300):
                 model = gr.Dropdown(serving.model_choices(HAS_GPU, SERVICE.offered), value=DEFAULT_MODEL,
                                     label="Model", elem_id="model", allow_custom_value=SERVICE.allow_hub_ids,
-                                    info="Or type a Hugging Face Hub id, owner/name." if SERVICE.allow_hub_ids
-                                    else None)  # never on ZeroGPU (Service)
+                                    info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None)
                 with gr.Accordion("Model details", open=False):
                     gr.Markdown(serving.model_table())
                 steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")

@@ -173,6 +173,13 @@ def same_background(a: list | None, b: list | None, tolerance: int = 12) -> bool
     return a is not None and b is not None and a[:2] == b[:2] and max(abs(x - y) for x, y in zip(a, b)) <= tolerance
 
 
+def carried_background(value) -> np.ndarray | None:
+    """The background an editor value carries, or None (a value the app set carries only the layer). A handler that
+    sees one records it as the editor's (``shown``): the upload's own event may never have reached the server, since
+    the app's next value fires an editor event that supersedes a pending one (trigger_mode "always_last")."""
+    return as_array(value.get("background")) if isinstance(value, dict) else None
+
+
 def with_background(value, shown) -> dict | None:
     """The editor value with its background filled in from ``shown`` (the image the editor shows), where the value
     carries layers but no background: a value the app set itself holds only the preset layer (see app.py), and the
