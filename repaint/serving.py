@@ -244,7 +244,7 @@ class SlotSpent(InterruptedError):
     """A run stopped before it would outlast its GPU slot (raised in the sampler's callback)."""
 
     def __init__(self, done: int, total: int, per_call: float, slot_s: int):
-        self.done, self.per_call = done, per_call
+        self.per_call = per_call
         super().__init__(
             f"Stopped after {done:,} of {total:,} model calls: at {per_call * 1000:.0f} ms per call the run would "
             f"outlast its {slot_s} s GPU slot. Nothing was saved. The next run's slot is sized from this "
@@ -785,7 +785,7 @@ class Service:
         x0) at every model call (uint8 arrays every few calls, else None) and at the end ("done", results, plains,
         seconds per call: :func:`call_interval` of the calls' times, so a run's set-up does not count as calls).
         A run with ``req.slot_s`` stops before a model call that would outlast the slot (SLOT_RESERVE_S kept): it
-        yields ("spent", calls made, seconds per call) and raises a ServeError that says how far it got.
+        yields ("spent", seconds per call) and raises a ServeError that says how far it got.
         Only picklable values are yielded (ZeroGPU runs this in another process). Closing the generator ends the run
         at its next model call; so does, off ZeroGPU, the Stop flag of ``req.stop_key``.
         On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces' worker looks at its
@@ -848,7 +848,7 @@ class Service:
                     if isinstance(error, InterruptedError) and stop is not None and stop.is_set():
                         return  # the visitor's Stop: stream() reports it
                     if isinstance(error, SlotSpent):
-                        yield ("spent", error.done, error.per_call)  # what it measured, for later slots
+                        yield ("spent", error.per_call)  # what it measured, for later slots
                         raise ServeError(str(error))
                     raise gpu_error(error)
                 else:
@@ -883,7 +883,7 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
             if stop is not None and stop.is_set():
                 break
             if ev[0] == "spent":  # the run stopped short of its slot's end: its per-call time sizes later slots
-                service.note_run(req, ev[2])
+                service.note_run(req, ev[1])
                 continue
             if ev[0] == "done":
                 service.note_run(req, ev[3])

@@ -55,8 +55,8 @@ class DeviceAPI:
     concurrent tasks get workers of their own), unless the visitor's ``quota_s`` cannot pay the requested seconds
     (then 429 with what is left, as HF's scheduler answers). It grants a GPU at once and reports it idle (so spaces
     reuses that GPU's worker process), except for the task after a ``/test-next?wait_s=S`` call: that one waits S
-    seconds, as in ZeroGPU's queue, and its GPU is reported not idle, so spaces forks a new worker for it, as it
-    does on the platform when another Space used the GPU in between.
+    seconds, as in ZeroGPU's queue (a "queued" call is recorded when it starts waiting), and its GPU is reported not
+    idle, so spaces forks a new worker for it, as it does on the platform when another Space used the GPU in between.
 
     A task still holding its GPU when its ``durationSeconds`` have passed is ended as ZeroGPU ends it: its worker
     process (the pid spaces sends with ``/allow``) is killed, and spaces reports "GPU task aborted". ``cut_s`` in
@@ -112,6 +112,8 @@ class DeviceAPI:
         if path == "/schedule":
             with self.lock:
                 wait, self.next_wait_s = self.next_wait_s, 0.0
+                if wait:
+                    self.calls.append(("queued", params))  # not ZeroGPU's: the tests see the task wait
             time.sleep(wait)  # the task waits in ZeroGPU's queue for a GPU
         with self.lock:
             self.calls.append((path, params))

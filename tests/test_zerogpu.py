@@ -189,10 +189,18 @@ def test_a_stop_while_waiting_for_a_gpu_leaves_the_visitors_later_runs_alone(ser
     page_url, api, _ = server
     page = Page(page_url)
     httpx.get(api + "test-next", params={"wait_s": 4})
+    before = len(device_calls(api))
     messages = []
     runner = threading.Thread(target=lambda: messages.extend(page.inpaint("bundled", 10, 5, 2)))
     runner.start()
-    time.sleep(1.5)  # the run has asked for its GPU (the uploads and the checks take a fraction of this) and waits
+    deadline = time.monotonic() + 60
+
+    def queued() -> bool:
+        return any(path == "queued" for path, _ in device_calls(api)[before:])
+
+    while not queued() and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the run has asked for its GPU and waits in the queue
+    assert queued()
     assert page.predict(page.fn("stop", "click"), []) == [serving.STOPPING]
     runner.join(60)
     ok, out = outcome(messages)
