@@ -22,7 +22,11 @@ or Hugging Face's scheduler:
   H200's, which nothing here reads);
 - on a CPU build of torch, ``torch.version.cuda`` reads "12.8" and ``torch._C._cuda_init`` exists (raising): spaces
   reads the one and saves the other at import, and ``torch.cuda._is_in_bad_fork`` is a plain function (a lambda
-  there, which spaces' fork check cannot pickle).
+  there, which spaces' fork check cannot pickle). ``Tensor.pin_memory`` returns the tensor as it is: spaces pins
+  the weights of an ahead-of-time compiled model when the worker sends it back, and pinning needs a GPU;
+- spaces' ahead-of-time compilation (``REPAINT_AOT=1``) is its own: export and AOTInductor run in the worker on
+  its CPU tensors (a CPU kernel, where the platform builds CUDA ones), and the drained parameters it leaves (empty
+  tensors) are packed and moved like any other.
 
 ``python tests/_zerogpu.py PORT`` (0: a free one) serves app.py so emulated (the zerogpu tests start it) until
 SIGTERM, printing
@@ -30,8 +34,9 @@ SIGTERM, printing
 settings come from the environment (REPAINT_MODELS, HF_HOME). With ``REPAINT_TEST_CALL_LOG`` set, every model call
 (in any process) appends "call" to that file, and the main process appends "stop" when spaces sets a worker's stop
 event. With ``REPAINT_TEST_FAULT_FILE`` set, a model call raises a GPU's error when that file asks for one
-(:func:`inject_faults`). One endpoint is added for the tests, ``/test_gpu_run``: the app's GPU function on a
-request that skipped the checks (an error raised inside the worker).
+(:func:`inject_faults`). Two endpoints are added for the tests: ``/test_gpu_run``, the app's GPU function on a
+request that skipped the checks (an error raised inside the worker), and ``/test_eps``, one model call in the
+worker (what an ahead-of-time compiled UNet computes there).
 """
 
 from __future__ import annotations
@@ -170,6 +175,7 @@ def install(api_url: str, offload_dir: str) -> None:
 
         torch._C._cuda_init = no_cuda
         torch.cuda._is_in_bad_fork = not_in_bad_fork  # a lambda there, which spaces' fork check cannot pickle
+        torch.Tensor.pin_memory = unpinned  # spaces pins the compiled weights it sends back (aoti.ZeroGPUWeights)
     import spaces  # noqa: F401 - patches torch
     import spaces.zero.torch as zero_torch
     from spaces.zero import config
@@ -195,6 +201,12 @@ def not_in_bad_fork() -> bool:
     return False
 
 
+def unpinned(tensor, device=None):
+    """``Tensor.pin_memory`` without an accelerator: the tensor as it is (page-locked memory only speeds a copy to
+    the GPU, and there is none)."""
+    return tensor
+
+
 def _pack_to_cpu(pack) -> None:
     """spaces' ``pack_to_cuda`` with CPU memory as the device: the same pack file, layout and fakes."""
     import torch
@@ -211,7 +223,8 @@ def _pack_to_cpu(pack) -> None:
 def _set(pack, meta, data: bytes) -> None:
     import torch
 
-    storage = torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    storage = raw.untyped_storage()  # empty for the parameters spaces drained after an ahead-of-time compile
     real = _as_cpu(torch.tensor([], dtype=meta.dtype).set_(storage, 0, meta.shape, meta.stride()))
     for fake in pack.fakes[meta]:
         fake.data = real
@@ -243,6 +256,15 @@ def log_calls(path: str) -> None:
         return eps(self, *args, **kwargs)
 
     models.Inpainter.eps = counted
+    import torch._inductor
+
+    load_package = torch._inductor.aoti_load_package
+
+    def logged_load(*args, **kwargs):  # an ahead-of-time compiled UNet loaded into a process (repaint.aot)
+        append(f"load {os.getpid()}")
+        return load_package(*args, **kwargs)
+
+    torch._inductor.aoti_load_package = logged_load
     set_ = synchronize.Event.set
 
     def set_and_log(self):
@@ -293,6 +315,8 @@ def main(port: int) -> None:
 
     print("ZEROGPU", app.ON_ZEROGPU, "MODELS", ",".join(app.SERVICE.models), flush=True)
     import gradio as gr
+    import spaces
+    import torch
 
     from repaint import serving
 
@@ -300,8 +324,20 @@ def main(port: int) -> None:
         """The GPU function on an unchecked request: how many events it yielded (or the error it raised)."""
         return sum(1 for _ in app.gpu_run(serving.Request(**settings)))
 
+    @spaces.GPU(duration=60)
+    def test_eps(model: str, seed: int, batch: int) -> list:
+        """One model call in the worker, as the sampler makes it, on a seeded input at timesteps spread over the
+        chain: the output as nested lists."""
+        inp = app.SERVICE.get_model(model)
+        x = torch.randn(batch, inp.channels, inp.resolution, inp.resolution,
+                        generator=torch.Generator().manual_seed(seed))
+        t = torch.linspace(inp.train_steps - 1, 0, batch).long()
+        with torch.inference_mode():
+            return inp.eps(x.to(inp.device), t.to(inp.device)).cpu().tolist()
+
     with app.demo:
         gr.api(test_gpu_run, api_name="test_gpu_run")
+        gr.api(test_eps, api_name="test_eps")
     app.demo.launch(server_name="127.0.0.1", server_port=port or None, prevent_thread_lock=True, quiet=True,
                     **app.LAUNCH_KWARGS)
     print("READY", app.demo.local_url, api.url, flush=True)

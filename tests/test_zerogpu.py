@@ -11,6 +11,7 @@ handler is driven through Gradio's queue over HTTP, as the browser does; ``/inpa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,13 +25,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from _hub_repos import ddpm_repo, write_hub_cache
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import repaint
-from repaint import serving
+from repaint import aot, serving
 
 pytestmark = pytest.mark.zerogpu
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +46,18 @@ def server(tmp_path_factory):
     for name in ("cat", "cifar10"):
         repo_id = repaint.MODELS[name].repo_id  # the repository's real files, with the bundled model's weights
         write_hub_cache(tmp / "hf" / "hub", repo_id, ddpm_repo(repo_id, weights_from=repaint.models.BUNDLED_DIR))
+    with serve(tmp, REPAINT_MODELS="cat,cifar10,bundled", REPAINT_MODEL="cat",
+               REPAINT_TEST_FAULT_FILE=str(tmp / "fault")) as urls:
+        yield urls
+
+
+@contextlib.contextmanager
+def serve(tmp: Path, expect_models: str | None = None, **settings: str):
+    """Starts tests/_zerogpu.py with ``settings`` in its environment; yields (page url, device API url, call log
+    path) once it is ready with ``expect_models`` loaded (default: REPAINT_MODELS), and stops it after."""
     log = tmp / "calls.log"
-    env = {**os.environ, "HF_HOME": str(tmp / "hf"), "REPAINT_MODELS": "cat,cifar10,bundled", "REPAINT_MODEL": "cat",
-           "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "REPAINT_TEST_CALL_LOG": str(log), "OMP_NUM_THREADS": "1",
-           "REPAINT_TEST_FAULT_FILE": str(tmp / "fault")}
+    env = {**os.environ, "HF_HOME": str(tmp / "hf"), "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"),
+           "REPAINT_TEST_CALL_LOG": str(log), "OMP_NUM_THREADS": "1", **settings}
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "_zerogpu.py"), "0"], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, ready = [], threading.Event()
@@ -65,7 +75,8 @@ def server(tmp_path_factory):
             pass
         assert ready.is_set(), "".join(lines[-50:])
         page, api = next(line for line in lines if line.startswith("READY")).split()[1:]
-        assert "ZEROGPU True MODELS cat,cifar10,bundled\n" in lines, "".join(lines[-50:])
+        models = expect_models or settings["REPAINT_MODELS"]
+        assert f"ZEROGPU True MODELS {models}\n" in lines, "".join(lines[-50:])
         yield page, api, log
     finally:
         proc.terminate()
@@ -305,3 +316,60 @@ def test_two_visitors_run_at_the_same_time(server):
     calls = [path for path, _ in device_calls(api)[before:]]
     assert calls.count("/schedule") == 2
     assert calls.index("/schedule", calls.index("/schedule") + 1) < calls.index("/release")  # both held at once
+
+
+@pytest.mark.slow  # the AOTInductor compile of the bundled UNet alone takes about 40 s on this machine's CPU
+def test_an_ahead_of_time_compiled_unet_loads_once_per_worker_and_equals_the_eager_model(tmp_path):
+    """Issue 25, item 4: with REPAINT_AOT=1 the start exports the UNet and compiles it with AOTInductor in a GPU
+    slot of its own (in the worker, here on its CPU), and spaces' compiled model replaces the UNet's forward. spaces
+    keeps the package it loads per context, and each run is a new one: 3 runs loaded it 3 times in one worker. Now
+    it loads once per worker process.
+
+    The compiled model's output equals the eager model's, computed here with the same weights, up to float32
+    rounding, at the batches the runs use (1, compare mode's 2, and the export's largest, 32). Runs through /inpaint
+    keep the known pixels exactly and equal the eager model's within a level."""
+    with serve(tmp_path, REPAINT_MODELS="bundled", REPAINT_MODEL="bundled", REPAINT_AOT="1") as (page_url, api, log):
+        (compile_slot, *_) = [int(p["durationSeconds"]) for path, p in device_calls(api) if path == "/schedule"]
+        assert compile_slot == round(aot.COMPILE_SLOT_S * 1.5)  # the start's one slot, before any run
+        client = Client(page_url, verbose=False)
+        eager = repaint.load("bundled", device="cpu")
+        eager.unet.to(torch.bfloat16).float()  # its weights as the worker holds them (_zerogpu.py's _as_cpu)
+        for batch in (1, 2, aot.BATCH_MAX):
+            got = torch.tensor(client.predict("bundled", batch, batch, api_name="/test_eps"))
+            x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+            with torch.inference_mode():
+                want = eager.eps(x, torch.linspace(999, 0, batch).long())
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        settings = dict(steps=10, jump_length=5, jump_n_sample=2, seed=3)
+        rgb, fill = eager.prepare(str(FACE), "left_half")
+        (resampled, plain) = eager.compare(str(FACE), "left_half", **settings)
+        runs = [(False, [resampled[0]])] * 3 + [(True, [resampled[0], plain[0]])]
+        for compare, wanted in runs:
+            results = client.predict(handle_file(str(FACE)), "left_half", "bundled", 10, 5, 2, 3, 1, compare,
+                                     api_name="/inpaint")
+            for result, want in zip(results if compare else [results[0]], wanted, strict=True):
+                got = np.asarray(Image.open(result["image"]).convert("RGB")).astype(int)
+                assert (got[~fill] == rgb[~fill]).all()
+                assert np.abs(got - np.asarray(want).astype(int)).max() <= 1
+        words = log.read_text().split("\n")
+    loads = [w for w in words if w.startswith("load")]
+    workers = {w.split()[1] for w in loads}
+    assert len(loads) == len(workers) >= 1, loads  # one load per worker process, however many runs it served
+    assert words.count("call") >= 4 * repaint.count_model_calls(10, 5, 2)  # and the runs went through it
+
+
+def test_the_page_on_zerogpu_says_why_a_model_is_missing_and_offers_no_hub_ids(tmp_path):
+    """Issue 25, item 5: REPAINT_MODEL names an offered model that cannot be loaded (not cached, Hub offline).
+    The notice said it was "not an offered model", or "No GPU here" on a GPU; the model box offered typing a Hub
+    id that the server then refused. The notice now says the model could not be loaded and why, and the box offers
+    only what the server takes."""
+    with serve(tmp_path, REPAINT_MODELS="church,bundled", REPAINT_MODEL="church", HF_HUB_OFFLINE="1",
+               REPAINT_ALLOW_HUB_IDS="1", expect_models="bundled") as (page_url, _, _):
+        page = Page(page_url)
+        notice = page.value("notice")
+        assert "REPAINT_MODEL='church' could not be loaded; using 'bundled'." in notice, notice
+        assert "Not offered: Could not load model 'church'" in notice and "not in the local cache" in notice, notice
+        assert "not an offered model" not in notice and "No GPU here" not in notice, notice
+        model_box = next(c["props"] for c in page.config["components"] if c["props"].get("elem_id") == "model")
+        assert model_box["choices"] == [["bundled", "bundled"]] or [c[1] for c in model_box["choices"]] == ["bundled"]
+        assert "Hub id" not in (model_box.get("info") or "")
