@@ -6,10 +6,27 @@ from .sampler import classifier_grad, ddpm_step, forward_step, learned_sigma, q_
 from .schedule import count_model_calls, jump_schedule, noise_tables, space_timesteps
 
 __all__ = [
-    "CLASSIFIERS", "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "classifier_grad", "convert_adm",
-    "convert_classifier", "count_model_calls", "ddpm_step",
-    "forward_step", "jump_schedule", "learned_sigma", "load", "load_hub", "masks", "noise_tables", "q_sample",
-    "sample_repaint", "space_timesteps",
+    "CLASSIFIERS",
+    "LIMITS",
+    "MODELS",
+    "Inpainter",
+    "ModelInfo",
+    "ModelLoadError",
+    "classifier_grad",
+    "convert_adm",
+    "convert_classifier",
+    "count_model_calls",
+    "ddpm_step",
+    "forward_step",
+    "jump_schedule",
+    "learned_sigma",
+    "load",
+    "load_hub",
+    "masks",
+    "noise_tables",
+    "q_sample",
+    "sample_repaint",
+    "space_timesteps",
 ]
 __version__ = "0.1.0"
 

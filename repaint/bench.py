@@ -29,24 +29,49 @@ from .sampler import classifier_grad
 from .schedule import count_model_calls
 
 _UNET_256 = dict(
-    sample_size=256, block_out_channels=[128, 128, 256, 256, 512, 512], layers_per_block=2,
+    sample_size=256,
+    block_out_channels=[128, 128, 256, 256, 512, 512],
+    layers_per_block=2,
     down_block_types=["DownBlock2D"] * 4 + ["AttnDownBlock2D", "DownBlock2D"],
     up_block_types=["UpBlock2D", "AttnUpBlock2D"] + ["UpBlock2D"] * 4,
 )
 #: UNet architectures of the registry's Hub models (google/ddpm-*), for timing with random weights.
 CONFIGS: dict[str, dict] = {
-    "celebahq": _UNET_256, "church": _UNET_256, "bedroom": _UNET_256, "cat": _UNET_256,
+    "celebahq": _UNET_256,
+    "church": _UNET_256,
+    "bedroom": _UNET_256,
+    "cat": _UNET_256,
     "cifar10": dict(
-        sample_size=32, block_out_channels=[128, 256, 256, 256], layers_per_block=2,
+        sample_size=32,
+        block_out_channels=[128, 256, 256, 256],
+        layers_per_block=2,
         down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
         up_block_types=["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
     ),
 }
-_COMMON = dict(in_channels=3, out_channels=3, act_fn="silu", attention_head_dim=None, center_input_sample=False,
-               downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, norm_eps=1e-6,
-               norm_num_groups=32, time_embedding_type="positional")
-_DDPM = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-             variance_type="fixed_small", clip_sample=True, prediction_type="epsilon")
+_COMMON = dict(
+    in_channels=3,
+    out_channels=3,
+    act_fn="silu",
+    attention_head_dim=None,
+    center_input_sample=False,
+    downsample_padding=0,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+    mid_block_scale_factor=1,
+    norm_eps=1e-6,
+    norm_num_groups=32,
+    time_embedding_type="positional",
+)
+_DDPM = dict(
+    num_train_timesteps=1000,
+    beta_start=1e-4,
+    beta_end=0.02,
+    beta_schedule="linear",
+    variance_type="fixed_small",
+    clip_sample=True,
+    prediction_type="epsilon",
+)
 
 
 def random_model(name: str, device, dtype) -> Inpainter:
@@ -130,33 +155,53 @@ def classifier_report(preset: str = "imagenet256_classifier", device="cpu", repe
         torch.manual_seed(0)
         model = build(config).to(device).eval().requires_grad_(False)
         for name, prm in model.named_parameters():  # every layer random, like a trained one's scale
-            prm.data = torch.randn_like(prm) * (prm[0].numel() ** -0.5 if prm.ndim > 1 else 0.1) \
-                + (1.0 if "norm" in name and name.endswith("weight") else 0.0)
+            prm.data = torch.randn_like(prm) * (prm[0].numel() ** -0.5 if prm.ndim > 1 else 0.1) + (
+                1.0 if "norm" in name and name.endswith("weight") else 0.0
+            )
         g = torch.Generator().manual_seed(1)
         x = torch.randn(2, 3, config["sample_size"], config["sample_size"], generator=g).to(device)
     labels = torch.tensor([1, 500], device=device)
-    report = dict(preset=preset, device=_device_name(torch.device(device)), threads=torch.get_num_threads(),
-                  params_M=sum(p.numel() for p in model.parameters()) / 1e6,
-                  tflop_fwd_bwd=counter.get_total_flops() / 1e12, seconds_per_call={}, bf16_vs_fp32=[])
+    report = dict(
+        preset=preset,
+        device=_device_name(torch.device(device)),
+        threads=torch.get_num_threads(),
+        params_M=sum(p.numel() for p in model.parameters()) / 1e6,
+        tflop_fwd_bwd=counter.get_total_flops() / 1e12,
+        seconds_per_call={},
+        bf16_vs_fp32=[],
+    )
     for dtype in (torch.float32, torch.bfloat16):
         m = model.to(dtype)
         one = (x[:1], torch.tensor([500], device=device), labels[:1])
         classifier_grad(m, *one, 1.0)  # warm-up
         report["seconds_per_call"][str(dtype).removeprefix("torch.")] = statistics.median(
-            _timed(lambda m=m, one=one: classifier_grad(m, *one, 1.0), torch.device(device)) for _ in range(repeats))
+            _timed(lambda m=m, one=one: classifier_grad(m, *one, 1.0), torch.device(device)) for _ in range(repeats)
+        )
     for t in (999, 500, 50):
         tt = torch.full((2,), t, device=device)
         ref = classifier_grad(model.to(torch.float32), x, tt, labels, 1.0)
         low = classifier_grad(model.to(torch.bfloat16), x, tt, labels, 1.0)
-        report["bf16_vs_fp32"].append(dict(t=t, rel_l2=float((low - ref).norm() / ref.norm()),
-                                           cosine=float(torch.nn.functional.cosine_similarity(
-                                               low.flatten(), ref.flatten(), dim=0))))
+        report["bf16_vs_fp32"].append(
+            dict(
+                t=t,
+                rel_l2=float((low - ref).norm() / ref.norm()),
+                cosine=float(torch.nn.functional.cosine_similarity(low.flatten(), ref.flatten(), dim=0)),
+            )
+        )
     model.to(torch.float32)
     return report
 
 
-def diffusers_repaint(pipe: Inpainter, images: np.ndarray, fills: np.ndarray, steps: int, jump_length: int,
-                      jump_n_sample: int, seeds: list[int], eta: float = 1.0) -> np.ndarray:
+def diffusers_repaint(
+    pipe: Inpainter,
+    images: np.ndarray,
+    fills: np.ndarray,
+    steps: int,
+    jump_length: int,
+    jump_n_sample: int,
+    seeds: list[int],
+    eta: float = 1.0,
+) -> np.ndarray:
     """The peer: diffusers' RePaintPipeline on the same UNet, uint8 (B, R, R, 3) images and bool (B, R, R) fill
     masks, one generator per sample; returns uint8 (B, R, R, 3)."""
     from diffusers import RePaintPipeline, RePaintScheduler
@@ -171,13 +216,28 @@ def diffusers_repaint(pipe: Inpainter, images: np.ndarray, fills: np.ndarray, st
     gens = [torch.Generator(dev).manual_seed(s) for s in seeds]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The preprocess method is deprecated", category=FutureWarning)
-        out = peer(img.to(dev, pipe.dtype), keep.to(dev, pipe.dtype), num_inference_steps=steps, eta=eta,
-                   jump_length=jump_length, jump_n_sample=jump_n_sample, generator=gens, output_type="np").images
+        out = peer(
+            img.to(dev, pipe.dtype),
+            keep.to(dev, pipe.dtype),
+            num_inference_steps=steps,
+            eta=eta,
+            jump_length=jump_length,
+            jump_n_sample=jump_n_sample,
+            generator=gens,
+            output_type="np",
+        ).images
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
-def run(pipe: Inpainter, steps: int, jump_length: int, jump_n_sample: int, batch: int = 1, diffusers: bool = True,
-        repeats: int = 20) -> dict:
+def run(
+    pipe: Inpainter,
+    steps: int,
+    jump_length: int,
+    jump_n_sample: int,
+    batch: int = 1,
+    diffusers: bool = True,
+    repeats: int = 20,
+) -> dict:
     """Time the samplers; returns a JSON-able report."""
     rng = np.random.default_rng(0)
     image = (rng.random((pipe.resolution, pipe.resolution, 3)) * 255).astype(np.uint8)
@@ -188,27 +248,61 @@ def run(pipe: Inpainter, steps: int, jump_length: int, jump_n_sample: int, batch
     kw = dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, seed=0, num_samples=batch)
     rows = [
         dict(name="model calls only (floor)", calls=calls, batch=batch, wall_s=calls * t_b, floor_s=calls * t_b),
-        dict(name="repaint (this project)", calls=calls, batch=batch, floor_s=calls * t_b,
-             wall_s=_timed(lambda: pipe.inpaint(image, mask, **kw), pipe.device)),
-        dict(name="repaint compare n=1 + n>1", calls=calls, batch=f"{batch}/{2 * batch}",
-             floor_s=(calls - plain_calls) * t_b + plain_calls * t_2b,
-             wall_s=_timed(lambda: pipe.compare(image, mask, **kw), pipe.device)),
+        dict(
+            name="repaint (this project)",
+            calls=calls,
+            batch=batch,
+            floor_s=calls * t_b,
+            wall_s=_timed(lambda: pipe.inpaint(image, mask, **kw), pipe.device),
+        ),
+        dict(
+            name="repaint compare n=1 + n>1",
+            calls=calls,
+            batch=f"{batch}/{2 * batch}",
+            floor_s=(calls - plain_calls) * t_b + plain_calls * t_2b,
+            wall_s=_timed(lambda: pipe.compare(image, mask, **kw), pipe.device),
+        ),
     ]
     if diffusers:
-        rows.append(dict(name="diffusers RePaintPipeline eta=1", calls=calls, batch=batch, floor_s=calls * t_b,
-                         wall_s=_timed(lambda: diffusers_repaint(pipe, np.stack([image] * batch),
-                                                                 np.stack([mask] * batch), steps, jump_length,
-                                                                 jump_n_sample, list(range(batch))), pipe.device)))
+        rows.append(
+            dict(
+                name="diffusers RePaintPipeline eta=1",
+                calls=calls,
+                batch=batch,
+                floor_s=calls * t_b,
+                wall_s=_timed(
+                    lambda: diffusers_repaint(
+                        pipe,
+                        np.stack([image] * batch),
+                        np.stack([mask] * batch),
+                        steps,
+                        jump_length,
+                        jump_n_sample,
+                        list(range(batch)),
+                    ),
+                    pipe.device,
+                ),
+            )
+        )
     peer = rows[-1]["wall_s"] if diffusers else None
     for row in rows:
         row["ms_per_call"] = 1000 * row["wall_s"] / row["calls"]
         row["overhead_pct"] = 100 * (row["wall_s"] / row["floor_s"] - 1)
         row["vs_diffusers"] = row["wall_s"] / peer if peer else None
     return dict(
-        model=pipe.name, resolution=pipe.resolution, params_M=sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
-        device=_device_name(pipe.device), dtype=str(pipe.dtype).removeprefix("torch."), threads=torch.get_num_threads(),
-        torch=torch.__version__, steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, batch=batch,
-        call_ms={str(batch): 1000 * t_b, str(2 * batch): 1000 * t_2b}, rows=rows,
+        model=pipe.name,
+        resolution=pipe.resolution,
+        params_M=sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
+        device=_device_name(pipe.device),
+        dtype=str(pipe.dtype).removeprefix("torch."),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        steps=steps,
+        jump_length=jump_length,
+        jump_n_sample=jump_n_sample,
+        batch=batch,
+        call_ms={str(batch): 1000 * t_b, str(2 * batch): 1000 * t_2b},
+        rows=rows,
     )
 
 
@@ -226,22 +320,33 @@ def _device_name(device: torch.device) -> str:
 def markdown(report: dict) -> str:
     """The report as a Markdown table with a one-line header, ready to paste into an issue."""
     r = report
-    head = (f"**{r['model']}** ({r['resolution']}x{r['resolution']}, {r['params_M']:.1f}M params) on {r['device']}, "
-            f"{r['dtype']}, {r['threads']} threads, torch {r['torch']}; T={r['steps']}, j={r['jump_length']}, "
-            f"r={r['jump_n_sample']}, batch {r['batch']}; one call: "
-            + ", ".join(f"{v:.2f} ms at batch {k}" for k, v in r["call_ms"].items()))
-    lines = [head, "", "| run | model calls | batch | wall (s) | ms / call | over floor | vs diffusers |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    head = (
+        f"**{r['model']}** ({r['resolution']}x{r['resolution']}, {r['params_M']:.1f}M params) on {r['device']}, "
+        f"{r['dtype']}, {r['threads']} threads, torch {r['torch']}; T={r['steps']}, j={r['jump_length']}, "
+        f"r={r['jump_n_sample']}, batch {r['batch']}; one call: "
+        + ", ".join(f"{v:.2f} ms at batch {k}" for k, v in r["call_ms"].items())
+    )
+    lines = [
+        head,
+        "",
+        "| run | model calls | batch | wall (s) | ms / call | over floor | vs diffusers |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in r["rows"]:
         ratio = f"{row['vs_diffusers']:.2f}x" if row["vs_diffusers"] else "-"
-        lines.append(f"| {row['name']} | {row['calls']} | {row['batch']} | {row['wall_s']:.2f} | "
-                     f"{row['ms_per_call']:.2f} | {row['overhead_pct']:+.1f}% | {ratio} |")
+        lines.append(
+            f"| {row['name']} | {row['calls']} | {row['batch']} | {row['wall_s']:.2f} | "
+            f"{row['ms_per_call']:.2f} | {row['overhead_pct']:+.1f}% | {ratio} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m repaint.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m repaint.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default=None, help=f"registry name ({', '.join(MODELS)}) or folder (default bundled)")
     src.add_argument("--config", choices=list(CONFIGS), help="a registry model's architecture with random weights")
@@ -254,8 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20, help="forward calls timed for the floor's median")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' RePaintPipeline")
     p.add_argument("--json", help="also write the report as JSON to this file")
-    p.add_argument("--classifier", metavar="PRESET", help="instead: classifier guidance's cost (forward + input "
-                   "gradient) and bfloat16 precision on this classifier preset's architecture, random weights")
+    p.add_argument(
+        "--classifier",
+        metavar="PRESET",
+        help="instead: classifier guidance's cost (forward + input "
+        "gradient) and bfloat16 precision on this classifier preset's architecture, random weights",
+    )
     args = p.parse_args(argv)
     if args.classifier:
         print(json.dumps(classifier_report(args.classifier, args.device, min(args.repeats, 5)), indent=2))
@@ -263,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
     pipe = random_model(args.config, device, dtype) if args.config else load(args.model or "bundled", device, dtype)
-    report = run(pipe, args.steps, args.jump_length, args.jump_n_sample, args.batch, not args.no_diffusers,
-                 args.repeats)
+    report = run(
+        pipe, args.steps, args.jump_length, args.jump_n_sample, args.batch, not args.no_diffusers, args.repeats
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -24,15 +24,30 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
 from torch import nn
 
-from . import convert
+from . import checkpoints
 
-__all__ = ["CLASSIFIER_DEFAULTS", "CLASSIFIER_FILES", "CLASSIFIER_PRESETS", "AttentionPool", "NoisyClassifier",
-           "classifier_config", "convert_classifier", "convert_classifier_state_dict", "is_classifier_state"]
+__all__ = [
+    "CLASSIFIER_DEFAULTS",
+    "CLASSIFIER_FILES",
+    "CLASSIFIER_PRESETS",
+    "AttentionPool",
+    "NoisyClassifier",
+    "classifier_config",
+    "convert_classifier",
+    "convert_classifier_state_dict",
+    "is_classifier_state",
+]
 
 #: guided-diffusion's ``classifier_defaults()`` (without ``classifier_use_fp16``: a run-time dtype, not weights).
-CLASSIFIER_DEFAULTS = dict(image_size=64, classifier_width=128, classifier_depth=2,
-                           classifier_attention_resolutions="32,16,8", classifier_use_scale_shift_norm=True,
-                           classifier_resblock_updown=True, classifier_pool="attention")
+CLASSIFIER_DEFAULTS = dict(
+    image_size=64,
+    classifier_width=128,
+    classifier_depth=2,
+    classifier_attention_resolutions="32,16,8",
+    classifier_use_scale_shift_norm=True,
+    classifier_resblock_updown=True,
+    classifier_pool="attention",
+)
 
 #: The released classifiers' options (guided-diffusion's README; RePaint's confs/test_inet256_*.yml for 256).
 CLASSIFIER_PRESETS: dict[str, dict] = {
@@ -41,9 +56,12 @@ CLASSIFIER_PRESETS: dict[str, dict] = {
     "imagenet256_classifier": dict(image_size=256),
     "imagenet512_classifier": dict(image_size=512),
 }
-CLASSIFIER_FILES = {"64x64_classifier.pt": "imagenet64_classifier", "128x128_classifier.pt": "imagenet128_classifier",
-                    "256x256_classifier.pt": "imagenet256_classifier",
-                    "512x512_classifier.pt": "imagenet512_classifier"}
+CLASSIFIER_FILES = {
+    "64x64_classifier.pt": "imagenet64_classifier",
+    "128x128_classifier.pt": "imagenet128_classifier",
+    "256x256_classifier.pt": "imagenet256_classifier",
+    "512x512_classifier.pt": "imagenet512_classifier",
+}
 
 #: create_classifier's channel multipliers per image size, its head width and class count.
 _CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
@@ -78,26 +96,52 @@ class NoisyClassifier(ModelMixin, ConfigMixin):
     ``pool="attention"``, on training timesteps (0 .. 999), for noised images in [-1, 1]."""
 
     @register_to_config
-    def __init__(self, sample_size: int = 64, in_channels: int = 3, time_channels: int = 128,
-                 block_out_channels: tuple[int, ...] = (128, 256, 384, 512), layers_per_block: int = 2,
-                 down_block_types: tuple[str, ...] = ("DownBlock2D",) * 4, downsample_type: str = "resnet",
-                 attention_head_dim: int = 64, resnet_time_scale_shift: str = "scale_shift",
-                 norm_num_groups: int = 32, norm_eps: float = 1e-5, num_classes: int = _NUM_CLASSES):
+    def __init__(
+        self,
+        sample_size: int = 64,
+        in_channels: int = 3,
+        time_channels: int = 128,
+        block_out_channels: tuple[int, ...] = (128, 256, 384, 512),
+        layers_per_block: int = 2,
+        down_block_types: tuple[str, ...] = ("DownBlock2D",) * 4,
+        downsample_type: str = "resnet",
+        attention_head_dim: int = 64,
+        resnet_time_scale_shift: str = "scale_shift",
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-5,
+        num_classes: int = _NUM_CLASSES,
+    ):
         super().__init__()
         temb = 4 * time_channels
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(time_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(time_channels, temb)
-        common = dict(temb_channels=temb, resnet_eps=norm_eps, resnet_act_fn="silu", resnet_groups=norm_num_groups,
-                      attention_head_dim=attention_head_dim, resnet_time_scale_shift=resnet_time_scale_shift)
+        common = dict(
+            temb_channels=temb,
+            resnet_eps=norm_eps,
+            resnet_act_fn="silu",
+            resnet_groups=norm_num_groups,
+            attention_head_dim=attention_head_dim,
+            resnet_time_scale_shift=resnet_time_scale_shift,
+        )
         widths = [block_out_channels[0], *block_out_channels]
         self.down_blocks = nn.ModuleList(
-            get_down_block(kind, num_layers=layers_per_block, in_channels=widths[i], out_channels=widths[i + 1],
-                           add_downsample=i < len(down_block_types) - 1, downsample_padding=1,
-                           downsample_type=downsample_type, dropout=0.0, **common)
-            for i, kind in enumerate(down_block_types))
-        self.mid_block = UNetMidBlock2D(in_channels=widths[-1], dropout=0.0, output_scale_factor=1,
-                                        attn_groups=norm_num_groups, **common)
+            get_down_block(
+                kind,
+                num_layers=layers_per_block,
+                in_channels=widths[i],
+                out_channels=widths[i + 1],
+                add_downsample=i < len(down_block_types) - 1,
+                downsample_padding=1,
+                downsample_type=downsample_type,
+                dropout=0.0,
+                **common,
+            )
+            for i, kind in enumerate(down_block_types)
+        )
+        self.mid_block = UNetMidBlock2D(
+            in_channels=widths[-1], dropout=0.0, output_scale_factor=1, attn_groups=norm_num_groups, **common
+        )
         self.norm_out = nn.GroupNorm(norm_num_groups, widths[-1], eps=norm_eps)
         side = sample_size // 2 ** (len(down_block_types) - 1)
         self.pool = AttentionPool(side * side, widths[-1], attention_head_dim, num_classes)
@@ -114,11 +158,13 @@ class NoisyClassifier(ModelMixin, ConfigMixin):
 
 # --- options and conversion -----------------------------------------------------------------------------------------
 
+
 def _options(preset: str | None, options: dict) -> dict:
     unknown = set(options) - set(CLASSIFIER_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown classifier option(s) {', '.join(sorted(unknown))}; known: "
-                         f"{', '.join(CLASSIFIER_DEFAULTS)}")
+        raise ValueError(
+            f"unknown classifier option(s) {', '.join(sorted(unknown))}; known: {', '.join(CLASSIFIER_DEFAULTS)}"
+        )
     if preset is not None and preset not in CLASSIFIER_PRESETS:
         raise ValueError(f"unknown classifier preset {preset!r}; known: {', '.join(CLASSIFIER_PRESETS)}")
     return {**CLASSIFIER_DEFAULTS, **(CLASSIFIER_PRESETS[preset] if preset else {}), **options}
@@ -127,51 +173,82 @@ def _options(preset: str | None, options: dict) -> dict:
 def classifier_config(o: dict) -> dict:
     """The :class:`NoisyClassifier` config equal to guided-diffusion's ``create_classifier(**o)``."""
     if o["classifier_pool"] != "attention":
-        raise convert.UnsupportedArchitecture(
-            f"classifier_pool {o['classifier_pool']!r}: only 'attention' (the released classifiers') is supported")
+        raise checkpoints.UnsupportedArchitecture(
+            f"classifier_pool {o['classifier_pool']!r}: only 'attention' (the released classifiers') is supported"
+        )
     size = int(o["image_size"])
     if size not in _CHANNEL_MULT:
         raise ValueError(f"image_size {size}: create_classifier knows {', '.join(map(str, _CHANNEL_MULT))}")
     res = o["classifier_attention_resolutions"]
-    levels = convert._attention_levels(dict(image_size=size, attention_resolutions=res), len(_CHANNEL_MULT[size]))
-    return encoder_config(size, int(o["classifier_width"]), _CHANNEL_MULT[size], int(o["classifier_depth"]), levels,
-                          _HEAD_CHANNELS, bool(o["classifier_use_scale_shift_norm"]),
-                          bool(o["classifier_resblock_updown"]))
+    levels = checkpoints.attention_levels(dict(image_size=size, attention_resolutions=res), len(_CHANNEL_MULT[size]))
+    return encoder_config(
+        size,
+        int(o["classifier_width"]),
+        _CHANNEL_MULT[size],
+        int(o["classifier_depth"]),
+        levels,
+        _HEAD_CHANNELS,
+        bool(o["classifier_use_scale_shift_norm"]),
+        bool(o["classifier_resblock_updown"]),
+    )
 
 
-def encoder_config(size: int, width: int, channel_mult, depth: int, attention: list[bool], head_dim: int,
-                   scale_shift: bool, resblock_updown: bool, num_classes: int = _NUM_CLASSES) -> dict:
+def encoder_config(
+    size: int,
+    width: int,
+    channel_mult,
+    depth: int,
+    attention: list[bool],
+    head_dim: int,
+    scale_shift: bool,
+    resblock_updown: bool,
+    num_classes: int = _NUM_CLASSES,
+) -> dict:
     """The :class:`NoisyClassifier` config of an ``EncoderUNetModel(pool="attention")`` with these arguments
     (``attention``: which levels attend; the middle block always does)."""
     widths = [int(m * width) for m in channel_mult]
     if any(w % 32 for w in widths):
-        raise convert.UnsupportedArchitecture(f"widths {widths} are not multiples of 32 (ADM's GroupNorm32)")
+        raise checkpoints.UnsupportedArchitecture(f"widths {widths} are not multiples of 32 (ADM's GroupNorm32)")
     plain = "ResnetDownsampleBlock2D" if resblock_updown else "DownBlock2D"
-    return dict(_class_name="NoisyClassifier", sample_size=size, in_channels=3, time_channels=width,
-                block_out_channels=widths, layers_per_block=depth,
-                down_block_types=["AttnDownBlock2D" if a else plain for a in attention],
-                downsample_type="resnet" if resblock_updown else "conv", attention_head_dim=head_dim,
-                resnet_time_scale_shift="scale_shift" if scale_shift else "default", norm_num_groups=32,
-                norm_eps=1e-5, num_classes=num_classes)
+    return dict(
+        _class_name="NoisyClassifier",
+        sample_size=size,
+        in_channels=3,
+        time_channels=width,
+        block_out_channels=widths,
+        layers_per_block=depth,
+        down_block_types=["AttnDownBlock2D" if a else plain for a in attention],
+        downsample_type="resnet" if resblock_updown else "conv",
+        attention_head_dim=head_dim,
+        resnet_time_scale_shift="scale_shift" if scale_shift else "default",
+        norm_num_groups=32,
+        norm_eps=1e-5,
+        num_classes=num_classes,
+    )
 
 
 def _key_map(config: dict) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """EncoderUNetModel module prefixes -> ours, and the (theirs, ours) attention blocks of the torso."""
-    m = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
-         "input_blocks.0.0": "conv_in", "out.0": "norm_out"}
-    m |= convert._resnet("middle_block.0", "mid_block.resnets.0") | convert._resnet("middle_block.2",
-                                                                                      "mid_block.resnets.1")
+    m = {
+        "time_embed.0": "time_embedding.linear_1",
+        "time_embed.2": "time_embedding.linear_2",
+        "input_blocks.0.0": "conv_in",
+        "out.0": "norm_out",
+    }
+    m |= checkpoints.resnet_keys("middle_block.0", "mid_block.resnets.0") | checkpoints.resnet_keys(
+        "middle_block.2", "mid_block.resnets.1"
+    )
     attn = [("middle_block.1", "mid_block.attentions.0")]
     k, kinds = 1, config["down_block_types"]
     for level, kind in enumerate(kinds):
         for j in range(config["layers_per_block"]):
-            m |= convert._resnet(f"input_blocks.{k}.0", f"down_blocks.{level}.resnets.{j}")
+            m |= checkpoints.resnet_keys(f"input_blocks.{k}.0", f"down_blocks.{level}.resnets.{j}")
             if kind.startswith("Attn"):
                 attn.append((f"input_blocks.{k}.1", f"down_blocks.{level}.attentions.{j}"))
             k += 1
         if level != len(kinds) - 1:
             if config["downsample_type"] == "resnet":
-                m |= convert._resnet(f"input_blocks.{k}.0", f"down_blocks.{level}.downsamplers.0")
+                m |= checkpoints.resnet_keys(f"input_blocks.{k}.0", f"down_blocks.{level}.downsamplers.0")
             else:
                 m[f"input_blocks.{k}.0.op"] = f"down_blocks.{level}.downsamplers.0.conv"
             k += 1
@@ -184,7 +261,7 @@ def convert_classifier_state_dict(state: dict[str, torch.Tensor], config: dict) 
     The torso's attention is in guided-diffusion's legacy qkv order (as ``create_classifier`` builds it), the
     pool's in the new order (``QKVAttention``). Raises ValueError when a tensor is left over or missing."""
     prefixes, attn = _key_map(config)
-    out, used = convert.rename_blocks(state, prefixes, attn, config["attention_head_dim"], legacy=True)
+    out, used = checkpoints.rename_blocks(state, prefixes, attn, config["attention_head_dim"], legacy=True)
     pool = {f"out.2.{p}.{leaf}" for p in ("qkv_proj", "c_proj") for leaf in ("weight", "bias")}
     pool.add("out.2.positional_embedding")
     missing = sorted(pool - set(state))
@@ -196,7 +273,7 @@ def convert_classifier_state_dict(state: dict[str, torch.Tensor], config: dict) 
     for leaf in ("weight", "bias"):
         qkv = state[f"out.2.qkv_proj.{leaf}"]
         qkv = qkv[..., 0] if leaf == "weight" else qkv  # Conv1d (3C, C, 1) -> Linear (3C, C)
-        for name, part in zip(("to_q", "to_k", "to_v"), convert._split_qkv(qkv, heads, legacy=False)):
+        for name, part in zip(("to_q", "to_k", "to_v"), checkpoints.split_qkv(qkv, heads, legacy=False)):
             out[f"pool.{name}.{leaf}"] = part
         proj = state[f"out.2.c_proj.{leaf}"]
         out[f"pool.proj.{leaf}"] = proj[..., 0] if leaf == "weight" else proj
@@ -221,8 +298,9 @@ def build(config: dict, weights: dict[str, torch.Tensor] | None = None) -> Noisy
         model = NoisyClassifier(**kwargs)
     missing = sorted(set(model.state_dict()) - set(weights))
     if missing:
-        raise ValueError(f"checkpoint does not match the given options: {len(missing)} tensors missing, "
-                         f"e.g. {missing[:3]}")
+        raise ValueError(
+            f"checkpoint does not match the given options: {len(missing)} tensors missing, e.g. {missing[:3]}"
+        )
     try:
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as e:  # shapes differ
@@ -238,12 +316,13 @@ def convert_classifier(checkpoint: str | Path, out_dir: str | Path, *, preset: s
     ``classifier_attention_resolutions``, ``classifier_use_scale_shift_norm``, ``classifier_resblock_updown``,
     ``classifier_pool``), over the preset and guided-diffusion's defaults. Written atomically."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    preset = convert.preset_of(checkpoint, preset, options, CLASSIFIER_FILES,
-                               "classifier file name: give preset= or its options")
+    preset = checkpoints.preset_of(
+        checkpoint, preset, options, CLASSIFIER_FILES, "classifier file name: give preset= or its options"
+    )
     o = _options(preset, options)
     config = classifier_config(o)
-    model = build(config, convert_classifier_state_dict(convert._read_checkpoint(checkpoint), config))
-    return convert.write_folder(out_dir, model, {"adm_options.json": dict(o, preset=preset)})
+    model = build(config, convert_classifier_state_dict(checkpoints.read_checkpoint(checkpoint), config))
+    return checkpoints.write_folder(out_dir, model, {"adm_options.json": dict(o, preset=preset)})
 
 
 def read_classifier(folder: Path, dtype: torch.dtype | None = None) -> NoisyClassifier:

@@ -79,16 +79,31 @@ def _chance(pipe: Inpainter, images, fills, steps, seeds):
     return np.where(fills[..., None], uncond, images)
 
 
-def evaluate(pipe: Inpainter, *, n_images=32, seeds=(0, 1), steps=50, jump_length=5, rs=(1, 5, 10),
-             mask_names=DEFAULT_MASKS, diffusers=True, log=print) -> list[dict]:
+def evaluate(
+    pipe: Inpainter,
+    *,
+    n_images=32,
+    seeds=(0, 1),
+    steps=50,
+    jump_length=5,
+    rs=(1, 5, 10),
+    mask_names=DEFAULT_MASKS,
+    diffusers=True,
+    log=print,
+) -> list[dict]:
     """Rows of (mask, method, r, errors...), each averaged over ``n_images`` held-out faces and ``seeds``."""
     images, labels = faces.make_faces(n_images, faces.EVAL_SEED, pipe.resolution, return_labels=True)
     methods = [(f"repaint r={r}", r, lambda im, f, s, r=r: _ours(pipe, im, f, steps, jump_length, r, s)) for r in rs]
     if diffusers:
         for eta in (1.0, 0.0):
             for r in (1, max(rs)):
-                methods.append((f"diffusers eta={eta:g} r={r}", r, lambda im, f, s, r=r, eta=eta:
-                                diffusers_repaint(pipe, im, f, steps, jump_length, r, s, eta)))
+                methods.append(
+                    (
+                        f"diffusers eta={eta:g} r={r}",
+                        r,
+                        lambda im, f, s, r=r, eta=eta: diffusers_repaint(pipe, im, f, steps, jump_length, r, s, eta),
+                    )
+                )
     methods.append(("chance (unconditional)", None, lambda im, f, s: _chance(pipe, im, f, steps, s)))
     rows = []
     for name in mask_names:
@@ -98,8 +113,13 @@ def evaluate(pipe: Inpainter, *, n_images=32, seeds=(0, 1), steps=50, jump_lengt
             for seed in seeds:
                 per_image = [seed * 100_000 + i for i in range(n_images)]
                 runs.append(scores(fn(images, fills, per_image), images, labels, fills))
-            row = dict(mask=name, method=label, r=r, seconds=time.perf_counter() - start,
-                       known_exact=all(x["known_exact"] for x in runs))
+            row = dict(
+                mask=name,
+                method=label,
+                r=r,
+                seconds=time.perf_counter() - start,
+                known_exact=all(x["known_exact"] for x in runs),
+            )
             for key in ("sym", "colour", "error"):
                 vals = [x[key] for x in runs if x[key] is not None]
                 row[key] = float(np.mean(vals)) if vals else None
@@ -134,14 +154,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r", type=int, nargs="+", default=[1, 5, 10], help="jump_n_sample values (default 1 5 10)")
     p.add_argument("--masks", nargs="+", default=list(DEFAULT_MASKS), choices=list(masks.PRESETS))
     p.add_argument("--no-diffusers", action="store_true")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                   help="model precision (default float32)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="model precision (default float32)",
+    )
     p.add_argument("--json", help="write the rows as JSON here")
     args = p.parse_args(argv)
     pipe = load(args.model, device="cpu", dtype=args.dtype)
-    rows = evaluate(pipe, n_images=args.images, seeds=tuple(args.seeds), steps=args.steps,
-                    jump_length=args.jump_length, rs=tuple(args.r), mask_names=args.masks,
-                    diffusers=not args.no_diffusers, log=lambda s: print(s, file=sys.stderr))
+    rows = evaluate(
+        pipe,
+        n_images=args.images,
+        seeds=tuple(args.seeds),
+        steps=args.steps,
+        jump_length=args.jump_length,
+        rs=tuple(args.r),
+        mask_names=args.masks,
+        diffusers=not args.no_diffusers,
+        log=lambda s: print(s, file=sys.stderr),
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(settings=vars(args), rows=rows), f, indent=2)

@@ -41,13 +41,15 @@ def _jitter(rng: np.random.Generator, palette: np.ndarray, amount: float) -> np.
 def render_face(rng: np.random.Generator, size: int = 32, return_labels: bool = False):
     """Draw one face as ``uint8 (size, size, 3)``; with ``return_labels`` also
     return the ``uint8 (size, size)`` region map indexing ``LABELS``."""
-    palette = np.stack([
-        rng.integers(0, 256, 3).astype(np.uint8),  # background
-        _jitter(rng, _SKIN, 8),
-        _jitter(rng, _HAIR, 12),
-        _jitter(rng, _EYES, 10),
-        np.clip([rng.uniform(150, 220), rng.uniform(40, 90), rng.uniform(50, 100)], 0, 255).astype(np.uint8),
-    ])
+    palette = np.stack(
+        [
+            rng.integers(0, 256, 3).astype(np.uint8),  # background
+            _jitter(rng, _SKIN, 8),
+            _jitter(rng, _HAIR, 12),
+            _jitter(rng, _EYES, 10),
+            np.clip([rng.uniform(150, 220), rng.uniform(40, 90), rng.uniform(50, 100)], 0, 255).astype(np.uint8),
+        ]
+    )
     fw, fh = rng.uniform(0.48, 0.66), rng.uniform(0.58, 0.76)  # face half-width / half-height
     cy = rng.uniform(0.0, 0.12)  # face centre (y grows downwards, image spans [-1, 1])
     ex, ey, er = rng.uniform(0.18, 0.3), cy - fh * rng.uniform(0.0, 0.2), rng.uniform(0.07, 0.12)

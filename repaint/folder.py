@@ -45,8 +45,22 @@ from .masks import PRESETS, is_random
 from .models import Inpainter
 from .schedule import jump_schedule
 
-__all__ = ["IMAGE_EXTENSIONS", "LAYOUT", "MANIFEST", "Job", "SingleProcess", "Summary", "image_seed", "inpaint_folder",
-           "list_images", "main_folder", "pair_jobs", "process_state", "read_manifest"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LAYOUT",
+    "MANIFEST",
+    "Job",
+    "SingleProcess",
+    "Summary",
+    "image_seed",
+    "inpaint_folder",
+    "gather",
+    "list_images",
+    "pair_jobs",
+    "process_device",
+    "process_state",
+    "read_manifest",
+]
 
 #: Files read as images from an image or mask folder (others are ignored).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -124,8 +138,13 @@ def pair_jobs(image_dir, mask_dir=None, preset: str | None = None, pair: str = "
     elif pair == "order":
         mask_files = list_images(mask_dir)
         if len(mask_files) != len(imgs):
-            problems.append((str(mask_dir), f"{len(mask_files)} masks for {len(imgs)} images: paired by order, "
-                             f"the last {abs(len(mask_files) - len(imgs))} are left out"))
+            problems.append(
+                (
+                    str(mask_dir),
+                    f"{len(mask_files)} masks for {len(imgs)} images: paired by order, "
+                    f"the last {abs(len(mask_files) - len(imgs))} are left out",
+                )
+            )
         masks_for = dict(zip(imgs, mask_files))
     else:
         by_stem: dict[str, Path] = {}
@@ -169,13 +188,15 @@ def process_state(cpu: bool = False):
         from accelerate import PartialState
     except ImportError:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise RuntimeError("several processes need Hugging Face accelerate: pip install 'repaint[folder]' "
-                               "(or pip install accelerate)") from None
+            raise RuntimeError(
+                "several processes need Hugging Face accelerate: pip install 'repaint[folder]' "
+                "(or pip install accelerate)"
+            ) from None
         return SingleProcess()
     return PartialState(cpu=cpu)
 
 
-def _gather(state, items: list) -> list:
+def gather(state, items: list) -> list:
     """The concatenation of ``items`` over all processes (every process gets it)."""
     if state.num_processes == 1:
         return list(items)
@@ -265,8 +286,11 @@ def _merge_manifest(out: Path, keep: set[str] | None = None) -> None:
     files = {f for rec in records.values() for f in rec["files"]}
     for folder in LAYOUT:
         for p in sorted((out / folder).iterdir()):
-            if p.is_file() and (p.suffix.lower() == ".png" or p.name.endswith(".tmp")) \
-                    and f"{folder}/{p.name}" not in files:
+            if (
+                p.is_file()
+                and (p.suffix.lower() == ".png" or p.name.endswith(".tmp"))
+                and f"{folder}/{p.name}" not in files
+            ):
                 _remove(p)
 
 
@@ -281,8 +305,15 @@ def _units(jobs: list[Job], seed: int, num_samples: int, own_masks: bool) -> lis
         for i in range(num_samples):
             name = j.name if num_samples == 1 else f"{j.name}-{i}"
             m = name if own_masks else j.name
-            units.append(_Unit(j, i, image_seed(seed, j.name, i), f"inpainted/{name}.png",
-                               (f"gt_masked/{m}.png", f"gt/{j.name}.png", f"gt_keep_mask/{m}.png")))
+            units.append(
+                _Unit(
+                    j,
+                    i,
+                    image_seed(seed, j.name, i),
+                    f"inpainted/{name}.png",
+                    (f"gt_masked/{m}.png", f"gt/{j.name}.png", f"gt_keep_mask/{m}.png"),
+                )
+            )
     return units
 
 
@@ -294,8 +325,9 @@ def _digests(job: Job) -> dict:
     return d
 
 
-def _is_done(out: Path, unit: _Unit, record: dict | None, settings: dict, digests: dict,
-             hashes: dict[str, str | None]) -> bool:
+def _is_done(
+    out: Path, unit: _Unit, record: dict | None, settings: dict, digests: dict, hashes: dict[str, str | None]
+) -> bool:
     """Whether ``unit``'s manifest line has these settings, seed and input digests, and its files still hold the
     bytes the line names (``hashes``: a cache of the files' SHA-256, None for a missing file)."""
     if record is None or record.get("settings") != settings or record.get("seed") != unit.seed:
@@ -320,11 +352,28 @@ def _companions(rgb: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.where(keep, rgb, 0).astype(np.uint8), rgb, (keep * 255).astype(np.uint8)
 
 
-def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset: str | None = None,
-                   keep_mask: bool = False, invert: bool = False, pair: str = "name", steps: int = 250,
-                   jump_length: int = 10, jump_n_sample: int = 10, seed: int = 0, num_samples: int = 1,
-                   batch_size: int = 1, class_label=None, classifier_scale=None, state=None, progress: bool = True,
-                   report: Callable[[str], None] | None = None) -> Summary:
+def inpaint_folder(
+    pipe: Inpainter,
+    image_dir,
+    out_dir,
+    *,
+    mask_dir=None,
+    preset: str | None = None,
+    keep_mask: bool = False,
+    invert: bool = False,
+    pair: str = "name",
+    steps: int = 250,
+    jump_length: int = 10,
+    jump_n_sample: int = 10,
+    seed: int = 0,
+    num_samples: int = 1,
+    batch_size: int = 1,
+    class_label=None,
+    classifier_scale=None,
+    state=None,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> Summary:
     """Inpaint every image of ``image_dir`` into ``out_dir`` (see the module docstring for layout and guarantees).
 
     ``mask_dir`` (mask files, white = fill; ``keep_mask=True`` for RePaint's white = keep) or ``preset`` (a mask
@@ -337,8 +386,9 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
     from tqdm import tqdm
 
     state = state or SingleProcess()
-    steps, jump_length, jump_n_sample, seed, num_samples = pipe.check_settings(steps, jump_length, jump_n_sample,
-                                                                               seed, num_samples)
+    steps, jump_length, jump_n_sample, seed, num_samples = pipe.check_settings(
+        steps, jump_length, jump_n_sample, seed, num_samples
+    )
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     out = Path(out_dir)
@@ -354,11 +404,22 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
             raise ValueError(f"{given} is an output folder of {out}: a run deletes what it did not write there")
     jobs, problems = pair_jobs(image_dir, mask_dir, preset, pair)
     # Everything that changes an output's pixels; the batch size and the process count do not (a README promise).
-    settings = dict(model=pipe.name, model_sha256=pipe.fingerprint(), resolution=pipe.resolution,
-                    dtype=str(pipe.dtype).removeprefix("torch."), device=pipe.device.type, steps=steps,
-                    jump_length=jump_length, jump_n_sample=jump_n_sample, seed=seed, keep_mask=bool(keep_mask),
-                    invert=bool(invert), mask=f"preset:{preset}" if preset is not None else "file", pair=pair,
-                    repaint=__version__)
+    settings = dict(
+        model=pipe.name,
+        model_sha256=pipe.fingerprint(),
+        resolution=pipe.resolution,
+        dtype=str(pipe.dtype).removeprefix("torch."),
+        device=pipe.device.type,
+        steps=steps,
+        jump_length=jump_length,
+        jump_n_sample=jump_n_sample,
+        seed=seed,
+        keep_mask=bool(keep_mask),
+        invert=bool(invert),
+        mask=f"preset:{preset}" if preset is not None else "file",
+        pair=pair,
+        repaint=__version__,
+    )
     pipe.class_labels([seed], class_label)  # a ValueError now for a label an unconditional model cannot take
     if class_label is not None:
         settings["class_label"] = int(class_label)
@@ -405,17 +466,22 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
     calls = pipe.model_calls(steps, jump_length, jump_n_sample)
     bad: set[Job] = set()  # inputs of this process that failed to read
     with state.split_between_processes(pending) as mine:
-        bar = tqdm(total=len(mine), unit="img", file=sys.stderr, disable=not progress or not state.is_main_process,
-                   desc=f"RePaint {pipe.name}" + (f" (process 0 of {state.num_processes})"
-                                                  if state.num_processes > 1 else ""))
+        bar = tqdm(
+            total=len(mine),
+            unit="img",
+            file=sys.stderr,
+            disable=not progress or not state.is_main_process,
+            desc=f"RePaint {pipe.name}" + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
+        )
         for start in range(0, len(mine), batch_size):
             batch, fitted = [], {}
             for unit in mine[start : start + batch_size]:
                 key = (unit.job, unit.seed if own_masks else None)  # a random preset: a mask per sample
                 if key not in fitted and unit.job not in bad:
                     try:
-                        fitted[key] = pipe.prepare(unit.job.image, unit.job.mask, keep_mask=keep_mask, invert=invert,
-                                                   seed=unit.seed)
+                        fitted[key] = pipe.prepare(
+                            unit.job.image, unit.job.mask, keep_mask=keep_mask, invert=invert, seed=unit.seed
+                        )
                     except (ValueError, OSError) as e:
                         bad.add(unit.job)
                         skip(unit.job.image, str(e))
@@ -428,9 +494,15 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
             began = time.perf_counter()
             tick = lambda k, levels, x, x0: bar.set_postfix_str(f"call {k + 1}/{calls}")  # noqa: E731
             seeds = [u.seed for u, _ in batch]
-            result = pipe.sample(np.stack([rgb for _, (rgb, _) in batch]), np.stack([m for _, (_, m) in batch]),
-                                 [schedule] * len(batch), seeds, tick,
-                                 class_labels=pipe.class_labels(seeds, class_label), classifier_scale=scale)
+            result = pipe.sample(
+                np.stack([rgb for _, (rgb, _) in batch]),
+                np.stack([m for _, (_, m) in batch]),
+                [schedule] * len(batch),
+                seeds,
+                tick,
+                class_labels=pipe.class_labels(seeds, class_label),
+                classifier_scale=scale,
+            )
             seconds = (time.perf_counter() - began) / len(batch)
             saved: dict[str, str] = {}  # this batch's companion files and their SHA-256
             for (unit, fit), img in zip(batch, result):
@@ -438,11 +510,24 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
                     if path not in saved:
                         saved[path] = _atomic_save(arr, out / path)
                 files = {unit.output: _atomic_save(img, out / unit.output)} | {p: saved[p] for p in unit.companions}
-                _append(part, dict(output=unit.output, input=str(unit.job.image), mask=str(unit.job.mask),
-                                   sample=unit.sample, seed=unit.seed, settings=settings, seconds=round(seconds, 4),
-                                   batch=len(batch), process=state.process_index, model_calls=calls, files=files,
-                                   finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                   **digests[unit.job]))
+                _append(
+                    part,
+                    dict(
+                        output=unit.output,
+                        input=str(unit.job.image),
+                        mask=str(unit.job.mask),
+                        sample=unit.sample,
+                        seed=unit.seed,
+                        settings=settings,
+                        seconds=round(seconds, 4),
+                        batch=len(batch),
+                        process=state.process_index,
+                        model_calls=calls,
+                        files=files,
+                        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        **digests[unit.job],
+                    ),
+                )
                 summary.written.append(unit.output)
                 bar.update(1)
         bar.close()
@@ -453,7 +538,7 @@ def inpaint_folder(pipe: Inpainter, image_dir, out_dir, *, mask_dir=None, preset
     return summary
 
 
-def _device(requested: str | None, state):
+def process_device(requested: str | None, state):
     """This process's device: accelerate's (cuda:<local rank> under a multi-GPU launch) unless one is named."""
     import torch
 
@@ -461,50 +546,3 @@ def _device(requested: str | None, state):
     if own is None or (requested is not None and torch.device(requested) != torch.device(own.type)):
         return requested
     return "cpu" if own.type == "cpu" else own
-
-
-def main_folder(args, parser) -> int:
-    """The CLI's folder mode, ``python -m repaint --image-dir ...``: in one process or in each of accelerate's."""
-    if args.out_dir is None or args.image is not None or args.mask is not None or args.out is not None \
-            or args.compare:
-        parser.error("folder mode takes --image-dir, --mask-dir or --preset, and --out-dir "
-                     "(not --image, --mask, --out or --compare)")
-    if args.size != "auto":  # its outputs are RePaint's: every image fitted to the model's square
-        parser.error("folder mode writes the model's resolution (RePaint's layout); --size is for one --image")
-    import torch
-
-    started = time.perf_counter()
-    try:
-        state = process_state(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        return _run_cli(args, state, started)
-    finally:
-        if state.num_processes > 1:  # gloo's threads torn down before exit, or the interpreter may abort at exit
-            state.destroy_process_group()
-
-
-def _run_cli(args, state, started: float) -> int:
-    from .__main__ import classifier_arg
-    from .models import ModelLoadError, load
-
-    try:
-        pipe = load(args.model, device=_device(args.device, state), dtype=args.dtype, classifier=classifier_arg(args))
-        summary = inpaint_folder(
-            pipe, args.image_dir, args.out_dir, mask_dir=args.mask_dir, preset=args.preset, keep_mask=args.keep_mask,
-            invert=args.invert, pair=args.pair, steps=args.steps, jump_length=args.jump_length,
-            jump_n_sample=args.jump_n_sample, seed=args.seed, num_samples=args.num_samples,
-            batch_size=args.batch_size, class_label=args.class_label, classifier_scale=args.classifier_scale,
-            state=state)
-    except (ModelLoadError, ValueError) as e:  # model, settings or folders: the same in every process
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    written = _gather(state, summary.written)
-    failed = _gather(state, summary.failed)
-    if state.is_main_process:  # the exit status is 0 once the run is through, skipped inputs or not
-        print(f"wrote {len(written)} outputs to {args.out_dir} ({summary.done_before} already done) in "
-              f"{time.perf_counter() - started:.1f} s with {state.num_processes} process(es)"
-              + (f"; {len(failed)} input(s) skipped, listed above" if failed else ""), file=sys.stderr)
-    return 0

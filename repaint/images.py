@@ -22,8 +22,17 @@ from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_PIXELS", "center_crop_box", "fit_image", "fit_mask", "from_tensor", "open_image", "to_rgb",
-           "to_tensor", "upright_size"]
+__all__ = [
+    "MAX_PIXELS",
+    "center_crop_box",
+    "fit_image",
+    "fit_mask",
+    "from_tensor",
+    "open_image",
+    "to_rgb",
+    "to_tensor",
+    "upright_size",
+]
 
 #: Largest image accepted, in pixels, checked from the file's header before anything is decoded (so memory stays
 #: bounded: at most 150 MB of RGB); the image is then decoded at its full size.
@@ -44,8 +53,13 @@ def open_image(source) -> Image.Image:
             raise ValueError(f"an image array must be uint8 (H, W) or (H, W, C), got {source.dtype} {source.shape}")
         img = Image.fromarray(source)
     else:
-        data = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else \
-            source if hasattr(source, "read") else Path(source)
+        data = (
+            io.BytesIO(source)
+            if isinstance(source, (bytes, bytearray))
+            else source
+            if hasattr(source, "read")
+            else Path(source)
+        )
         limit = Image.MAX_IMAGE_PIXELS
         try:
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL warns beyond it (an error here) and raises beyond twice it

@@ -21,9 +21,18 @@ from . import images, masks, window
 from .sampler import Callback, classifier_grad, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables
 
-__all__ = ["CLASSIFIERS", "LIMITS", "MODELS", "Inpainter", "ModelInfo", "ModelLoadError", "default_dtype", "hub_mirror",
-           "load",
-           "load_hub"]
+__all__ = [
+    "CLASSIFIERS",
+    "LIMITS",
+    "MODELS",
+    "Inpainter",
+    "ModelInfo",
+    "ModelLoadError",
+    "default_dtype",
+    "hub_mirror",
+    "load",
+    "load_hub",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,32 +73,98 @@ _GUIDED = "https://github.com/openai/guided-diffusion"
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
-        ModelInfo("celebahq", "google/ddpm-ema-celebahq-256", 256, "Faces (CelebA-HQ), DDPM's model; GPU.",
-                  "apache-2.0", tflop=0.497),
-        ModelInfo("church", "google/ddpm-ema-church-256", 256, "Churches (LSUN church outdoor); GPU.", "apache-2.0",
-                  tflop=0.497),
-        ModelInfo("bedroom", "google/ddpm-ema-bedroom-256", 256, "Bedrooms (LSUN bedroom); GPU.", "apache-2.0",
-                  tflop=0.497),
+        ModelInfo(
+            "celebahq",
+            "google/ddpm-ema-celebahq-256",
+            256,
+            "Faces (CelebA-HQ), DDPM's model; GPU.",
+            "apache-2.0",
+            tflop=0.497,
+        ),
+        ModelInfo(
+            "church",
+            "google/ddpm-ema-church-256",
+            256,
+            "Churches (LSUN church outdoor); GPU.",
+            "apache-2.0",
+            tflop=0.497,
+        ),
+        ModelInfo(
+            "bedroom", "google/ddpm-ema-bedroom-256", 256, "Bedrooms (LSUN bedroom); GPU.", "apache-2.0", tflop=0.497
+        ),
         ModelInfo("cat", "google/ddpm-ema-cat-256", 256, "Cats (LSUN cat); GPU.", "apache-2.0", tflop=0.497),
-        ModelInfo("cifar10", "google/ddpm-cifar10-32", 32, "Small objects (CIFAR-10), 32x32; runs on a CPU.",
-                  "apache-2.0", gpu_only=False, tflop=0.0124),
-        ModelInfo("bundled", None, 32, "Cartoon faces (this project's model), 32x32, offline; seconds on a CPU.", "MIT",
-                  gpu_only=False, tflop=0.00055),
-        ModelInfo("places2", None, 256, "Places2 scenes (landscapes, streets, rooms), the paper's RePaint model; GPU.",
-                  "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1QEl-btGbzQz6IwkXiFGd49uQNTUtTHsk"),
-                  filename="places256_300000.pt", preset="places256", source=_REPAINT, download_mb=2211,
-                  tflop=2.24),
-        ModelInfo("celeba256", None, 256, "Faces (CelebA-HQ), the paper's own RePaint face model; GPU.",
-                  "CC-BY-NC-SA-4.0", url=_GDRIVE.format("1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX"),
-                  filename="celeba256_250000.pt", preset="celeba256", source=_REPAINT, download_mb=2211,
-                  tflop=2.24),
-        ModelInfo("imagenet", None, 256, "ImageNet, class-conditional (1000 classes), OpenAI's ADM guided by its "
-                  "classifier, as the paper; GPU.", "MIT",
-                  url=_OPENAI + "256x256_diffusion.pt", filename="256x256_diffusion.pt", preset="imagenet256",
-                  source=_GUIDED, download_mb=2215, num_classes=1000, tflop=2.24, classifier="imagenet256"),
-        ModelInfo("imagenet_uncond", None, 256, "ImageNet, unconditional, OpenAI's ADM; GPU.", "MIT",
-                  url=_OPENAI + "256x256_diffusion_uncond.pt", filename="256x256_diffusion_uncond.pt",
-                  preset="imagenet256_uncond", source=_GUIDED, download_mb=2211, tflop=2.24),
+        ModelInfo(
+            "cifar10",
+            "google/ddpm-cifar10-32",
+            32,
+            "Small objects (CIFAR-10), 32x32; runs on a CPU.",
+            "apache-2.0",
+            gpu_only=False,
+            tflop=0.0124,
+        ),
+        ModelInfo(
+            "bundled",
+            None,
+            32,
+            "Cartoon faces (this project's model), 32x32, offline; seconds on a CPU.",
+            "MIT",
+            gpu_only=False,
+            tflop=0.00055,
+        ),
+        ModelInfo(
+            "places2",
+            None,
+            256,
+            "Places2 scenes (landscapes, streets, rooms), the paper's RePaint model; GPU.",
+            "CC-BY-NC-SA-4.0",
+            url=_GDRIVE.format("1QEl-btGbzQz6IwkXiFGd49uQNTUtTHsk"),
+            filename="places256_300000.pt",
+            preset="places256",
+            source=_REPAINT,
+            download_mb=2211,
+            tflop=2.24,
+        ),
+        ModelInfo(
+            "celeba256",
+            None,
+            256,
+            "Faces (CelebA-HQ), the paper's own RePaint face model; GPU.",
+            "CC-BY-NC-SA-4.0",
+            url=_GDRIVE.format("1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX"),
+            filename="celeba256_250000.pt",
+            preset="celeba256",
+            source=_REPAINT,
+            download_mb=2211,
+            tflop=2.24,
+        ),
+        ModelInfo(
+            "imagenet",
+            None,
+            256,
+            "ImageNet, class-conditional (1000 classes), OpenAI's ADM guided by its classifier, as the paper; GPU.",
+            "MIT",
+            url=_OPENAI + "256x256_diffusion.pt",
+            filename="256x256_diffusion.pt",
+            preset="imagenet256",
+            source=_GUIDED,
+            download_mb=2215,
+            num_classes=1000,
+            tflop=2.24,
+            classifier="imagenet256",
+        ),
+        ModelInfo(
+            "imagenet_uncond",
+            None,
+            256,
+            "ImageNet, unconditional, OpenAI's ADM; GPU.",
+            "MIT",
+            url=_OPENAI + "256x256_diffusion_uncond.pt",
+            filename="256x256_diffusion_uncond.pt",
+            preset="imagenet256_uncond",
+            source=_GUIDED,
+            download_mb=2211,
+            tflop=2.24,
+        ),
     )
 }
 
@@ -98,15 +173,32 @@ MODELS: dict[str, ModelInfo] = {
 CLASSIFIERS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
-        ModelInfo("imagenet256", None, 256, "ImageNet noisy-image classifier (1000 classes), OpenAI's.", "MIT",
-                  url=_OPENAI + "256x256_classifier.pt", filename="256x256_classifier.pt",
-                  preset="imagenet256_classifier", source=_GUIDED, download_mb=216, num_classes=1000, tflop=0.296),
+        ModelInfo(
+            "imagenet256",
+            None,
+            256,
+            "ImageNet noisy-image classifier (1000 classes), OpenAI's.",
+            "MIT",
+            url=_OPENAI + "256x256_classifier.pt",
+            filename="256x256_classifier.pt",
+            preset="imagenet256_classifier",
+            source=_GUIDED,
+            download_mb=216,
+            num_classes=1000,
+            tflop=0.296,
+        ),
     )
 }
 
 #: Bounds on the API's settings (inclusive). ``steps`` is further bounded by the model's training steps.
-LIMITS = {"steps": (1, 1000), "jump_length": (1, 1000), "jump_n_sample": (1, 20), "num_samples": (1, 16),
-          "seed": (0, 2**63 - 1), "classifier_scale": (0, 100)}
+LIMITS = {
+    "steps": (1, 1000),
+    "jump_length": (1, 1000),
+    "jump_n_sample": (1, 20),
+    "num_samples": (1, 16),
+    "seed": (0, 2**63 - 1),
+    "classifier_scale": (0, 100),
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -171,8 +263,7 @@ def _read_folder(root: Path, name: str, dtype: torch.dtype | None = None) -> tup
     try:
         _check_unet_config(json.loads(config_file.read_text()), name)
         # diffusers reads safetensors, or a .bin with torch.load(weights_only=True): no code is executed.
-        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=has_st, low_cpu_mem_usage=False,
-                                           torch_dtype=dtype)
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=has_st, low_cpu_mem_usage=False, torch_dtype=dtype)
         sched = scheduler_config(json.loads(sched_file.read_text()))
     except ModelLoadError:
         raise
@@ -230,16 +321,17 @@ def _hub_error(e: Exception, repo_id: str, name: str, filename: str) -> ModelLoa
 
     label = f"model {name!r}" + ("" if name == repo_id else f" ({repo_id})")
     if isinstance(e, errors.GatedRepoError):  # a RepositoryNotFoundError too: first
-        why = (f"is gated on the Hub: accept its conditions on its page (https://huggingface.co/{repo_id}) and log in "
-               "(HF_TOKEN)")
+        why = (
+            f"is gated on the Hub: accept its conditions on its page (https://huggingface.co/{repo_id}) and log in "
+            "(HF_TOKEN)"
+        )
     elif isinstance(e, errors.RepositoryNotFoundError):
         why = "is not a repository on the Hub (or it is private: log in with HF_TOKEN)"
     elif isinstance(e, errors.RevisionNotFoundError):
         why = "has no main revision on the Hub"
     elif isinstance(e, errors.LocalEntryNotFoundError):  # an EntryNotFoundError too: before it
         where = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
-        why = (f"is not in the local cache and {where}; connect to the internet once, or use the offline model "
-               "'bundled'")
+        why = f"is not in the local cache and {where}; connect to the internet once, or use the offline model 'bundled'"
     elif isinstance(e, errors.EntryNotFoundError):
         why = f"has no {filename} on the Hub: it is not a diffusers UNet2DModel repository"
     else:
@@ -283,8 +375,10 @@ def _fetch(url: str, dest: Path, name: str) -> None:
 
 
 def _by_hand(filename: str, source: str) -> str:
-    return (f"download {filename} by hand from {source}, then convert it once: "
-            f"python -m repaint.convert {filename} DIR, and load DIR (or load the .pt file itself)")
+    return (
+        f"download {filename} by hand from {source}, then convert it once: "
+        f"python -m repaint.convert {filename} DIR, and load DIR (or load the .pt file itself)"
+    )
 
 
 MIRROR_ENV = "REPAINT_HUB_MIRROR_"
@@ -305,11 +399,12 @@ def _mirror_folder(info: ModelInfo, mirror: str, cache_dir) -> Path:
     except ModelLoadError as e:
         local = _adm_cache(cache_dir) / info.name / "diffusers"
         if (local / "config.json").is_file():
-            log.warning("model %r: mirror %s not available, using the folder converted here before", info.name,
-                        mirror)
+            log.warning("model %r: mirror %s not available, using the folder converted here before", info.name, mirror)
             return local
-        raise ModelLoadError(f"{e} (its Hub mirror, {MIRROR_ENV}{info.name.upper()}={mirror}; unset it to download "
-                             f"{info.filename} from {info.source or info.url} instead)") from None
+        raise ModelLoadError(
+            f"{e} (its Hub mirror, {MIRROR_ENV}{info.name.upper()}={mirror}; unset it to download "
+            f"{info.filename} from {info.source or info.url} instead)"
+        ) from None
 
 
 def _adm_folder(info: ModelInfo, cache_dir) -> Path:
@@ -326,18 +421,23 @@ def _adm_folder(info: ModelInfo, cache_dir) -> Path:
     ckpt = root / info.filename
     if not ckpt.is_file():
         if _offline():
-            raise ModelLoadError(f"model {info.name!r} is not downloaded yet and HF_HUB_OFFLINE is set; "
-                                 + _by_hand(info.filename, info.source or info.url))
+            raise ModelLoadError(
+                f"model {info.name!r} is not downloaded yet and HF_HUB_OFFLINE is set; "
+                + _by_hand(info.filename, info.source or info.url)
+            )
         try:
             _fetch(info.url, ckpt, info.name)
         except Exception as e:
-            raise ModelLoadError(f"model {info.name!r}: download from {info.url} failed ({type(e).__name__}: {e}); "
-                                 + _by_hand(info.filename, info.source or info.url)) from None
+            raise ModelLoadError(
+                f"model {info.name!r}: download from {info.url} failed ({type(e).__name__}: {e}); "
+                + _by_hand(info.filename, info.source or info.url)
+            ) from None
     try:
         converter(ckpt, folder, preset=info.preset)
     except Exception as e:
-        raise ModelLoadError(f"model {info.name!r}: {info.filename} could not be converted ({e}); "
-                             "delete it to download it again") from None
+        raise ModelLoadError(
+            f"model {info.name!r}: {info.filename} could not be converted ({e}); delete it to download it again"
+        ) from None
     ckpt.unlink()  # the converted folder holds the same weights
     return folder
 
@@ -351,8 +451,10 @@ def _pt_folder(path: Path, cache_dir) -> Path:
     known = {**KNOWN_FILES, **CLASSIFIER_FILES}
     preset = known.get(path.name)
     if preset is None:
-        raise ModelLoadError(f"{path.name} is not a known checkpoint name ({', '.join(known)}); convert it "
-                             "with its options: python -m repaint.convert FILE DIR --image_size ... (see --help)")
+        raise ModelLoadError(
+            f"{path.name} is not a known checkpoint name ({', '.join(known)}); convert it "
+            "with its options: python -m repaint.convert FILE DIR --image_size ... (see --help)"
+        )
     converter = convert_classifier if path.name in CLASSIFIER_FILES else convert_adm
     stat = path.stat()
     folder = _adm_cache(cache_dir) / "files" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
@@ -424,16 +526,19 @@ def _load_classifier(name_or_path, pipe: Inpainter, cache_dir):
     elif Path(key).is_file() and key.endswith(".pt"):
         folder = _pt_folder(Path(key), cache_dir)
     else:
-        raise ModelLoadError(f"unknown classifier {key!r}: not a classifier name ({', '.join(CLASSIFIERS)}), folder "
-                             "or .pt file")
+        raise ModelLoadError(
+            f"unknown classifier {key!r}: not a classifier name ({', '.join(CLASSIFIERS)}), folder or .pt file"
+        )
     try:
         model = read_classifier(folder, torch.float32)
     except Exception as e:  # noqa: BLE001 - wrong folder, corrupt weights, bad json
         log.debug("classifier %r: reading %s failed", key, folder, exc_info=True)
         raise ModelLoadError(f"classifier {key!r}: cannot read it ({type(e).__name__}: {e})") from None
     if model.config.sample_size != pipe.resolution:
-        raise ModelLoadError(f"classifier {key!r} is for {model.config.sample_size}x{model.config.sample_size} images, "
-                             f"model {pipe.name!r} makes {pipe.resolution}x{pipe.resolution}")
+        raise ModelLoadError(
+            f"classifier {key!r} is for {model.config.sample_size}x{model.config.sample_size} images, "
+            f"model {pipe.name!r} makes {pipe.resolution}x{pipe.resolution}"
+        )
     return model.to(pipe.device).eval().requires_grad_(False)
 
 
@@ -525,8 +630,11 @@ class Inpainter:
         if classifier_scale is None:
             return 0.0 if self.classifier is None else 1.0
         low, high = LIMITS["classifier_scale"]
-        if isinstance(classifier_scale, bool) or not isinstance(classifier_scale, (int, float, np.number)) \
-                or not low <= classifier_scale <= high:
+        if (
+            isinstance(classifier_scale, bool)
+            or not isinstance(classifier_scale, (int, float, np.number))
+            or not low <= classifier_scale <= high
+        ):
             raise ValueError(f"classifier_scale must be a number from {low} to {high}, got {classifier_scale!r}")
         if classifier_scale and self.classifier is None:
             raise ValueError(f"model {self.name!r} has no classifier: leave classifier_scale at 0 (or load one)")
@@ -569,10 +677,14 @@ class Inpainter:
                 raise ValueError(f"model {self.name!r} is not class-conditional: leave class_label unset")
             return None
         if class_label is None:
-            return [int(torch.randint(self.num_classes, (), generator=torch.Generator().manual_seed(int(s))))
-                    for s in seeds]
-        if isinstance(class_label, bool) or not isinstance(class_label, (int, np.integer)) \
-                or not 0 <= class_label < self.num_classes:
+            return [
+                int(torch.randint(self.num_classes, (), generator=torch.Generator().manual_seed(int(s)))) for s in seeds
+            ]
+        if (
+            isinstance(class_label, bool)
+            or not isinstance(class_label, (int, np.integer))
+            or not 0 <= class_label < self.num_classes
+        ):
             raise ValueError(f"class_label must be an integer from 0 to {self.num_classes - 1}, got {class_label!r}")
         return [int(class_label)] * len(seeds)
 
@@ -611,8 +723,9 @@ class Inpainter:
             return rgb, window.spread(small, win, h, w), win, small_rgb, small
         region = _region(mask, keep_mask, invert)
         if region.shape != (h, w):
-            raise ValueError(f"the mask is {region.shape[1]}x{region.shape[0]} but the image is {w}x{h}: they must "
-                             f"match")
+            raise ValueError(
+                f"the mask is {region.shape[1]}x{region.shape[0]} but the image is {w}x{h}: they must match"
+            )
         if not region.any():
             return rgb, region, window.centre_window(w, h), *self.prepare(img, region)
         win = window.mask_window(region, self.resolution)
@@ -630,13 +743,26 @@ class Inpainter:
         jump_length = _check_int("jump_length", jump_length)
         if jump_length > steps:
             raise ValueError(f"jump_length must be at most steps ({steps}), got {jump_length}")
-        return steps, jump_length, _check_int("jump_n_sample", jump_n_sample), _check_int("seed", seed), \
-            _check_int("num_samples", num_samples)
+        return (
+            steps,
+            jump_length,
+            _check_int("jump_n_sample", jump_n_sample),
+            _check_int("seed", seed),
+            _check_int("num_samples", num_samples),
+        )
 
     @torch.inference_mode()
-    def sample(self, images_u8: np.ndarray, fill: np.ndarray, schedules: list[list[int]], seeds: list[int],
-               callback: Callback | None = None, class_labels: Sequence[int] | None = None,
-               paste: bool = True, classifier_scale: float = 0.0) -> np.ndarray:
+    def sample(
+        self,
+        images_u8: np.ndarray,
+        fill: np.ndarray,
+        schedules: list[list[int]],
+        seeds: list[int],
+        callback: Callback | None = None,
+        class_labels: Sequence[int] | None = None,
+        paste: bool = True,
+        classifier_scale: float = 0.0,
+    ) -> np.ndarray:
         """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
         one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact.
 
@@ -659,8 +785,18 @@ class Inpainter:
         guide = None
         if self.check_scale(classifier_scale):
             guide = functools.partial(classifier_grad, self.classifier, scale=float(classifier_scale))
-        out = sample_repaint(self.eps, x, image, m, noise_tables(self.scheduler_config, steps), schedules, gens,
-                             callback, class_labels=labels, guide=guide)
+        out = sample_repaint(
+            self.eps,
+            x,
+            image,
+            m,
+            noise_tables(self.scheduler_config, steps),
+            schedules,
+            gens,
+            callback,
+            class_labels=labels,
+            guide=guide,
+        )
         result = images.from_tensor(out)
         if not paste:
             return result
@@ -668,14 +804,27 @@ class Inpainter:
         result[keep] = np.broadcast_to(images_u8, result.shape)[keep]  # exact already (abar = 1 at the end)
         return result
 
-    def _samples(self, image, mask, steps, jump_length, ns, seed, num_samples, callback, keep_mask, invert,
-                 class_label=None, full_size=False, classifier_scale=None):
+    def _samples(
+        self,
+        image,
+        mask,
+        steps,
+        jump_length,
+        ns,
+        seed,
+        num_samples,
+        callback,
+        keep_mask,
+        invert,
+        class_label=None,
+        full_size=False,
+        classifier_scale=None,
+    ):
         steps, jump_length, _, seed, num_samples = self.check_settings(steps, jump_length, max(ns), seed, num_samples)
         scale = self.check_scale(classifier_scale)
         labels = self.class_labels([seed + i for i in range(num_samples)], class_label)
         if full_size:
-            big, big_mask, win, rgb, m = self.prepare_window(image, mask, keep_mask=keep_mask, invert=invert,
-                                                             seed=seed)
+            big, big_mask, win, rgb, m = self.prepare_window(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
         else:
             rgb, m = self.prepare(image, mask, keep_mask=keep_mask, invert=invert, seed=seed)
         # A random preset: each sample draws its own mask from its own seed, as a run alone with that seed does.
@@ -688,8 +837,15 @@ class Inpainter:
             log.info("full mask: nothing is known, this is unconditional generation")
         schedules = [jump_schedule(steps, jump_length, n) for n in ns for _ in range(num_samples)]
         seeds = [seed + i for _ in ns for i in range(num_samples)]
-        out = self.sample(rgb, np.stack(fills * len(ns)), schedules, seeds, callback,
-                          None if labels is None else labels * len(ns), classifier_scale=scale)
+        out = self.sample(
+            rgb,
+            np.stack(fills * len(ns)),
+            schedules,
+            seeds,
+            callback,
+            None if labels is None else labels * len(ns),
+            classifier_scale=scale,
+        )
         if full_size:
             big_masks = [big_mask] + [window.spread(f, win, *big.shape[:2]) if own else big_mask for f in fills[1:]]
             out = [window.paste_fill(big, bm, win, a) for a, bm in zip(out, big_masks * len(ns))]
@@ -699,10 +855,23 @@ class Inpainter:
                 img.info["class_label"] = label  # which class each sample was drawn for
         return results
 
-    def inpaint(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
-                seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None, full_size: bool = False,
-                classifier_scale: float | None = None) -> list[Image.Image]:
+    def inpaint(
+        self,
+        image,
+        mask,
+        *,
+        steps: int = 250,
+        jump_length: int = 10,
+        jump_n_sample: int = 10,
+        seed: int = 0,
+        num_samples: int = 1,
+        callback: Callback | None = None,
+        keep_mask: bool = False,
+        invert: bool = False,
+        class_label: int | None = None,
+        full_size: bool = False,
+        classifier_scale: float | None = None,
+    ) -> list[Image.Image]:
         """Fill the masked region (True / white = fill) with RePaint; sample ``i`` uses seed ``seed + i``.
 
         Returns ``num_samples`` RGB images at the model's resolution (the centred square); known pixels equal the
@@ -713,17 +882,56 @@ class Inpainter:
         ``classifier_scale``: classifier guidance towards each sample's class (Dhariwal & Nichol 2021, as RePaint's
         ImageNet runs): unset, 1 for a model with a classifier (the paper's setting) and 0 without; 0 is unguided.
         """
-        return self._samples(image, mask, steps, jump_length, [jump_n_sample], seed, num_samples, callback,
-                             keep_mask, invert, class_label, full_size, classifier_scale)[0]
+        return self._samples(
+            image,
+            mask,
+            steps,
+            jump_length,
+            [jump_n_sample],
+            seed,
+            num_samples,
+            callback,
+            keep_mask,
+            invert,
+            class_label,
+            full_size,
+            classifier_scale,
+        )[0]
 
-    def compare(self, image, mask, *, steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10,
-                seed: int = 0, num_samples: int = 1, callback: Callback | None = None, keep_mask: bool = False,
-                invert: bool = False, class_label: int | None = None, full_size: bool = False,
-                classifier_scale: float | None = None) -> tuple[list[Image.Image], list[Image.Image]]:
+    def compare(
+        self,
+        image,
+        mask,
+        *,
+        steps: int = 250,
+        jump_length: int = 10,
+        jump_n_sample: int = 10,
+        seed: int = 0,
+        num_samples: int = 1,
+        callback: Callback | None = None,
+        keep_mask: bool = False,
+        invert: bool = False,
+        class_label: int | None = None,
+        full_size: bool = False,
+        classifier_scale: float | None = None,
+    ) -> tuple[list[Image.Image], list[Image.Image]]:
         """``inpaint`` with ``jump_n_sample`` and with 1 from the same seeds, run together in one batch.
 
         Returns ``(resampled, plain)``: the same images as the two ``inpaint`` calls.
         """
-        resampled, plain = self._samples(image, mask, steps, jump_length, [jump_n_sample, 1], seed, num_samples,
-                                         callback, keep_mask, invert, class_label, full_size, classifier_scale)
+        resampled, plain = self._samples(
+            image,
+            mask,
+            steps,
+            jump_length,
+            [jump_n_sample, 1],
+            seed,
+            num_samples,
+            callback,
+            keep_mask,
+            invert,
+            class_label,
+            full_size,
+            classifier_scale,
+        )
         return resampled, plain

@@ -13,8 +13,15 @@ import torch
 
 from .schedule import NoiseTables
 
-__all__ = ["classifier_grad", "ddpm_step", "forward_step", "learned_log_variance", "learned_sigma", "q_sample",
-           "sample_repaint"]
+__all__ = [
+    "classifier_grad",
+    "ddpm_step",
+    "forward_step",
+    "learned_log_variance",
+    "learned_sigma",
+    "q_sample",
+    "sample_repaint",
+]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, list[int], torch.Tensor, torch.Tensor], None]
@@ -32,8 +39,7 @@ def forward_step(x_prev: torch.Tensor, beta, noise: torch.Tensor) -> torch.Tenso
     return (1 - beta) ** 0.5 * x_prev + beta**0.5 * noise
 
 
-def ddpm_step(x_t, eps, alpha_cumprod, alpha_cumprod_prev, beta, sigma, noise, clip_sample: bool = True,
-              shift=None):
+def ddpm_step(x_t, eps, alpha_cumprod, alpha_cumprod_prev, beta, sigma, noise, clip_sample: bool = True, shift=None):
     """Unknown part, one DDPM ancestral step p(x_{t-1} | x_t): Algorithm 1 lines 6-7.
 
     x_0 is predicted from epsilon (DDPM eq. 15), optionally clipped to [-1, 1], and
@@ -180,8 +186,16 @@ def sample_repaint(
     # min_log, max_log (learned range), the fixed variance (guidance). Python floats reach the device as kernel
     # arguments, with no copy.
     bounds = [b.tolist() for b in tables.log_variance_bounds()]
-    table = list(zip(tables.alphas_cumprod.tolist(), tables.alphas_cumprod_prev.tolist(), tables.betas.tolist(),
-                     [tables.sigma(t) for t in range(tables.steps)], *bounds, tables.fixed_variance().tolist()))
+    table = list(
+        zip(
+            tables.alphas_cumprod.tolist(),
+            tables.alphas_cumprod_prev.tolist(),
+            tables.betas.tolist(),
+            [tables.sigma(t) for t in range(tables.steps)],
+            *bounds,
+            tables.fixed_variance().tolist(),
+        )
+    )
     channels = x.shape[1] * (2 if tables.learned_range else 1)
     betas = tables.betas.tolist()
     plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], dev)
@@ -219,8 +233,9 @@ def sample_repaint(
         labels = None if class_labels is None else class_labels if every else class_labels[rows]
         out = model(xa, t) if labels is None else model(xa, t, labels)
         if out.shape[1] != channels:
-            raise ValueError(f"the model returned {out.shape[1]} channels, the {tables.variance_type} sampler needs "
-                             f"{channels}")
+            raise ValueError(
+                f"the model returned {out.shape[1]} channels, the {tables.variance_type} sampler needs {channels}"
+            )
         grad = None if guide is None else guide(xa, t, labels)
         draw(active)
         n, img, fill = (noise, image, mask) if every else (noise[rows], image[rows], mask[rows])
@@ -229,8 +244,9 @@ def sample_repaint(
         else:  # compare mode: each level's rows with that level's coefficients, exactly as in a run alone
             merged, x0 = torch.empty_like(xa), torch.empty_like(xa)
             for level, r in groups:
-                merged[r], x0[r] = _denoise(xa[r], out[r], n[r], img[r], fill[r], table[level], level, tables,
-                                            None if grad is None else grad[r])
+                merged[r], x0[r] = _denoise(
+                    xa[r], out[r], n[r], img[r], fill[r], table[level], level, tables, None if grad is None else grad[r]
+                )
         if every:
             x, x0_pred = merged, x0
         else:

@@ -169,6 +169,7 @@ def noise_tables(config: dict, steps: int) -> NoiseTables:
         alphas_cumprod_prev=abar_prev,
         posterior_variance=posterior,
         clip_sample=bool(config.get("clip_sample", True)),
-        variance_type="learned_range" if variance_type == "learned_range" else
-        ("fixed_large" if variance_type.startswith("fixed_large") else "fixed_small"),
+        variance_type="learned_range"
+        if variance_type == "learned_range"
+        else ("fixed_large" if variance_type.startswith("fixed_large") else "fixed_small"),
     )

@@ -36,18 +36,34 @@ STATE_FILE = "train_state.pt"
 
 def make_scheduler() -> DDPMScheduler:
     """The 1000-step linear-beta (1e-4..0.02) DDPM schedule of Ho et al. / RePaint."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                         variance_type="fixed_small", clip_sample=True, prediction_type="epsilon")
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        variance_type="fixed_small",
+        clip_sample=True,
+        prediction_type="epsilon",
+    )
 
 
-def make_unet(size: int, channels: tuple[int, ...], layers_per_block: int = 1,
-              attn_levels: tuple[int, ...] = ()) -> UNet2DModel:
+def make_unet(
+    size: int, channels: tuple[int, ...], layers_per_block: int = 1, attn_levels: tuple[int, ...] = ()
+) -> UNet2DModel:
     """A small UNet; the mid block always has self-attention, ``attn_levels`` adds it to down/up levels."""
     down = tuple("AttnDownBlock2D" if i in attn_levels else "DownBlock2D" for i in range(len(channels)))
     up = tuple(b.replace("Down", "Up") for b in reversed(down))
-    return UNet2DModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=channels,
-                       layers_per_block=layers_per_block, down_block_types=down, up_block_types=up,
-                       norm_num_groups=min(32, math.gcd(*channels)), attention_head_dim=8)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=channels,
+        layers_per_block=layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=min(32, math.gcd(*channels)),
+        attention_head_dim=8,
+    )
 
 
 def load_folder(path: Path, size: int) -> np.ndarray:
@@ -73,9 +89,12 @@ def check_schedule(path: Path, ours: dict) -> None:
         return
     theirs = json.loads(file.read_text())
     if theirs.get("prediction_type", "epsilon") != "epsilon" or not np.allclose(
-            betas_from_config(theirs), betas_from_config(ours), rtol=1e-6, atol=0):
-        raise SystemExit(f"{path} was trained with another noise schedule or prediction type; this trainer uses "
-                         "the 1000-step linear-beta (1e-4..0.02) epsilon-prediction DDPM")
+        betas_from_config(theirs), betas_from_config(ours), rtol=1e-6, atol=0
+    ):
+        raise SystemExit(
+            f"{path} was trained with another noise schedule or prediction type; this trainer uses "
+            "the 1000-step linear-beta (1e-4..0.02) epsilon-prediction DDPM"
+        )
 
 
 def next_batch(rng: np.random.Generator, data: np.ndarray | None, n: int, size: int) -> torch.Tensor:
@@ -123,16 +142,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", default="32,64,64", help="a new model's block_out_channels, one level per entry")
     p.add_argument("--layers-per-block", type=int, default=1, help="a new model's ResNet blocks per level")
-    p.add_argument("--attn-levels", default="",
-                   help="a new model's levels with attention, comma-separated (the mid block always has it)")
-    p.add_argument("--init", type=Path,
-                   help="fine-tune this diffusers UNet folder (its architecture and weights) instead of a new UNet")
+    p.add_argument(
+        "--attn-levels",
+        default="",
+        help="a new model's levels with attention, comma-separated (the mid block always has it)",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="fine-tune this diffusers UNet folder (its architecture and weights) instead of a new UNet",
+    )
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--samples", type=int, default=0, help="write a grid of this many samples at the end")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--resume", action="store_true", help=f"continue from WORK/{STATE_FILE}")
-    p.add_argument("--keep-state", action=argparse.BooleanOptionalAction, default=True,
-                   help=f"keep WORK/{STATE_FILE} after the final step")
+    p.add_argument(
+        "--keep-state",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"keep WORK/{STATE_FILE} after the final step",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -181,9 +210,18 @@ def main(argv: list[str] | None = None) -> None:
         ema.save_pretrained(a.out)
         scheduler.save_pretrained(a.out)
         if a.keep_state or not final:
-            torch.save({"config": dict(unet.config), "unet": unet.state_dict(), "ema": ema.state_dict(),
-                        "opt": opt.state_dict(), "torch_rng": gen.get_state(),
-                        "numpy_rng": rng.bit_generator.state, "step": step}, state_path)
+            torch.save(
+                {
+                    "config": dict(unet.config),
+                    "unet": unet.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": opt.state_dict(),
+                    "torch_rng": gen.get_state(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "step": step,
+                },
+                state_path,
+            )
         elif state_path.exists():
             state_path.unlink()
 

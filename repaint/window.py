@@ -53,8 +53,10 @@ class Window(NamedTuple):
         """(image slices, window slices) of the part of the window inside a height x width image."""
         x0, y0 = max(self.left, 0), max(self.top, 0)
         x1, y1 = min(self.left + self.side, width), min(self.top + self.side, height)
-        return ((slice(y0, y1), slice(x0, x1)),
-                (slice(y0 - self.top, y1 - self.top), slice(x0 - self.left, x1 - self.left)))
+        return (
+            (slice(y0, y1), slice(x0, x1)),
+            (slice(y0 - self.top, y1 - self.top), slice(x0 - self.left, x1 - self.left)),
+        )
 
 
 def _place(lo: int, hi: int, side: int, size: int) -> int:
@@ -73,9 +75,11 @@ def mask_window(mask: np.ndarray, resolution: int, margin: float = MARGIN) -> Wi
     top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     box = int(max(bottom - top, right - left))
     pad = max(MIN_MARGIN, round(margin * box))
-    side = max(min(box + 2 * pad, min(h, w)),  # the margin shrinks to fit the short side,
-               box + 2 * math.ceil(MIN_CONTEXT * pad),  # never below a quarter of itself (then past the image),
-               min(resolution, h, w))  # and context is seen at its native size where the image allows
+    side = max(
+        min(box + 2 * pad, min(h, w)),  # the margin shrinks to fit the short side,
+        box + 2 * math.ceil(MIN_CONTEXT * pad),  # never below a quarter of itself (then past the image),
+        min(resolution, h, w),
+    )  # and context is seen at its native size where the image allows
     return Window(_place(left, right, side, w), _place(top, bottom, side, h), int(side))
 
 
@@ -88,8 +92,12 @@ def centre_window(width: int, height: int) -> Window:
 def spread(small: np.ndarray, window: Window, height: int, width: int) -> np.ndarray:
     """A bool mask made for the model (R, R) laid over ``window`` of a height x width image (nearest): bool (H, W),
     False outside the window. It maps back to ``small`` exactly when fitted to the model's resolution."""
-    big = np.asarray(Image.fromarray(small.astype(np.uint8) * 255).resize((window.side, window.side),
-                                                                           Image.Resampling.NEAREST)) >= 128
+    big = (
+        np.asarray(
+            Image.fromarray(small.astype(np.uint8) * 255).resize((window.side, window.side), Image.Resampling.NEAREST)
+        )
+        >= 128
+    )
     out = np.zeros((height, width), dtype=bool)
     inside, part = window.overlap(height, width)
     out[inside] = big[part]
@@ -105,8 +113,10 @@ def _spans(side: int, resolution: int, reach: float = 0.0) -> tuple[np.ndarray, 
         return k * side // resolution, -(-(k + 1) * side // resolution)
     scale = side / resolution
     centre, half = (k + 0.5) * scale, reach * max(scale, 1.0)
-    return (np.clip(np.floor(centre - half), 0, side).astype(np.int64),
-            np.clip(np.ceil(centre + half) + 1, 0, side).astype(np.int64))
+    return (
+        np.clip(np.floor(centre - half), 0, side).astype(np.int64),
+        np.clip(np.ceil(centre + half) + 1, 0, side).astype(np.int64),
+    )
 
 
 def _any_under(flags: np.ndarray, spans: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -17,12 +17,34 @@ __all__ = ["TINY", "gaussian_diffusion", "randomise", "respace", "script_util", 
 
 #: A tiny ADM: 16x16, widths 32/64/64, attention at 8x8 only (so plain and attention blocks both occur),
 #: two 16-channel heads per attention block (multi-head, where the legacy qkv layout matters).
-TINY = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2,2", attention_resolutions="8",
-            num_head_channels=16, learn_sigma=True, resblock_updown=True, use_scale_shift_norm=True)
+TINY = dict(
+    image_size=16,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2,2",
+    attention_resolutions="8",
+    num_head_channels=16,
+    learn_sigma=True,
+    resblock_updown=True,
+    use_scale_shift_norm=True,
+)
 
-_MODEL_KEYS = ("image_size", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma", "class_cond",
-               "attention_resolutions", "num_heads", "num_head_channels", "num_heads_upsample",
-               "use_scale_shift_norm", "dropout", "resblock_updown", "use_new_attention_order")
+_MODEL_KEYS = (
+    "image_size",
+    "num_channels",
+    "num_res_blocks",
+    "channel_mult",
+    "learn_sigma",
+    "class_cond",
+    "attention_resolutions",
+    "num_heads",
+    "num_head_channels",
+    "num_heads_upsample",
+    "use_scale_shift_norm",
+    "dropout",
+    "resblock_updown",
+    "use_new_attention_order",
+)
 
 
 def tiny_options(**over) -> dict:
@@ -57,15 +79,32 @@ def save_checkpoint(path: Path, seed: int = 0, **over) -> tuple[Path, torch.nn.M
     return path, model, o
 
 
-def tiny_classifier(seed: int = 0, size: int = 16, width: int = 32, channel_mult=(1, 2, 2), depth: int = 1,
-                    attention_ds=(4,), head_channels: int = 16, scale_shift: bool = True,
-                    resblock_updown: bool = True) -> torch.nn.Module:
+def tiny_classifier(
+    seed: int = 0,
+    size: int = 16,
+    width: int = 32,
+    channel_mult=(1, 2, 2),
+    depth: int = 1,
+    attention_ds=(4,),
+    head_channels: int = 16,
+    scale_shift: bool = True,
+    resblock_updown: bool = True,
+) -> torch.nn.Module:
     """guided_diffusion's EncoderUNetModel with the attention pool (create_classifier's head) and random weights,
     every layer included (the zero-initialised ones too), in eval mode."""
     from guided_diffusion.unet import EncoderUNetModel
 
-    model = EncoderUNetModel(image_size=size, in_channels=3, model_channels=width, out_channels=1000,
-                             num_res_blocks=depth, attention_resolutions=tuple(attention_ds), channel_mult=channel_mult,
-                             num_head_channels=head_channels, use_scale_shift_norm=scale_shift,
-                             resblock_updown=resblock_updown, pool="attention")
+    model = EncoderUNetModel(
+        image_size=size,
+        in_channels=3,
+        model_channels=width,
+        out_channels=1000,
+        num_res_blocks=depth,
+        attention_resolutions=tuple(attention_ds),
+        channel_mult=channel_mult,
+        num_head_channels=head_channels,
+        use_scale_shift_norm=scale_shift,
+        resblock_updown=resblock_updown,
+        pool="attention",
+    )
     return randomise(model, seed).eval()

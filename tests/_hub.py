@@ -138,16 +138,33 @@ class LoopbackHub:
                 if m := re.fullmatch(r"/api/models/(.+)/preupload/[^/]+", path):
                     if m.group(1) not in hub.repos:
                         return self._send(404, {"error": "Repository not found"})
-                    files = [{"path": f["path"], "shouldIgnore": False, "oid": None,
-                              "uploadMode": "lfs" if f["path"].endswith((".safetensors", ".bin", ".pt"))
-                              or f["size"] > 10_000_000 else "regular"} for f in json.loads(body)["files"]]
+                    files = [
+                        {
+                            "path": f["path"],
+                            "shouldIgnore": False,
+                            "oid": None,
+                            "uploadMode": "lfs"
+                            if f["path"].endswith((".safetensors", ".bin", ".pt")) or f["size"] > 10_000_000
+                            else "regular",
+                        }
+                        for f in json.loads(body)["files"]
+                    ]
                     return self._send(200, {"files": files})
                 if m := re.fullmatch(r"/(.+)\.git/info/lfs/objects/batch", path):
                     req = json.loads(body)
                     assert req["operation"] == "upload" and "basic" in req["transfers"], req
-                    objects = [{"oid": o["oid"], "size": o["size"], "authenticated": True,
-                                "actions": {"upload": {"href": f"{hub.url}/lfs/{o['oid']}"},
-                                            "verify": {"href": f"{hub.url}/lfs/verify"}}} for o in req["objects"]]
+                    objects = [
+                        {
+                            "oid": o["oid"],
+                            "size": o["size"],
+                            "authenticated": True,
+                            "actions": {
+                                "upload": {"href": f"{hub.url}/lfs/{o['oid']}"},
+                                "verify": {"href": f"{hub.url}/lfs/verify"},
+                            },
+                        }
+                        for o in req["objects"]
+                    ]
                     return self._send(200, {"transfer": "basic", "objects": objects})
                 if path == "/lfs/verify":
                     req = json.loads(body)
@@ -172,8 +189,15 @@ class LoopbackHub:
                             return self._send(400, {"error": f"unsupported commit key {item['key']}"})
                     hub.repos[repo].update(files)
                     oid = hashlib.sha1(json.dumps(sorted(files)).encode()).hexdigest()
-                    return self._send(200, {"commitUrl": f"{hub.url}/{repo}/commit/{oid}", "commitOid": oid,
-                                            "success": True, "pullRequestUrl": None})
+                    return self._send(
+                        200,
+                        {
+                            "commitUrl": f"{hub.url}/{repo}/commit/{oid}",
+                            "commitOid": oid,
+                            "success": True,
+                            "pullRequestUrl": None,
+                        },
+                    )
                 self._send(404, {"error": f"not served here: POST {path}"})
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -199,8 +223,10 @@ if __name__ == "__main__":
                     print(f"commit: {header.get('summary')}", flush=True)
                     for repo, files in hub.repos.items():
                         for path, data in sorted(files.items()):
-                            print(f"  {repo}/{path}: {len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()}",
-                                  flush=True)
+                            print(
+                                f"  {repo}/{path}: {len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()}",
+                                flush=True,
+                            )
                 seen = len(hub.commits)
         except KeyboardInterrupt:
             pass

@@ -27,8 +27,12 @@ from _tiny import tiny_scheduler, tiny_unet
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CIFAR10 = "google/ddpm-cifar10-32"
 # A DDPMPipeline index (its class and components as quoted; the diffusers version is not, any will do).
-MODEL_INDEX = {"_class_name": "DDPMPipeline", "_diffusers_version": "0.1.1",
-               "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}
+MODEL_INDEX = {
+    "_class_name": "DDPMPipeline",
+    "_diffusers_version": "0.1.1",
+    "scheduler": ["diffusers", "DDPMScheduler"],
+    "unet": ["diffusers", "UNet2DModel"],
+}
 # cifar10's pre-release scheduler config: the three quoted keys (the file's other keys, if any, are not quoted).
 CIFAR10_SCHEDULER = {"_class_name": "GaussianDDPMScheduler", "timesteps": 1000, "variance_type": "fixed_large"}
 # modeling_ddpm.py is remote code, never to be imported: if it ever is, it says so loudly.

@@ -13,8 +13,13 @@ from repaint.models import Inpainter
 def tiny_unet(size: int = 16, seed: int = 0) -> UNet2DModel:
     torch.manual_seed(seed)
     return UNet2DModel(
-        sample_size=size, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     ).eval()
 

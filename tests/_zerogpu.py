@@ -144,8 +144,12 @@ class DeviceAPI:
                 idle, self.next_busy = not self.next_busy, False
                 cut, self.next_cut_s = self.next_cut_s, None
                 self.deadlines[token] = time.monotonic() + (seconds if cut is None else cut)
-                return 200, {"idle": idle, "nvidiaIndex": index, "nvidiaUUID": f"GPU-emulated-{index}",
-                             "allowToken": token}
+                return 200, {
+                    "idle": idle,
+                    "nvidiaIndex": index,
+                    "nvidiaUUID": f"GPU-emulated-{index}",
+                    "allowToken": token,
+                }
             if path == "/release":
                 self.in_use.pop(params.get("allowToken"), None)
                 self.deadlines.pop(params.get("allowToken"), None)
@@ -170,6 +174,7 @@ def install(api_url: str, offload_dir: str) -> None:
     if torch.version.cuda is None:  # a CPU build: what spaces reads at import
         torch.version.cuda = "12.8"
     if not hasattr(torch._C, "_cuda_init"):
+
         def no_cuda():
             raise RuntimeError("this torch has no CUDA: the emulated worker runs its 'cuda' tensors on the CPU")
 
@@ -260,7 +265,7 @@ def log_calls(path: str) -> None:
 
     load_package = torch._inductor.aoti_load_package
 
-    def logged_load(*args, **kwargs):  # an ahead-of-time compiled UNet loaded into a process (repaint.aot)
+    def logged_load(*args, **kwargs):  # an ahead-of-time compiled UNet loaded into a process (repaint.space.aot)
         append(f"load {os.getpid()}")
         return load_package(*args, **kwargs)
 
@@ -282,8 +287,10 @@ def inject_faults(path: str) -> None:
 
     from repaint import models
 
-    faults = {"oom": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-              "cuda": lambda: RuntimeError("CUDA error: an illegal memory access was encountered")}
+    faults = {
+        "oom": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        "cuda": lambda: RuntimeError("CUDA error: an illegal memory access was encountered"),
+    }
     eps = models.Inpainter.eps
 
     def faulty(self, *args, **kwargs):
@@ -318,19 +325,20 @@ def main(port: int) -> None:
     import spaces
     import torch
 
-    from repaint import serving
+    from repaint import space
 
     def test_gpu_run(settings: dict) -> int:
         """The GPU function on an unchecked request: how many events it yielded (or the error it raised)."""
-        return sum(1 for _ in app.gpu_run(serving.Request(**settings)))
+        return sum(1 for _ in app.gpu_run(space.Request(**settings)))
 
     @spaces.GPU(duration=60)
     def test_eps(model: str, seed: int, batch: int) -> list:
         """One model call in the worker, as the sampler makes it, on a seeded input at timesteps spread over the
         chain: the output as nested lists."""
         inp = app.SERVICE.get_model(model)
-        x = torch.randn(batch, inp.channels, inp.resolution, inp.resolution,
-                        generator=torch.Generator().manual_seed(seed))
+        x = torch.randn(
+            batch, inp.channels, inp.resolution, inp.resolution, generator=torch.Generator().manual_seed(seed)
+        )
         t = torch.linspace(inp.train_steps - 1, 0, batch).long()
         with torch.inference_mode():
             return inp.eps(x.to(inp.device), t.to(inp.device)).cpu().tolist()
@@ -338,8 +346,9 @@ def main(port: int) -> None:
     with app.demo:
         gr.api(test_gpu_run, api_name="test_gpu_run")
         gr.api(test_eps, api_name="test_eps")
-    app.demo.launch(server_name="127.0.0.1", server_port=port or None, prevent_thread_lock=True, quiet=True,
-                    **app.LAUNCH_KWARGS)
+    app.demo.launch(
+        server_name="127.0.0.1", server_port=port or None, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS
+    )
     print("READY", app.demo.local_url, api.url, flush=True)
     # Until SIGTERM (then the exit ends the daemon workers too). Not reading stdin: a worker forked while this
     # thread waits in sys.stdin's reader would hang closing it (multiprocessing closes stdin in a new process).

@@ -53,9 +53,9 @@ def service(monkeypatch):
     """The app with a Service of the test's own (its runs, Stop flags and workers), sharing the loaded bundled
     model: for the modules that drive the app (``pytestmark = pytest.mark.usefixtures("service")``)."""
     import app
-    from repaint import serving
+    from repaint import space
 
-    svc = serving.Service()
+    svc = space.Service()
     svc.models["bundled"], svc.call_s["bundled"] = app.SERVICE.get_model("bundled"), app.SERVICE.call_s["bundled"]
     monkeypatch.setattr(app, "SERVICE", svc)
     return svc

@@ -45,8 +45,13 @@ VARIANTS = {
     "fixed-heads": dict(num_head_channels=-1, num_heads=2, channel_mult="1,2,2"),  # one attention width: 64
     "fixed-sigma": dict(learn_sigma=False),
     "new-order-cond-plain-attention-everywhere": dict(
-        use_new_attention_order=True, class_cond=True, resblock_updown=False, use_scale_shift_norm=False,
-        attention_resolutions="16,8,4", num_head_channels=32),
+        use_new_attention_order=True,
+        class_cond=True,
+        resblock_updown=False,
+        use_scale_shift_norm=False,
+        attention_resolutions="16,8,4",
+        num_head_channels=32,
+    ),
 }
 
 
@@ -78,12 +83,17 @@ def test_legacy_qkv_is_split_per_head():
     assert (good - bad).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("over, words", [
-    (dict(image_size=32, channel_mult="1,1,2,3", num_head_channels=-1, num_heads=4, attention_resolutions="8,4"),
-     "fixed head count"),  # ADM 128's kind: 4 heads at widths 64 and 96
-    (dict(channel_mult="0.5,1,2", num_channels=64), "channel_mult starts with 0.5"),  # ADM 512's kind
-    (dict(num_heads_upsample=1, num_head_channels=-1, num_heads=2, channel_mult="1,2,2"), "fixed head count"),
-])
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        (
+            dict(image_size=32, channel_mult="1,1,2,3", num_head_channels=-1, num_heads=4, attention_resolutions="8,4"),
+            "fixed head count",
+        ),  # ADM 128's kind: 4 heads at widths 64 and 96
+        (dict(channel_mult="0.5,1,2", num_channels=64), "channel_mult starts with 0.5"),  # ADM 512's kind
+        (dict(num_heads_upsample=1, num_head_channels=-1, num_heads=2, channel_mult="1,2,2"), "fixed head count"),
+    ],
+)
 def test_inexpressible_architectures_raise(over, words):
     with pytest.raises(convert.UnsupportedArchitecture, match=words):
         convert.diffusers_config(tiny_options(**over))
@@ -109,8 +119,15 @@ def test_presets_build_guided_diffusions_architecture():
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         assert count(ours) == count(theirs), name
     with torch.device("meta"):
-        adm = UNet2DModel(**{k: v for k, v in convert.diffusers_config(
-            {**convert.DEFAULTS, **convert.PRESETS["imagenet256_uncond"]}).items() if k != "_class_name"})
+        adm = UNet2DModel(
+            **{
+                k: v
+                for k, v in convert.diffusers_config(
+                    {**convert.DEFAULTS, **convert.PRESETS["imagenet256_uncond"]}
+                ).items()
+                if k != "_class_name"
+            }
+        )
     assert sum(p.numel() for p in adm.parameters()) == 552_814_086  # the issue's ADM-256 figure
 
 
@@ -129,8 +146,12 @@ def test_mismatched_options_raise(tmp_path):
 def test_convert_writes_a_diffusers_folder(tmp_path):
     ckpt, model, o = save_checkpoint(tmp_path / "m.pt", class_cond=True)
     out = convert.convert_adm(ckpt, tmp_path / "out", **{k: o[k] for k in o if o[k] != convert.DEFAULTS[k]})
-    assert sorted(p.name for p in out.iterdir()) == ["adm_options.json", "config.json",
-                                                     "diffusion_pytorch_model.safetensors", "scheduler_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adm_options.json",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "scheduler_config.json",
+    ]
     sched = json.loads((out / "scheduler_config.json").read_text())
     assert sched["variance_type"] == "learned_range" and sched["num_train_timesteps"] == 1000
     unet = UNet2DModel.from_pretrained(out).eval()
@@ -141,9 +162,28 @@ def test_convert_writes_a_diffusers_folder(tmp_path):
 
 def test_convert_command_line(tmp_path, capsys):
     ckpt, model, o = save_checkpoint(tmp_path / "m.pt", use_new_attention_order=True)
-    args = [str(ckpt), str(tmp_path / "out"), "--image_size", "16", "--num_channels", "32", "--num_res_blocks", "1",
-            "--channel_mult", "1,2,2", "--attention_resolutions", "8", "--num_head_channels", "16",
-            "--learn_sigma", "true", "--resblock_updown", "True", "--use_new_attention_order", "true"]
+    args = [
+        str(ckpt),
+        str(tmp_path / "out"),
+        "--image_size",
+        "16",
+        "--num_channels",
+        "32",
+        "--num_res_blocks",
+        "1",
+        "--channel_mult",
+        "1,2,2",
+        "--attention_resolutions",
+        "8",
+        "--num_head_channels",
+        "16",
+        "--learn_sigma",
+        "true",
+        "--resblock_updown",
+        "True",
+        "--use_new_attention_order",
+        "true",
+    ]
     assert convert.main(args) == 0
     unet = UNet2DModel.from_pretrained(tmp_path / "out").eval()
     x, t, _ = _inputs(o)
@@ -182,9 +222,11 @@ def test_real_256_architecture_matches_at_batch_1(tmp_path):
 
 # --- the learned-range step against SpacedDiffusion.p_mean_variance -------------------------------------------------
 
+
 def _spaced(steps: int, schedule: str = "linear"):
-    return script_util.create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule=schedule,
-                                                 timestep_respacing=str(steps))
+    return script_util.create_gaussian_diffusion(
+        steps=1000, learn_sigma=True, noise_schedule=schedule, timestep_respacing=str(steps)
+    )
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
@@ -205,8 +247,16 @@ def test_learned_range_step_equals_p_mean_variance(schedule):
         ref = diffusion.p_mean_variance(model, x, torch.tensor([level, level]), clip_denoised=True)
         assert seen[-1].tolist() == [tables.timesteps[level]] * 2  # the model sees the same training timestep
         sigma = learned_sigma(out[:, 3:], min_log[level], max_log[level])
-        mean, x0 = ddpm_step(x, out[:, :3], tables.alphas_cumprod[level], tables.alphas_cumprod_prev[level],
-                             tables.betas[level], sigma, torch.zeros_like(x), tables.clip_sample)
+        mean, x0 = ddpm_step(
+            x,
+            out[:, :3],
+            tables.alphas_cumprod[level],
+            tables.alphas_cumprod_prev[level],
+            tables.betas[level],
+            sigma,
+            torch.zeros_like(x),
+            tables.clip_sample,
+        )
         torch.testing.assert_close(x0, ref["pred_xstart"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(mean, ref["mean"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(2 * sigma.log(), ref["log_variance"], rtol=1e-6, atol=1e-6)
@@ -236,6 +286,7 @@ def test_learned_range_with_one_level_is_the_clipped_x0():
 
 
 # --- the whole RePaint loop against a reference built from guided_diffusion ------------------------------------------
+
 
 def _official_levels(steps, j, r):
     """The jump schedule as diffusers' RePaintScheduler lays it out (an independent copy of get_schedule_jump)."""
@@ -285,8 +336,16 @@ def test_repaint_loop_equals_guided_diffusion_reference(adm_folder, steps, j, r)
     fill[..., 4:12, 2:9] = True
     y = torch.tensor([417])
     x_t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(9))
-    ours = sample_repaint(pipe.eps, x_t, image, fill, noise_tables(pipe.scheduler_config, steps), [path],
-                          [torch.Generator().manual_seed(11)], class_labels=y)
+    ours = sample_repaint(
+        pipe.eps,
+        x_t,
+        image,
+        fill,
+        noise_tables(pipe.scheduler_config, steps),
+        [path],
+        [torch.Generator().manual_seed(11)],
+        class_labels=y,
+    )
     with torch.no_grad():
         ref = _reference_repaint(diffusion, model, x_t, image, fill, path, torch.Generator().manual_seed(11), y)
     assert torch.equal(ours[~fill.expand_as(ours)], image[~fill.expand_as(image)])
@@ -306,8 +365,11 @@ def test_inpaint_with_a_converted_checkpoint(adm_folder):
     kw = dict(steps=8, jump_length=2, seed=3, num_samples=2)
     resampled, plain = pipe.compare(img, "center_box", jump_n_sample=3, class_label=7, **kw)
     rgb, m = pipe.prepare(img, "center_box")
-    for got, want in zip(resampled + plain, pipe.inpaint(img, "center_box", jump_n_sample=3, class_label=7, **kw)
-                         + pipe.inpaint(img, "center_box", jump_n_sample=1, class_label=7, **kw)):
+    for got, want in zip(
+        resampled + plain,
+        pipe.inpaint(img, "center_box", jump_n_sample=3, class_label=7, **kw)
+        + pipe.inpaint(img, "center_box", jump_n_sample=1, class_label=7, **kw),
+    ):
         assert np.abs(np.asarray(got).astype(int) - np.asarray(want)).max() <= 1
         assert np.array_equal(np.asarray(got)[~m], rgb[~m])
         assert got.info["class_label"] == 7
@@ -332,11 +394,19 @@ def test_sampler_checks_the_output_channels():
     tables = noise_tables(convert.scheduler_config(tiny_options()), 4)
     x = torch.zeros(1, 3, 4, 4)
     with pytest.raises(ValueError, match="returned 3 channels"):
-        sample_repaint(lambda x_, t: x_, x, x, torch.ones(1, 1, 4, 4, dtype=torch.bool), tables,
-                       [jump_schedule(4, 1, 1)], [torch.Generator()])
+        sample_repaint(
+            lambda x_, t: x_,
+            x,
+            x,
+            torch.ones(1, 1, 4, 4, dtype=torch.bool),
+            tables,
+            [jump_schedule(4, 1, 1)],
+            [torch.Generator()],
+        )
 
 
 # --- registry: download once into the cache (a loopback HTTP server), convert once, offline after ------------------
+
 
 @pytest.fixture()
 def tiny_entry(monkeypatch, file_server):
@@ -344,8 +414,18 @@ def tiny_entry(monkeypatch, file_server):
     www, url, asked, httpd = file_server
     _, model, o = save_checkpoint(www / "tiny_1000.pt")
     monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
-    info = repaint.ModelInfo("tinyadm", None, 16, "test", "MIT", url=f"{url}/tiny_1000.pt", filename="tiny_1000.pt",
-                             preset="tiny", source="the test server", download_mb=1)
+    info = repaint.ModelInfo(
+        "tinyadm",
+        None,
+        16,
+        "test",
+        "MIT",
+        url=f"{url}/tiny_1000.pt",
+        filename="tiny_1000.pt",
+        preset="tiny",
+        source="the test server",
+        download_mb=1,
+    )
     monkeypatch.setitem(repaint.MODELS, "tinyadm", info)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return info, model, asked, httpd
@@ -383,8 +463,9 @@ def test_failed_download_names_the_source_and_the_manual_route(tmp_path, tiny_en
     assert "gone_1000.pt" in text and "HTTPError" in text and "python -m repaint.convert tiny_1000.pt" in text
     assert not list((tmp_path / "hf").rglob("*.pt"))  # no partial file left as if complete
     (tmp_path / "www" / "quota.html").write_text("<html>Google Drive: quota exceeded</html>")
-    monkeypatch.setitem(repaint.MODELS, "tinyadm", dataclasses.replace(info, url=info.url.replace("tiny_1000.pt",
-                                                                                                   "quota.html")))
+    monkeypatch.setitem(
+        repaint.MODELS, "tinyadm", dataclasses.replace(info, url=info.url.replace("tiny_1000.pt", "quota.html"))
+    )
     with pytest.raises(repaint.ModelLoadError, match="a web page, not the file"):
         repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
     assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]
@@ -411,8 +492,12 @@ def test_known_checkpoint_file_name_applies_its_preset(tmp_path, monkeypatch):
 
 
 def test_registry_entries_of_the_released_checkpoints():
-    for name, preset, classes in (("places2", "places256", 0), ("celeba256", "celeba256", 0),
-                                  ("imagenet", "imagenet256", 1000), ("imagenet_uncond", "imagenet256_uncond", 0)):
+    for name, preset, classes in (
+        ("places2", "places256", 0),
+        ("celeba256", "celeba256", 0),
+        ("imagenet", "imagenet256", 1000),
+        ("imagenet_uncond", "imagenet256_uncond", 0),
+    ):
         info = repaint.MODELS[name]
         assert info.preset == preset and convert.KNOWN_FILES[info.filename] == preset
         assert info.num_classes == classes and info.gpu_only and info.resolution == 256
@@ -444,8 +529,20 @@ def test_cli_class_label_and_dtype(adm_folder, tmp_path, capsys):
     folder, _ = adm_folder
     img = (np.random.default_rng(2).random((16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(img).save(tmp_path / "in.png")
-    common = ["--image", str(tmp_path / "in.png"), "--preset", "left_half", "--model", str(folder), "--steps", "4",
-              "--jump-length", "2", "--jump-n-sample", "2"]
+    common = [
+        "--image",
+        str(tmp_path / "in.png"),
+        "--preset",
+        "left_half",
+        "--model",
+        str(folder),
+        "--steps",
+        "4",
+        "--jump-length",
+        "2",
+        "--jump-n-sample",
+        "2",
+    ]
     assert main(common + ["--out", str(tmp_path / "a.png"), "--class-label", "5", "--dtype", "float32"]) == 0
     pipe = repaint.load(folder, device="cpu")
     (want,) = pipe.inpaint(img, "left_half", steps=4, jump_length=2, jump_n_sample=2, class_label=5)

@@ -13,9 +13,9 @@ from PIL import Image
 
 import app
 import repaint
-from repaint import pictures, serving
+from repaint import space
 from repaint.sampler import _ticks
-from repaint.serving import ServeError
+from repaint.space import ServeError, pictures
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
 pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
@@ -28,6 +28,7 @@ def paths(result):
 def read(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
+
 def ui_request(session: str):
     """A stand-in for gr.Request in direct handler calls: only its session hash is read."""
     return type("Request", (), {"session_hash": session})()
@@ -37,7 +38,6 @@ def left_half_editor(face) -> dict:
     """An editor value: the face with the left_half preset as its layer."""
     bg = np.asarray(Image.open(face).convert("RGBA"))
     return {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
-
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -74,19 +74,36 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
     """The value the app sets holds only the layer (gradio 6.31.0 doubles a layer sent with its background), and the
     browser sends it back unchanged until the visitor paints: the run, and a second preset, use the kept image."""
     bg = np.asarray(Image.open(face).convert("RGBA"))
-    value, shown = app.sync_preset({"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0,
-                                   None)
+    value, shown = app.sync_preset({"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0, None)
     assert value["background"] is None and shown is bg
     again, kept = app.redraw_preset(value, "top_half", "bundled", 0, shown)  # a second preset, no stroke between
     assert kept == {"__type__": "update"}  # the layer-only value: the kept image stays
-    assert (app.mask_from_editor({**again, "background": bg}) == pictures.preset_mask("top_half", *bg.shape[1::-1],
-                                                                                    32, 0)).all()
-    *_, last = app.run(value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("layer"), None,
-                       shown)
+    assert (
+        app.mask_from_editor({**again, "background": bg}) == pictures.preset_mask("top_half", *bg.shape[1::-1], 32, 0)
+    ).all()
+    *_, last = app.run(
+        value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("layer"), None, shown
+    )
     assert last[0].startswith("Done")
     with pytest.raises(Exception, match="No image"):  # a cleared editor is not run on the old image
-        next(app.run({"background": None, "layers": [], "composite": None}, "left_half", "bundled", 4, 2, 1, 0,
-                     False, 1, False, False, ui_request("layer2"), None, shown))
+        next(
+            app.run(
+                {"background": None, "layers": [], "composite": None},
+                "left_half",
+                "bundled",
+                4,
+                2,
+                1,
+                0,
+                False,
+                1,
+                False,
+                False,
+                ui_request("layer2"),
+                None,
+                shown,
+            )
+        )
 
 
 def test_a_preset_picked_before_the_uploads_sync_ran_keeps_the_image_for_the_run(face):
@@ -94,12 +111,14 @@ def test_a_preset_picked_before_the_uploads_sync_ran_keeps_the_image_for_the_run
     app's layer-only value then fires an editor event that supersedes it (trigger_mode "always_last"), so the upload
     was never recorded and the run said "No image". The preset's handler sees the image, and records it."""
     bg = np.asarray(Image.open(face).convert("RGBA"))
-    value, shown = app.redraw_preset({"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0,
-                                     None)  # no sync_preset ran: nothing recorded yet
+    value, shown = app.redraw_preset(
+        {"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0, None
+    )  # no sync_preset ran: nothing recorded yet
     assert value["background"] is None and shown is not None and np.array_equal(shown, bg)
     assert app.sync_preset(value, "left_half", "bundled", 0, None) == (app.gr.skip(), app.gr.skip())  # superseding
-    *_, last = app.run(value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("race"), None,
-                       shown)
+    *_, last = app.run(
+        value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("race"), None, shown
+    )
     assert last[0].startswith("Done")
 
 
@@ -119,24 +138,23 @@ def test_the_editors_mask_is_one_mask_for_all_samples(face):
 
 
 def test_duration_grows_with_work_and_is_capped():
-    d_small = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 10, 5, 2, 0, 1, False))
-    d_big = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 250, 10, 10, 0, 4, True))
-    assert serving.GPU_MARGIN_S <= d_small < d_big <= serving.GPU_CAP_S
-    huge = app.SERVICE.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 16, True))
-    assert huge == serving.GPU_CAP_S
-    calls = serving.model_calls(250, 10, 10)
+    d_small = app.SERVICE.gpu_duration(space.Request("bundled", None, None, 10, 5, 2, 0, 1, False))
+    d_big = app.SERVICE.gpu_duration(space.Request("bundled", None, None, 250, 10, 10, 0, 4, True))
+    assert space.GPU_MARGIN_S <= d_small < d_big <= space.GPU_CAP_S
+    huge = app.SERVICE.gpu_duration(space.Request("bundled", None, None, 1000, 1, 20, 0, 16, True))
+    assert huge == space.GPU_CAP_S
+    calls = space.model_calls(250, 10, 10)
     assert calls == app.SERVICE.get_model("bundled").model_calls(250, 10, 10)
     assert f"{calls:,} model calls" in app.estimate_text("bundled", 250, 10, 10, 1, False)
 
 
-def test_a_request_is_one_picklable_value_and_app_py_stays_small(face):
-    """A run's settings cross to the ZeroGPU worker as one value; app.py keeps to constants, layout and events."""
+def test_a_request_is_one_picklable_value(face):
+    """A run's settings cross to the ZeroGPU worker as one value."""
     import pickle
 
-    req = serving.Request("bundled", np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), 10, 5, 2, 3, 2, True)
+    req = space.Request("bundled", np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), 10, 5, 2, 3, 2, True)
     back = pickle.loads(pickle.dumps(req))
     assert back.settings() == req.settings() and (back.mask == req.mask).all() and back.rows == 4
-    assert len((app.HERE / "app.py").read_text().splitlines()) <= 300
 
 
 def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
@@ -144,8 +162,8 @@ def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
     monkeypatch.setattr(app.SERVICE, "has_gpu", True)
     monkeypatch.setitem(app.SERVICE.call_s, "bundled", 1.0)
     with pytest.raises(ServeError, match="smaller|fewer"):
-        app.SERVICE.check_fits(serving.Request("bundled", None, None, 250, 10, 10))
-    app.SERVICE.check_fits(serving.Request("bundled", None, None, 10, 5, 2))
+        app.SERVICE.check_fits(space.Request("bundled", None, None, 250, 10, 10))
+    app.SERVICE.check_fits(space.Request("bundled", None, None, 10, 5, 2))
 
 
 def test_unknown_model_is_refused():
@@ -178,7 +196,7 @@ def test_default_falls_back_to_bundled_with_a_notice(monkeypatch):
 def test_ui_handler_streams_previews_then_results(face, monkeypatch):
     # previews at most every PREVIEW_INTERVAL_S: how many a 35-call run shows depends on the machine's speed (4 on a
     # fast moment, a failure of ">= 5"); without the interval, every frame the run makes is one
-    monkeypatch.setattr(serving, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr("repaint.space.streams.PREVIEW_INTERVAL_S", 0.0)
     request = ui_request("test-ui")
     value = left_half_editor(face)
     gen = app.run(value, "left_half", "bundled", 20, 5, 2, 7, False, 2, True, False, request)
@@ -193,7 +211,7 @@ def test_ui_handler_streams_previews_then_results(face, monkeypatch):
     assert "Done" in status and seed == 7 and len(gallery) == 4  # 2 resampled + 2 plain
     assert all(f.endswith((".png", ".gif")) for f in files)
     frames = Image.open(gif).n_frames
-    assert 5 <= frames <= serving.ANIMATION_FRAMES + 1
+    assert 5 <= frames <= space.ANIMATION_FRAMES + 1
     known = ~repaint.masks.PRESETS["left_half"](32, 32, 0)
     rgb, _ = app.SERVICE.get_model("bundled").prepare(str(face), "left_half")
     for path, _ in gallery:
@@ -220,19 +238,44 @@ def test_ui_and_api_share_the_checks(client, face, tmp_path):
     Image.fromarray(wide[..., :3]).save(image)
     Image.fromarray(margin[..., 3]).save(mask)
     with pytest.raises(AppError, match="nothing to fill inside the centred square"):
-        client.predict(handle_file(str(image)), handle_file(str(mask)), api_name="/inpaint",
-                       **{**SMALL, "compare": False, "size": "model"})
-    (path,) = paths(client.predict(handle_file(str(image)), handle_file(str(mask)), api_name="/inpaint",
-                                   **{**SMALL, "compare": False}))  # a mask file: full size by default
+        client.predict(
+            handle_file(str(image)),
+            handle_file(str(mask)),
+            api_name="/inpaint",
+            **{**SMALL, "compare": False, "size": "model"},
+        )
+    (path,) = paths(
+        client.predict(
+            handle_file(str(image)), handle_file(str(mask)), api_name="/inpaint", **{**SMALL, "compare": False}
+        )
+    )  # a mask file: full size by default
     res = read(path)
     assert res.shape == (32, 64, 3) and (res[:, 8:] == wide[:, 8:, :3]).all()
     too_many = app.SAMPLES_MAX + 1
     with pytest.raises(gr.Error, match=f"at most {app.SAMPLES_MAX}"):
-        next(app.run(left_half_editor(face), "left_half", "bundled", 10, 5, 2, 0, False, too_many, False, False,
-                     ui_request("test-many")))
+        next(
+            app.run(
+                left_half_editor(face),
+                "left_half",
+                "bundled",
+                10,
+                5,
+                2,
+                0,
+                False,
+                too_many,
+                False,
+                False,
+                ui_request("test-many"),
+            )
+        )
     with pytest.raises(AppError, match=f"at most {app.SAMPLES_MAX}"):
-        client.predict(handle_file(str(face)), "left_half", api_name="/inpaint",
-                       **{**SMALL, "compare": False, "num_samples": too_many})
+        client.predict(
+            handle_file(str(face)),
+            "left_half",
+            api_name="/inpaint",
+            **{**SMALL, "compare": False, "num_samples": too_many},
+        )
 
 
 def test_a_drawn_mask_comes_back_at_the_photo_size(tmp_path):
@@ -264,7 +307,9 @@ class StandInSpaces:
             def run(*args, **kwargs):
                 self.calls.append((args, kwargs, duration(*args, **kwargs)))
                 yield from fn(*args, **kwargs)
+
             return run
+
         return wrap
 
 
@@ -290,15 +335,29 @@ def test_zerogpu_duration_gets_the_handlers_arguments_and_time_is_refreshed(zero
     fake, recorded = zerogpu
     steps, j, r, samples = 10, 5, 2, 2
     guess = service.call_s["bundled"]
-    list(app.run(left_half_editor(face), "left_half", "bundled", steps, j, r, 0, False, samples, True, False,
-                 ui_request("zgpu-ui")))
-    (args, kwargs, seconds), = fake.calls
+    list(
+        app.run(
+            left_half_editor(face),
+            "left_half",
+            "bundled",
+            steps,
+            j,
+            r,
+            0,
+            False,
+            samples,
+            True,
+            False,
+            ui_request("zgpu-ui"),
+        )
+    )
+    ((args, kwargs, seconds),) = fake.calls
     assert args == recorded[0] and kwargs == {}  # exactly what the handler passed to the GPU function
     # the rows of each call as the sampler plans them: 4 while the n=1 chains call too, else 2; on a GPU a call of
     # n rows costs 1 + 0.5 (n - 1) calls of one
     ticks = _ticks([repaint.count_model_calls(steps, j, r), repaint.count_model_calls(steps, j, 1)])
-    cost = sum(1 + serving.GPU_BATCH_COST * (samples * len(active) - 1) for active in ticks)
-    want = min(serving.GPU_CAP_S, int(np.ceil(guess * cost + serving.GPU_MARGIN_S)))
+    cost = sum(1 + space.GPU_BATCH_COST * (samples * len(active) - 1) for active in ticks)
+    want = min(space.GPU_CAP_S, int(np.ceil(guess * cost + space.GPU_MARGIN_S)))
     assert seconds == want
     after_ui = service.call_seconds("bundled", 1)
     assert after_ui < 1.0  # measured by the run (the bundled model is ms per call): the guess weighs nothing
@@ -321,8 +380,13 @@ def test_stop_cancels_within_one_step(face):
 
 # ------------------------------------------------------------------------------------------- live API
 def test_api_with_a_preset(client, face):
-    out = client.predict(handle_file(str(face)), "every_second_line", api_name="/inpaint", compare=False,
-                         **{k: v for k, v in SMALL.items()})
+    out = client.predict(
+        handle_file(str(face)),
+        "every_second_line",
+        api_name="/inpaint",
+        compare=False,
+        **{k: v for k, v in SMALL.items()},
+    )
     (path,) = paths(out)
     res = read(path)
     assert res.shape == (32, 32, 3) and Image.open(path).info.get("srgb") == 0  # tagged sRGB, as the pixels are
@@ -336,8 +400,13 @@ def test_api_with_a_drawn_mask_file(client, face, tmp_path):
     mask[64:192, 64:192] = (30, 90, 255, 128)  # painted like the editor's brush
     mask_path = tmp_path / "mask.png"
     Image.fromarray(mask).save(mask_path)
-    out = client.predict(handle_file(str(face)), handle_file(str(mask_path)), api_name="/inpaint", compare=False,
-                         **{**SMALL, "num_samples": 2})
+    out = client.predict(
+        handle_file(str(face)),
+        handle_file(str(mask_path)),
+        api_name="/inpaint",
+        compare=False,
+        **{**SMALL, "num_samples": 2},
+    )
     assert len(paths(out)) == 2
     res = read(paths(out)[0])  # a mask file: the image's own size by default
     painted = mask[..., 3] > 0
@@ -348,8 +417,9 @@ def test_api_compare(client, face):
     out = client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", compare=True, **SMALL)
     caps = [r["caption"] for r in out]
     assert len(out) == 2 and caps[0].startswith("n=2") and caps[1].startswith("n=1")
-    same = app.SERVICE.get_model("bundled").compare(str(face), "left_half", steps=10, jump_length=5, jump_n_sample=2,
-                                            seed=3)
+    same = app.SERVICE.get_model("bundled").compare(
+        str(face), "left_half", steps=10, jump_length=5, jump_n_sample=2, seed=3
+    )
     assert (read(paths(out)[0]) == np.asarray(same[0][0])).all()
     assert (read(paths(out)[1]) == np.asarray(same[1][0])).all()
 
@@ -426,8 +496,10 @@ def test_closing_the_run_generator_stops_the_worker(face):
     """What Gradio does when a client cancels or disconnects: it closes the handler's generator."""
     request = ui_request("test-close")
     value = left_half_editor(face)
-    for handler in (app.run(value, "left_half", "bundled", 250, 10, 10, 0, False, 1, False, False, request),
-                    app.api_inpaint(str(face), "left_half", "bundled", 250, 10, 10, 0, 1, False)):
+    for handler in (
+        app.run(value, "left_half", "bundled", 250, 10, 10, 0, False, 1, False, False, request),
+        app.api_inpaint(str(face), "left_half", "bundled", 250, 10, 10, 0, 1, False),
+    ):
         next(handler)
         next(handler)
         assert run_workers()
@@ -472,8 +544,26 @@ def test_offline_hub_is_a_clear_error_and_bundled_keeps_serving(monkeypatch):
 
 
 HUB_OK = ["google/ddpm-cifar10-32", "a/b", "Some-User_1/model.v2"]
-HUB_BAD = ["../etc", "a/../b", "/etc/passwd", "a/b/c", "a//b", "a/.b", "a/b.", "a/b..c", "a/--b", ".a/b",
-           "a\\b", "a/b\n", "a /b", "a", "", "x" * 97 + "/b", None, 3]
+HUB_BAD = [
+    "../etc",
+    "a/../b",
+    "/etc/passwd",
+    "a/b/c",
+    "a//b",
+    "a/.b",
+    "a/b.",
+    "a/b..c",
+    "a/--b",
+    ".a/b",
+    "a\\b",
+    "a/b\n",
+    "a /b",
+    "a",
+    "",
+    "x" * 97 + "/b",
+    None,
+    3,
+]
 
 
 def test_hub_ids_are_refused_unless_allowed(monkeypatch):
@@ -501,8 +591,9 @@ def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
 
     def offline(repo_id, name, cache_dir=None):
         asked.append(repo_id)
-        raise repaint.ModelLoadError(f"model {name!r} ({repo_id}) is not in the local cache and the Hub could not "
-                                     f"be reached")
+        raise repaint.ModelLoadError(
+            f"model {name!r} ({repo_id}) is not in the local cache and the Hub could not be reached"
+        )
 
     monkeypatch.setattr(repaint.models, "_download", offline)
     with pytest.raises(ServeError, match="Could not load model 'a/b'"):
@@ -512,14 +603,13 @@ def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
 
 def test_hub_models_loaded_are_capped(monkeypatch):
     monkeypatch.setattr(app.SERVICE, "allow_hub_ids", True)
-    monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None:
-                        repaint.models.BUNDLED_DIR)
-    names = [f"owner/m{i}" for i in range(serving.HUB_MODELS_MAX + 2)]
+    monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None: repaint.models.BUNDLED_DIR)
+    names = [f"owner/m{i}" for i in range(space.HUB_MODELS_MAX + 2)]
     try:
         for name in names:
             assert app.SERVICE.get_model(name).name == name
         hub = [n for n in app.SERVICE.models if n not in repaint.MODELS]
-        assert hub == names[-serving.HUB_MODELS_MAX:] and "bundled" in app.SERVICE.models
+        assert hub == names[-space.HUB_MODELS_MAX :] and "bundled" in app.SERVICE.models
     finally:
         for name in names:
             app.SERVICE.models.pop(name, None)
@@ -531,11 +621,14 @@ def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
     import subprocess
     import sys
 
-    code = ("import app; d = next(b for b in app.demo.blocks.values() if getattr(b, 'elem_id', None) == 'model'); "
-            "print(app.ALLOW_HUB_IDS, d.allow_custom_value, app.SERVICE.check_model_name('someone/model'))")
+    code = (
+        "import app; d = next(b for b in app.demo.blocks.values() if getattr(b, 'elem_id', None) == 'model'); "
+        "print(app.ALLOW_HUB_IDS, d.allow_custom_value, app.SERVICE.check_model_name('someone/model'))"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", app.HUB_IDS_ENV: "1"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=app.HERE, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=app.HERE, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.stdout.split()[-3:] == ["True", "True", "someone/model"], out.stderr[-2000:]
     model = next(b for b in app.demo.blocks.values() if getattr(b, "elem_id", None) == "model")
     assert not app.ALLOW_HUB_IDS and not model.allow_custom_value
@@ -549,10 +642,10 @@ def test_old_result_folders_are_swept(tmp_path, monkeypatch):
     for d in (old, new, other):
         d.mkdir()
         (d / "x.png").write_bytes(b"png")
-    past = time.time() - serving.RESULTS_MAX_AGE_S - 60
+    past = time.time() - space.RESULTS_MAX_AGE_S - 60
     os.utime(old, (past, past))
     os.utime(other, (past, past))
-    fresh = serving.new_results_dir(tmp_path)  # sweeps first
+    fresh = space.new_results_dir(tmp_path)  # sweeps first
     assert not old.exists() and new.exists() and other.exists() and fresh.parent == tmp_path
 
 
@@ -573,8 +666,14 @@ def test_api_mask_paths_outside_the_upload_cache_are_refused(client, face, tmp_p
     link = cache / f"link_{tmp_path.name}.png"
     link.symlink_to(outside)
     try:
-        for path in (str(outside), str(cache / ".." / ".." / outside.relative_to("/")), str(link), "/etc/passwd",
-                     "", 5):
+        for path in (
+            str(outside),
+            str(cache / ".." / ".." / outside.relative_to("/")),
+            str(link),
+            "/etc/passwd",
+            "",
+            5,
+        ):
             with pytest.raises(AppError, match="not uploaded"):
                 client.predict(handle_file(str(face)), {"path": path}, api_name="/inpaint", compare=False, **SMALL)
     finally:
@@ -601,8 +700,8 @@ def test_full_mask_is_announced(monkeypatch):
     said = []
     monkeypatch.setattr(app.gr, "Info", lambda message, *a, **k: said.append(message))
     image = np.zeros((32, 32, 3), np.uint8)
-    app.check_request(serving.Request("bundled", image, np.ones((32, 32), bool), 10, 5, 2))
-    app.check_request(serving.Request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2))
+    app.check_request(space.Request("bundled", image, np.ones((32, 32), bool), 10, 5, 2))
+    app.check_request(space.Request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2))
     assert said == [app.FULL_MASK_NOTE]
 
 
@@ -629,8 +728,9 @@ def class_model(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cc")
     over = dict(class_cond=True)
     ckpt, _, o = save_checkpoint(tmp / "tiny.pt", **over)
-    folder = repaint.convert_adm(ckpt, tmp / "tiny", **{k: v for k, v in tiny_options(**over).items()
-                                                        if v != convert.DEFAULTS[k]})
+    folder = repaint.convert_adm(
+        ckpt, tmp / "tiny", **{k: v for k, v in tiny_options(**over).items() if v != convert.DEFAULTS[k]}
+    )
     inp = repaint.load(folder, device="cpu")
     assert inp.num_classes == 1000  # guided-diffusion's class embedding always has ImageNet's 1000 rows
     return inp
@@ -638,8 +738,9 @@ def class_model(tmp_path_factory):
 
 @pytest.fixture
 def with_class_model(monkeypatch, service, class_model):
-    monkeypatch.setitem(repaint.models.MODELS, "tinycc", repaint.ModelInfo("tinycc", None, 16, "test",
-                                                                           gpu_only=False, num_classes=1000))
+    monkeypatch.setitem(
+        repaint.models.MODELS, "tinycc", repaint.ModelInfo("tinycc", None, 16, "test", gpu_only=False, num_classes=1000)
+    )
     service.models["tinycc"], service.call_s["tinycc"] = class_model, 0.001
     return class_model
 
@@ -663,8 +764,9 @@ def test_class_label_reaches_the_model_on_the_api_and_ui_paths(with_class_model,
     drawn = inp.inpaint(str(face), "left_half", **settings)  # unset: one class per sample, drawn from its seed
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(random, drawn, strict=True))
     assert [i.info["class_label"] for i in drawn] == inp.class_labels([5, 6])
-    *_, last = app.run(left_half_editor(face), "left_half", "tinycc", 4, 2, 1, 5, False, 1, False, False,
-                       ui_request("cc"), 7)
+    *_, last = app.run(
+        left_half_editor(face), "left_half", "tinycc", 4, 2, 1, 5, False, 1, False, False, ui_request("cc"), 7
+    )
     assert "class 7" in last[0]
     assert app.on_model_change("tinycc", 4, 2, 1, 1, False)[1]["visible"] is True
     assert app.on_model_change("bundled", 4, 2, 1, 1, False)[1]["visible"] is False
@@ -674,8 +776,9 @@ def test_class_label_is_refused_for_an_unconditional_model_and_ignored_from_a_hi
     with pytest.raises(Exception, match="not class-conditional"):
         api_arrays(str(face), "left_half", "bundled", 4, 2, 1, 0, 1, False, "model", 3)
     # The UI's class box is hidden for an unconditional model; a value left in it from an example is not used.
-    *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
-                       ui_request("cc2"), 504)
+    *_, last = app.run(
+        left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("cc2"), 504
+    )
     assert last[0].startswith("Done") and "class" not in last[0]
 
 
@@ -692,8 +795,11 @@ def with_guided_model(monkeypatch, service, class_model, tmp_path):
     inp = repaint.Inpainter(class_model.unet, class_model.scheduler_config, "tinyg")
     folder = classifier_folder(tmp_path, tiny_classifier(head_channels=64))
     inp.attach_classifier(read_classifier(folder, torch.float32).eval().requires_grad_(False))
-    monkeypatch.setitem(repaint.models.MODELS, "tinyg", repaint.ModelInfo(
-        "tinyg", None, 16, "test", gpu_only=False, num_classes=1000, classifier="imagenet256"))
+    monkeypatch.setitem(
+        repaint.models.MODELS,
+        "tinyg",
+        repaint.ModelInfo("tinyg", None, 16, "test", gpu_only=False, num_classes=1000, classifier="imagenet256"),
+    )
     service.models["tinyg"], service.call_s["tinyg"] = inp, 0.001
     return inp
 
@@ -712,12 +818,40 @@ def test_classifier_scale_reaches_the_sampler_on_the_api_and_ui_paths(with_guide
         api_arrays(str(face), "left_half", "tinyg", 4, 2, 1, 5, 1, False, "model", 7, -2)
     with pytest.raises(Exception, match="has no classifier"):
         api_arrays(str(face), "left_half", "bundled", 4, 2, 1, 5, 1, False, "model", None, 1.0)
-    *_, last = app.run(left_half_editor(face), "left_half", "tinyg", 4, 2, 1, 5, False, 1, False, False,
-                       ui_request("g"), class_label=7, classifier_scale=0.0)
+    *_, last = app.run(
+        left_half_editor(face),
+        "left_half",
+        "tinyg",
+        4,
+        2,
+        1,
+        5,
+        False,
+        1,
+        False,
+        False,
+        ui_request("g"),
+        class_label=7,
+        classifier_scale=0.0,
+    )
     assert last[0].startswith("Done")
     # the page shows the scale only for a model with a classifier; a value left in a hidden one is not used
     assert app.on_model_change("tinyg", 4, 2, 1, 1, False)[2]["visible"] is True
     assert app.on_model_change("bundled", 4, 2, 1, 1, False)[2]["visible"] is False
-    *_, last = app.run(left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False,
-                       ui_request("g2"), class_label=None, classifier_scale=2.0)
+    *_, last = app.run(
+        left_half_editor(face),
+        "left_half",
+        "bundled",
+        4,
+        2,
+        1,
+        0,
+        False,
+        1,
+        False,
+        False,
+        ui_request("g2"),
+        class_label=None,
+        classifier_scale=2.0,
+    )
     assert last[0].startswith("Done")

@@ -8,8 +8,12 @@ from repaint import bench
 def test_report_rows_and_markdown():
     report = bench.run(tiny_pipe(), steps=6, jump_length=2, jump_n_sample=2, batch=1, repeats=3)
     names = [r["name"] for r in report["rows"]]
-    assert names == ["model calls only (floor)", "repaint (this project)", "repaint compare n=1 + n>1",
-                     "diffusers RePaintPipeline eta=1"]
+    assert names == [
+        "model calls only (floor)",
+        "repaint (this project)",
+        "repaint compare n=1 + n>1",
+        "diffusers RePaintPipeline eta=1",
+    ]
     assert all(r["calls"] == 10 for r in report["rows"])
     assert report["rows"][-1]["vs_diffusers"] == 1.0
     assert all(r["wall_s"] > 0 and r["ms_per_call"] > 0 for r in report["rows"])
@@ -26,7 +30,25 @@ def test_random_configs_have_the_real_architecture():
 
 def test_cli_json(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert bench.main(["--model", "bundled", "--steps", "3", "--jump-length", "1", "--jump-n-sample", "2",
-                       "--repeats", "2", "--no-diffusers", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--model",
+                "bundled",
+                "--steps",
+                "3",
+                "--jump-length",
+                "1",
+                "--jump-n-sample",
+                "2",
+                "--repeats",
+                "2",
+                "--no-diffusers",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["rows"][1]["calls"] == 5
     assert "| repaint (this project) | 5 |" in capsys.readouterr().out

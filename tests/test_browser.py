@@ -15,13 +15,19 @@ from conftest import served
 from PIL import Image, ImageFilter
 
 import app
-from repaint import pictures
+from repaint.space import pictures
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 BLUE = np.array(app.pictures.MASK_RGBA[:3], float)
 ALPHA = app.pictures.MASK_RGBA[3] / 255
 ORANGE = (230, 140, 40)
@@ -149,8 +155,11 @@ def assert_layer(shot: np.ndarray, image: np.ndarray, mask: np.ndarray):
     nothing blue outside the image."""
     left, top, right, bottom = image_box(shot)
     h, w = mask.shape
-    assert abs((right - left) / (bottom - top) - w / h) < 0.03, ("drawn area is not the image's shape",
-                                                                 (left, top, right, bottom), (w, h))
+    assert abs((right - left) / (bottom - top) - w / h) < 0.03, (
+        "drawn area is not the image's shape",
+        (left, top, right, bottom),
+        (w, h),
+    )
     size = (right - left, bottom - top)
     img = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)).astype(float)
     m = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
@@ -176,8 +185,10 @@ def read_rgb(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-@pytest.mark.parametrize("label, name", [("Left half", "left_half"), ("Every second line", "every_second_line"),
-                                         ("Centre box", "center_box")])
+@pytest.mark.parametrize(
+    "label, name",
+    [("Left half", "left_half"), ("Every second line", "every_second_line"), ("Centre box", "center_box")],
+)
 def test_preset_is_drawn_exactly_over_a_non_square_image(page, orange, label, name):
     upload(page, orange)
     pick_preset(page, label)
@@ -192,14 +203,14 @@ def test_preset_is_drawn_exactly_at_every_image_size(page, tmp_path, size):
     upload(page, path)
     pick_preset(page, "x2 super-resolution")  # the finest pattern: every second pixel of every second row known
     image = read_rgb(path)
-    assert_layer(canvas_shot(page, f"preset_sr_{size[0]}x{size[1]}.png"), image,
-                 preset_at("super_resolution_2x", image))
+    assert_layer(
+        canvas_shot(page, f"preset_sr_{size[0]}x{size[1]}.png"), image, preset_at("super_resolution_2x", image)
+    )
 
 
 def run_and_wait(pg):
     pg.locator("#run").click()
-    pg.wait_for_function("() => /Done|Error|rror/.test(document.querySelector('#status').innerText)",
-                         timeout=120_000)
+    pg.wait_for_function("() => /Done|Error|rror/.test(document.querySelector('#status').innerText)", timeout=120_000)
     status = pg.locator("#status").inner_text()
     assert status.startswith("Done"), status
 

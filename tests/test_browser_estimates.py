@@ -13,10 +13,14 @@ from test_browser import ARTIFACTS, EXAMPLES, browser, open_page, upload  # noqa
 from test_browser_visitor import settings, stroke
 
 import app
-from repaint import serving
+from repaint import space
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").is_file(),
-                                                      reason="/usr/bin/chromium is missing")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not __import__("pathlib").Path("/usr/bin/chromium").is_file(), reason="/usr/bin/chromium is missing"
+    ),
+]
 
 RUNS = {  # name: T, j, r, samples, compare
     "small": (20, 5, 2, 1, False),
@@ -34,7 +38,7 @@ SHOWN = """n => { const s = document.querySelector('#status').innerText;
 def url():
     """The app as ``python app.py`` serves it: torch's threads set for the server first (one core left to the
     server and the browser), the model timed on them, as Service.start(server=True) does."""
-    threads, service = torch.get_num_threads(), serving.Service()
+    threads, service = torch.get_num_threads(), space.Service()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(app, "SERVICE", service)
         service.start("", app.GPU_MODEL, app.OFFLINE_MODEL, app.MODEL_ENV, app.PAPER, server=True)
@@ -60,8 +64,11 @@ def measure(pg, steps, jump, resample, samples, compare) -> tuple[float, float]:
     pg.wait_for_timeout(1000)
     est = estimate_seconds(pg.locator("#estimate").inner_text())
     sv, name = app.SERVICE, app.OFFLINE_MODEL  # what the estimate rests on, printed for a failure's report
-    print(f"\nbefore {steps, jump, resample, samples, compare}: start-up {sv.call_s[name]:.4f} s, "
-          f"{sv.timed_costs[name]}; runs {sv.run_s.get(name)}; page {sv.extra_s.get(name)}", flush=True)
+    print(
+        f"\nbefore {steps, jump, resample, samples, compare}: start-up {sv.call_s[name]:.4f} s, "
+        f"{sv.timed_costs[name]}; runs {sv.run_s.get(name)}; page {sv.extra_s.get(name)}",
+        flush=True,
+    )
     start = time.perf_counter()
     pg.locator("#run").click()
     pg.wait_for_function(SHOWN, arg=samples * (2 if compare else 1), timeout=600_000, polling=50)
@@ -81,9 +88,10 @@ def test_estimates_are_within_half_again_of_the_wait(browser, url):  # noqa: F81
         for name, run in RUNS.items():
             est, wall = measure(pg, *run)
             rows.append((name, run, est, wall))
-        table = "\n".join(["| run | T, j, r, samples, compare | estimate | click to result | wait / estimate |"]
-                          + [f"| {name} | {run} | {est:.1f} s | {wall:.1f} s | {wall / est:.2f} |"
-                             for name, run, est, wall in rows])
+        table = "\n".join(
+            ["| run | T, j, r, samples, compare | estimate | click to result | wait / estimate |"]
+            + [f"| {name} | {run} | {est:.1f} s | {wall:.1f} s | {wall / est:.2f} |" for name, run, est, wall in rows]
+        )
         print("\n" + table)
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "estimates.md").write_text(table + "\n")

@@ -12,8 +12,12 @@ from test_visitor import photo
 
 import app
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").is_file(),
-                                                      reason="/usr/bin/chromium is missing")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not __import__("pathlib").Path("/usr/bin/chromium").is_file(), reason="/usr/bin/chromium is missing"
+    ),
+]
 
 
 @pytest.fixture
@@ -48,17 +52,20 @@ def stroke(pg, canvas_box, points):
 
 
 def wait_status(pg, pattern, timeout=180_000):
-    pg.wait_for_function("p => new RegExp(p).test(document.querySelector('#status').innerText)", arg=pattern,
-                         timeout=timeout)
+    pg.wait_for_function(
+        "p => new RegExp(p).test(document.querySelector('#status').innerText)", arg=pattern, timeout=timeout
+    )
     return pg.locator("#status").inner_text()
 
 
 def result_size(pg) -> list[int]:
     """The first result's pixel size, once the browser has loaded it (the status says Done a moment before)."""
-    pg.wait_for_function("() => { const i = document.querySelector('#results img'); "
-                         "return i && i.complete && i.naturalWidth > 0; }")
-    return pg.evaluate("() => { const i = document.querySelector('#results img'); "
-                       "return [i.naturalWidth, i.naturalHeight]; }")
+    pg.wait_for_function(
+        "() => { const i = document.querySelector('#results img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
+    return pg.evaluate(
+        "() => { const i = document.querySelector('#results img'); return [i.naturalWidth, i.naturalHeight]; }"
+    )
 
 
 def alert(pg, timeout=30_000) -> str:
@@ -78,8 +85,8 @@ def test_a_phone_photo_is_shown_painted_and_filled_at_full_size(page, tmp_path):
     left, top, right, bottom = image_box(shot)
     assert abs((right - left) / (bottom - top) - 4 / 3) < 0.03  # the photo's shape
     mid = (top + bottom) // 2
-    red = np.median(shot[mid - 5:mid + 5, left + 5:left + 15], axis=(0, 1))
-    green = np.median(shot[mid - 5:mid + 5, right - 15:right - 5], axis=(0, 1))
+    red = np.median(shot[mid - 5 : mid + 5, left + 5 : left + 15], axis=(0, 1))
+    green = np.median(shot[mid - 5 : mid + 5, right - 15 : right - 5], axis=(0, 1))
     assert red[0] > 150 and red[1] < 80 and green[1] > 150 and green[0] < 80, (red, green)  # the photo's colours
     box = page.locator("#editor canvas").first.bounding_box()
     y = box["y"] + (top + bottom) / 2
@@ -218,9 +225,11 @@ def slider_pixels(pg) -> np.ndarray:
 def test_results_appear_after_a_run_and_the_examples_are_in_the_first_screen(page):
     page.screenshot(path=str(ARTIFACTS / "page_1280_before.png"), full_page=True)
     assert page.locator("#examples").bounding_box()["y"] < 1000, "the Examples are pushed down"
-    fits = page.evaluate("() => { const t = document.querySelector('#examples table'); "
-                         "return t.getBoundingClientRect().right <= document.querySelector('#examples')"
-                         ".getBoundingClientRect().right + 1; }")
+    fits = page.evaluate(
+        "() => { const t = document.querySelector('#examples table'); "
+        "return t.getBoundingClientRect().right <= document.querySelector('#examples')"
+        ".getBoundingClientRect().right + 1; }"
+    )
     assert fits, "the Examples table is wider than the page (its last column cut off)"
     for panel in ("#preview", "#results", "#side", "#slider", "#animation", "#downloads"):
         assert not visible(page, panel), f"{panel} shown, empty, before a run"
@@ -272,9 +281,20 @@ def test_the_empty_editor_shows_no_square_and_no_zoom(browser, url, theme):  # n
         pg.wait_for_timeout(1500)
         word = pg.locator("#editor").get_by_text("or", exact=True)
         box = word.bounding_box()
-        shot = np.asarray(Image.open(__import__("io").BytesIO(pg.screenshot(clip={
-            "x": box["x"] - 10, "y": box["y"] - 10, "width": box["width"] + 20, "height": box["height"] + 20})))
-            .convert("RGB")).astype(int)
+        shot = np.asarray(
+            Image.open(
+                __import__("io").BytesIO(
+                    pg.screenshot(
+                        clip={
+                            "x": box["x"] - 10,
+                            "y": box["y"] - 10,
+                            "width": box["width"] + 20,
+                            "height": box["height"] + 20,
+                        }
+                    )
+                )
+            ).convert("RGB")
+        ).astype(int)
         background = np.median(shot.reshape(-1, 3), axis=0)  # the editor's own fill around the word
         if theme == "dark":
             assert background.max() < 80, background

@@ -27,6 +27,7 @@ SIZE = 16
 
 def cond_fn_of(model, scale):
     """RePaint's test.py ``cond_fn`` (as guided-diffusion's classifier_sample.py), written from its text."""
+
     def cond_fn(x, t, y=None, **kwargs):
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
@@ -34,19 +35,44 @@ def cond_fn_of(model, scale):
             log_probs = torch.nn.functional.log_softmax(logits, dim=-1)
             selected = log_probs[range(len(logits)), y.view(-1)]
             return torch.autograd.grad(selected.sum(), x_in)[0] * scale
+
     return cond_fn
 
 
-def tiny_args(size=SIZE, width=32, channel_mult=(1, 2, 2), depth=1, attention_ds=(4,), head_channels=16,
-              scale_shift=True, resblock_updown=True):
-    return dict(size=size, width=width, channel_mult=channel_mult, depth=depth, attention_ds=attention_ds,
-                head_channels=head_channels, scale_shift=scale_shift, resblock_updown=resblock_updown)
+def tiny_args(
+    size=SIZE,
+    width=32,
+    channel_mult=(1, 2, 2),
+    depth=1,
+    attention_ds=(4,),
+    head_channels=16,
+    scale_shift=True,
+    resblock_updown=True,
+):
+    return dict(
+        size=size,
+        width=width,
+        channel_mult=channel_mult,
+        depth=depth,
+        attention_ds=attention_ds,
+        head_channels=head_channels,
+        scale_shift=scale_shift,
+        resblock_updown=resblock_updown,
+    )
 
 
 def config_of(a: dict) -> dict:
     levels = [2**level in a["attention_ds"] for level in range(len(a["channel_mult"]))]
-    return C.encoder_config(a["size"], a["width"], a["channel_mult"], a["depth"], levels, a["head_channels"],
-                            a["scale_shift"], a["resblock_updown"])
+    return C.encoder_config(
+        a["size"],
+        a["width"],
+        a["channel_mult"],
+        a["depth"],
+        levels,
+        a["head_channels"],
+        a["scale_shift"],
+        a["resblock_updown"],
+    )
 
 
 def converted(model, a: dict) -> C.NoisyClassifier:
@@ -109,8 +135,10 @@ def test_presets_build_create_classifiers_architecture():
         assert count(ours) == count(theirs), name
         assert C.CLASSIFIER_FILES[f"{o['image_size']}x{o['image_size']}_classifier.pt"] == name
     with torch.device("meta"):
-        assert sum(p.numel() for p in C.build(C.classifier_config(C._options("imagenet256_classifier", {})))
-                   .parameters()) == 54_096_360
+        assert (
+            sum(p.numel() for p in C.build(C.classifier_config(C._options("imagenet256_classifier", {}))).parameters())
+            == 54_096_360
+        )
 
 
 def test_convert_classifier_options_preset_and_command_line(tmp_path, capsys):
@@ -119,20 +147,40 @@ def test_convert_classifier_options_preset_and_command_line(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "c.pt")
     options = dict(image_size=64, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="8")
     out = repaint.convert_classifier(tmp_path / "c.pt", tmp_path / "out", **options)
-    assert sorted(p.name for p in out.iterdir()) == ["adm_options.json", "config.json",
-                                                     "diffusion_pytorch_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adm_options.json",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
     assert json.loads((out / "config.json").read_text())["_class_name"] == "NoisyClassifier"
     x, t = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)), torch.tensor([5, 600])
     with torch.no_grad():
         want = model(x, t)
         assert (C.read_classifier(out)(x, t) - want).abs().max() <= 1e-5 * want.abs().max()
     # the command line: options by guided-diffusion's names, the checkpoint recognised by its tensors
-    assert convert.main([str(tmp_path / "c.pt"), str(tmp_path / "cli"), "--image_size", "64", "--classifier_width",
-                         "32", "--classifier_depth", "1", "--classifier_attention_resolutions", "8"]) == 0
+    assert (
+        convert.main(
+            [
+                str(tmp_path / "c.pt"),
+                str(tmp_path / "cli"),
+                "--image_size",
+                "64",
+                "--classifier_width",
+                "32",
+                "--classifier_depth",
+                "1",
+                "--classifier_attention_resolutions",
+                "8",
+            ]
+        )
+        == 0
+    )
     with torch.no_grad():
         assert (C.read_classifier(tmp_path / "cli")(x, t) - want).abs().max() <= 1e-5 * want.abs().max()
-    assert convert.main([str(tmp_path / "c.pt"), str(tmp_path / "bad"), "--image_size", "64",
-                         "--classifier_depth", "2"]) == 2
+    assert (
+        convert.main([str(tmp_path / "c.pt"), str(tmp_path / "bad"), "--image_size", "64", "--classifier_depth", "2"])
+        == 2
+    )
     assert "does not match" in capsys.readouterr().err
     # a known file name gives its preset; a released name with a mismatching checkpoint says so
     (tmp_path / "64x64_classifier.pt").write_bytes((tmp_path / "c.pt").read_bytes())
@@ -164,6 +212,7 @@ def test_real_256_classifier_matches_at_batch_2(tmp_path):
 
 # --- the guided step against guided_diffusion's condition_mean -------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def pair():
     """(guided_diffusion's tiny classifier, ours converted from it)."""
@@ -179,13 +228,19 @@ def test_guided_mean_equals_condition_mean(pair, variance_type):
     middle and last levels (0 included)."""
     theirs, ours = pair
     steps, scale = 50, 3.0
-    config = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                  variance_type=variance_type)
+    config = dict(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", variance_type=variance_type
+    )
     tables = noise_tables(config, steps)
     diffusion = gd_diffusion("linear", variance_type, 1000, steps)
-    c = [tables.alphas_cumprod.tolist(), tables.alphas_cumprod_prev.tolist(), tables.betas.tolist(),
-         [tables.sigma(t) for t in range(steps)], *[b.tolist() for b in tables.log_variance_bounds()],
-         tables.fixed_variance().tolist()]
+    c = [
+        tables.alphas_cumprod.tolist(),
+        tables.alphas_cumprod_prev.tolist(),
+        tables.betas.tolist(),
+        [tables.sigma(t) for t in range(steps)],
+        *[b.tolist() for b in tables.log_variance_bounds()],
+        tables.fixed_variance().tolist(),
+    ]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, SIZE, SIZE, generator=g)
     v = torch.rand(2, 3, SIZE, SIZE, generator=g) * 2 - 1
@@ -232,8 +287,9 @@ def test_guided_loop_equals_guided_diffusion_reference(pair, case):
     net = tiny_unet(SIZE).requires_grad_(False)
     unconditional = model_of(net, variance_type)
     model = lambda x, t, y=None: unconditional(x, t)  # noqa: E731  (the label is the classifier's only)
-    config = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                  variance_type=variance_type)
+    config = dict(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", variance_type=variance_type
+    )
     image = torch.rand(len(rs), 3, SIZE, SIZE, generator=torch.Generator().manual_seed(99)) * 2 - 1
     fill = torch.from_numpy(np.stack([masks.preset(m, SIZE, SIZE, seed=1) for m in mask_names]))[:, None]
     y = torch.tensor([5, 911][: len(rs)])
@@ -245,8 +301,9 @@ def test_guided_loop_equals_guided_diffusion_reference(pair, case):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         x_T = torch.stack([torch.randn(3, SIZE, SIZE, generator=g) for g in gens])
         with torch.no_grad():
-            return sample_repaint(model, x_T, image, fill, noise_tables(config, steps), schedules, gens,
-                                  class_labels=y, guide=guide)
+            return sample_repaint(
+                model, x_T, image, fill, noise_tables(config, steps), schedules, gens, class_labels=y, guide=guide
+            )
 
     calls = []
     guide = lambda x, t, labels: (calls.append(t.tolist()), classifier_grad(ours, x, t, labels, scale))[1]  # noqa
@@ -258,9 +315,21 @@ def test_guided_loop_equals_guided_diffusion_reference(pair, case):
         for b, s in enumerate(seeds):
             g = torch.Generator().manual_seed(s)
             x = torch.randn(1, 3, SIZE, SIZE, generator=g)
-            ref.append(reference_repaint(diffusion, model, x, image[b : b + 1],
-                                         (~fill[b : b + 1]).float(), schedules[b], g, True, [],
-                                         cond_fn=cond_fn_of(theirs, scale), model_kwargs={"y": y[b : b + 1]}))
+            ref.append(
+                reference_repaint(
+                    diffusion,
+                    model,
+                    x,
+                    image[b : b + 1],
+                    (~fill[b : b + 1]).float(),
+                    schedules[b],
+                    g,
+                    True,
+                    [],
+                    cond_fn=cond_fn_of(theirs, scale),
+                    model_kwargs={"y": y[b : b + 1]},
+                )
+            )
     ref = torch.cat(ref)
     torch.testing.assert_close(got, ref, rtol=0, atol=2e-4)
     unguided = ours_run(None)
@@ -268,6 +337,7 @@ def test_guided_loop_equals_guided_diffusion_reference(pair, case):
 
 
 # --- the package: scale 0 is the unguided run, loading, the registry -------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def released_like():
@@ -309,8 +379,9 @@ def test_scale_zero_is_the_unguided_run_bit_for_bit(guided_pipe):
     want = plain.inpaint(img, "center_box", **kw)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(zero, want))
     rgb, m = guided.prepare(img, "center_box")
-    x = guided.sample(rgb, m, [repaint.jump_schedule(8, 2, 2)] * 2, [3, 4], class_labels=[7, 7], paste=False,
-                      classifier_scale=0.0)
+    x = guided.sample(
+        rgb, m, [repaint.jump_schedule(8, 2, 2)] * 2, [3, 4], class_labels=[7, 7], paste=False, classifier_scale=0.0
+    )
     y = plain.sample(rgb, m, [repaint.jump_schedule(8, 2, 2)] * 2, [3, 4], class_labels=[7, 7], paste=False)
     assert np.array_equal(x, y)
     # unset: guided at 1, the paper's setting; compare mode gives the same images as the two inpaint calls
@@ -372,15 +443,43 @@ def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeyp
     _, _, o = save_checkpoint(www / "tiny_1000.pt", class_cond=True)
     torch.save(released_like.state_dict(), www / "tiny_classifier.pt")
     monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
-    monkeypatch.setitem(C.CLASSIFIER_PRESETS, "tinycls", dict(image_size=SIZE, classifier_width=32, classifier_depth=1,
-                                                              classifier_attention_resolutions="4"))
+    monkeypatch.setitem(
+        C.CLASSIFIER_PRESETS,
+        "tinycls",
+        dict(image_size=SIZE, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="4"),
+    )
     monkeypatch.setitem(C._CHANNEL_MULT, SIZE, (1, 2, 2))
-    monkeypatch.setitem(repaint.CLASSIFIERS, "tinycls", dataclasses.replace(
-        repaint.CLASSIFIERS["imagenet256"], name="tinycls", url=f"{url}/tiny_classifier.pt",
-        filename="tiny_classifier.pt", preset="tinycls", resolution=SIZE, download_mb=1))
-    monkeypatch.setitem(repaint.MODELS, "tinyadm", repaint.ModelInfo(
-        "tinyadm", None, SIZE, "test", "MIT", url=f"{url}/tiny_1000.pt", filename="tiny_1000.pt", preset="tiny",
-        source="the test server", download_mb=1, num_classes=1000, classifier="tinycls"))
+    monkeypatch.setitem(
+        repaint.CLASSIFIERS,
+        "tinycls",
+        dataclasses.replace(
+            repaint.CLASSIFIERS["imagenet256"],
+            name="tinycls",
+            url=f"{url}/tiny_classifier.pt",
+            filename="tiny_classifier.pt",
+            preset="tinycls",
+            resolution=SIZE,
+            download_mb=1,
+        ),
+    )
+    monkeypatch.setitem(
+        repaint.MODELS,
+        "tinyadm",
+        repaint.ModelInfo(
+            "tinyadm",
+            None,
+            SIZE,
+            "test",
+            "MIT",
+            url=f"{url}/tiny_1000.pt",
+            filename="tiny_1000.pt",
+            preset="tiny",
+            source="the test server",
+            download_mb=1,
+            num_classes=1000,
+            classifier="tinycls",
+        ),
+    )
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     pipe = repaint.load("tinyadm", device="cpu", cache_dir=tmp_path / "hf")
     assert sorted(asked) == ["/tiny_1000.pt", "/tiny_classifier.pt"]
@@ -407,8 +506,24 @@ def test_cli_and_folder_mode_take_the_classifier_and_its_scale(guided_pipe, tmp_
     folder, cls = guided_pipe
     img = (np.random.default_rng(4).random((16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(img).save(tmp_path / "in.png")
-    common = ["--image", str(tmp_path / "in.png"), "--preset", "left_half", "--model", str(folder), "--steps", "4",
-              "--jump-length", "2", "--jump-n-sample", "2", "--class-label", "5", "--classifier", str(cls)]
+    common = [
+        "--image",
+        str(tmp_path / "in.png"),
+        "--preset",
+        "left_half",
+        "--model",
+        str(folder),
+        "--steps",
+        "4",
+        "--jump-length",
+        "2",
+        "--jump-n-sample",
+        "2",
+        "--class-label",
+        "5",
+        "--classifier",
+        str(cls),
+    ]
     assert main(common + ["--out", str(tmp_path / "a.png"), "--classifier-scale", "2.5"]) == 0
     pipe = repaint.load(folder, device="cpu", classifier=cls)
     kw = dict(steps=4, jump_length=2, jump_n_sample=2, class_label=5)
@@ -424,13 +539,24 @@ def test_cli_and_folder_mode_take_the_classifier_and_its_scale(guided_pipe, tmp_
     Image.fromarray(img).save(tmp_path / "imgs" / "x.png")
     for scale in (None, 0.0):
         out = tmp_path / f"out{scale}"
-        inpaint_folder(pipe, tmp_path / "imgs", out, preset="left_half", steps=4, jump_length=2, jump_n_sample=2,
-                       class_label=5, classifier_scale=scale, progress=False)
+        inpaint_folder(
+            pipe,
+            tmp_path / "imgs",
+            out,
+            preset="left_half",
+            steps=4,
+            jump_length=2,
+            jump_n_sample=2,
+            class_label=5,
+            classifier_scale=scale,
+            progress=False,
+        )
         assert read_manifest(out)["inpainted/x.png"]["settings"]["classifier_scale"] == (1.0 if scale is None else 0)
     rgb, m = pipe.prepare(img, "left_half", seed=image_seed(0, "x"))
     for scale, name in ((1.0, "outNone"), (0.0, "out0.0")):
-        (want,) = pipe.sample(rgb, m, [repaint.jump_schedule(4, 2, 2)], [image_seed(0, "x", 0)], class_labels=[5],
-                              classifier_scale=scale)
+        (want,) = pipe.sample(
+            rgb, m, [repaint.jump_schedule(4, 2, 2)], [image_seed(0, "x", 0)], class_labels=[5], classifier_scale=scale
+        )
         assert np.array_equal(np.asarray(Image.open(tmp_path / name / "inpainted" / "x.png")), want)
 
 
@@ -439,7 +565,7 @@ def test_registry_classifier_tflop_is_a_flop_count_of_forward_and_input_gradient
     architecture (meta device): forward, then the backward to the input only (the parameters need no gradient)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from repaint import serving
+    from repaint import space
 
     info = repaint.CLASSIFIERS["imagenet256"]
     with torch.device("meta"):
@@ -452,5 +578,5 @@ def test_registry_classifier_tflop_is_a_flop_count_of_forward_and_input_gradient
     assert forward.get_total_flops() / 1e12 == pytest.approx(0.147, rel=0.01)  # the issue's "about 0.15"
     assert info.tflop == pytest.approx(both.get_total_flops() / 1e12, rel=0.01)
     assert logits.shape == (1, 1000)
-    guess = serving.zerogpu_guess("imagenet")
-    assert guess == pytest.approx(serving.zerogpu_guess("imagenet_uncond") * (2.24 + info.tflop) / 2.24)
+    guess = space.zerogpu_guess("imagenet")
+    assert guess == pytest.approx(space.zerogpu_guess("imagenet_uncond") * (2.24 + info.tflop) / 2.24)

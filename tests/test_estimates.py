@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_app import left_half_editor, ui_request
 
 import app
-from repaint import bench, serving
+from repaint import bench, space
 from repaint.sampler import _ticks
 
 pytestmark = pytest.mark.usefixtures("service")
@@ -21,23 +21,23 @@ pytestmark = pytest.mark.usefixtures("service")
 
 def test_batch_cost_is_the_assumed_line_without_timings():
     for per_row in (0.5, 1.0):
-        assert [serving.batch_cost({}, r, per_row) for r in (1, 2, 5)] == [1, 1 + per_row, 1 + 4 * per_row]
+        assert [space.batch_cost({}, r, per_row) for r in (1, 2, 5)] == [1, 1 + per_row, 1 + 4 * per_row]
 
 
 def test_batch_cost_goes_through_the_timed_points_and_straight_between_them():
     timed = {2: 2.0, 4: 3.2, 8: 6.0}
-    assert serving.batch_cost(timed, 1, 9.0) == 1.0
-    assert [serving.batch_cost(timed, r, 9.0) for r in (2, 4, 8)] == [2.0, 3.2, 6.0]
-    assert serving.batch_cost(timed, 3, 9.0) == pytest.approx(2.6)
-    assert serving.batch_cost(timed, 6, 9.0) == pytest.approx(4.6)
-    assert serving.batch_cost(timed, 10, 9.0) == pytest.approx(6.0 + 2 * 0.7)  # on along the last segment
+    assert space.batch_cost(timed, 1, 9.0) == 1.0
+    assert [space.batch_cost(timed, r, 9.0) for r in (2, 4, 8)] == [2.0, 3.2, 6.0]
+    assert space.batch_cost(timed, 3, 9.0) == pytest.approx(2.6)
+    assert space.batch_cost(timed, 6, 9.0) == pytest.approx(4.6)
+    assert space.batch_cost(timed, 10, 9.0) == pytest.approx(6.0 + 2 * 0.7)  # on along the last segment
 
 
 @given(st.lists(st.floats(0.0, 3.0), min_size=3, max_size=3), st.integers(1, 16))
 def test_batch_cost_grows_with_the_rows_when_the_timings_do(steps, rows):
     """Costs that grow with the rows give estimates that grow with the rows, between the neighbouring timings."""
     timed = dict(zip((2, 4, 8), np.cumsum(steps) + 1.0))
-    here, more = serving.batch_cost(timed, rows, 1.0), serving.batch_cost(timed, rows + 1, 1.0)
+    here, more = space.batch_cost(timed, rows, 1.0), space.batch_cost(timed, rows + 1, 1.0)
     assert more >= here - 1e-9
     below = max([1] + [r for r in timed if r <= rows])
     above = min([r for r in timed if r >= rows], default=None)
@@ -48,15 +48,14 @@ def test_batch_cost_grows_with_the_rows_when_the_timings_do(steps, rows):
 def test_the_wait_is_the_model_calls_the_page_runs_work_and_the_browsers_share(service):
     service.call_s["bundled"], service.timed_costs["bundled"] = 0.02, {2: 1.5, 4: 2.5, 8: 5.0}
     settings = (50, 5, 5, 4, False)  # 230 calls of 4 rows
-    calls = serving.model_calls(50, 5, 5)
+    calls = space.model_calls(50, 5, 5)
     assert service.estimate_seconds("bundled", *settings) == pytest.approx(calls * 0.02 * 2.5)
-    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + serving.EXTRA_S
-                                                                       + serving.PAGE_S)
+    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + space.EXTRA_S + space.PAGE_S)
     service.note_page_run("bundled", 7.0, 4.5, 256 * 256)  # a page run of 7 s, 4.5 s of them model calls
-    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + serving.PAGE_S)
+    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + space.PAGE_S)
     # a phone photo's run is not learned from: the next estimate does not know its image's size
     service.note_page_run("bundled", 30.0, 4.5, 4000 * 3000)
-    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + serving.PAGE_S)
+    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + space.PAGE_S)
     text = service.estimate_text("bundled", *settings)
     assert "about **16 s** from click to result" in text and "12 s of model calls" in text
     assert "50.0 ms per call, timed at start-up" in text and "4 s for the page" in text
@@ -67,11 +66,12 @@ def test_a_comparison_costs_the_rows_the_sampler_batches_at_each_call(steps, jum
     """The n=1 chains join the n=r ones only at the ticks they call the model (the sampler's own plan, _ticks);
     the estimate is the sum of those calls' costs, not every call at twice the rows."""
     jump = min(jump, steps)
-    service = serving.Service()
+    service = space.Service()
     service.call_s["m"], service.timed_costs["m"] = 0.01, {2: 1.8, 4: 3.0, 8: 5.5}
-    counts = [serving.model_calls(steps, jump, resample), serving.model_calls(steps, jump, 1)]
-    want = sum(0.01 * serving.batch_cost(service.timed_costs["m"], samples * len(active), 1.0)
-               for active in _ticks(counts))
+    counts = [space.model_calls(steps, jump, resample), space.model_calls(steps, jump, 1)]
+    want = sum(
+        0.01 * space.batch_cost(service.timed_costs["m"], samples * len(active), 1.0) for active in _ticks(counts)
+    )
     assert service.estimate_seconds("m", steps, jump, resample, samples, True) == pytest.approx(want)
 
 
@@ -80,58 +80,61 @@ def test_a_run_re_times_the_model_on_any_device(service):
     measure is weighed by its calls against the start-up timing's PRIOR_CALLS; the row counts it did not use follow
     by the start-up timing's ratios."""
     service.call_s["bundled"], service.timed_costs["bundled"] = 0.5, {2: 2.0, 4: 3.0, 8: 6.0}  # 1.5 s at 4 rows
-    calls = serving.model_calls(250, 10, 10)
-    service.note_run(serving.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)  # 4 rows: 60 ms per call
-    want = (1.5 * serving.PRIOR_CALLS + 0.06 * calls) / (serving.PRIOR_CALLS + calls)
+    calls = space.model_calls(250, 10, 10)
+    service.note_run(space.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)  # 4 rows: 60 ms per call
+    want = (1.5 * space.PRIOR_CALLS + 0.06 * calls) / (space.PRIOR_CALLS + calls)
     assert service.call_seconds("bundled", 4) == pytest.approx(want)
     assert service.call_seconds("bundled", 1) == pytest.approx(want / 3.0)
     assert service.call_seconds("bundled", 8) == pytest.approx(want * 2.0)
-    service.note_run(serving.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)
+    service.note_run(space.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)
     assert service.call_seconds("bundled", 4) < 0.06 * 1.5  # two long runs: within the 1.5x the page promises
     assert "measured by runs" in service.estimate_text("bundled", 10, 5, 2, 1, False)
 
 
 def test_a_short_run_moves_the_estimate_less_than_a_long_one_and_the_load_now_counts_most(service):
     service.call_s["bundled"], service.timed_costs["bundled"] = 0.02, {}
-    small, paper = serving.Request("bundled", None, None, 20, 5, 2), serving.Request("bundled", None, None, 250, 10, 10)
+    small, paper = space.Request("bundled", None, None, 20, 5, 2), space.Request("bundled", None, None, 250, 10, 10)
     service.note_run(small, 0.04)  # 35 calls, slowed by the page's start: twice the start-up timing
-    assert service.call_seconds("bundled", 1) == pytest.approx((0.02 * serving.PRIOR_CALLS + 0.04 * 35)
-                                                              / (serving.PRIOR_CALLS + 35))
+    assert service.call_seconds("bundled", 1) == pytest.approx(
+        (0.02 * space.PRIOR_CALLS + 0.04 * 35) / (space.PRIOR_CALLS + 35)
+    )
     service.run_s.clear()
     service.note_run(paper, 0.04)
-    assert service.call_seconds("bundled", 1) == pytest.approx((0.02 * serving.PRIOR_CALLS + 0.04 * 2410)
-                                                              / (serving.PRIOR_CALLS + 2410))
+    assert service.call_seconds("bundled", 1) == pytest.approx(
+        (0.02 * space.PRIOR_CALLS + 0.04 * 2410) / (space.PRIOR_CALLS + 2410)
+    )
     for _ in range(10):
         service.note_run(paper, 0.04)
     service.note_run(paper, 0.08)  # the machine got busy: one long run says so, however many came before
-    assert service.call_seconds("bundled", 1) == pytest.approx((0.04 * serving.RUN_CALLS_MAX + 0.08 * 2410)
-                                                              / (serving.RUN_CALLS_MAX + 2410))
+    assert service.call_seconds("bundled", 1) == pytest.approx(
+        (0.04 * space.RUN_CALLS_MAX + 0.08 * 2410) / (space.RUN_CALLS_MAX + 2410)
+    )
 
 
 def test_each_row_count_keeps_its_own_measure_and_the_others_are_interpolated():
-    service = serving.Service(on_zerogpu=True)  # a guess weighs nothing: each run's measure is taken as it is
+    service = space.Service(on_zerogpu=True)  # a guess weighs nothing: each run's measure is taken as it is
     service.call_s["m"], service.timed_costs["m"] = 0.01, {2: 2.0, 4: 3.0, 8: 6.0}
-    service.note_run(serving.Request("m", None, None, 20, 5, 2, 0, 1), 0.012)  # 1 row: 1.2x the timing
+    service.note_run(space.Request("m", None, None, 20, 5, 2, 0, 1), 0.012)  # 1 row: 1.2x the timing
     assert [service.call_seconds("m", r) for r in (1, 2, 4, 8)] == pytest.approx([0.012, 0.024, 0.036, 0.072])
-    service.note_run(serving.Request("m", None, None, 20, 5, 2, 0, 4), 0.045)  # 4 rows: 1.5x
+    service.note_run(space.Request("m", None, None, 20, 5, 2, 0, 4), 0.045)  # 4 rows: 1.5x
     assert service.call_seconds("m", 1) == pytest.approx(0.012)
     assert service.call_seconds("m", 4) == pytest.approx(0.045)
     assert service.call_seconds("m", 2) == pytest.approx(0.02 * (1.2 + (1.5 - 1.2) / 3))  # a third of the way
     assert service.call_seconds("m", 8) == pytest.approx(0.06 * 1.5)  # held beyond the last
 
 
-@given(st.integers(1, 60), st.integers(1, 12), st.integers(1, 10), st.integers(1, 4), st.booleans(),
-       st.floats(1e-4, 1.0))
-def test_after_a_run_the_same_run_is_estimated_at_what_it_measured(steps, jump, resample, samples, compare,
-                                                                    per_call):
+@given(
+    st.integers(1, 60), st.integers(1, 12), st.integers(1, 10), st.integers(1, 4), st.booleans(), st.floats(1e-4, 1.0)
+)
+def test_after_a_run_the_same_run_is_estimated_at_what_it_measured(steps, jump, resample, samples, compare, per_call):
     """The independent statement: with nothing known before (a ZeroGPU guess), a run's model time, however its
     calls are batched (a comparison's two row counts), is the estimate of the same run afterwards."""
     jump, resample = min(jump, steps), max(resample, 2) if compare else resample
-    service = serving.Service(on_zerogpu=True)
+    service = space.Service(on_zerogpu=True)
     service.call_s["m"], service.timed_costs["m"] = 0.03, {2: 1.8, 4: 3.0, 8: 5.5}
     settings = (steps, jump, resample, samples, compare)
-    service.note_run(serving.Request("m", None, None, steps, jump, resample, 0, samples, compare), per_call)
-    assert service.estimate_seconds("m", *settings) == pytest.approx(per_call * serving.model_calls(*settings[:3]))
+    service.note_run(space.Request("m", None, None, steps, jump, resample, 0, samples, compare), per_call)
+    assert service.estimate_seconds("m", *settings) == pytest.approx(per_call * space.model_calls(*settings[:3]))
 
 
 class TurnsFast:
@@ -163,14 +166,14 @@ def test_batch_sizes_are_timed_in_turn_so_a_busy_moment_slows_them_alike():
 @given(st.integers(2, 3000), st.floats(1e-4, 1.0), st.floats(0, 100))
 def test_the_per_call_time_of_evenly_spaced_calls_is_their_spacing(calls, spacing, start):
     times = start + spacing * np.arange(calls)
-    assert serving.call_interval(times) == pytest.approx(spacing, rel=1e-6)
+    assert space.call_interval(times) == pytest.approx(spacing, rel=1e-6)
 
 
 def test_a_delay_at_a_runs_start_barely_moves_its_per_call_time():
     """A small page run: 35 calls 30 ms apart, the second 80 ms late (the page starting the run)."""
     times = 0.03 * np.arange(35) + 0.08 * (np.arange(35) >= 1)
     average = (times[-1] - times[0]) / 34
-    assert average > 0.032 and 0.03 < serving.call_interval(times) < 0.03 + (average - 0.03) / 5
+    assert average > 0.032 and 0.03 < space.call_interval(times) < 0.03 + (average - 0.03) / 5
 
 
 class SlowStart:
@@ -197,7 +200,7 @@ def test_the_per_call_time_leaves_a_runs_set_up_out(service):
     """A run that prepares for 0.6 s and then makes 6 calls of 50 ms measures about 50 ms per call, not the
     (0.6 + 0.3) / 6 = 150 ms of its whole time: a short run would otherwise re-time the model far too slow."""
     service.models["slowstart"], service._offered = SlowStart(0.6, 0.05, 6), ["slowstart", "bundled"]
-    *_, done = service.run(serving.Request("slowstart", None, None, 10, 5, 2))
+    *_, done = service.run(space.Request("slowstart", None, None, 10, 5, 2))
     assert done[0] == "done" and 0.045 <= done[3] < 0.09, done[3]
 
 
@@ -205,20 +208,24 @@ def test_previews_come_at_most_every_interval(service, face, monkeypatch, one_th
     """A run of 230 calls (several seconds) sends its previews at most every PREVIEW_INTERVAL_S (2 per second), not
     at each of its 48 animation frames; the first comes at once."""
     start, sent = time.perf_counter(), []
-    for out in app.run(left_half_editor(face), "left_half", "bundled", 50, 5, 5, 0, False, 1, False, False,
-                       ui_request("previews")):
+    for out in app.run(
+        left_half_editor(face), "left_half", "bundled", 50, 5, 5, 0, False, 1, False, False, ui_request("previews")
+    ):
         if isinstance(out[1], np.ndarray):
             sent.append(time.perf_counter())
     seconds = time.perf_counter() - start
-    assert seconds > 2 * serving.PREVIEW_INTERVAL_S  # long enough to tell
-    assert 2 <= len(sent) <= seconds / serving.PREVIEW_INTERVAL_S + 1, (len(sent), seconds)
-    assert all(b - a >= serving.PREVIEW_INTERVAL_S * 0.9 for a, b in zip(sent, sent[1:]))
+    assert seconds > 2 * space.PREVIEW_INTERVAL_S  # long enough to tell
+    assert 2 <= len(sent) <= seconds / space.PREVIEW_INTERVAL_S + 1, (len(sent), seconds)
+    assert all(b - a >= space.PREVIEW_INTERVAL_S * 0.9 for a, b in zip(sent, sent[1:]))
 
 
 def test_a_page_run_notes_its_time_outside_the_model_calls(service, face, one_thread):
     assert "bundled" not in service.extra_s
-    list(app.run(left_half_editor(face), "left_half", "bundled", 10, 5, 2, 0, False, 1, False, False,
-                 ui_request("extra")))
+    list(
+        app.run(
+            left_half_editor(face), "left_half", "bundled", 10, 5, 2, 0, False, 1, False, False, ui_request("extra")
+        )
+    )
     assert 0 < service.extra_s["bundled"] < 30
     assert "bundled" in service.run_s
 
@@ -235,4 +242,3 @@ def test_the_page_shows_the_estimate_anew_on_each_visit_and_after_each_run():
     by_id = {d["id"]: d for d in cfg["dependencies"]}
     after = [by_id[d["trigger_after"]] for d in deps if d.get("trigger_after") is not None]
     assert any((run_btn, "click") in {tuple(t) for t in d["targets"]} for d in after)
-

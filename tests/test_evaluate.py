@@ -53,7 +53,9 @@ def test_known_pixel_change_is_reported():
 
 
 def test_markdown_table():
-    rows = [dict(mask="left_half", method=m, r=None, error=e, sym=None, colour=None, known_exact=True)
-            for m, e in (("repaint r=1", 10.0), ("chance (unconditional)", 80.0))]
+    rows = [
+        dict(mask="left_half", method=m, r=None, error=e, sym=None, colour=None, known_exact=True)
+        for m, e in (("repaint r=1", 10.0), ("chance (unconditional)", 80.0))
+    ]
     table = evaluate.markdown(rows)
     assert "| left_half | 10.0 | 80.0 |" in table and "preserved" in table

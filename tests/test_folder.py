@@ -65,8 +65,9 @@ def test_image_seed_is_a_hash_of_seed_name_and_sample():
 def test_layout_matches_the_inputs_and_the_single_image_path(pipe, tmp_path):
     img_dir, mask_dir = make_inputs(tmp_path, 3)
     out = tmp_path / "out"
-    s = folder.inpaint_folder(pipe, img_dir, out, mask_dir=mask_dir, keep_mask=True, batch_size=2, seed=5,
-                              progress=False, **KW)
+    s = folder.inpaint_folder(
+        pipe, img_dir, out, mask_dir=mask_dir, keep_mask=True, batch_size=2, seed=5, progress=False, **KW
+    )
     assert sorted(s.written) == [f"inpainted/{i:05d}.png" for i in range(3)] and not s.failed
     for i in range(3):
         name = f"{i:05d}.png"
@@ -79,8 +80,9 @@ def test_layout_matches_the_inputs_and_the_single_image_path(pipe, tmp_path):
         assert np.array_equal(got[keep], face[keep])  # known pixels exact
         assert all(Image.open(out / d / name).info.get("srgb") == 0 for d in folder.LAYOUT)  # tagged sRGB
         # The same output as the one-image API with the image's seed: batching changes nothing.
-        (alone,) = pipe.inpaint(img_dir / name, mask_dir / name, keep_mask=True, seed=folder.image_seed(5, name[:-4]),
-                                **KW)
+        (alone,) = pipe.inpaint(
+            img_dir / name, mask_dir / name, keep_mask=True, seed=folder.image_seed(5, name[:-4]), **KW
+        )
         assert np.array_equal(got, np.asarray(alone))
     lines = [json.loads(x) for x in (out / folder.MANIFEST).read_text().splitlines()]
     assert [x["output"] for x in lines] == [f"inpainted/{i:05d}.png" for i in range(3)]
@@ -90,13 +92,15 @@ def test_layout_matches_the_inputs_and_the_single_image_path(pipe, tmp_path):
 
 def test_outputs_do_not_depend_on_order_batch_or_subset(pipe, tmp_path):
     img_dir, _ = make_inputs(tmp_path, 4)
-    folder.inpaint_folder(pipe, img_dir, tmp_path / "all", preset="wide", batch_size=3, num_samples=2,
-                          progress=False, **KW)
+    folder.inpaint_folder(
+        pipe, img_dir, tmp_path / "all", preset="wide", batch_size=3, num_samples=2, progress=False, **KW
+    )
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(img_dir / "00002.png", one / "00002.png")
-    folder.inpaint_folder(pipe, one, tmp_path / "alone", preset="wide", batch_size=1, num_samples=2, progress=False,
-                          **KW)
+    folder.inpaint_folder(
+        pipe, one, tmp_path / "alone", preset="wide", batch_size=1, num_samples=2, progress=False, **KW
+    )
     both = pngs(tmp_path / "all")
     assert len(both) == 4 * 2 * 3 + 4  # a random preset: per sample an output, a masked input and a keep mask
     for key, data in pngs(tmp_path / "alone").items():
@@ -131,8 +135,12 @@ def test_sample_i_is_the_api_run_with_its_seed_and_its_own_mask(pipe, tmp_path, 
 def test_resume_redoes_only_what_is_missing_or_changed(pipe, tmp_path):
     img_dir, mask_dir = make_inputs(tmp_path, 3)
     out = tmp_path / "out"
-    run = lambda **kw: folder.inpaint_folder(pipe, img_dir, out, mask_dir=mask_dir, keep_mask=True,  # noqa: E731
-                                             progress=False, **{**KW, **kw})
+
+    def run(**kw):
+        return folder.inpaint_folder(
+            pipe, img_dir, out, mask_dir=mask_dir, keep_mask=True, progress=False, **{**KW, **kw}
+        )
+
     run()
     first = pngs(out)
     # A killed run: one output missing, a half-written manifest line, a temporary file left behind.
@@ -159,8 +167,11 @@ FAST = dict(steps=2, jump_length=1, jump_n_sample=1)  # 2 model calls per batch
 
 def state(out: Path) -> tuple[dict[str, bytes], list[dict]]:
     """Every file under ``out`` but the manifest, and the manifest's lines without their timings."""
-    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-             if p.is_file() and p.name != folder.MANIFEST}
+    files = {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != folder.MANIFEST
+    }
     lines = [json.loads(x) for x in (out / folder.MANIFEST).read_text().splitlines()]
     return files, [{k: v for k, v in x.items() if k not in ("seconds", "finished", "batch", "process")} for x in lines]
 
@@ -184,8 +195,24 @@ def test_fewer_samples_leave_no_stale_outputs(pipe, tmp_path):
     img_dir, _ = make_inputs(tmp_path, 1)
     out = tmp_path / "out"
     for n in (2, 1):
-        main(["--image-dir", str(img_dir), "--preset", "thick", "--out-dir", str(out), "--num-samples", str(n),
-              "--steps", "2", "--jump-length", "1", "--jump-n-sample", "1"])
+        main(
+            [
+                "--image-dir",
+                str(img_dir),
+                "--preset",
+                "thick",
+                "--out-dir",
+                str(out),
+                "--num-samples",
+                str(n),
+                "--steps",
+                "2",
+                "--jump-length",
+                "1",
+                "--jump-n-sample",
+                "1",
+            ]
+        )
     assert sorted(p.name for p in (out / "inpainted").iterdir()) == ["00000.png"]
     assert sorted(folder.read_manifest(out)) == ["inpainted/00000.png"]
     assert state(out) == reference(pipe, img_dir, tmp_path, preset="thick", **FAST)
@@ -206,9 +233,15 @@ def _retrained(pipe):
 
 
 CHANGES = {  # every setting that changes an output's pixels (or its name), from the base run's
-    "steps": dict(steps=3), "jump_length": dict(steps=4, jump_length=2), "jump_n_sample": dict(jump_n_sample=2),
-    "seed": dict(seed=1), "num_samples": dict(num_samples=2), "preset": dict(preset="wide"),
-    "mask_dir": dict(preset=None, mask_dir=True), "invert": dict(invert=True), "dtype": dict(pipe=_bfloat16),
+    "steps": dict(steps=3),
+    "jump_length": dict(steps=4, jump_length=2),
+    "jump_n_sample": dict(jump_n_sample=2),
+    "seed": dict(seed=1),
+    "num_samples": dict(num_samples=2),
+    "preset": dict(preset="wide"),
+    "mask_dir": dict(preset=None, mask_dir=True),
+    "invert": dict(invert=True),
+    "dtype": dict(pipe=_bfloat16),
     "weights": dict(pipe=_retrained),
 }
 
@@ -259,6 +292,7 @@ def killed_at(at: int | None):
                     a[1].with_name(f".{a[1].name}.999.tmp").write_bytes(b"half a png")
                 raise Killed
             return fn(*a)
+
         return hooked
 
     with pytest.MonkeyPatch.context() as mp:
@@ -312,9 +346,15 @@ def test_a_real_kill_between_an_output_and_its_manifest_line(pipe, tmp_path):
         "from repaint import folder, load\n"
         "folder._append = lambda path, record: os.kill(os.getpid(), signal.SIGKILL)\n"
         "folder.inpaint_folder(load('bundled', device='cpu'), sys.argv[1], sys.argv[2], preset='thick', steps=3,"
-        " jump_length=1, jump_n_sample=1, progress=False)\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(img_dir), str(out)], cwd=REPO, capture_output=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, timeout=300)
+        " jump_length=1, jump_n_sample=1, progress=False)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(img_dir), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (out / "inpainted/00000.png").read_bytes() != ref_a[0]["inpainted/00000.png"]  # B's output, renamed in
     assert_lines_tell_the_truth(out)
@@ -331,8 +371,18 @@ def test_bad_files_are_reported_and_skipped(pipe, tmp_path, capsys):
     Image.new("L", (8, 8), 255).save(mask_dir / "small.png")
     Image.new("RGB", (32, 32)).save(img_dir / "small.png")
     (img_dir / "notes.txt").write_text("ignored")
-    code = main(["--image-dir", str(img_dir), "--mask-dir", str(mask_dir), "--keep-mask", "--out-dir",
-                 str(tmp_path / "out"), *CLI_KW])
+    code = main(
+        [
+            "--image-dir",
+            str(img_dir),
+            "--mask-dir",
+            str(mask_dir),
+            "--keep-mask",
+            "--out-dir",
+            str(tmp_path / "out"),
+            *CLI_KW,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0
     assert "skipped " + str(img_dir / "broken.png") + ": not a readable image file" in err
@@ -384,13 +434,35 @@ def _descendants(pid: int) -> list[int]:
 
 def _launch(n: int, img_dir: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
     """``accelerate launch`` of the CLI with n CPU processes (torchrun's launcher; --cpu would start only one)."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "repaint",
-           "--image-dir", str(img_dir), "--preset", "thick", "--out-dir", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "repaint",
+        "--image-dir",
+        str(img_dir),
+        "--preset",
+        "thick",
+        "--out-dir",
+        str(out),
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **popen)
+    return subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
 
 
 def test_two_processes_give_the_images_of_one(pipe, tmp_path):

@@ -89,8 +89,15 @@ def test_traffic_is_constant_over_schedules(pipe, steps, j, r):
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     mask = torch.ones(1, 1, 16, 16, dtype=torch.bool)
     with torch.inference_mode(), HostDeviceTraffic() as mode:
-        sample_repaint(pipe.eps, x, torch.zeros(1, 3, 16, 16), mask, ref,
-                       [jump_schedule(steps, j, r), jump_schedule(steps, j, 1)], gens)
+        sample_repaint(
+            pipe.eps,
+            x,
+            torch.zeros(1, 3, 16, 16),
+            mask,
+            ref,
+            [jump_schedule(steps, j, r), jump_schedule(steps, j, 1)],
+            gens,
+        )
     assert sum(mode.calls.values()) <= 2, dict(mode.calls)
 
 
@@ -98,7 +105,7 @@ def test_aot_compilation_is_off_the_cpu_path(pipe):
     """Off ZeroGPU, compile_unet changes nothing, imports none of spaces' ZeroGPU code, and returns False."""
     import sys
 
-    from repaint import aot
+    from repaint.space import aot
 
     x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([999, 3])
     with torch.inference_mode():
@@ -123,7 +130,7 @@ def test_a_failed_aot_compilation_leaves_the_model_working():
 import logging, sys, torch
 sys.path.insert(0, "tests")
 from _tiny import tiny_pipe
-from repaint import aot
+from repaint.space import aot
 logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
 pipe = tiny_pipe()
 x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([999, 3])
@@ -140,7 +147,8 @@ print("fallback ok")
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "fallback ok" in done.stdout
-    assert "repaint.aot ahead-of-time compilation of tiny failed" in done.stderr and "runs uncompiled" in done.stderr
+    assert "repaint.space.aot ahead-of-time compilation of tiny failed" in done.stderr
+    assert "runs uncompiled" in done.stderr
 
 
 def test_channels_last_is_for_cuda_only_and_changes_no_result(pipe):
@@ -162,13 +170,14 @@ def test_channels_last_is_for_cuda_only_and_changes_no_result(pipe):
 def test_preload_compiles_each_offered_model_only_when_asked(monkeypatch):
     """REPAINT_AOT=1: preload hands every offered model to compile_unet (which itself does nothing off ZeroGPU, see
     above); unset, compile_unet is never called. compile_unet is replaced by a recorder: it cannot compile here."""
-    from repaint import aot, serving
+    from repaint import space
+    from repaint.space import aot
 
     seen = []
     monkeypatch.setattr(aot, "compile_unet", lambda inp: seen.append(inp.name) or False)
     for value, want in (("", []), ("1", ["bundled"])):
-        monkeypatch.setenv(serving.AOT_ENV, value)
-        svc = serving.Service(offered=["bundled"])
+        monkeypatch.setenv(space.AOT_ENV, value)
+        svc = space.Service(offered=["bundled"])
         seen.clear()
         assert svc.preload() == ""
         assert seen == want

@@ -126,8 +126,14 @@ MODES = ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16", "1"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(w=st.integers(1, 80), h=st.integers(1, 80), mode=st.sampled_from(MODES), fill=st.floats(0, 1),
-       seed=st.integers(0, 2**16), as_file=st.booleans())
+@given(
+    w=st.integers(1, 80),
+    h=st.integers(1, 80),
+    mode=st.sampled_from(MODES),
+    fill=st.floats(0, 1),
+    seed=st.integers(0, 2**16),
+    as_file=st.booleans(),
+)
 def test_preprocessing_property(pipe, w, h, mode, fill, seed, as_file):
     """Any size and mode, any mask of that size: a (16, 16, 3) uint8 image and a (16, 16) bool mask, or a
     ValueError; a mask that is all fill or all keep stays so."""
@@ -180,10 +186,12 @@ def test_too_many_pixels_are_refused_from_the_header_before_decoding(monkeypatch
 
 #: Adobe RGB (1998), by its specification: gamma 563/256, primaries and D65 white as RGB -> XYZ; and sRGB's
 #: XYZ -> linear RGB and transfer curve (IEC 61966-2-1). A closed form, independent of ImageCms / LittleCMS.
-ADOBE_TO_XYZ = np.array([[0.5767309, 0.1855540, 0.1881852], [0.2973769, 0.6273491, 0.0752741],
-                         [0.0270343, 0.0706872, 0.9911085]])
-XYZ_TO_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314], [-0.9692660, 1.8760108, 0.0415560],
-                        [0.0556434, -0.2040259, 1.0572252]])
+ADOBE_TO_XYZ = np.array(
+    [[0.5767309, 0.1855540, 0.1881852], [0.2973769, 0.6273491, 0.0752741], [0.0270343, 0.0706872, 0.9911085]]
+)
+XYZ_TO_SRGB = np.array(
+    [[3.2404542, -1.5371385, -0.4985314], [-0.9692660, 1.8760108, 0.0415560], [0.0556434, -0.2040259, 1.0572252]]
+)
 
 
 def adobe_rgb_to_srgb(a: np.ndarray) -> np.ndarray:
@@ -260,6 +268,6 @@ def test_save_png_keeps_the_pixels_and_tags_them_srgb(tmp_path, mode):
     images.save_png(a, tmp_path / "a.png")
     data = (tmp_path / "a.png").read_bytes()
     at = data.index(b"sRGB")
-    assert data[at - 4:at] == (1).to_bytes(4, "big") and data[at + 4] == 0 and at < data.index(b"IDAT")
+    assert data[at - 4 : at] == (1).to_bytes(4, "big") and data[at + 4] == 0 and at < data.index(b"IDAT")
     back = Image.open(tmp_path / "a.png")
     assert back.mode == mode and back.info["srgb"] == 0 and np.array_equal(np.asarray(back), a)

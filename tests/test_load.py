@@ -66,6 +66,7 @@ def wait_until(cond, timeout: float, every: float = 0.05) -> bool:
 
 def burst(url: str, face, n: int, settings: dict, deadline: float = DEADLINE_S) -> list[tuple[str, object]]:
     """``n`` requests at once, each from its own thread and client; [("ok", result) or ("error", exc)]."""
+
     def one(i):
         try:
             client = Client(url, verbose=False)
@@ -158,8 +159,20 @@ time.sleep(600)  # killed long before
 def test_client_that_disconnects_does_not_leave_work_running(server, face):
     """A gradio_client in another process submits a long job and is killed mid-run: its connection goes away as
     when a visitor closes the tab (no private protocol of Gradio is used)."""
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT, server, str(face), str(LONG["steps"]),
-                             str(LONG["jump_length"]), str(LONG["jump_n_sample"])], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CLIENT,
+            server,
+            str(face),
+            str(LONG["steps"]),
+            str(LONG["jump_length"]),
+            str(LONG["jump_n_sample"]),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert wait_until(lambda: bool(workers()), 60), "the run did not start"
         time.sleep(0.5)
@@ -173,10 +186,14 @@ def test_client_that_disconnects_does_not_leave_work_running(server, face):
 
 # ------------------------------------------------------------------------------------------- throughput
 @pytest.mark.slow
-@pytest.mark.parametrize("settings", [
-    dict(steps=10, jump_length=5, jump_n_sample=2, num_samples=1),  # the load test's settings
-    dict(steps=50, jump_length=5, jump_n_sample=5, num_samples=2),  # the first example of the page
-], ids=["T10-j5-r2", "example-T50-j5-r5-x2"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(steps=10, jump_length=5, jump_n_sample=2, num_samples=1),  # the load test's settings
+        dict(steps=50, jump_length=5, jump_n_sample=5, num_samples=2),  # the first example of the page
+    ],
+    ids=["T10-j5-r2", "example-T50-j5-r5-x2"],
+)
 def test_throughput(server, face, settings):
     """Requests per minute the CPU app holds: a burst of concurrent requests, answered one at a time."""
     n = 20
@@ -185,5 +202,7 @@ def test_throughput(server, face, settings):
     spent = time.monotonic() - start
     assert all(kind == "ok" for kind, _ in outcomes)
     calls = repaint.count_model_calls(settings["steps"], settings["jump_length"], settings["jump_n_sample"])
-    print(f"\nTHROUGHPUT {settings}: {n} requests in {spent:.1f} s = {60 * n / spent:.1f} requests/min "
-          f"({calls} model calls each, {1000 * app.SERVICE.call_s['bundled']:.1f} ms per call measured at load)")
+    print(
+        f"\nTHROUGHPUT {settings}: {n} requests in {spent:.1f} s = {60 * n / spent:.1f} requests/min "
+        f"({calls} model calls each, {1000 * app.SERVICE.call_s['bundled']:.1f} ms per call measured at load)"
+    )

@@ -19,11 +19,16 @@ def test_super_resolution_2x_exactly_three_quarters():
     assert m.mean() == 0.75
 
 
-@pytest.mark.parametrize("name,region", [
-    ("left_half", (slice(None), slice(0, 4))), ("right_half", (slice(None), slice(4, 8))),
-    ("top_half", (slice(0, 4), slice(None))), ("bottom_half", (slice(4, 8), slice(None))),
-    ("center_box", (slice(2, 6), slice(2, 6))),
-])
+@pytest.mark.parametrize(
+    "name,region",
+    [
+        ("left_half", (slice(None), slice(0, 4))),
+        ("right_half", (slice(None), slice(4, 8))),
+        ("top_half", (slice(0, 4), slice(None))),
+        ("bottom_half", (slice(4, 8), slice(None))),
+        ("center_box", (slice(2, 6), slice(2, 6))),
+    ],
+)
 def test_box_presets_exact(name, region):
     m = masks.preset(name, 8, 8)
     expect = np.zeros((8, 8), dtype=bool)

@@ -22,7 +22,7 @@ from _adm import save_checkpoint
 from huggingface_hub import constants as hf_constants
 
 import repaint
-from repaint import convert, models, serving
+from repaint import convert, models, space
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -50,9 +50,19 @@ def drive(tmp_path, monkeypatch):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setitem(convert.PRESETS, "tiny", {k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
-    info = repaint.ModelInfo("tinyadm", None, 16, "test", "MIT", url=f"http://127.0.0.1:{httpd.server_address[1]}"
-                             "/tiny_1000.pt", filename="tiny_1000.pt", preset="tiny", source="the test server",
-                             download_mb=1, gpu_only=False)
+    info = repaint.ModelInfo(
+        "tinyadm",
+        None,
+        16,
+        "test",
+        "MIT",
+        url=f"http://127.0.0.1:{httpd.server_address[1]}/tiny_1000.pt",
+        filename="tiny_1000.pt",
+        preset="tiny",
+        source="the test server",
+        download_mb=1,
+        gpu_only=False,
+    )
     monkeypatch.setitem(repaint.MODELS, "tinyadm", info)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("REPAINT_HUB_MIRROR_TINYADM", raising=False)
@@ -123,15 +133,14 @@ def test_without_a_mirror_the_download_is_the_fallback(tmp_path, drive, monkeypa
 
 
 def test_registry_entries_take_a_mirror_field():
-    info = models.ModelInfo("x", None, 256, "d", url="u", filename="f.pt", preset="places256",
-                            hub_mirror="someone/x")
+    info = models.ModelInfo("x", None, 256, "d", url="u", filename="f.pt", preset="places256", hub_mirror="someone/x")
     assert models.hub_mirror(info) == "someone/x"
 
 
 def test_a_download_holds_no_other_models_lock(tmp_path, drive, monkeypatch):
     """While one model downloads (the server holds the file), another model loads at once."""
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    svc = serving.Service()
+    svc = space.Service()
     drive["gate"].clear()
     slow = threading.Thread(target=svc.get_model, args=("tinyadm",), daemon=True)
     slow.start()
@@ -159,9 +168,9 @@ def test_the_download_happens_in_the_checks_before_the_gpu_run(tmp_path, drive, 
     fetched = []
     real_fetch = models._fetch
     monkeypatch.setattr(models, "_fetch", lambda *a: (fetched.append(a[2]), real_fetch(*a))[1])
-    svc = serving.Service()
+    svc = space.Service()
     img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
-    req = serving.Request("tinyadm", img, "left_half", steps=4, jump_length=2, jump_n_sample=1)
+    req = space.Request("tinyadm", img, "left_half", steps=4, jump_length=2, jump_n_sample=1)
     svc.check_request(req)
     assert fetched == ["tinyadm"]
     events = list(svc.run(req))

@@ -99,11 +99,14 @@ def test_bin_weights_load_weights_only(tmp_path):
     assert not Path("/tmp/repaint-pwned").exists()
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda p: (p / "scheduler_config.json").unlink(), "scheduler_config.json is missing"),
-    (lambda p: (p / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage"), "cannot read"),
-    (lambda p: (p / "diffusion_pytorch_model.safetensors").unlink(), "no diffusion_pytorch_model"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda p: (p / "scheduler_config.json").unlink(), "scheduler_config.json is missing"),
+        (lambda p: (p / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage"), "cannot read"),
+        (lambda p: (p / "diffusion_pytorch_model.safetensors").unlink(), "no diffusion_pytorch_model"),
+    ],
+)
 def test_broken_folders_give_clear_errors(tmp_path, damage, message):
     save_root_layout(tmp_path)
     damage(tmp_path)
@@ -124,6 +127,7 @@ def test_registry_is_frozen_data():
 
 
 # --- input handling ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pipe():
@@ -153,8 +157,9 @@ def test_mask_size_mismatch(pipe):
 def test_keep_mask_flag(pipe):
     keep = np.zeros((16, 16), dtype=bool)
     keep[:, :4] = True  # RePaint's own convention: white = keep
-    _, m = pipe.prepare(np.zeros((16, 16, 3), dtype=np.uint8), Image.fromarray(keep.astype(np.uint8) * 255),
-                        keep_mask=True)
+    _, m = pipe.prepare(
+        np.zeros((16, 16, 3), dtype=np.uint8), Image.fromarray(keep.astype(np.uint8) * 255), keep_mask=True
+    )
     assert np.array_equal(m, ~keep)
 
 
@@ -167,12 +172,19 @@ def test_keep_mask_does_not_flip_presets(pipe):
     assert np.array_equal(pipe.prepare(img, "left_half", invert=True)[1], ~left)
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(steps=0), "steps must be between 1 and 1000"), (dict(steps=1001), "steps must be between 1 and 1000"),
-    (dict(steps=10.5), "steps must be an integer"), (dict(jump_length=20, steps=10), "jump_length must be at most"),
-    (dict(jump_n_sample=0), "jump_n_sample must be between"), (dict(jump_n_sample=True), "must be an integer"),
-    (dict(seed=-1), "seed must be between"), (dict(num_samples=17), "num_samples must be between"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(steps=0), "steps must be between 1 and 1000"),
+        (dict(steps=1001), "steps must be between 1 and 1000"),
+        (dict(steps=10.5), "steps must be an integer"),
+        (dict(jump_length=20, steps=10), "jump_length must be at most"),
+        (dict(jump_n_sample=0), "jump_n_sample must be between"),
+        (dict(jump_n_sample=True), "must be an integer"),
+        (dict(seed=-1), "seed must be between"),
+        (dict(num_samples=17), "num_samples must be between"),
+    ],
+)
 def test_settings_are_bounded(pipe, kw, message):
     with pytest.raises(ValueError, match=message):
         pipe.inpaint(np.zeros((16, 16, 3), dtype=np.uint8), "left_half", **{"steps": 10, "jump_length": 2} | kw)
@@ -187,8 +199,9 @@ def test_empty_mask_returns_input_without_model_calls(pipe):
 
 
 def test_full_mask_is_unconditional_generation(pipe):
-    (out,) = pipe.inpaint(np.zeros((16, 16, 3), dtype=np.uint8), np.ones((16, 16), dtype=bool), steps=5,
-                          jump_length=1, jump_n_sample=1)
+    (out,) = pipe.inpaint(
+        np.zeros((16, 16, 3), dtype=np.uint8), np.ones((16, 16), dtype=bool), steps=5, jump_length=1, jump_n_sample=1
+    )
     assert np.asarray(out).std() > 0
 
 
@@ -201,6 +214,7 @@ def test_no_image_or_no_mask(pipe):
 
 # --- command line --------------------------------------------------------------------------------------------------
 
+
 def test_cli_end_to_end(tmp_path, capsys):
     from repaint.__main__ import main
 
@@ -210,23 +224,74 @@ def test_cli_end_to_end(tmp_path, capsys):
     mask = np.zeros((24, 24), dtype=np.uint8)
     mask[6:18, 6:18] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    rc = main(["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--out",
-               str(tmp_path / "out.png"), "--model", str(model), "--steps", "6", "--jump-length", "2",
-               "--jump-n-sample", "2", "--num-samples", "2", "--compare"])
+    rc = main(
+        [
+            "--image",
+            str(tmp_path / "in.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--out",
+            str(tmp_path / "out.png"),
+            "--model",
+            str(model),
+            "--steps",
+            "6",
+            "--jump-length",
+            "2",
+            "--jump-n-sample",
+            "2",
+            "--num-samples",
+            "2",
+            "--compare",
+        ]
+    )
     assert rc == 0
     for name in ("out-0.png", "out-1.png", "out-n1-0.png", "out-n1-1.png"):  # a mask file: the input's own size
         out = Image.open(tmp_path / name)
         assert out.info.get("srgb") == 0  # tagged sRGB (rendering intent 0), as the pixels are
         out = np.asarray(out)
         assert out.shape == (24, 24, 3) and (out[mask == 0] == rgb[mask == 0]).all()
-    assert main(["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--out",
-                 str(tmp_path / "small.png"), "--model", str(model), "--steps", "2", "--jump-length", "1", "--size",
-                 "model"]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(tmp_path / "in.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(tmp_path / "small.png"),
+                "--model",
+                str(model),
+                "--steps",
+                "2",
+                "--jump-length",
+                "1",
+                "--size",
+                "model",
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "small.png").size == (16, 16)  # the model's resolution
     err = capsys.readouterr().err
     assert "wrote" in err and "call" in err  # tqdm progress on stderr
-    assert main(["--image", str(tmp_path / "in.png"), "--preset", "left_half", "--out", str(tmp_path / "x.png"),
-                 "--model", str(model), "--steps", "0"]) == 2
+    assert (
+        main(
+            [
+                "--image",
+                str(tmp_path / "in.png"),
+                "--preset",
+                "left_half",
+                "--out",
+                str(tmp_path / "x.png"),
+                "--model",
+                str(model),
+                "--steps",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "steps must be" in capsys.readouterr().err
 
 
@@ -239,9 +304,29 @@ def test_cli_sample_i_equals_a_run_with_seed_plus_i(tmp_path, preset):
 
     model = save_root_layout(tmp_path / "model")
     Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
-    run = lambda out, *a: main(["--image", str(tmp_path / "in.png"), "--preset", preset, "--model", str(model),  # noqa: E731
-                                "--steps", "4", "--jump-length", "2", "--jump-n-sample", "2", "--compare",
-                                "--out", str(tmp_path / out), *a])
+
+    def run(out, *a):
+        return main(
+            [
+                "--image",
+                str(tmp_path / "in.png"),
+                "--preset",
+                preset,
+                "--model",
+                str(model),
+                "--steps",
+                "4",
+                "--jump-length",
+                "2",
+                "--jump-n-sample",
+                "2",
+                "--compare",
+                "--out",
+                str(tmp_path / out),
+                *a,
+            ]
+        )
+
     assert run("all.png", "--seed", "7", "--num-samples", "3") == 0
     for i in range(3):
         assert run(f"one{i}.png", "--seed", str(7 + i)) == 0
@@ -261,9 +346,25 @@ def test_cli_offline_hub_id_subprocess(tmp_path):
     cache = _hub_cache(tmp_path / "hub", "someone/tiny-ddpm", save_root_layout)
     Image.new("RGB", (16, 16), (10, 20, 30)).save(tmp_path / "in.png")
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "repaint", "--image", str(tmp_path / "in.png"), "--preset", "every_second_line",
-           "--out", str(tmp_path / "out.png"), "--model", "someone/tiny-ddpm", "--steps", "4", "--jump-length", "2",
-           "--jump-n-sample", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "repaint",
+        "--image",
+        str(tmp_path / "in.png"),
+        "--preset",
+        "every_second_line",
+        "--out",
+        str(tmp_path / "out.png"),
+        "--model",
+        "someone/tiny-ddpm",
+        "--steps",
+        "4",
+        "--jump-length",
+        "2",
+        "--jump-n-sample",
+        "2",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = np.asarray(Image.open(tmp_path / "out.png"))

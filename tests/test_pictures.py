@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import repaint
-from repaint import pictures, serving
+from repaint import space
 from repaint.sampler import _ticks
-from repaint.serving import ServeError
+from repaint.space import ServeError, pictures
 
 
 def test_mask_from_editor_reads_any_paint_in_any_layer():
@@ -53,44 +53,48 @@ def test_preset_on_an_image_maps_back_to_the_model_preset(size):
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     assert m.shape == (h, w) and not m[:, :left].any() and not m[:top].any()
-    square = Image.fromarray(m[top:top + side, left:left + side].astype(np.uint8) * 255)
+    square = Image.fromarray(m[top : top + side, left : left + side].astype(np.uint8) * 255)
     back = np.asarray(square.resize((32, 32), Image.Resampling.NEAREST)) >= 128
     assert (back == repaint.masks.PRESETS["every_second_line"](32, 32, 0)).all()
 
 
 def test_model_choices_offer_gpu_models_only_with_a_gpu():
-    cpu = dict(serving.model_choices(False)).values()
+    cpu = dict(space.model_choices(False)).values()
     assert set(cpu) == {n for n, m in repaint.MODELS.items() if not m.gpu_only}
-    gpu = [label for label, _ in serving.model_choices(True)]
+    gpu = [label for label, _ in space.model_choices(True)]
     assert len(gpu) == len(repaint.MODELS) and all(" · " in label for label in gpu)
-    table = serving.model_table()
+    table = space.model_table()
     assert all(m.licence in table and m.name in table for m in repaint.MODELS.values())
 
 
 def test_gpu_duration_is_calls_times_batched_call_plus_margin_capped():
-    svc = serving.Service(on_zerogpu=True)
+    svc = space.Service(on_zerogpu=True)
     svc.call_s["bundled"] = 0.02
     calls = repaint.count_model_calls(100, 10, 5)
     for samples, compare in ((1, False), (2, True)):
         # the rows of each model call, as the sampler plans them (a comparison's n=1 chains call at T ticks only)
         counts = [calls, repaint.count_model_calls(100, 10, 1)] if compare else [calls]
         rows = [samples * len(active) for active in _ticks(counts)]
-        want = int(np.ceil(sum(0.02 * (1 + serving.GPU_BATCH_COST * (r - 1)) for r in rows) + serving.GPU_MARGIN_S))
-        got = svc.gpu_duration(serving.Request("bundled", None, None, 100, 10, 5, 0, samples, compare))
+        want = int(np.ceil(sum(0.02 * (1 + space.GPU_BATCH_COST * (r - 1)) for r in rows) + space.GPU_MARGIN_S))
+        got = svc.gpu_duration(space.Request("bundled", None, None, 100, 10, 5, 0, samples, compare))
         assert got == want
-    assert svc.gpu_duration(serving.Request("bundled", None, None, 1000, 1, 20, 0, 16, True)) == \
-        svc.gpu_seconds_max() == int(serving.ZEROGPU_TASK_MAX_S / svc.duration_factor)
-    svc.note_run(serving.Request("bundled", None, None, 100, 10, 5, 0, 4), 0.05)  # 4 rows, 0.05 s per call
+    assert (
+        svc.gpu_duration(space.Request("bundled", None, None, 1000, 1, 20, 0, 16, True))
+        == svc.gpu_seconds_max()
+        == int(space.ZEROGPU_TASK_MAX_S / svc.duration_factor)
+    )
+    svc.note_run(space.Request("bundled", None, None, 100, 10, 5, 0, 4), 0.05)  # 4 rows, 0.05 s per call
     assert svc.call_seconds("bundled", 4) == pytest.approx(0.05)  # measured: the guess is gone
-    assert svc.call_seconds("bundled", 1) == pytest.approx(0.05 / (1 + serving.GPU_BATCH_COST * 3))
-    assert svc.gpu_duration(serving.Request("bundled", None, None, 100, 10, 5, 0, 4)) == int(
-        np.ceil(calls * 0.05 + serving.GPU_MARGIN_S))
+    assert svc.call_seconds("bundled", 1) == pytest.approx(0.05 / (1 + space.GPU_BATCH_COST * 3))
+    assert svc.gpu_duration(space.Request("bundled", None, None, 100, 10, 5, 0, 4)) == int(
+        np.ceil(calls * 0.05 + space.GPU_MARGIN_S)
+    )
 
 
 def test_results_are_written_resampled_first(tmp_path):
     res = [np.zeros((4, 6, 3), np.uint8)] * 2
     plain = [np.full((4, 6, 3), 9, np.uint8)] * 2
-    saved = serving.save_results(tmp_path, "x_", res, plain, 5, 10)
+    saved = space.save_results(tmp_path, "x_", res, plain, 5, 10)
     assert [c for _, c in saved] == ["n=5, seed 10", "n=5, seed 11", "n=1, seed 10", "n=1, seed 11"]
     assert (np.asarray(Image.open(saved[2][0])) == 9).all()
 
@@ -107,8 +111,10 @@ def test_registry_tflop_matches_a_flop_count_of_each_architecture():
     def tflop(config: dict) -> float:
         with torch.device("meta"):
             unet = UNet2DModel(**config)
-            x, t = torch.zeros(1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size), \
-                torch.zeros(1, dtype=torch.long)
+            x, t = (
+                torch.zeros(1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size),
+                torch.zeros(1, dtype=torch.long),
+            )
             labels = {"class_labels": t} if unet.config.num_class_embeds else {}
             with FlopCounterMode(display=False) as counter:
                 unet(x, t, **labels)
@@ -123,30 +129,30 @@ def test_registry_tflop_matches_a_flop_count_of_each_architecture():
 
 
 def test_zerogpu_guess_is_the_models_work_over_the_assumed_throughput_with_a_margin():
-    m = serving.ZEROGPU_GUESS_MARGIN
+    m = space.ZEROGPU_GUESS_MARGIN
     assert m == 1.5  # issue 25: a call up to 1.5x slower than assumed still fits its slot
-    assert serving.zerogpu_guess("places2", 256) == pytest.approx(m * 2.24 / serving.ZEROGPU_TFLOPS)
+    assert space.zerogpu_guess("places2", 256) == pytest.approx(m * 2.24 / space.ZEROGPU_TFLOPS)
     # imagenet is guided by its classifier: its forward and input gradient (0.296 TFLOP) are part of each call
-    assert serving.zerogpu_guess("imagenet", 256) == pytest.approx(m * (2.24 + 0.296) / serving.ZEROGPU_TFLOPS)
-    assert serving.zerogpu_guess("bundled", 32) == m * serving.ZEROGPU_MIN_CALL_S  # overheads, not FLOPs, bound it
-    assert serving.zerogpu_guess("owner/unknown", 256) == m * serving.ZEROGPU_CALL_S[256]
-    svc = serving.Service(on_zerogpu=True)  # nothing timed yet: the slot comes from the guess
+    assert space.zerogpu_guess("imagenet", 256) == pytest.approx(m * (2.24 + 0.296) / space.ZEROGPU_TFLOPS)
+    assert space.zerogpu_guess("bundled", 32) == m * space.ZEROGPU_MIN_CALL_S  # overheads, not FLOPs, bound it
+    assert space.zerogpu_guess("owner/unknown", 256) == m * space.ZEROGPU_CALL_S[256]
+    svc = space.Service(on_zerogpu=True)  # nothing timed yet: the slot comes from the guess
     calls = repaint.count_model_calls(250, 10, 10)
-    want = int(np.ceil(calls * m * 2.24 / serving.ZEROGPU_TFLOPS + serving.GPU_MARGIN_S))
-    assert svc.gpu_duration(serving.Request("places2", None, None, 250, 10, 10)) == want
-    assert want * serving.ZEROGPU_FACTOR_MAX < serving.ZEROGPU_TASK_MAX_S  # the paper's run is one task there
+    want = int(np.ceil(calls * m * 2.24 / space.ZEROGPU_TFLOPS + space.GPU_MARGIN_S))
+    assert svc.gpu_duration(space.Request("places2", None, None, 250, 10, 10)) == want
+    assert want * space.ZEROGPU_FACTOR_MAX < space.ZEROGPU_TASK_MAX_S  # the paper's run is one task there
 
 
 def test_offered_models_follow_the_setting_and_zerogpu_offers_no_request_time_downloads():
-    assert serving.offered_models("celebahq, places2,bundled", True, True) == ["celebahq", "places2", "bundled"]
+    assert space.offered_models("celebahq, places2,bundled", True, True) == ["celebahq", "places2", "bundled"]
     with pytest.raises(ValueError, match="unknown models \\['celebhq'\\]"):
-        serving.offered_models("celebhq,bundled", True, True)
-    cpu = serving.offered_models(None, False, False)
+        space.offered_models("celebhq,bundled", True, True)
+    cpu = space.offered_models(None, False, False)
     assert "bundled" in cpu and not any(repaint.MODELS[n].gpu_only for n in cpu)
-    zero = serving.offered_models("", True, True)  # unset on ZeroGPU: no 2.2 GB download at each start
+    zero = space.offered_models("", True, True)  # unset on ZeroGPU: no 2.2 GB download at each start
     assert "bundled" in zero and "celebahq" in zero and not any(repaint.MODELS[n].url for n in zero)
-    svc = serving.Service(offered=["bundled"])
-    with pytest.raises(serving.ServeError, match="choose one of bundled$"):
+    svc = space.Service(offered=["bundled"])
+    with pytest.raises(space.ServeError, match="choose one of bundled$"):
         svc.check_model_name("celebahq")
 
 
@@ -157,14 +163,14 @@ def test_on_zerogpu_a_model_is_never_loaded_outside_the_main_thread(monkeypatch)
 
     loads = []
     monkeypatch.setattr(repaint.models, "load", lambda name, *a, **k: loads.append(name))
-    svc = serving.Service(on_zerogpu=True, offered=["bundled", "cifar10"], allow_hub_ids=True)
+    svc = space.Service(on_zerogpu=True, offered=["bundled", "cifar10"], allow_hub_ids=True)
     assert not svc.allow_hub_ids  # a Hub id could only be loaded in a handler thread there
     errors = []
 
     def handler():
         try:
             svc.get_model("cifar10")
-        except serving.ServeError as e:
+        except space.ServeError as e:
             errors.append(str(e))
 
     t = threading.Thread(target=handler)
@@ -178,25 +184,30 @@ def test_zerogpu_defaults_fit_the_default_slot_with_the_most_resampling(name):
     """On ZeroGPU the page's defaults for each model are charged at most 60 s (the default slot's seconds) on the
     RTX PRO 6000, whose seconds count 1.5x (the paper's 2,410 calls on an ADM model: more than an anonymous
     visitor's day), with the largest r that fits at the paper's T and j."""
-    svc = serving.Service(on_zerogpu=True, duration_factor=1.5)
-    steps, j, r = serving.fitting_settings(svc, name, serving.ZEROGPU_SLOT_S)
-    req = serving.Request(name, None, None, steps, j, r)
-    assert svc.charged_seconds(req) == round(svc.gpu_duration(req) * 1.5) <= serving.ZEROGPU_SLOT_S
+    svc = space.Service(on_zerogpu=True, duration_factor=1.5)
+    steps, j, r = space.fitting_settings(svc, name, space.ZEROGPU_SLOT_S)
+    req = space.Request(name, None, None, steps, j, r)
+    assert svc.charged_seconds(req) == round(svc.gpu_duration(req) * 1.5) <= space.ZEROGPU_SLOT_S
     if (steps, r) != (250, 10):  # one more resampling (or the paper's T) would not fit
         bigger = (steps, j, r + 1) if r < 10 else (250, 10, 1)
-        assert svc.charged_seconds(serving.Request(name, None, None, *bigger)) > serving.ZEROGPU_SLOT_S
+        assert svc.charged_seconds(space.Request(name, None, None, *bigger)) > space.ZEROGPU_SLOT_S
     if repaint.MODELS[name].tflop and repaint.MODELS[name].tflop > 2:  # the ADM models
-        paper = serving.Request(name, None, None, 250, 10, 10)
-        assert svc.charged_seconds(paper) > serving.ZEROGPU_QUOTA_S["anonymous"]
+        paper = space.Request(name, None, None, 250, 10, 10)
+        assert svc.charged_seconds(paper) > space.ZEROGPU_QUOTA_S["anonymous"]
 
 
 def test_the_estimate_names_the_charged_seconds_and_the_quotas_that_pay_them():
-    assert "within the daily quota of: anonymous (120 s/day), free account (300 s/day), PRO (2400 s/day)" in \
-        serving.gpu_seconds_text(58, 58)
-    text = serving.gpu_seconds_text(100, 150)  # 100 s on the RTX PRO 6000 are charged 150 s: over 120
-    assert "**150 s** of ZeroGPU quota (100 s x 1.5, this GPU's factor)" in text and "anonymous" not in text.split(
-        "Anonymous")[0] and "free account (300 s/day), PRO (2400 s/day)" in text
-    text = serving.gpu_seconds_text(232, 348)  # the ADM paper run: over a free account's day too
+    assert (
+        "within the daily quota of: anonymous (120 s/day), free account (300 s/day), PRO (2400 s/day)"
+        in space.gpu_seconds_text(58, 58)
+    )
+    text = space.gpu_seconds_text(100, 150)  # 100 s on the RTX PRO 6000 are charged 150 s: over 120
+    assert (
+        "**150 s** of ZeroGPU quota (100 s x 1.5, this GPU's factor)" in text
+        and "anonymous" not in text.split("Anonymous")[0]
+        and "free account (300 s/day), PRO (2400 s/day)" in text
+    )
+    text = space.gpu_seconds_text(232, 348)  # the ADM paper run: over a free account's day too
     assert "within the daily quota of: PRO (2400 s/day)" in text and "free account" not in text
 
 
@@ -204,18 +215,21 @@ def test_a_run_longer_than_zerogpus_longest_task_is_refused_with_the_reason():
     """ZeroGPU schedules a task of at most 40 min of quota (spaces' PRO_QUOTA_MINUTES): 1,600 s of GPU time on the
     RTX PRO 6000 (x1.5). A longer run is refused before a GPU is asked for; a shorter one is ZeroGPU's to refuse by
     the visitor's quota (its message reaches the page). On a GPU of the server's own, GPU_CAP_S bounds a run."""
-    svc = serving.Service(on_zerogpu=True, duration_factor=1.5)
+    svc = space.Service(on_zerogpu=True, duration_factor=1.5)
     assert svc.gpu_seconds_max() == 1600
-    long_run = serving.Request("places2", None, None, 1000, 1, 20)  # 19,981 calls at the 0.09 s guess
-    svc.call_s["places2"] = serving.zerogpu_guess("places2")
-    with pytest.raises(ServeError, match=r"ZeroGPU runs a task for at most 40 min of quota \(1600 s on this GPU, "
-                                         r"whose seconds count 1.5x\)\. Use fewer steps T"):
+    long_run = space.Request("places2", None, None, 1000, 1, 20)  # 19,981 calls at the 0.09 s guess
+    svc.call_s["places2"] = space.zerogpu_guess("places2")
+    with pytest.raises(
+        ServeError,
+        match=r"ZeroGPU runs a task for at most 40 min of quota \(1600 s on this GPU, "
+        r"whose seconds count 1.5x\)\. Use fewer steps T",
+    ):
         svc.check_fits(long_run)
-    svc.check_fits(serving.Request("places2", None, None, 250, 10, 10))  # 2,410 calls: 348 s charged, not refused
-    own = serving.Service(has_gpu=True)
+    svc.check_fits(space.Request("places2", None, None, 250, 10, 10))  # 2,410 calls: 348 s charged, not refused
+    own = space.Service(has_gpu=True)
     own.call_s["places2"] = 0.2
     with pytest.raises(ServeError, match="this server gives one run at most 300 s of its GPU"):
-        own.check_fits(serving.Request("places2", None, None, 250, 10, 10))
+        own.check_fits(space.Request("places2", None, None, 250, 10, 10))
 
 
 def test_charged_seconds_are_what_spaces_schedules():
@@ -225,28 +239,32 @@ def test_charged_seconds_are_what_spaces_schedules():
 
     from spaces.zero import client, config
 
-    blackwell = next(c for c in json.loads(files("spaces.zero").joinpath("configs.json").read_text())
-                     if "Blackwell" in c["model"])
-    svc = serving.Service(on_zerogpu=True, duration_factor=blackwell["duration_factor"])
+    blackwell = next(
+        c for c in json.loads(files("spaces.zero").joinpath("configs.json").read_text()) if "Blackwell" in c["model"]
+    )
+    svc = space.Service(on_zerogpu=True, duration_factor=blackwell["duration_factor"])
     svc.call_s["bundled"] = 0.013
     with mock.patch.object(config, "get_config", lambda: blackwell):
-        assert svc.duration_factor == serving.zerogpu_duration_factor() == 1.5
+        assert svc.duration_factor == space.zerogpu_duration_factor() == 1.5
         for settings in ((250, 10, 10), (100, 10, 5), (50, 5, 2), (1000, 1, 20)):
-            req = serving.Request("bundled", None, None, *settings)
+            req = space.Request("bundled", None, None, *settings)
             spaces_s = round(client.get_duration_seconds(timedelta(seconds=svc.gpu_duration(req)), None))
-            assert svc.charged_seconds(req) == spaces_s <= serving.ZEROGPU_TASK_MAX_S
+            assert svc.charged_seconds(req) == spaces_s <= space.ZEROGPU_TASK_MAX_S
 
 
-@pytest.mark.parametrize("raised,want", [
-    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), serving.OUT_OF_MEMORY),
-    (RuntimeError("CUDA error: an illegal memory access was encountered"), serving.GPU_FAILED),
-    (RuntimeError("something else"), None),
-])
+@pytest.mark.parametrize(
+    "raised,want",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), space.OUT_OF_MEMORY),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), space.GPU_FAILED),
+        (RuntimeError("something else"), None),
+    ],
+)
 def test_gpu_errors_reach_the_visitor_as_words(raised, want, caplog):
     """Issue 25: an error inside the GPU function reached the visitor as its class name (ZeroGPU hands on only
     gr.Error's message). Out of memory and CUDA failures become messages saying what to do; anything else stays as
     it is, with its traceback in the server's log. The error is raised at the run's 5th model call."""
-    svc = serving.Service()
+    svc = space.Service()
     inp = svc.models["bundled"] = repaint.load("bundled", device="cpu")
     calls, eps = [], inp.eps
 
@@ -257,7 +275,7 @@ def test_gpu_errors_reach_the_visitor_as_words(raised, want, caplog):
         return eps(*args, **kwargs)
 
     inp.eps = failing
-    req = serving.Request("bundled", np.zeros((32, 32, 3), np.uint8), "left_half", 10, 5, 2)
+    req = space.Request("bundled", np.zeros((32, 32, 3), np.uint8), "left_half", 10, 5, 2)
     with pytest.raises(ServeError if want else type(raised)) as got:
         list(svc.run(req))
     assert str(got.value) == (want or str(raised)) and len(calls) == 5
@@ -267,14 +285,18 @@ def test_gpu_errors_reach_the_visitor_as_words(raised, want, caplog):
 def test_a_run_stopped_short_of_its_slot_says_how_far_it_got_and_sizes_later_slots():
     """Issue 25, in this process: a run whose slot (``slot_s``, set where the GPU is asked for) would run out stops
     before the model call that would outlast it, with a message; the per-call time it measured replaces the guess."""
-    svc = serving.Service(on_zerogpu=True, duration_factor=1.5)
+    svc = space.Service(on_zerogpu=True, duration_factor=1.5)
     svc.models["bundled"] = repaint.load("bundled", device="cpu")
-    svc.call_s["bundled"] = serving.zerogpu_guess("bundled", 32)
-    req = serving.Request("bundled", np.zeros((32, 32, 3), np.uint8), "left_half", 250, 10, 10,
-                          slot_s=int(serving.SLOT_RESERVE_S) + 1)
+    svc.call_s["bundled"] = space.zerogpu_guess("bundled", 32)
+    req = space.Request(
+        "bundled", np.zeros((32, 32, 3), np.uint8), "left_half", 250, 10, 10, slot_s=int(space.SLOT_RESERVE_S) + 1
+    )
     ticks = []
-    with pytest.raises(ServeError, match=r"Stopped after ([\d,]+) of 2,410 model calls: at \d+ ms per call the run "
-                                         r"would outlast its 6 s GPU slot\. Nothing was saved") as e:
-        ticks.extend(ev[1] for ev in serving.stream(svc, svc.run, req) if ev[0] == "tick")
+    with pytest.raises(
+        ServeError,
+        match=r"Stopped after ([\d,]+) of 2,410 model calls: at \d+ ms per call the run "
+        r"would outlast its 6 s GPU slot\. Nothing was saved",
+    ) as e:
+        ticks.extend(ev[1] for ev in space.stream(svc, svc.run, req) if ev[0] == "tick")
     assert 0 < len(ticks) < 2410 and e.value.args[0].startswith(f"Stopped after {len(ticks):,} of")
     assert "bundled" in svc.run_s  # measured: later slots are sized from it, not from the guess

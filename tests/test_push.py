@@ -34,13 +34,19 @@ def test_push_to_hub_uploads_the_folder_and_its_card(tmp_path, hub, monkeypatch)
     assert convert.main(argv) == 0
     files = hub.repos["someone/repaint-places2"]
     local = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(local) == {"README.md", "config.json", "diffusion_pytorch_model.safetensors",
-                          "scheduler_config.json", "adm_options.json"}
+    assert set(local) == {
+        "README.md",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "scheduler_config.json",
+        "adm_options.json",
+    }
     assert files == local  # every file arrived, byte for byte
     assert any(r.startswith("PUT /lfs/") for r in hub.requests), "the weights went through git-lfs"
     assert hub.auth == {"Bearer hf_loopback"}
-    assert [(c["organization"], c["name"], c["visibility"]) for c in hub.created] == \
-        [("someone", "repaint-places2", "public")]
+    assert [(c["organization"], c["name"], c["visibility"]) for c in hub.created] == [
+        ("someone", "repaint-places2", "public")
+    ]
 
     card = files["README.md"].decode()
     meta = _front_matter(card)
@@ -91,14 +97,38 @@ def test_openai_checkpoints_are_mit_and_unknown_files_need_a_licence(tmp_path, h
     assert _front_matter(card)["license"] == "mit" and "github.com/openai/guided-diffusion" in card
 
     ckpt, _, _ = save_checkpoint(tmp_path / "mine.pt")
-    flags = ["--image_size", "16", "--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,2,2",
-             "--attention_resolutions", "8", "--num_head_channels", "16", "--learn_sigma", "true",
-             "--resblock_updown", "true"]
+    flags = [
+        "--image_size",
+        "16",
+        "--num_channels",
+        "32",
+        "--num_res_blocks",
+        "1",
+        "--channel_mult",
+        "1,2,2",
+        "--attention_resolutions",
+        "8",
+        "--num_head_channels",
+        "16",
+        "--learn_sigma",
+        "true",
+        "--resblock_updown",
+        "true",
+    ]
     with pytest.raises(SystemExit):
         convert.main([str(ckpt), str(tmp_path / "mine"), "--push-to-hub", "someone/mine", *flags])
     assert "give --license" in capsys.readouterr().err and not hub.repos
-    argv = [str(ckpt), str(tmp_path / "mine"), "--push-to-hub", "someone/mine", "--license", "mit", "--source",
-            "my own training run", *flags]
+    argv = [
+        str(ckpt),
+        str(tmp_path / "mine"),
+        "--push-to-hub",
+        "someone/mine",
+        "--license",
+        "mit",
+        "--source",
+        "my own training run",
+        *flags,
+    ]
     assert convert.main(argv) == 0
     card = hub.repos["someone/mine"]["README.md"].decode()
     assert _front_matter(card)["license"] == "mit" and "my own training run" in card

@@ -33,8 +33,11 @@ SIZE = 16
 #: The sampler's variance types and guided-diffusion's names for them. With the learned range the model returns 2C
 #: channels (eps, then v); ``reference_repaint`` hands the whole output to guided-diffusion, which splits it and
 #: computes the variance itself (Improved DDPM eq. 15).
-VARIANCE = {"fixed_small": ModelVarType.FIXED_SMALL, "fixed_large": ModelVarType.FIXED_LARGE,
-            "learned_range": ModelVarType.LEARNED_RANGE}
+VARIANCE = {
+    "fixed_small": ModelVarType.FIXED_SMALL,
+    "fixed_large": ModelVarType.FIXED_LARGE,
+    "learned_range": ModelVarType.LEARNED_RANGE,
+}
 #: diffusers' beta_schedule names and guided-diffusion's for the same betas.
 BETAS = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
 
@@ -44,13 +47,16 @@ def gd_diffusion(beta_schedule: str, variance_type: str, train_steps: int, steps
     return SpacedDiffusion(
         use_timesteps=gd_space_timesteps(train_steps, [steps]),
         betas=get_named_beta_schedule(BETAS[beta_schedule], train_steps),
-        model_mean_type=ModelMeanType.EPSILON, model_var_type=VARIANCE[variance_type], loss_type=LossType.MSE,
+        model_mean_type=ModelMeanType.EPSILON,
+        model_var_type=VARIANCE[variance_type],
+        loss_type=LossType.MSE,
         rescale_timesteps=False,  # the model sees the training timestep itself (the _WrappedModel maps it)
     )
 
 
-def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, clipped: list, cond_fn=None,
-                      model_kwargs=None):
+def reference_repaint(
+    diffusion, net, x_T, image, keep, times, gen, clip: bool, clipped: list, cond_fn=None, model_kwargs=None
+):
     """Algorithm 1 of the paper (Lugmayr et al. 2022) for one sample, on guided-diffusion's primitives.
 
     ``times``: the official ``get_schedule_jump``; each pair (t_last, t_cur) is a reverse step at t_last or a jump
@@ -73,8 +79,9 @@ def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, 
             x = math.sqrt(1 - beta) * x + math.sqrt(beta) * draw()
             continue
         t = torch.tensor([t_last])
-        out = diffusion.p_mean_variance(net, x, t, clip_denoised=clip, denoised_fn=record,
-                                        model_kwargs=model_kwargs)  # lines 6-7
+        out = diffusion.p_mean_variance(
+            net, x, t, clip_denoised=clip, denoised_fn=record, model_kwargs=model_kwargs
+        )  # lines 6-7
         if cond_fn is not None:
             out["mean"] = diffusion.condition_mean(cond_fn, out, x, t, model_kwargs=model_kwargs)
         z = draw()
@@ -87,6 +94,7 @@ def reference_repaint(diffusion, net, x_T, image, keep, times, gen, clip: bool, 
 def model_of(net, variance_type: str):
     """The tiny UNet as ``model(x, t)``; for the learned range with a second half v = tanh(3 x + eps) in (-1, 1), a
     different v in each pixel, sample and level, so each pixel gets its own variance."""
+
     def learned(x, t):
         eps = net(x, t).sample
         return torch.cat([eps, torch.tanh(3 * x + eps)], dim=1)
@@ -94,8 +102,9 @@ def model_of(net, variance_type: str):
     return learned if variance_type == "learned_range" else lambda x, t: net(x, t).sample
 
 
-def run_both(net, config: dict, steps: int, rs: list[int], mask_names: list[str], seeds: list[int], j: int = 2,
-             model=None):
+def run_both(
+    net, config: dict, steps: int, rs: list[int], mask_names: list[str], seeds: list[int], j: int = 2, model=None
+):
     """(ours, reference, clipped): one batched ``sample_repaint`` against one reference run per sample (``model``:
     ``model(x, t)`` in place of the UNet's)."""
     c = net.config.in_channels
@@ -108,15 +117,27 @@ def run_both(net, config: dict, steps: int, rs: list[int], mask_names: list[str]
     schedules = [official_get_schedule_jump(steps, 1, j, r) for r in rs]
     with torch.no_grad():
         ours = sample_repaint(model, x_T, image, fill, tables, schedules, gens)
-        diffusion = gd_diffusion(config["beta_schedule"], config.get("variance_type", "fixed_small"),
-                                 config["num_train_timesteps"], steps)
+        diffusion = gd_diffusion(
+            config["beta_schedule"], config.get("variance_type", "fixed_small"), config["num_train_timesteps"], steps
+        )
         clipped, ref = [], []
         for b, s in enumerate(seeds):
             g = torch.Generator().manual_seed(s)
             x = torch.randn(1, c, SIZE, SIZE, generator=g)
             keep = (~fill[b : b + 1]).float()
-            ref.append(reference_repaint(diffusion, model, x, image[b : b + 1], keep,
-                                         schedules[b], g, config.get("clip_sample", True), clipped))
+            ref.append(
+                reference_repaint(
+                    diffusion,
+                    model,
+                    x,
+                    image[b : b + 1],
+                    keep,
+                    schedules[b],
+                    g,
+                    config.get("clip_sample", True),
+                    clipped,
+                )
+            )
     return ours, torch.cat(ref), clipped
 
 
@@ -140,8 +161,12 @@ CASES = {  # id: (config changes, steps, r per sample, mask per sample)
     "learned_r1": ({"variance_type": "learned_range"}, 10, [1], ["left_half"]),
     "learned_r3": ({"variance_type": "learned_range"}, 10, [3], ["every_second_line"]),
     "learned_compare": ({"variance_type": "learned_range"}, 10, [4, 1], ["thin", "thin"]),
-    "learned_cosine_batch": ({"variance_type": "learned_range", "beta_schedule": "squaredcos_cap_v2"}, 8, [2, 2],
-                             ["thick", "center_box"]),
+    "learned_cosine_batch": (
+        {"variance_type": "learned_range", "beta_schedule": "squaredcos_cap_v2"},
+        8,
+        [2, 2],
+        ["thick", "center_box"],
+    ),
 }
 
 
@@ -208,8 +233,15 @@ def test_r1_matches_diffusers_repaint_pipeline_eta1(net, dtype, mask_name):
     sched.step = lambda *a, **k: (outs.append(step(*a, **k)), outs[-1])[1]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The preprocess method is deprecated", category=FutureWarning)
-        peer(image, (~fill).to(dtype), num_inference_steps=train_steps, eta=1.0, jump_length=1, jump_n_sample=1,
-             generator=torch.Generator().manual_seed(3))  # mask: diffusers 1 = keep
+        peer(
+            image,
+            (~fill).to(dtype),
+            num_inference_steps=train_steps,
+            eta=1.0,
+            jump_length=1,
+            jump_n_sample=1,
+            generator=torch.Generator().manual_seed(3),
+        )  # mask: diffusers 1 = keep
     theirs = outs[-1].prev_sample
     assert len(outs) == train_steps
 
@@ -217,7 +249,14 @@ def test_r1_matches_diffusers_repaint_pipeline_eta1(net, dtype, mask_name):
     x_T = torch.randn(1, 3, SIZE, SIZE, generator=g, dtype=dtype)
     config = dict(num_train_timesteps=train_steps, trained_betas=betas, clip_sample=False)
     with torch.no_grad():
-        ours = sample_repaint(lambda x, t: n(x, t).sample, x_T, image, fill, noise_tables(config, train_steps),
-                              [official_get_schedule_jump(train_steps, 1, 1, 1)], [g])
+        ours = sample_repaint(
+            lambda x, t: n(x, t).sample,
+            x_T,
+            image,
+            fill,
+            noise_tables(config, train_steps),
+            [official_get_schedule_jump(train_steps, 1, 1, 1)],
+            [g],
+        )
     bound = train_steps * 100 * torch.finfo(dtype).eps * float(theirs.abs().max())
     torch.testing.assert_close(ours, theirs, rtol=0, atol=bound)

@@ -32,6 +32,7 @@ def test_space_requirements_are_self_contained_and_pin_a_zerogpu_torch():
 
 def test_dev_requirements_repeat_every_runtime_requirement_but_torchs_pin():
     space, dev = _requirements("requirements.txt"), _requirements("requirements-dev.txt")
+
     def agrees(name: str, r: Requirement) -> bool:  # the same, or a pin the Space's range admits (spaces for tests)
         pins = [s.version for s in dev[name].specifier if s.operator == "=="] if name in dev else []
         return name in dev and (dev[name] == r or (len(pins) == 1 and r.specifier.contains(pins[0])))

@@ -111,8 +111,16 @@ def test_merge_happens_after_each_step(pipe):
     seen = []
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 3, 16, 16, generator=g)
-    sample_repaint(pipe.eps, x, image, mask, tables, [jump_schedule(4, 1, 1)], [g],
-                   callback=lambda i, lv, xt, x0: seen.append((lv[0], xt.clone())))
+    sample_repaint(
+        pipe.eps,
+        x,
+        image,
+        mask,
+        tables,
+        [jump_schedule(4, 1, 1)],
+        [g],
+        callback=lambda i, lv, xt, x0: seen.append((lv[0], xt.clone())),
+    )
     replay = torch.Generator().manual_seed(3)
     torch.randn(1, 3, 16, 16, generator=replay)  # x_T
     for level, xt in seen:
@@ -141,17 +149,27 @@ def test_batched_samples_equal_separate_runs(pipe):
 
 
 def test_random_presets_are_exactly_the_presets_that_depend_on_the_seed():
-    varies = {name for name in masks.PRESETS
-              if any(not np.array_equal(masks.preset(name, 32, 32, 0), masks.preset(name, 32, 32, s)) for s in (1, 2))}
+    varies = {
+        name
+        for name in masks.PRESETS
+        if any(not np.array_equal(masks.preset(name, 32, 32, 0), masks.preset(name, 32, 32, s)) for s in (1, 2))
+    }
     assert varies == set(masks.RANDOM) == {"thick", "thin", "wide"}
 
 
 @pytest.mark.usefixtures("one_thread")
 @settings(max_examples=25, deadline=None)
-@given(name=st.sampled_from(sorted(masks.PRESETS)), seed=st.integers(0, 2**40), num_samples=st.integers(2, 3),
-       compare=st.booleans(), full_size=st.booleans(), invert=st.booleans())
-def test_batch_sample_i_equals_a_separate_run_with_seed_plus_i(pipe, name, seed, num_samples, compare, full_size,
-                                                               invert):
+@given(
+    name=st.sampled_from(sorted(masks.PRESETS)),
+    seed=st.integers(0, 2**40),
+    num_samples=st.integers(2, 3),
+    compare=st.booleans(),
+    full_size=st.booleans(),
+    invert=st.booleans(),
+)
+def test_batch_sample_i_equals_a_separate_run_with_seed_plus_i(
+    pipe, name, seed, num_samples, compare, full_size, invert
+):
     """The README's promise, for every preset (random ones draw each sample's mask from its own seed), in inpaint
     and compare, at the model's size and at full size: sample i of a batch is, bit for bit, a run alone with
     seed + i, and its known pixels are those of the mask drawn from seed + i."""
@@ -201,6 +219,7 @@ def test_compare_costs_the_calls_of_the_longest_chain(pipe):
 
 
 # --- diffusers' RePaintScheduler (eta=1) as an oracle ----------------------------------------------------------------
+
 
 def test_same_schedule_sequence_as_diffusers():
     sched = RePaintScheduler(num_train_timesteps=1000)
@@ -258,9 +277,14 @@ def test_rejects_inconsistent_arguments(pipe):
         sample_repaint(pipe.eps, x, image, mask, tables, [s, jump_schedule(3, 1, 1)], [g, g])
 
 
-@pytest.mark.parametrize("schedule,message", [([1, 0], "must end with a denoising step to -1"),
-                                              ([1, 0, -1, 0], "must end with a denoising step to -1"),
-                                              ([1, 0, 2], "moves from 0 to 2")])
+@pytest.mark.parametrize(
+    "schedule,message",
+    [
+        ([1, 0], "must end with a denoising step to -1"),
+        ([1, 0, -1, 0], "must end with a denoising step to -1"),
+        ([1, 0, 2], "moves from 0 to 2"),
+    ],
+)
 def test_bad_schedules_are_refused(schedule, message):
     with pytest.raises(ValueError, match=message):
         _moves(schedule)
@@ -279,9 +303,16 @@ def test_callback_levels_in_compare_mode(pipe):
         ticks.append(tick)
         seen.append(list(levels))
 
-    sample_repaint(pipe.eps, torch.zeros(2, 3, 16, 16), torch.zeros(1, 3, 16, 16),
-                   torch.ones(1, 1, 16, 16, dtype=torch.bool), tables, [jump_schedule(steps, 2, 3),
-                   jump_schedule(steps, 2, 1)], gens, callback=callback)
+    sample_repaint(
+        pipe.eps,
+        torch.zeros(2, 3, 16, 16),
+        torch.zeros(1, 3, 16, 16),
+        torch.ones(1, 1, 16, 16, dtype=torch.bool),
+        tables,
+        [jump_schedule(steps, 2, 3), jump_schedule(steps, 2, 1)],
+        gens,
+        callback=callback,
+    )
     assert ticks == list(range(len(ticks)))
     plain = [lv[1] for lv in seen]
     assert plain[0] == steps - 1 and plain[-1] == -1 and seen[-1][0] == -1

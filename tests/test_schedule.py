@@ -65,8 +65,12 @@ def test_respacing_grid_is_guided_diffusions_for_every_step_count():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(st.tuples(st.just(4000), st.integers(1, 4000)),
-                 st.integers(1, 4000).flatmap(lambda n: st.tuples(st.just(n), st.integers(1, n)))))
+@given(
+    st.one_of(
+        st.tuples(st.just(4000), st.integers(1, 4000)),
+        st.integers(1, 4000).flatmap(lambda n: st.tuples(st.just(n), st.integers(1, n))),
+    )
+)
 def test_respacing_grid_is_guided_diffusions_for_any_training_length(case):
     """The same oracle for 4000-step models (improved-diffusion's cosine models) and any other training length."""
     assert space_timesteps(*case) == _gd_space_timesteps(*case)
@@ -90,12 +94,16 @@ def test_respaced_tables_keep_alphas_cumprod():
     np.testing.assert_array_equal(large.posterior_variance, large.betas)
 
 
-@pytest.mark.parametrize("config", [
-    dict(beta_schedule="linear"),
-    dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-    dict(beta_schedule="squaredcos_cap_v2"),
-    dict(trained_betas=np.linspace(2e-4, 0.03, 1000).tolist()),
-], ids=["linear", "scaled_linear", "squaredcos_cap_v2", "trained_betas"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(beta_schedule="linear"),
+        dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+        dict(beta_schedule="squaredcos_cap_v2"),
+        dict(trained_betas=np.linspace(2e-4, 0.03, 1000).tolist()),
+    ],
+    ids=["linear", "scaled_linear", "squaredcos_cap_v2", "trained_betas"],
+)
 def test_betas_match_diffusers_ddpm_scheduler(config):
     """diffusers' DDPMScheduler is the oracle for its own config names. It keeps betas in float32, so they agree to
     float32 rounding of values below 1 (eps 1.2e-7, 6e-8 relative per rounding, a few roundings for each)."""
@@ -118,8 +126,9 @@ def test_betas_match_guided_diffusion_in_float64(ours, theirs):
         from guided_diffusion.gaussian_diffusion import get_named_beta_schedule
 
     for n in (1000, 50):
-        mine = betas_from_config(dict(num_train_timesteps=n, beta_schedule=ours,
-                                      beta_start=1e-4 * 1000 / n, beta_end=0.02 * 1000 / n))
+        mine = betas_from_config(
+            dict(num_train_timesteps=n, beta_schedule=ours, beta_start=1e-4 * 1000 / n, beta_end=0.02 * 1000 / n)
+        )
         np.testing.assert_allclose(mine, get_named_beta_schedule(theirs, n), rtol=1e-14, atol=0)
 
 
@@ -138,12 +147,20 @@ def test_noise_tables_match_guided_diffusion_spaced_diffusion(steps, variance_ty
         from guided_diffusion.respace import space_timesteps as gd_space_timesteps
 
     var = {"fixed_small": ModelVarType.FIXED_SMALL, "fixed_large": ModelVarType.FIXED_LARGE}[variance_type]
-    gd = SpacedDiffusion(use_timesteps=gd_space_timesteps(1000, [steps]), betas=get_named_beta_schedule("linear", 1000),
-                         model_mean_type=ModelMeanType.EPSILON, model_var_type=var, loss_type=LossType.MSE)
+    gd = SpacedDiffusion(
+        use_timesteps=gd_space_timesteps(1000, [steps]),
+        betas=get_named_beta_schedule("linear", 1000),
+        model_mean_type=ModelMeanType.EPSILON,
+        model_var_type=var,
+        loss_type=LossType.MSE,
+    )
     tab = noise_tables(dict(num_train_timesteps=1000, beta_schedule="linear", variance_type=variance_type), steps)
     assert tab.timesteps.tolist() == gd.timestep_map
-    for ours, theirs in [(tab.betas, gd.betas), (tab.alphas_cumprod, gd.alphas_cumprod),
-                         (tab.alphas_cumprod_prev, gd.alphas_cumprod_prev)]:
+    for ours, theirs in [
+        (tab.betas, gd.betas),
+        (tab.alphas_cumprod, gd.alphas_cumprod),
+        (tab.alphas_cumprod_prev, gd.alphas_cumprod_prev),
+    ]:
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0)
     gd_var = gd.posterior_variance if var == ModelVarType.FIXED_SMALL else gd.betas
     np.testing.assert_allclose(tab.posterior_variance[1:], gd_var[1:], rtol=1e-12, atol=0)

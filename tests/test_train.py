@@ -59,8 +59,21 @@ def test_train_faces_and_folder(tmp_path: Path) -> None:
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(imgs / f"{i}.{'png' if i else 'jpg'}")
     (imgs / "notes.txt").write_text("not an image")
     out = tmp_path / "folder"
-    cmd = [sys.executable, "-m", "repaint.train", "--data", str(imgs), "--out", str(out), "--work", str(tmp_path / "w"),
-           "--steps", "3", "--no-keep-state", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "repaint.train",
+        "--data",
+        str(imgs),
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "w"),
+        "--steps",
+        "3",
+        "--no-keep-state",
+        *TINY,
+    ]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
     assert {p.name for p in out.iterdir()} == SHIPPED  # shipped folder holds only the 3 files
     assert not (tmp_path / "w" / "train_state.pt").exists()

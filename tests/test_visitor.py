@@ -11,7 +11,8 @@ from PIL import Image
 
 import app
 import repaint
-from repaint import pictures, serving
+from repaint import space
+from repaint.space import pictures
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
 pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
@@ -26,9 +27,14 @@ def photo(path, size=(4000, 3000), exif_rotate=False):
     w, h = size
     x = np.linspace(0, 1, w)[None, :, None]
     y = np.linspace(0, 1, h)[:, None, None]
-    rgb = np.concatenate([np.broadcast_to(200 * (x < 0.5) + 40 * y, (h, w, 1)),
-                          np.broadcast_to(200 * (x >= 0.5) + 30 * y, (h, w, 1)),
-                          np.broadcast_to(60 + 100 * x * y, (h, w, 1))], axis=2)
+    rgb = np.concatenate(
+        [
+            np.broadcast_to(200 * (x < 0.5) + 40 * y, (h, w, 1)),
+            np.broadcast_to(200 * (x >= 0.5) + 30 * y, (h, w, 1)),
+            np.broadcast_to(60 + 100 * x * y, (h, w, 1)),
+        ],
+        axis=2,
+    )
     rgb = rgb + np.random.default_rng(0).normal(0, 8, (h, w, 3))  # grain: it compresses like a photo (~2.5 MB)
     img = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
     exif = Image.Exif()
@@ -48,8 +54,23 @@ def last(gen):
 
 
 def run_page(value, preset, *, original=None, shown=None, compare=False, r=2, session="t", **kw):
-    return app.run(value, preset, "bundled", 10, 5, r, 3, False, 1, compare, False, ui_request(session),
-                   shown=shown, original=original, **kw)
+    return app.run(
+        value,
+        preset,
+        "bundled",
+        10,
+        5,
+        r,
+        3,
+        False,
+        1,
+        compare,
+        False,
+        ui_request(session),
+        shown=shown,
+        original=original,
+        **kw,
+    )
 
 
 # ------------------------------------------------------------------------------------------- phone photos
@@ -147,8 +168,9 @@ def test_compare_with_r1_is_refused_in_the_page_and_the_api(client, face):
     with pytest.raises(gr.Error, match="Compare needs r"):
         last(run_page(value, "left_half", compare=True, r=1))
     with pytest.raises(AppError, match="Compare needs r"):
-        client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", compare=True,
-                       **{**SMALL, "jump_n_sample": 1})
+        client.predict(
+            handle_file(str(face)), "left_half", api_name="/inpaint", compare=True, **{**SMALL, "jump_n_sample": 1}
+        )
 
 
 # ------------------------------------------------------------------------------------------- Stop
@@ -183,8 +205,9 @@ def test_corrupt_image_and_non_number_settings_get_the_apps_message(client, face
             client.predict(handle_file(str(path)), "left_half", api_name="/inpaint", compare=False, **SMALL)
     for name in ("steps", "jump_n_sample", "seed"):
         with pytest.raises(AppError, match=f"{name} must be a whole number, got 'abc'"):
-            client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", compare=False,
-                           **{**SMALL, name: "abc"})
+            client.predict(
+                handle_file(str(face)), "left_half", api_name="/inpaint", compare=False, **{**SMALL, name: "abc"}
+            )
     out = client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", compare=False, **SMALL)
     assert len(out) == 1  # and the server goes on serving
 
@@ -205,7 +228,7 @@ def test_a_model_that_cannot_be_loaded_sends_the_chooser_back(monkeypatch):
 
 
 def test_serving_refuses_compare_r1_with_the_reason():
-    with pytest.raises(serving.ServeError, match="both results would be the same"):
-        serving.check_compare(1, True)
-    serving.check_compare(1, False)
-    serving.check_compare(2, True)
+    with pytest.raises(space.ServeError, match="both results would be the same"):
+        space.check_compare(1, True)
+    space.check_compare(1, False)
+    space.check_compare(2, True)

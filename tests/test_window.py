@@ -144,8 +144,12 @@ def test_known_context_around_the_mask_reaches_the_model(case, resolution):
     win = window.mask_window(mask, resolution)
     scale = win.side / resolution
     x0, y0, x1, y1 = win.box
-    for have, got in [(left, left - max(x0, 0)), (w - right, min(x1, w) - right),
-                      (top, top - max(y0, 0)), (h - bottom, min(y1, h) - bottom)]:
+    for have, got in [
+        (left, left - max(x0, 0)),
+        (w - right, min(x1, w) - right),
+        (top, top - max(y0, 0)),
+        (h - bottom, min(y1, h) - bottom),
+    ]:
         assert got >= min(have, 2 * scale), (have, got, win)
     _, fill = window.model_input(np.zeros((h, w, 3), np.uint8), mask, win, resolution)
     k = np.arange(resolution)

@@ -32,7 +32,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import repaint
-from repaint import aot, serving
+from repaint import space
+from repaint.space import aot
 
 pytestmark = pytest.mark.zerogpu
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +47,9 @@ def server(tmp_path_factory):
     for name in ("cat", "cifar10"):
         repo_id = repaint.MODELS[name].repo_id  # the repository's real files, with the bundled model's weights
         write_hub_cache(tmp / "hf" / "hub", repo_id, ddpm_repo(repo_id, weights_from=repaint.models.BUNDLED_DIR))
-    with serve(tmp, REPAINT_MODELS="cat,cifar10,bundled", REPAINT_MODEL="cat",
-               REPAINT_TEST_FAULT_FILE=str(tmp / "fault")) as urls:
+    with serve(
+        tmp, REPAINT_MODELS="cat,cifar10,bundled", REPAINT_MODEL="cat", REPAINT_TEST_FAULT_FILE=str(tmp / "fault")
+    ) as urls:
         yield urls
 
 
@@ -56,10 +58,23 @@ def serve(tmp: Path, expect_models: str | None = None, **settings: str):
     """Starts tests/_zerogpu.py with ``settings`` in its environment; yields (page url, device API url, call log
     path) once it is ready with ``expect_models`` loaded (default: REPAINT_MODELS), and stops it after."""
     log = tmp / "calls.log"
-    env = {**os.environ, "HF_HOME": str(tmp / "hf"), "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"),
-           "REPAINT_TEST_CALL_LOG": str(log), "OMP_NUM_THREADS": "1", **settings}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "_zerogpu.py"), "0"], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp / "hf"),
+        "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"),
+        "REPAINT_TEST_CALL_LOG": str(log),
+        "OMP_NUM_THREADS": "1",
+        **settings,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "_zerogpu.py"), "0"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines, ready = [], threading.Event()
 
     def read():
@@ -110,12 +125,19 @@ class Page:
 
     def submit(self, fn_index: int, data: list) -> list[dict]:
         """Runs one queued event to its end: the messages the server streamed."""
-        r = httpx.post(self.url + "/queue/join", json={"data": data, "fn_index": fn_index, "trigger_id": None,
-                                                      "session_hash": self.session, "event_data": None})
+        r = httpx.post(
+            self.url + "/queue/join",
+            json={
+                "data": data,
+                "fn_index": fn_index,
+                "trigger_id": None,
+                "session_hash": self.session,
+                "event_data": None,
+            },
+        )
         r.raise_for_status()
         messages = []
-        with httpx.stream("GET", self.url + "/queue/data", params={"session_hash": self.session},
-                          timeout=300) as s:
+        with httpx.stream("GET", self.url + "/queue/data", params={"session_hash": self.session}, timeout=300) as s:
             for line in s.iter_lines():
                 if line.startswith("data:"):
                     messages.append(json.loads(line[5:]))
@@ -125,8 +147,11 @@ class Page:
 
     def predict(self, fn_index: int, data: list):
         """An event outside the queue (queue=False), as the browser posts it."""
-        r = httpx.post(self.url + "/run/predict", json={"data": data, "fn_index": fn_index,
-                                                       "session_hash": self.session}, timeout=60)
+        r = httpx.post(
+            self.url + "/run/predict",
+            json={"data": data, "fn_index": fn_index, "session_hash": self.session},
+            timeout=60,
+        )
         r.raise_for_status()
         return r.json()["data"]
 
@@ -135,13 +160,16 @@ class Page:
         face = np.asarray(Image.open(FACE).convert("RGBA"))
         layer = np.zeros_like(face)
         layer[:, : face.shape[1] // 2] = (30, 90, 255, 128)
-        editor = {"background": self.upload(face, "face.png"), "layers": [self.upload(layer, "layer.png")],
-                  "composite": None}
+        editor = {
+            "background": self.upload(face, "face.png"),
+            "layers": [self.upload(layer, "layer.png")],
+            "composite": None,
+        }
         data = [editor, "draw", model, steps, jump, resample, 0, False, samples, False, False]
         fn = self.fn("run", "click")
         inputs = next(d["inputs"] for d in self.config["dependencies"] if d["id"] == fn)
         values = {c["id"]: c["props"].get("value") for c in self.config["components"] if "props" in c}
-        return self.submit(fn, data + [values.get(i) for i in inputs[len(data):]])  # the others as the page shows them
+        return self.submit(fn, data + [values.get(i) for i in inputs[len(data) :]])  # the others as the page shows them
 
 
 def outcome(messages: list[dict]) -> tuple[bool, list]:
@@ -157,8 +185,9 @@ def test_non_default_models_run_through_the_page_and_the_api(server, model):
     ok, out = outcome(Page(page_url).inpaint(model, 10, 5, 2))
     assert ok and out[0].startswith("Done") and f"{model}, seed 0" in out[0], out
     assert out[2] and len(out[2]) == 1  # the gallery: one result
-    (result,) = Client(page_url, verbose=False).predict(handle_file(str(FACE)), "left_half", model, 10, 5, 2, 3, 1,
-                                                        False, api_name="/inpaint")
+    (result,) = Client(page_url, verbose=False).predict(
+        handle_file(str(FACE)), "left_half", model, 10, 5, 2, 3, 1, False, api_name="/inpaint"
+    )
     res = np.asarray(Image.open(result["image"]).convert("RGB"))
     inp = repaint.load("bundled", device="cpu")  # the same weights, here in this process
     rgb, _ = inp.prepare(str(FACE), "left_half")
@@ -181,12 +210,12 @@ def test_stop_ends_the_workers_run_within_one_model_call(server):
     while log.read_text().count("call") < 30 and runner.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert log.read_text().count("call") >= 30, messages
-    assert page.predict(page.fn("stop", "click"), []) == [serving.STOPPING]
+    assert page.predict(page.fn("stop", "click"), []) == [space.STOPPING]
     runner.join(120)
     time.sleep(1.0)  # a worker that did not stop would go on calling the model
     words = log.read_text().split()
     assert "stop" in words, words[-20:]
-    after = words[words.index("stop") + 1:]
+    after = words[words.index("stop") + 1 :]
     assert after.count("call") <= 1, after  # the call in flight when the stop event was set, no more
     assert words.count("call") < repaint.count_model_calls(100, 10, 5)
     ok, out = outcome(messages)
@@ -212,7 +241,7 @@ def test_a_stop_while_waiting_for_a_gpu_leaves_the_visitors_later_runs_alone(ser
     while not queued() and time.monotonic() < deadline:
         time.sleep(0.1)  # until the run has asked for its GPU and waits in the queue
     assert queued()
-    assert page.predict(page.fn("stop", "click"), []) == [serving.STOPPING]
+    assert page.predict(page.fn("stop", "click"), []) == [space.STOPPING]
     runner.join(60)
     ok, out = outcome(messages)
     assert ok and out[0].startswith("Stopped as you asked"), out
@@ -237,7 +266,7 @@ def test_an_error_inside_the_gpu_function_keeps_its_message(server):
         client.predict(handle_file(str(FACE)), "left_half", "bundled", 5, 9, 1, 0, 1, False, api_name="/inpaint")
 
 
-@pytest.mark.parametrize("kind,message", [("oom", serving.OUT_OF_MEMORY), ("cuda", serving.GPU_FAILED)])
+@pytest.mark.parametrize("kind,message", [("oom", space.OUT_OF_MEMORY), ("cuda", space.GPU_FAILED)])
 def test_a_gpu_error_in_the_worker_reaches_the_visitor_as_words(server, kind, message):
     """Issue 25: an out-of-memory or CUDA error inside the GPU function reached the visitor as its class name
     ("ZeroGPU worker error"). Raised by the worker's 5th model call, it arrives as a message saying what to do."""
@@ -257,18 +286,18 @@ def test_defaults_fit_the_default_slot_and_the_paper_is_one_click_away(server):
     page_url, api, _ = server
     page = Page(page_url)
     defaults = tuple(page.value(e) for e in ("steps", "jump", "resample"))
-    svc = serving.Service(on_zerogpu=True, duration_factor=1.5)  # the server's guess (nothing measured yet)
-    assert defaults == serving.fitting_settings(svc, "cat", serving.ZEROGPU_SLOT_S) != (250, 10, 10)
-    assert svc.charged_seconds(serving.Request("cat", None, None, 250, 10, 10)) > serving.ZEROGPU_SLOT_S
+    svc = space.Service(on_zerogpu=True, duration_factor=1.5)  # the server's guess (nothing measured yet)
+    assert defaults == space.fitting_settings(svc, "cat", space.ZEROGPU_SLOT_S) != (250, 10, 10)
+    assert svc.charged_seconds(space.Request("cat", None, None, 250, 10, 10)) > space.ZEROGPU_SLOT_S
     estimate = page.value("estimate")  # the page's first estimate: the default model at the defaults
     charged = int(re.search(r"Requests \*\*(\d+) s\*\* of ZeroGPU quota \((\d+) s x 1.5", estimate).group(1))
     assert "within the daily quota of: anonymous (120 s/day)" in estimate and "assumed 25 TFLOP/s" in estimate
-    assert charged <= serving.ZEROGPU_SLOT_S
+    assert charged <= space.ZEROGPU_SLOT_S
     before = len(device_calls(api))
     ok, out = outcome(page.inpaint("cat", *defaults))
     assert ok and out[0].startswith("Done"), out
     (scheduled,) = [int(p["durationSeconds"]) for path, p in device_calls(api)[before:] if path == "/schedule"]
-    assert scheduled == charged <= serving.ZEROGPU_QUOTA_S["anonymous"]  # what the page said, on the wire
+    assert scheduled == charged <= space.ZEROGPU_QUOTA_S["anonymous"]  # what the page said, on the wire
     assert page.predict(page.fn("paper", "click"), []) == [250, 10, 10]
 
 
@@ -281,8 +310,11 @@ def test_a_run_that_would_outlast_its_slot_stops_first_and_says_how_far_it_got(s
     client = Client(page_url, verbose=False)
     settings = dict(model="bundled", image=str(FACE), mask="left_half", steps=250, jump_length=10, jump_n_sample=10)
     before = len(device_calls(api))
-    with pytest.raises(AppError, match=r"Stopped after \d+ of 2,410 model calls: at \d+ ms per call the run would "
-                                       r"outlast its 8 s GPU slot"):
+    with pytest.raises(
+        AppError,
+        match=r"Stopped after \d+ of 2,410 model calls: at \d+ ms per call the run would "
+        r"outlast its 8 s GPU slot",
+    ):
         client.predict({**settings, "slot_s": 8}, api_name="/test_gpu_run")
     calls = device_calls(api)[before:]
     assert [int(p["durationSeconds"]) for path, p in calls if path == "/schedule"] == [12]  # 8 s x 1.5
@@ -308,9 +340,12 @@ def test_two_visitors_run_at_the_same_time(server):
     a GPU worker of its own: the second is scheduled while the first still holds its GPU."""
     page_url, api, _ = server
     before = len(device_calls(api))
-    jobs = [Client(page_url, verbose=False).submit(handle_file(str(FACE)), "left_half", model, 50, 5, 2, i, 1,
-                                                   False, api_name="/inpaint")
-            for i, model in enumerate(("bundled", "cifar10"))]
+    jobs = [
+        Client(page_url, verbose=False).submit(
+            handle_file(str(FACE)), "left_half", model, 50, 5, 2, i, 1, False, api_name="/inpaint"
+        )
+        for i, model in enumerate(("bundled", "cifar10"))
+    ]
     results = [job.result(timeout=300) for job in jobs]
     assert all(len(r) == 1 for r in results)
     calls = [path for path, _ in device_calls(api)[before:]]
@@ -345,8 +380,9 @@ def test_an_ahead_of_time_compiled_unet_loads_once_per_worker_and_equals_the_eag
         (resampled, plain) = eager.compare(str(FACE), "left_half", **settings)
         runs = [(False, [resampled[0]])] * 3 + [(True, [resampled[0], plain[0]])]
         for compare, wanted in runs:
-            results = client.predict(handle_file(str(FACE)), "left_half", "bundled", 10, 5, 2, 3, 1, compare,
-                                     api_name="/inpaint")
+            results = client.predict(
+                handle_file(str(FACE)), "left_half", "bundled", 10, 5, 2, 3, 1, compare, api_name="/inpaint"
+            )
             for result, want in zip(results if compare else [results[0]], wanted, strict=True):
                 got = np.asarray(Image.open(result["image"]).convert("RGB")).astype(int)
                 assert (got[~fill] == rgb[~fill]).all()
@@ -363,8 +399,14 @@ def test_the_page_on_zerogpu_says_why_a_model_is_missing_and_offers_no_hub_ids(t
     The notice said it was "not an offered model", or "No GPU here" on a GPU; the model box offered typing a Hub
     id that the server then refused. The notice now says the model could not be loaded and why, and the box offers
     only what the server takes."""
-    with serve(tmp_path, REPAINT_MODELS="church,bundled", REPAINT_MODEL="church", HF_HUB_OFFLINE="1",
-               REPAINT_ALLOW_HUB_IDS="1", expect_models="bundled") as (page_url, _, _):
+    with serve(
+        tmp_path,
+        REPAINT_MODELS="church,bundled",
+        REPAINT_MODEL="church",
+        HF_HUB_OFFLINE="1",
+        REPAINT_ALLOW_HUB_IDS="1",
+        expect_models="bundled",
+    ) as (page_url, _, _):
         page = Page(page_url)
         notice = page.value("notice")
         assert "REPAINT_MODEL='church' could not be loaded; using 'bundled'." in notice, notice

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from .models import Inpainter
+from ..models import Inpainter
 
 __all__ = ["compile_unet", "export_unet", "on_zerogpu"]
 
@@ -107,10 +107,12 @@ def compile_unet(inp: Inpainter, *, gpu=None, batch_max: int = BATCH_MAX) -> boo
         compiled.compiled_model = PerProcess()  # see PerProcess
         spaces.aoti_apply(compiled, inp.unet)
     except Exception as e:  # noqa: BLE001 - compilation is an optimisation: any failure leaves the eager model
-        log.warning("ahead-of-time compilation of %s failed (%s: %s); it runs uncompiled", inp.name,
-                    type(e).__name__, e)
+        log.warning(
+            "ahead-of-time compilation of %s failed (%s: %s); it runs uncompiled", inp.name, type(e).__name__, e
+        )
         return False
     # The measured time, for sizing COMPILE_SLOT_S from the platform's own figures (the Space's log shows it)
-    log.info("compiled %s ahead of time: export and compile took %.0f s of the %d s slot", inp.name, seconds,
-                COMPILE_SLOT_S)
+    log.info(
+        "compiled %s ahead of time: export and compile took %.0f s of the %d s slot", inp.name, seconds, COMPILE_SLOT_S
+    )
     return True

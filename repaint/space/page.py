@@ -6,11 +6,23 @@ from __future__ import annotations
 
 import gradio as gr
 
-__all__ = ["COMPARE_INFO", "CSS", "api_inputs", "examples_rows", "head", "readable_image", "sample_choices",
-           "show_sample", "slider_labels", "whole_number"]
+__all__ = [
+    "COMPARE_INFO",
+    "CSS",
+    "api_inputs",
+    "examples_rows",
+    "head",
+    "readable_image",
+    "sample_choices",
+    "show_sample",
+    "slider_labels",
+    "whole_number",
+]
 
-COMPARE_INFO = ("n=1: one pass, no resampling; n=r (r>1): every j steps are re-noised and run again r times, so the "
-                "fill agrees with what is around it (the paper's n)")
+COMPARE_INFO = (
+    "n=1: one pass, no resampling; n=r (r>1): every j steps are re-noised and run again r times, so the "
+    "fill agrees with what is around it (the paper's n)"
+)
 
 CSS = """
 #results img, #slider img, #preview img, #side img, #animation img {image-rendering: pixelated}
@@ -40,25 +52,29 @@ def sample_choices(count: int, seed: int) -> dict:
 
 
 def show_sample(index, pairs):
-    """The slider's pair for the sample the visitor chose (``pairs``: every sample's, see serving.page_results)."""
+    """The slider's pair for the sample the visitor chose (``pairs``: every sample's, see streams.page_results)."""
     return gr.skip() if index is None or not pairs else pairs[int(index)]
 
 
 def examples_rows(folder, offline: str, has_gpu: bool, offered) -> list[list]:
     """gr.Examples rows: image, preset, model, T, j, r, seed, samples, compare, class (None: random or none); those
     whose image is in ``folder`` and whose model is ``offered``."""
-    rows = [["face1.png", "every_second_line", offline, 50, 5, 5, 1, 2, False, None],
-            ["face2.png", "super_resolution_2x", offline, 50, 5, 5, 2, 2, False, None],
-            ["face1.png", "left_half", offline, 100, 10, 5, 3, 2, False, None],
-            ["face2.png", "expand", offline, 100, 10, 10, 4, 1, True, None]]
+    rows = [
+        ["face1.png", "every_second_line", offline, 50, 5, 5, 1, 2, False, None],
+        ["face2.png", "super_resolution_2x", offline, 50, 5, 5, 2, 2, False, None],
+        ["face1.png", "left_half", offline, 100, 10, 5, 3, 2, False, None],
+        ["face2.png", "expand", offline, 100, 10, 10, 4, 1, True, None],
+    ]
     if has_gpu:
-        rows += [["astronaut.png", "every_second_line", "celebahq", 250, 10, 10, 0, 1, False, None],
-                 ["astronaut.png", "super_resolution_2x", "celebahq", 250, 10, 10, 0, 1, False, None],
-                 ["cat.png", "bottom_half", "cat", 250, 10, 10, 0, 1, False, None],
-                 ["astronaut.png", "center_box", "celebahq", 100, 10, 10, 0, 1, True, None],
-                 # the paper's own models: a scene (Places2); ImageNet told it is a coffee mug (class 504)
-                 ["rocket.jpg", "thick", "places2", 250, 10, 10, 0, 1, False, None],
-                 ["coffee.png", "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504]]
+        rows += [
+            ["astronaut.png", "every_second_line", "celebahq", 250, 10, 10, 0, 1, False, None],
+            ["astronaut.png", "super_resolution_2x", "celebahq", 250, 10, 10, 0, 1, False, None],
+            ["cat.png", "bottom_half", "cat", 250, 10, 10, 0, 1, False, None],
+            ["astronaut.png", "center_box", "celebahq", 100, 10, 10, 0, 1, True, None],
+            # the paper's own models: a scene (Places2); ImageNet told it is a coffee mug (class 504)
+            ["rocket.jpg", "thick", "places2", 250, 10, 10, 0, 1, False, None],
+            ["coffee.png", "center_box", "imagenet", 250, 10, 10, 0, 1, False, 504],
+        ]
     return [[str(folder / r[0]), *r[1:]] for r in rows if (folder / r[0]).is_file() and r[2] in offered]
 
 
@@ -89,8 +105,10 @@ def readable_image(component: gr.Image) -> gr.Image:
         except gr.Error:
             raise
         except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-            message = (f"The {component.label} file could not be read as an image ({type(e).__name__}): it is "
-                       f"damaged or not an image. Send a PNG, JPEG or WebP file.")
+            message = (
+                f"The {component.label} file could not be read as an image ({type(e).__name__}): it is "
+                f"damaged or not an image. Send a PNG, JPEG or WebP file."
+            )
         raise gr.Error(message)
 
     component.preprocess = preprocess
@@ -99,15 +117,24 @@ def readable_image(component: gr.Image) -> gr.Image:
 
 def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
     """The components of the ``inpaint`` API endpoint, in its argument order (see app.api_inpaint)."""
+
     def number(value, label):
         return whole_number(gr.Number(value, label=label, precision=0))
 
-    return [readable_image(gr.Image(type="filepath", label="image", format="png")),
-            gr.JSON(label="mask: a preset name or handle_file(mask path)"), gr.Textbox(label="model"),
-            number(steps, "steps"), number(jump_length, "jump_length"), number(jump_n_sample, "jump_n_sample"),
-            number(0, "seed"), number(1, "num_samples"), gr.Checkbox(False, label="compare"),
-            gr.Radio(list(sizes), value="auto", label="size"), number(None, "class_label"),
-            whole_number(gr.Number(None, label="classifier_scale"), "a number")]
+    return [
+        readable_image(gr.Image(type="filepath", label="image", format="png")),
+        gr.JSON(label="mask: a preset name or handle_file(mask path)"),
+        gr.Textbox(label="model"),
+        number(steps, "steps"),
+        number(jump_length, "jump_length"),
+        number(jump_n_sample, "jump_n_sample"),
+        number(0, "seed"),
+        number(1, "num_samples"),
+        gr.Checkbox(False, label="compare"),
+        gr.Radio(list(sizes), value="auto", label="size"),
+        number(None, "class_label"),
+        whole_number(gr.Number(None, label="classifier_scale"), "a number"),
+    ]
 
 
 # What the browser alone sees, said in a banner (#page-alert): a file over the size limit (gradio 6.31.0 refuses one
@@ -170,11 +197,19 @@ def head(limit: str, photo_button: str) -> str:
     from gradio.utils import _parse_file_size  # how launch reads the same string
 
     limit_bytes, limit = _parse_file_size(limit), limit.upper().replace("MB", " MB")
-    too_big = (f"This file is too large to send: the server takes files up to {limit} (memory and disk are shared "
-               f"by every visitor). The editor sends an image as PNG, so a large photo dropped on it can exceed "
-               f"that: use the \u201c{photo_button}\u201d button, which sends the photo as it is, or a smaller image.")
-    file_too_big = (f"is too large to send: the server takes files up to {limit} (memory and disk are shared by "
-                    f"every visitor). Send a smaller image: a phone photo as JPEG is a few MB.")
+    too_big = (
+        f"This file is too large to send: the server takes files up to {limit} (memory and disk are shared "
+        f"by every visitor). The editor sends an image as PNG, so a large photo dropped on it can exceed "
+        f"that: use the \u201c{photo_button}\u201d button, which sends the photo as it is, or a smaller image."
+    )
+    file_too_big = (
+        f"is too large to send: the server takes files up to {limit} (memory and disk are shared by "
+        f"every visitor). Send a smaller image: a phone photo as JPEG is a few MB."
+    )
     unreadable = "it is damaged or not a format the browser can show. Try a PNG, JPEG or WebP file."
-    return _SCRIPT % {"too_big": json.dumps(too_big), "unreadable": json.dumps(unreadable), "limit_bytes": limit_bytes,
-                      "file_too_big": json.dumps(file_too_big)}
+    return _SCRIPT % {
+        "too_big": json.dumps(too_big),
+        "unreadable": json.dumps(unreadable),
+        "limit_bytes": limit_bytes,
+        "file_too_big": json.dumps(file_too_big),
+    }

@@ -8,19 +8,49 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import masks, window
-from .serving import ServeError
+from .. import masks, window
+from .errors import ServeError
 
-__all__ = ["DISPLAY_SIDE", "MASK_RGBA", "OUTSIDE_SQUARE_NOTE", "PRESET_LABELS", "as_array", "background_key",
-           "editor_event", "editor_image", "full_size_input", "level_plot", "make_animation", "mask_from_editor",
-           "mask_layer", "page_input", "photo_for_editor", "preset_mask", "preset_value", "same_background",
-           "show_mask", "strip", "strokes_outside_square", "view_copy", "with_background"]
+__all__ = [
+    "DISPLAY_SIDE",
+    "MASK_RGBA",
+    "OUTSIDE_SQUARE_NOTE",
+    "PRESET_LABELS",
+    "as_array",
+    "background_key",
+    "editor_event",
+    "editor_image",
+    "full_size_input",
+    "level_plot",
+    "make_animation",
+    "mask_from_editor",
+    "mask_layer",
+    "page_input",
+    "photo_for_editor",
+    "preset_mask",
+    "preset_value",
+    "same_background",
+    "show_mask",
+    "strip",
+    "strokes_outside_square",
+    "view_copy",
+    "with_background",
+]
 
 MASK_RGBA = (30, 90, 255, 128)  # the paper's blue, semi-transparent
-PRESET_LABELS = {"every_second_line": "Every second line", "super_resolution_2x": "x2 super-resolution",
-                 "left_half": "Left half", "right_half": "Right half", "top_half": "Top half",
-                 "bottom_half": "Bottom half", "expand": "Expand (outpaint)", "center_box": "Centre box",
-                 "thick": "Thick strokes", "thin": "Thin strokes", "wide": "Wide boxes"}  # the page's mask chooser
+PRESET_LABELS = {
+    "every_second_line": "Every second line",
+    "super_resolution_2x": "x2 super-resolution",
+    "left_half": "Left half",
+    "right_half": "Right half",
+    "top_half": "Top half",
+    "bottom_half": "Bottom half",
+    "expand": "Expand (outpaint)",
+    "center_box": "Centre box",
+    "thick": "Thick strokes",
+    "thin": "Thin strokes",
+    "wide": "Wide boxes",
+}  # the page's mask chooser
 # gradio 6.31.0: a layer sent from the backend is sized from the bounds of the image container, which also hold the
 # brush's invisible preview sprite of canvas_size (800x800 by default); an image under 800 px then gets its layer
 # centred in an 800x800 texture, off the image (an older form: gradio #7258 / PR #7959). A 1x1 canvas_size places it
@@ -86,8 +116,9 @@ def level_plot(levels: list[list[int]], width: int, steps: int, cursor: int, row
     return im
 
 
-def make_animation(frames: list[tuple[int, np.ndarray, np.ndarray]], levels: list[list[int]], steps: int,
-                   rows: list[int], path: Path) -> Path:
+def make_animation(
+    frames: list[tuple[int, np.ndarray, np.ndarray]], levels: list[list[int]], steps: int, rows: list[int], path: Path
+) -> Path:
     """GIF of the process: for each chain in ``rows`` x_t and predicted x0, and the noise level plotted under."""
     pics = []
     for tick, xt, x0 in frames:
@@ -128,8 +159,11 @@ def mask_from_editor(value) -> np.ndarray:
         a = as_array(layer)
         if a is not None and a.ndim == 3 and a.shape[2] == 4:
             paint = a[..., 3] > 0
-            region |= paint if paint.shape == (h, w) else \
-                np.asarray(Image.fromarray(paint).resize((w, h), Image.Resampling.NEAREST))
+            region |= (
+                paint
+                if paint.shape == (h, w)
+                else np.asarray(Image.fromarray(paint).resize((w, h), Image.Resampling.NEAREST))
+            )
     return region
 
 
@@ -141,8 +175,11 @@ def preset_value(value, preset: str | None, resolution: int, seed: int = 0) -> d
     if not isinstance(value, dict) or as_array(value.get("background")) is None:
         return None
     h, w = editor_image(value).shape[:2]
-    layer = (np.zeros((h, w, 4), dtype=np.uint8) if preset is None
-             else mask_layer(preset_mask(preset, w, h, resolution, seed)))
+    layer = (
+        np.zeros((h, w, 4), dtype=np.uint8)
+        if preset is None
+        else mask_layer(preset_mask(preset, w, h, resolution, seed))
+    )
     return {"background": None, "layers": [layer], "composite": None}
 
 
@@ -185,8 +222,12 @@ def with_background(value, shown) -> dict | None:
     carries layers but no background: a value the app set itself holds only the preset layer (see app.py), and the
     browser sends that value back unchanged until the visitor paints. A value without layers (a cleared editor) is
     left as it is."""
-    if not isinstance(value, dict) or shown is None or as_array(value.get("background")) is not None \
-            or not value.get("layers"):
+    if (
+        not isinstance(value, dict)
+        or shown is None
+        or as_array(value.get("background")) is not None
+        or not value.get("layers")
+    ):
         return value
     return {**value, "background": shown}
 
@@ -202,21 +243,25 @@ def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[dict, dict]:
 
     The editor re-encodes its image as PNG on every change; a phone photo (12-50 MP) would be 20-100 MB each time,
     so it gets this copy, and the run reads the original (see :func:`full_size_input`)."""
-    from .images import open_image, to_rgb
+    from ..images import open_image, to_rgb
 
     try:
         img = to_rgb(open_image(path), max_side=None)
     except ValueError as e:
         raise ServeError(f"This photo cannot be used: {e}.") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-        raise ServeError(f"This file could not be read as an image ({type(e).__name__}): it is damaged or not an "
-                         f"image. Try a PNG, JPEG or WebP file.") from None
+        raise ServeError(
+            f"This file could not be read as an image ({type(e).__name__}): it is damaged or not an "
+            f"image. Try a PNG, JPEG or WebP file."
+        ) from None
     w, h = img.size
     copy = img.copy()
     copy.thumbnail((side, side), Image.Resampling.LANCZOS)
     shown = np.asarray(copy)
-    return ({"background": shown, "layers": [], "composite": None},
-            {"path": str(path), "size": (w, h), "key": background_key({"background": shown})})
+    return (
+        {"background": shown, "layers": [], "composite": None},
+        {"path": str(path), "size": (w, h), "key": background_key({"background": shown})},
+    )
 
 
 def view_copy(a: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -238,8 +283,10 @@ def strokes_outside_square(mask: np.ndarray) -> bool:
     return bool(rest.any())
 
 
-OUTSIDE_SQUARE_NOTE = ("You painted outside the preset's centred square: the result keeps your photo's size, filled "
-                       "through a window around the whole mask.")
+OUTSIDE_SQUARE_NOTE = (
+    "You painted outside the preset's centred square: the result keeps your photo's size, filled "
+    "through a window around the whole mask."
+)
 
 
 def page_input(editor: dict, mask: np.ndarray, draw: bool, original: dict | None, on_outside=None):
@@ -255,8 +302,11 @@ def page_input(editor: dict, mask: np.ndarray, draw: bool, original: dict | None
 def full_size_input(image: np.ndarray, mask: np.ndarray, original: dict | None):
     """The run's (image, mask): the original photo and the mask scaled up to it (nearest) when the editor shows
     the copy :func:`photo_for_editor` made of it; else the editor's own image and mask."""
-    if not original or not Path(original["path"]).is_file() or \
-            not same_background(background_key({"background": image}), original.get("key")):
+    if (
+        not original
+        or not Path(original["path"]).is_file()
+        or not same_background(background_key({"background": image}), original.get("key"))
+    ):
         return image, mask  # another image, or the upload swept from the cache (the copy then is what runs)
     w, h = original["size"]
     if mask.shape != (h, w):
