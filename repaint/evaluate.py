@@ -1,6 +1,6 @@
 """Measure how well RePaint harmonizes on the bundled face model (held-out faces, several masks and seeds).
 
-    python -m repaint.evaluate                      # the README's table
+    python -m repaint.evaluate                      # docs/results.md's table
     python -m repaint.evaluate --images 8 --steps 20 --jump-length 5 --masks left_half
 
 The faces are exactly left-right symmetric with one flat colour per region, so a filling can be judged

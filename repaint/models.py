@@ -471,7 +471,7 @@ def default_dtype(device) -> torch.dtype:
     """bfloat16 on a CUDA GPU that supports it (else float16), float32 elsewhere.
 
     bfloat16 keeps float32's range (no overflow) at 8 bits of precision; on the bundled model it harmonizes as
-    well as float32 (README, measured on the CPU)."""
+    well as float32 (docs/results.md, measured on the CPU)."""
     if torch.device(device).type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -578,7 +578,7 @@ def _place(unet: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     tensor cores prefer (their outputs follow it). Not measured on a GPU (none was lent to this project). A CPU
     keeps the default layout: channels_last measured 8-10% faster there on the bundled model but no faster on
     ADM-256, and it moves results by rounding, while every CPU figure and bit-exact test here is of the default
-    layout (README, "Deploy your own Space", step 7)."""
+    layout (docs/deploy.md, step 7)."""
     unet = unet.to(device)
     return unet.to(memory_format=torch.channels_last) if device.type == "cuda" else unet
 

@@ -18,7 +18,7 @@ and the one endpoint ``hf_hub_download`` calls, for the repositories in ``repos`
 The Hub's xet storage (hf_xet's content-addressed protocol) is not served: tests set ``HF_HUB_DISABLE_XET``, with
 which huggingface_hub uploads through git-lfs, a protocol the Hub still accepts.
 
-``python tests/_hub.py [PORT]`` serves it until interrupted and lists each commit's files (the README's deploy
+``python tests/_hub.py [PORT]`` serves it until interrupted and lists each commit's files (docs/deploy.md's
 steps use it in place of the Hub).
 """
 

@@ -1,7 +1,8 @@
 """Issue 21's estimates in a real browser: the page's estimate before a run against the wait the visitor sees, from
 the click on Inpaint to the result images shown, for a small, a paper-default, a batched and a compare run on the
-bundled model (a stroke drawn on a 256x256 photo). ``pytest -m browser tests/test_browser_estimates.py -s`` prints
-the table the README shows (also written to tests/artifacts/estimates.md)."""
+bundled model (a stroke drawn on a 256x256 photo). A benchmark, not in the default run (its claim is about wall time,
+which another process on the machine moves): ``pytest -m slow tests/test_browser_estimates.py -s`` prints the table
+docs/space.md shows (also written to tests/artifacts/estimates.md)."""
 
 import re
 import time
@@ -77,6 +78,7 @@ def measure(pg, steps, jump, resample, samples, compare) -> tuple[float, float]:
     return est, wall
 
 
+@pytest.mark.slow
 def test_estimates_are_within_half_again_of_the_wait(browser, url):  # noqa: F811
     pg = open_page(browser, url, width=1280, height=900)
     try:

@@ -73,8 +73,8 @@ def drive(tmp_path, monkeypatch):
 
 
 def _readme_preload() -> list[str]:
-    """The preload_from_hub lines of the README's deploy section (its front-matter example)."""
-    section = (ROOT / "README.md").read_text().split("## Deploy your own Space", 1)[1].split("\n## ", 1)[0]
+    """The preload_from_hub lines of docs/deploy.md (its front-matter example)."""
+    section = (ROOT / "docs" / "deploy.md").read_text()
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
     (lines,) = [b["preload_from_hub"] for b in blocks if isinstance(b, dict) and "preload_from_hub" in b]
     return lines
@@ -94,7 +94,7 @@ def _mirror_cache(cache: Path, repo_id: str, folder: Path, files: list[str]) -> 
 def test_a_mirror_loads_from_the_preloaded_cache_and_nothing_is_downloaded(tmp_path, drive, monkeypatch):
     folder = convert.convert_adm(drive["ckpt"], tmp_path / "pushed", preset="tiny")  # what --push-to-hub uploads
     preload = [line for line in _readme_preload() if "places2" in line]
-    assert preload, "the README's front-matter example preloads the places2 mirror"
+    assert preload, "docs/deploy.md's front-matter example preloads the places2 mirror"
     repo, files = preload[0].split()
     cache = _mirror_cache(tmp_path / "hf", "someone/tiny-mirror", folder, files.split(","))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)  # the Space's build already fetched it

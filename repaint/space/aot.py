@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 32  # largest batch the compiled UNet accepts: 2 x LIMITS' 16 samples (compare mode doubles it)
 # GPU seconds asked for one compilation. Too short, ZeroGPU ends the task and the model stays eager (logged); too long
-# costs no visitor anything (start-up). The CPU's figures (README, deploy step 7) are a floor only: on CUDA,
+# costs no visitor anything (start-up). The CPU's figures (docs/deploy.md, step 7) are a floor only: on CUDA,
 # AOTInductor also compiles and autotunes Triton kernels, which no machine here could time.
 COMPILE_SLOT_S = 900
 
