@@ -32,11 +32,11 @@ or Hugging Face's scheduler:
 SIGTERM, printing
 "READY <app url> <device API url>"; ``GET <device API url>/test-calls`` lists the device API's calls. The app's
 settings come from the environment (REPAINT_MODELS, HF_HOME). With ``REPAINT_TEST_CALL_LOG`` set, every model call
-(in any process) appends "call" to that file, and the main process appends "stop" when spaces sets a worker's stop
-event. With ``REPAINT_TEST_FAULT_FILE`` set, a model call raises a GPU's error when that file asks for one
-(:func:`inject_faults`). Two endpoints are added for the tests: ``/test_gpu_run``, the app's GPU function on a
-request that skipped the checks (an error raised inside the worker), and ``/test_eps``, one model call in the
-worker (what an ahead-of-time compiled UNet computes there).
+(in any process) appends "call" to that file, each load of an ahead-of-time compiled UNet "load PID", and the main
+process appends "stop" when spaces sets a worker's stop event. With ``REPAINT_TEST_FAULT_FILE`` set, a model call
+raises a GPU's error when that file asks for one (:func:`inject_faults`). Two endpoints are added for the tests:
+``/test_gpu_run``, the app's GPU function on a request that skipped the checks (an error raised inside the worker),
+and ``/test_eps``, one model call in the worker (what an ahead-of-time compiled UNet computes there).
 """
 
 from __future__ import annotations
@@ -244,8 +244,9 @@ def _as_cpu(tensor):
 
 
 def log_calls(path: str) -> None:
-    """Every model call appends "call" to ``path`` (from the worker too: the patch is inherited by the fork); the
-    main process appends "stop" when spaces sets a worker's stop event (it does so when its generator is closed)."""
+    """Every model call appends "call" to ``path`` (from the worker too: the patch is inherited by the fork), and
+    every load of an ahead-of-time compiled package "load PID"; the main process appends "stop" when spaces sets a
+    worker's stop event (it does so when its generator is closed)."""
     from multiprocessing import synchronize
 
     from repaint import models

@@ -20,19 +20,26 @@ def module_files() -> dict[str, Path]:
     return files
 
 
+def package_of(name: str, path: Path) -> str:
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def imported_module(node: ast.ImportFrom, package: str) -> str:
+    """The module a ``from ... import`` names, relative ones resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
     """The project modules ``name`` imports anywhere in its source (``from . import x`` counts as ``pkg.x``)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = imported_module(node, package_of(name, path))
             found |= {f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module for alias in node.names}
     return {m for m in found if m in known and m != name}
 
@@ -88,11 +95,9 @@ def test_every_relative_import_names_a_module_of_the_project():
     files = module_files()
     lost = []
     for name, path in files.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
+                module = imported_module(node, package_of(name, path))
                 if module not in files and not all(f"{module}.{a.name}" in files for a in node.names):
                     lost.append((name, module))
     assert lost == []
