@@ -19,6 +19,7 @@ import gradio as gr
 import numpy as np
 import torch
 
+from repaint import Settings
 from repaint.space import errors, files, offer, page, pictures, requests, service, streams, zerogpu
 
 # ----------------------------------------------------------------------------------------------- constants
@@ -32,7 +33,7 @@ MODEL_ENV = "REPAINT_MODEL"  # environment variable overriding the default model
 MODELS_ENV = "REPAINT_MODELS"  # the models offered, e.g. "celebahq,places2,bundled" (default: offer.offered_models)
 HUB_IDS_ENV = "REPAINT_ALLOW_HUB_IDS"  # "1": any Hub id ``owner/name`` may be asked for (not on ZeroGPU: Service)
 ALLOW_HUB_IDS = os.environ.get(HUB_IDS_ENV, "").strip().lower() in ("1", "true", "yes") and not ON_ZEROGPU
-PAPER = (250, 10, 10)  # the paper's T, j and r (its n): the defaults, except on ZeroGPU ("Paper settings" there)
+PAPER = Settings(steps=250, jump_length=10, jump_n_sample=10)  # the defaults, except on ZeroGPU ("Paper settings")
 STEPS_MAX, JUMP_MAX, RESAMPLE_MAX, SAMPLES_MAX, SEED_MAX = 1000, 50, 20, 4, 2**31 - 1
 PREVIEW_TILE = 128  # pixel height of the live preview
 MAX_FILE_SIZE = "32mb"  # per upload: disk and memory are shared (a 50 MP JPEG fits; the editor gets a copy)
@@ -46,6 +47,12 @@ DRAW = "draw"
 PRESET_CHOICES = [("Draw it yourself", DRAW)] + [(label, name) for name, label in pictures.PRESET_LABELS.items()]
 RESULTS_DIR = files.RESULTS_DIR  # one folder per run, deleted once Gradio has copied the files
 FULL_MASK_NOTE = "The mask covers the whole image: nothing is known, so this is unconditional generation."
+INTRO = (
+    f"# {TITLE}\n[RePaint](https://arxiv.org/abs/2201.09865) (Lugmayr et al., CVPR 2022) fills a masked region with "
+    "an *unconditional* diffusion model: at every step the known pixels are re-noised from the input, and "
+    "**resampling** (going back *j* steps, *r* times) lets the filled part agree with them. Paint the region to fill "
+    "in blue (the result keeps your photo's size), or pick a preset (the model's square)."
+)
 
 SERVICE = service.Service(
     has_gpu=HAS_GPU,
@@ -60,11 +67,10 @@ visible_errors = errors.visible(gr.Error)  # a handler's ServeError: a gr.Error 
 def editor_with_preset(value, preset: str, model: str, seed: int):
     """The preset as the editor's only layer, at the background's size (cleared for Draw)."""
     draw = preset in (DRAW, None)
-    value = pictures.preset_value(value, None if draw else preset, 0 if draw else SERVICE.model_resolution(model), seed)
+    value = pictures.preset_value(
+        value, None if draw else preset, 0 if draw else SERVICE.cache.model_resolution(model), seed
+    )
     return gr.skip() if value is None else value
-
-
-mask_from_editor = pictures.mask_from_editor  # looked up here at each run (the browser test records it)
 
 
 @visible_errors
@@ -88,36 +94,37 @@ def redraw_preset(value, preset: str, model: str, seed: int, shown):
 
 # ----------------------------------------------------------------------------------------------- handlers
 @visible_errors  # inside the GPU function: gr.Error is the one error ZeroGPU hands on with its message
-def _gpu_run(req: requests.Request):
-    yield from SERVICE.run(req)
+def gpu_run(req: requests.Request):
+    """The model run: in a ZeroGPU slot sized per request where spaces is there (elsewhere as it is)."""
+    yield from SERVICE.runner.run(req)
 
 
-def gpu_runner(spaces_module):
-    """The model run, in a ZeroGPU slot sized per request where ``spaces`` is there (elsewhere as it is)."""
-    return _gpu_run if spaces_module is None else spaces_module.GPU(duration=SERVICE.gpu_duration)(_gpu_run)
-
-
-gpu_run = gpu_runner(spaces)
+if spaces is not None:
+    gpu_run = spaces.GPU(duration=SERVICE.slot.gpu_duration)(gpu_run)
 
 
 def estimate_text(model, steps, jump_length, jump_n_sample, num_samples, compare):
     """The estimate of the settings shown (a function of app.py's, so that runs' re-timing is read each time)."""
-    return SERVICE.estimate_text(model, steps, jump_length, jump_n_sample, num_samples, compare)
+    try:
+        settings = service.form_settings(steps, jump_length, jump_n_sample, num_samples, compare)
+    except (TypeError, ValueError) as e:
+        return f"Settings not valid: {e}"
+    return SERVICE.estimate_text(model, settings)
 
 
-def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare):
+def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare) -> dict:
     """Estimate, class box, guidance scale (a model with a classifier), on ZeroGPU T, j, r fitting the slot; a model
     that fails to load: warned, chooser back."""
-    name = SERVICE.usable_model(name, gr.Warning)
-    fit = service.fitting_settings(SERVICE, name, zerogpu.ZEROGPU_SLOT_S) if ON_ZEROGPU else [gr.skip()] * 3
-    return (
-        SERVICE.estimate_text(
-            name, *(fit if ON_ZEROGPU else (steps, jump_length, jump_n_sample)), num_samples, compare
-        ),
-        gr.update(visible=SERVICE.num_classes(name) > 0),
-        gr.update(visible=SERVICE.has_classifier(name)),
-        *fit,
-        name,
+    name = SERVICE.cache.usable_model(name, gr.Warning)
+    out = dict(model=name)
+    if ON_ZEROGPU:
+        fit = SERVICE.slot.fitting_settings(name, zerogpu.ZEROGPU_SLOT_S)
+        out |= dict(steps=fit.steps, jump_length=fit.jump_length, jump_n_sample=fit.jump_n_sample)
+        steps, jump_length, jump_n_sample = fit.steps, fit.jump_length, fit.jump_n_sample
+    return out | dict(
+        estimate=estimate_text(name, steps, jump_length, jump_n_sample, num_samples, compare),
+        class_label=gr.update(visible=SERVICE.cache.num_classes(name) > 0),
+        classifier_scale=gr.update(visible=SERVICE.cache.has_classifier(name)),
     )
 
 
@@ -146,61 +153,36 @@ def run(
     progress=gr.Progress(),  # noqa: B008 - Gradio's way to ask for a tracker
 ):
     """The UI handler: progress and previews (the results area shown), then the results, the slider's labels and
-    the samples it can show. ``shown``: the editor's background (see pictures)."""
+    the samples it can show, each keyed by its component's name (RUN_OUTPUTS). ``shown``: the editor's background
+    (see pictures)."""
     editor, key = pictures.with_background(editor, shown), getattr(request, "session_hash", None) or str(id(request))
     seed = int(np.random.default_rng().integers(0, SEED_MAX)) if randomize else int(seed)
-    image, mask, full = pictures.page_input(
-        editor,
-        mask_from_editor(editor),
-        preset in (DRAW, None),
-        original,
-        on_outside=lambda: gr.Info(pictures.OUTSIDE_SQUARE_NOTE),
+    draw, outside = preset in (DRAW, None), lambda: gr.Info(pictures.OUTSIDE_SQUARE_NOTE)
+    image, mask, full = pictures.page_input(editor, pictures.mask_from_editor(editor), draw, original, outside)
+    settings = service.form_settings(
+        steps, jump_length, jump_n_sample, num_samples, compare, seed, class_label, classifier_scale
     )
     req = SERVICE.page_request(
-        image,
-        mask,
-        model,
-        steps,
-        jump_length,
-        jump_n_sample,
-        seed,
-        num_samples,
-        compare,
-        invert,
-        full,
-        class_label,
-        classifier_scale,
-        key,
+        image=image, mask=mask, model=model, settings=settings, invert=invert, full_size=full, stop_key=key
     )
-    checked, flag, nothing, show = check_request(req), SERVICE.stop_flag(key), gr.skip(), gr.update(visible=True)
+    checked, flag = check_request(req), SERVICE.runner.stop_flag(key)
     try:
         events = streams.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
-        for kind, out in streams.until_stopped(events, flag):
-            if kind == "status":  # a Stop too: its status, the preview cleared
-                if out[2]:
-                    progress(out[2], desc="Inpainting")
-                yield out[0], out[1], nothing, nothing, nothing, nothing, nothing, seed, show, *[nothing] * 3
+        for ev in streams.until_stopped(events, flag):
+            shown_always = dict(seed=seed, results_area=gr.update(visible=True))
+            if isinstance(ev, streams.Status):  # a Stop too: its status, the preview cleared
+                if ev.calls:
+                    progress(ev.calls, desc="Inpainting")
+                yield dict(status=ev.text, preview=ev.preview, **shown_always)
             else:
-                yield (
-                    out["status"],
-                    nothing,
-                    out["gallery"],
-                    gr.update(value=out["side"], label=out["side_label"]),
-                    out["slider"],
-                    out["gif"],
-                    out["files"],
-                    seed,
-                    show,
-                    page.slider_labels(*out["slider_labels"]),
-                    page.sample_choices(len(out["pairs"]), seed),
-                    out["pairs"],
-                )
+                yield shown_always | page.results_values(ev, seed)
     finally:
-        SERVICE.drop_flag(key, flag)
+        SERVICE.runner.drop_flag(key, flag)
 
 
 def stop_run(request: gr.Request):  # the run itself then says that it stopped
-    return streams.STOPPING if SERVICE.stop(getattr(request, "session_hash", None)) else streams.NOTHING_TO_STOP
+    stopped = SERVICE.runner.stop(getattr(request, "session_hash", None))
+    return streams.STOPPING if stopped else streams.NOTHING_TO_STOP
 
 
 load_photo = visible_errors(pictures.photo_for_editor)  # the editor gets a copy of a photo, the run the original
@@ -229,20 +211,11 @@ def api_inpaint(
     0-999) for every sample; empty, each sample draws a random class from its seed. ``classifier_scale``: classifier
     guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided). A generator:
     Gradio closes it when the client cancels or disconnects, which stops the model at its next call."""
+    settings = service.form_settings(
+        steps, jump_length, jump_n_sample, num_samples, compare, seed, class_label, classifier_scale
+    )
     req = SERVICE.api_request(
-        image,
-        mask,
-        model,
-        steps,
-        jump_length,
-        jump_n_sample,
-        seed,
-        num_samples,
-        compare,
-        size,
-        class_label,
-        classifier_scale,
-        upload_folder=gr.utils.get_upload_folder(),
+        image=image, mask=mask, model=model, settings=settings, size=size, upload_folder=gr.utils.get_upload_folder()
     )
     check_request(req)
     for out in streams.api_stream(SERVICE, gpu_run, req, RESULTS_DIR):
@@ -251,146 +224,191 @@ def api_inpaint(
 
 # ----------------------------------------------------------------------------------------------- loading
 # On ZeroGPU every offered model is placed on "cuda" here, in the main thread before launch (see Service.start).
-DEFAULT_MODEL, NOTICE, (DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE) = SERVICE.start(
+DEFAULT_MODEL, NOTICE, DEFAULTS = SERVICE.start(
     os.environ.get(MODEL_ENV, "").strip(), GPU_MODEL, OFFLINE_MODEL, MODEL_ENV, PAPER, server=__name__ == "__main__"
 )
 
 
 # ----------------------------------------------------------------------------------------------- layout
 def examples_rows() -> list[list]:  # the README's cases, those whose model is offered here
-    return page.examples_rows(EXAMPLES_DIR, OFFLINE_MODEL, HAS_GPU, SERVICE.offered)
+    return page.examples_rows(EXAMPLES_DIR, OFFLINE_MODEL, HAS_GPU, SERVICE.cache.offered)
+
+
+RUN_OUTPUTS = (  # what a run sets, by name (page.keyed)
+    [
+        "status",
+        "preview",
+        "gallery",
+        "side",
+        "slider",
+        "animation",
+        "downloads",
+        "seed",
+        "results_area",
+        "slider_labels",
+        "sample",
+        "pairs",
+    ]
+)
+RUN_INPUTS = [
+    "editor",
+    "preset",
+    "model",
+    "steps",
+    "jump_length",
+    "jump_n_sample",
+    "seed",
+    "randomize",
+    "num_samples",
+    "compare",
+    "invert",
+    "class_label",
+    "shown",
+    "original",
+    "classifier_scale",
+]
+SETTINGS = ["model", "steps", "jump_length", "jump_n_sample", "num_samples", "compare"]  # what the estimate reads
+EXAMPLE_INPUTS = [
+    "editor",
+    "preset",
+    "model",
+    "steps",
+    "jump_length",
+    "jump_n_sample",
+    "seed",
+    "num_samples",
+    "compare",
+    "class_label",
+]
+MODEL_OUTPUTS = ["estimate", "class_label", "classifier_scale", "steps", "jump_length", "jump_n_sample", "model"]
+
+
+def image_column(c: dict) -> None:
+    """The editor, the photo button and the mask's choices."""
+    c["editor"] = gr.ImageEditor(
+        label="Image - paint the region to fill",
+        type="numpy",
+        image_mode="RGBA",
+        format="png",
+        brush=BRUSH,
+        eraser=gr.Eraser(default_size=24),
+        layers=False,
+        transforms=(),
+        height=480,
+        sources=("upload", "clipboard"),
+        elem_id="editor",
+        # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which hold the
+        # brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
+        canvas_size=(1, 1),
+    )
+    # the editor's background (a value the app sets carries only the layer); an uploaded photo's file (the editor
+    # shows a copy, the run uses the file)
+    c["shown"], c["original"] = gr.State(None), gr.State(None)
+    c["photo"] = gr.UploadButton(PHOTO_BUTTON, file_types=["image"], size="sm", elem_id="photo")
+    with gr.Row():
+        mask_info = "a preset goes into the editor as a layer you can edit"
+        c["preset"] = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset", info=mask_info)
+        c["invert"] = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
+
+
+def settings_column(c: dict) -> None:
+    """The model, the sampler's settings, the estimate and the buttons."""
+    c["model"] = gr.Dropdown(
+        offer.model_choices(HAS_GPU, SERVICE.cache.offered),
+        value=DEFAULT_MODEL,
+        label="Model",
+        elem_id="model",
+        allow_custom_value=SERVICE.cache.allow_hub_ids,
+        info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None,
+    )
+    with gr.Accordion("Model details", open=False):
+        gr.Markdown(offer.model_table())
+    c["steps"] = gr.Slider(1, STEPS_MAX, DEFAULTS.steps, step=1, label="Steps T", elem_id="steps")
+    c["jump_length"] = gr.Slider(1, JUMP_MAX, DEFAULTS.jump_length, step=1, label="Jump length j", elem_id="jump")
+    resample_label = "Resamplings r (the paper's n)"
+    c["jump_n_sample"] = gr.Slider(
+        1, RESAMPLE_MAX, DEFAULTS.jump_n_sample, step=1, elem_id="resample", label=resample_label
+    )
+    with gr.Row():  # one row: the Examples stay in the first screen
+        with gr.Column(min_width=120):
+            c["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
+            c["randomize"] = gr.Checkbox(False, label="Random seed")
+        c["num_samples"] = gr.Slider(1, SAMPLES_MAX, 1, step=1, label="Samples", elem_id="samples")
+    c["class_label"] = gr.Number(
+        None,
+        label="Class (ImageNet index 0-999; empty: a random class per sample)",
+        precision=0,
+        minimum=0,
+        maximum=999,
+        elem_id="class",
+        visible=SERVICE.cache.num_classes(DEFAULT_MODEL) > 0,
+    )
+    c["classifier_scale"] = gr.Slider(
+        0,
+        10,
+        1.0,
+        step=0.5,
+        elem_id="guidance",
+        label="Classifier guidance scale (the paper: 1; 0: unguided)",
+        visible=SERVICE.cache.has_classifier(DEFAULT_MODEL),
+    )
+    compare_label = "Compare n=1 vs n>1 (same seeds, one batched run)"
+    c["compare"] = gr.Checkbox(False, label=compare_label, info=page.COMPARE_INFO, elem_id="compare")
+    c["estimate"] = gr.Markdown(
+        SERVICE.estimate_text(DEFAULT_MODEL, DEFAULTS.replace(compare=False)), elem_id="estimate"
+    )
+    c["paper"] = gr.Button("Paper settings (T=250, j=10, r=10)", size="sm", elem_id="paper")
+    with gr.Row():
+        c["run"] = gr.Button("Inpaint", variant="primary", elem_id="run")
+        c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
+    c["status"] = gr.Markdown("", elem_id="status")
+
+
+def events(demo: gr.Blocks, c: dict) -> None:
+    """What each click and change does."""
+    private = dict(api_visibility="private", show_progress="hidden")
+    settings, estimate = [c[n] for n in SETTINGS], c["estimate"]
+    gr.on([demo.load, *(x.change for x in settings[1:])], estimate_text, settings, estimate, queue=False, **private)
+    c["model"].change(page.keyed(on_model_change, MODEL_OUTPUTS), settings, [c[n] for n in MODEL_OUTPUTS], **private)
+    paper = [c["steps"], c["jump_length"], c["jump_n_sample"]]
+    c["paper"].click(lambda: (PAPER.steps, PAPER.jump_length, PAPER.jump_n_sample), None, paper, queue=False, **private)
+    editor_inputs = [c[n] for n in ("editor", "preset", "model", "seed", "shown")]
+    for trigger in (c["preset"].input, c["model"].input, c["seed"].input):  # the visitor's changes: drawn anew
+        trigger(redraw_preset, editor_inputs, [c["editor"], c["shown"]], **private)
+    # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
+    # fires .upload/.input, and after an example a visitor's upload fired no .upload: all go to the guard.
+    editor = c["editor"]
+    gr.on(
+        [editor.upload, editor.change, editor.input],
+        sync_preset,
+        editor_inputs,
+        [editor, c["shown"]],
+        trigger_mode="always_last",
+        **private,
+    )
+    inputs, outputs = [c[n] for n in RUN_INPUTS], [c[n] for n in RUN_OUTPUTS]
+    clicked = c["run"].click(page.keyed(run, RUN_OUTPUTS), inputs, outputs, api_visibility="private")
+    clicked.then(estimate_text, settings, estimate, queue=False, **private)
+    c["sample"].input(page.show_sample, [c["sample"], c["pairs"]], c["slider"], queue=False, **private)
+    c["stop"].click(stop_run, None, c["status"], queue=False, api_visibility="private")  # the run ends itself
+    c["photo"].upload(load_photo, c["photo"], [editor, c["original"]], **private)
 
 
 def build_demo() -> gr.Blocks:
     """The page: a new Blocks each call (tests serve their own), queued. One public endpoint: ``inpaint``."""
-    private = dict(api_visibility="private", show_progress="hidden")
+    c: dict = {}  # the page's components by name
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(
-            f"# {TITLE}\n[RePaint](https://arxiv.org/abs/2201.09865) (Lugmayr et al., CVPR 2022) fills a masked "
-            "region with an *unconditional* diffusion model: at every step the known pixels are re-noised from the "
-            "input, and **resampling** (going back *j* steps, *r* times) lets the filled part agree with them. Paint "
-            "the region to fill in blue (the result keeps your photo's size), or pick a preset (the model's square)."
-        )
+        gr.Markdown(INTRO)
         gr.Markdown(NOTICE, visible=bool(NOTICE), elem_id="notice")
         with gr.Row():
             with gr.Column(scale=3, min_width=300):
-                editor = gr.ImageEditor(
-                    label="Image - paint the region to fill",
-                    type="numpy",
-                    image_mode="RGBA",
-                    format="png",
-                    brush=BRUSH,
-                    eraser=gr.Eraser(default_size=24),
-                    layers=False,
-                    transforms=(),
-                    height=480,
-                    sources=("upload", "clipboard"),
-                    elem_id="editor",
-                    # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which
-                    # hold the brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
-                    canvas_size=(1, 1),
-                )
-                # the editor's background (a value the app sets carries only the layer); an uploaded photo's file
-                shown, original = gr.State(None), gr.State(None)  # (the editor shows a copy, the run uses the file)
-                photo = gr.UploadButton(PHOTO_BUTTON, file_types=["image"], size="sm", elem_id="photo")
-                with gr.Row():
-                    preset = gr.Dropdown(
-                        PRESET_CHOICES,
-                        value=DRAW,
-                        label="Mask",
-                        scale=2,
-                        elem_id="preset",
-                        info="a preset goes into the editor as a layer you can edit",
-                    )
-                    invert = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
+                image_column(c)
             with gr.Column(scale=2, min_width=300):
-                model = gr.Dropdown(
-                    offer.model_choices(HAS_GPU, SERVICE.offered),
-                    value=DEFAULT_MODEL,
-                    label="Model",
-                    elem_id="model",
-                    allow_custom_value=SERVICE.allow_hub_ids,
-                    info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None,
-                )
-                with gr.Accordion("Model details", open=False):
-                    gr.Markdown(offer.model_table())
-                steps = gr.Slider(1, STEPS_MAX, DEFAULT_STEPS, step=1, label="Steps T", elem_id="steps")
-                jump_length = gr.Slider(1, JUMP_MAX, DEFAULT_JUMP, step=1, label="Jump length j", elem_id="jump")
-                jump_n_sample = gr.Slider(
-                    1, RESAMPLE_MAX, DEFAULT_RESAMPLE, step=1, elem_id="resample", label="Resamplings r (the paper's n)"
-                )
-                with gr.Row():  # one row: the Examples stay in the first screen
-                    with gr.Column(min_width=120):
-                        seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
-                        randomize = gr.Checkbox(False, label="Random seed")
-                    num_samples = gr.Slider(1, SAMPLES_MAX, 1, step=1, label="Samples", elem_id="samples")
-                class_label = gr.Number(
-                    None,
-                    label="Class (ImageNet index 0-999; empty: a random class per sample)",
-                    precision=0,
-                    minimum=0,
-                    maximum=999,
-                    elem_id="class",
-                    visible=SERVICE.num_classes(DEFAULT_MODEL) > 0,
-                )
-                classifier_scale = gr.Slider(
-                    0,
-                    10,
-                    1.0,
-                    step=0.5,
-                    elem_id="guidance",
-                    label="Classifier guidance scale (the paper: 1; 0: unguided)",
-                    visible=SERVICE.has_classifier(DEFAULT_MODEL),
-                )
-                compare = gr.Checkbox(
-                    False,
-                    label="Compare n=1 vs n>1 (same seeds, one batched run)",
-                    info=page.COMPARE_INFO,
-                    elem_id="compare",
-                )
-                estimate = gr.Markdown(
-                    SERVICE.estimate_text(DEFAULT_MODEL, DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, 1, False),
-                    elem_id="estimate",
-                )
-                paper_btn = gr.Button("Paper settings (T=250, j=10, r=10)", size="sm", elem_id="paper")
-                with gr.Row():
-                    run_btn = gr.Button("Inpaint", variant="primary", elem_id="run")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                status = gr.Markdown("", elem_id="status")
-        # the results, out of the way (Examples in the first screen) until a run shows them
-        with gr.Column(visible=False, elem_id="results-area") as results_area:
-            with gr.Row():  # min_width: on a phone one above the other, each the page's width
-                preview = gr.Image(
-                    label="Predicted x0 while running",
-                    format="png",
-                    interactive=False,
-                    elem_id="preview",
-                    min_width=300,
-                )
-                gallery = gr.Gallery(
-                    label="Results (PNG)", format="png", columns=4, elem_id="results", interactive=False, min_width=300
-                )
-            with gr.Row():
-                side = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
-                with gr.Column():
-                    slider_labels = gr.HTML(page.slider_labels("before", "after"), elem_id="slider-labels")
-                    slider = gr.ImageSlider(label="Before / after", format="png", interactive=False, elem_id="slider")
-                    sample = gr.Radio([], label="Sample shown", visible=False, elem_id="sample")
-                    pairs = gr.State(None)  # every sample's slider pair (streams.page_results)
-            with gr.Row():  # min_width: on a phone each gets the full width (the file names are readable)
-                animation = gr.Image(
-                    label="The process: x_t, predicted x0, and the noise level",
-                    type="filepath",
-                    interactive=False,
-                    elem_id="animation",
-                    min_width=300,
-                )
-                downloads = gr.File(
-                    label="Downloads", file_count="multiple", interactive=False, min_width=300, elem_id="downloads"
-                )
+                settings_column(c)
+        page.results_area(c)
         gr.Examples(
             examples_rows(),
-            inputs=[editor, preset, model, steps, jump_length, jump_n_sample, seed, num_samples, compare, class_label],
+            inputs=[c[n] for n in EXAMPLE_INPUTS],  # page.examples_rows' columns
             cache_examples=False,
             api_visibility="private",  # the editor's events add the preset
             label="Examples (the README's cases): click one, then Inpaint",
@@ -398,70 +416,10 @@ def build_demo() -> gr.Blocks:
         )
         gr.DeepLinkButton()
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
-            api_inputs = page.api_inputs(DEFAULT_STEPS, DEFAULT_JUMP, DEFAULT_RESAMPLE, requests.SIZES)
+            api_inputs = page.api_inputs(DEFAULTS.steps, DEFAULTS.jump_length, DEFAULTS.jump_n_sample, requests.SIZES)
             api_out = gr.Gallery(format="png", label="results")
-            api_btn = gr.Button()
-        # --------------------------------------------------------------------------------------- events
-        settings = [model, steps, jump_length, jump_n_sample, num_samples, compare]
-        gr.on([demo.load, *(c.change for c in settings[1:])], estimate_text, settings, estimate, queue=False, **private)
-        model.change(
-            on_model_change,
-            settings,
-            [estimate, class_label, classifier_scale, steps, jump_length, jump_n_sample, model],
-            **private,
-        )
-        paper_btn.click(lambda: PAPER, None, [steps, jump_length, jump_n_sample], queue=False, **private)
-        for trigger in (preset.input, model.input, seed.input):  # the visitor's changes: the preset drawn anew
-            trigger(redraw_preset, [editor, preset, model, seed, shown], [editor, shown], **private)
-        # A value set from the backend fires .upload again (an endless redraw, cf. gradio #7502), an example's image
-        # fires .upload/.input, and after an example a visitor's upload fired no .upload: all go to the guard.
-        gr.on(
-            [editor.upload, editor.change, editor.input],
-            sync_preset,
-            [editor, preset, model, seed, shown],
-            [editor, shown],
-            trigger_mode="always_last",
-            **private,
-        )
-        run_btn.click(
-            run,
-            [
-                editor,
-                preset,
-                model,
-                steps,
-                jump_length,
-                jump_n_sample,
-                seed,
-                randomize,
-                num_samples,
-                compare,
-                invert,
-                class_label,
-                shown,
-                original,
-                classifier_scale,
-            ],
-            [
-                status,
-                preview,
-                gallery,
-                side,
-                slider,
-                animation,
-                downloads,
-                seed,
-                results_area,
-                slider_labels,
-                sample,
-                pairs,
-            ],
-            api_visibility="private",
-        ).then(estimate_text, settings, estimate, queue=False, **private)
-        sample.input(page.show_sample, [sample, pairs], slider, queue=False, **private)
-        stop_btn.click(stop_run, None, status, queue=False, api_visibility="private")  # the run ends itself
-        photo.upload(load_photo, photo, [editor, original], **private)
-        api_btn.click(api_inpaint, api_inputs, api_out, api_name="inpaint")
+            gr.Button().click(api_inpaint, api_inputs, api_out, api_name="inpaint")
+        events(demo, c)
     demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
     return demo
 

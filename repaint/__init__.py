@@ -1,9 +1,12 @@
 """RePaint: inpainting with an unconditional DDPM (Lugmayr et al., CVPR 2022, arXiv 2201.09865)."""
 
 from . import masks
-from .models import CLASSIFIERS, LIMITS, MODELS, Inpainter, ModelInfo, ModelLoadError, load, load_hub
+from .loading import ModelLoadError, load, load_hub
+from .pipeline import Inpainter
+from .registry import CLASSIFIERS, MODELS, ModelInfo
 from .sampler import classifier_grad, ddpm_step, forward_step, learned_sigma, q_sample, sample_repaint
 from .schedule import count_model_calls, jump_schedule, noise_tables, space_timesteps
+from .settings import LIMITS, Settings
 
 __all__ = [
     "CLASSIFIERS",
@@ -12,6 +15,7 @@ __all__ = [
     "Inpainter",
     "ModelInfo",
     "ModelLoadError",
+    "Settings",
     "classifier_grad",
     "convert_adm",
     "convert_classifier",
@@ -33,7 +37,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # repaint.convert_adm, imported on first use so that `python -m repaint.convert` runs cleanly
     if name == "convert_adm":
-        from .convert import convert_adm
+        from .adm import convert_adm
 
         return convert_adm
     if name == "convert_classifier":

@@ -15,7 +15,9 @@ import torch
 
 from . import folder, masks
 from .images import save_png
-from .models import CLASSIFIERS, LIMITS, MODELS, ModelLoadError, load
+from .loading import ModelLoadError, load
+from .registry import CLASSIFIERS, MODELS
+from .settings import LIMITS, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +110,20 @@ def classifier_arg(args):
     return False if args.classifier_scale == 0 else args.classifier
 
 
+def settings_arg(args) -> Settings:
+    """The sampler's settings the command line names."""
+    return Settings(
+        steps=args.steps,
+        jump_length=args.jump_length,
+        jump_n_sample=args.jump_n_sample,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        compare=args.compare,
+        class_label=args.class_label,
+        classifier_scale=args.classifier_scale,
+    )
+
+
 def _paths(out: Path, n: int, suffix: str = "") -> list[Path]:
     if n == 1:
         return [out.with_name(f"{out.stem}{suffix}{out.suffix or '.png'}")]
@@ -128,20 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    kwargs = dict(
-        steps=args.steps,
-        jump_length=args.jump_length,
-        jump_n_sample=args.jump_n_sample,
-        seed=args.seed,
-        num_samples=args.num_samples,
-        keep_mask=args.keep_mask,
-        invert=args.invert,
-        class_label=args.class_label,
-        classifier_scale=args.classifier_scale,
-        full_size=args.size == "full" or (args.size == "auto" and args.mask is not None),
-    )
+    settings = settings_arg(args)
+    options = dict(keep_mask=args.keep_mask, invert=args.invert)
+    options["full_size"] = args.size == "full" or (args.size == "auto" and args.mask is not None)
     try:
-        total = pipe.model_calls(args.steps, args.jump_length, args.jump_n_sample)
+        total = settings.calls
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -154,14 +161,12 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             mask = args.mask if args.mask is not None else args.preset
-            if args.compare:
-                results, plain = pipe.compare(args.image, mask, callback=progress, **kwargs)
-            else:
-                results, plain = pipe.inpaint(args.image, mask, callback=progress, **kwargs), []
+            results, *plain = pipe.run(args.image, mask, settings, callback=progress, **options)
         except (ValueError, OSError) as e:
             bar.close()
             print(f"error: {e}", file=sys.stderr)
             return 2
+    plain = plain[0] if plain else []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = list(zip(results, _paths(out, len(results)))) + list(zip(plain, _paths(out, len(plain), "-n1")))
@@ -206,23 +211,17 @@ def _run_cli(args, state, started: float) -> int:
             dtype=args.dtype,
             classifier=classifier_arg(args),
         )
-        summary = folder.inpaint_folder(
+        summary = folder.run_folder(
             pipe,
             args.image_dir,
             args.out_dir,
+            settings_arg(args),
             mask_dir=args.mask_dir,
             preset=args.preset,
             keep_mask=args.keep_mask,
             invert=args.invert,
             pair=args.pair,
-            steps=args.steps,
-            jump_length=args.jump_length,
-            jump_n_sample=args.jump_n_sample,
-            seed=args.seed,
-            num_samples=args.num_samples,
             batch_size=args.batch_size,
-            class_label=args.class_label,
-            classifier_scale=args.classifier_scale,
             state=state,
         )
     except (ModelLoadError, ValueError) as e:  # model, settings or folders: the same in every process

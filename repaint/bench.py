@@ -24,7 +24,9 @@ import warnings
 import numpy as np
 import torch
 
-from .models import MODELS, Inpainter, load
+from .loading import load
+from .pipeline import Inpainter
+from .registry import MODELS
 from .sampler import classifier_grad
 from .schedule import count_model_calls
 
@@ -143,9 +145,9 @@ def classifier_report(preset: str = "imagenet256_classifier", device="cpu", repe
     float32 and in bfloat16, and the bfloat16 gradient's error against float32's (batch 2, three timesteps)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .classifier import _options, build, classifier_config
+    from .classifier import build, classifier_config, classifier_options
 
-    config = classifier_config(_options(preset, {}))
+    config = classifier_config(classifier_options(preset, {}))
     with torch.device("meta"):
         meta = build(config).requires_grad_(False)
         x = torch.zeros(1, 3, config["sample_size"], config["sample_size"], requires_grad=True)

@@ -159,7 +159,7 @@ class NoisyClassifier(ModelMixin, ConfigMixin):
 # --- options and conversion -----------------------------------------------------------------------------------------
 
 
-def _options(preset: str | None, options: dict) -> dict:
+def classifier_options(preset: str | None, options: dict) -> dict:
     unknown = set(options) - set(CLASSIFIER_DEFAULTS)
     if unknown:
         raise ValueError(
@@ -319,7 +319,7 @@ def convert_classifier(checkpoint: str | Path, out_dir: str | Path, *, preset: s
     preset = checkpoints.preset_of(
         checkpoint, preset, options, CLASSIFIER_FILES, "classifier file name: give preset= or its options"
     )
-    o = _options(preset, options)
+    o = classifier_options(preset, options)
     config = classifier_config(o)
     model = build(config, convert_classifier_state_dict(checkpoints.read_checkpoint(checkpoint), config))
     return checkpoints.write_folder(out_dir, model, {"adm_options.json": dict(o, preset=preset)})

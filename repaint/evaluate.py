@@ -23,7 +23,8 @@ import numpy as np
 
 from . import faces, masks
 from .bench import diffusers_repaint
-from .models import Inpainter, load
+from .loading import load
+from .pipeline import Inpainter
 from .schedule import jump_schedule
 
 DEFAULT_MASKS = ("left_half", "right_half", "center_box", "thick", "every_second_line", "super_resolution_2x")

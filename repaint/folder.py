@@ -26,11 +26,7 @@ fill black), ``gt/`` (the input fitted to the model) and ``gt_keep_mask/`` (whit
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -39,11 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .images import save_png
+from . import __version__, manifest
+from .manifest import LAYOUT, MANIFEST, read_manifest
 from .masks import PRESETS, is_random
-from .models import Inpainter
+from .pipeline import Inpainter
+from .processes import SingleProcess, gather, process_device, process_state
 from .schedule import jump_schedule
+from .settings import Settings
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -60,14 +58,11 @@ __all__ = [
     "process_device",
     "process_state",
     "read_manifest",
+    "run_folder",
 ]
 
 #: Files read as images from an image or mask folder (others are ignored).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-#: Output folders, in RePaint's names: results, masked input, fitted input, keep mask.
-LAYOUT = ("inpainted", "gt_masked", "gt", "gt_keep_mask")
-MANIFEST = "manifest.jsonl"
-_PART = "manifest.part-{}.jsonl"
 
 
 @dataclass(frozen=True)
@@ -162,138 +157,6 @@ def pair_jobs(image_dir, mask_dir=None, preset: str | None = None, pair: str = "
     return jobs, problems
 
 
-# --- processes ---------------------------------------------------------------------------------------------------
-
-
-class SingleProcess:
-    """The one process of a run without ``accelerate launch``: the subset of ``accelerate.PartialState`` used here."""
-
-    num_processes, process_index, is_main_process, device = 1, 0, True, None
-
-    def wait_for_everyone(self) -> None:
-        pass
-
-    @contextlib.contextmanager
-    def split_between_processes(self, inputs):
-        yield inputs
-
-
-def process_state(cpu: bool = False):
-    """``accelerate.PartialState`` when accelerate is installed, else :class:`SingleProcess`.
-
-    ``cpu``: processes on the CPU (gloo); accelerate's multi-CPU mode needs it said. A launch of several processes
-    without accelerate installed is refused with the command that installs it.
-    """
-    try:
-        from accelerate import PartialState
-    except ImportError:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise RuntimeError(
-                "several processes need Hugging Face accelerate: pip install 'repaint[folder]' "
-                "(or pip install accelerate)"
-            ) from None
-        return SingleProcess()
-    return PartialState(cpu=cpu)
-
-
-def gather(state, items: list) -> list:
-    """The concatenation of ``items`` over all processes (every process gets it)."""
-    if state.num_processes == 1:
-        return list(items)
-    from accelerate.utils import gather_object
-
-    return gather_object(list(items))
-
-
-# --- files --------------------------------------------------------------------------------------------------------
-
-
-# Every change this module makes to OUT goes through the four functions below (the fault-injection tests interrupt
-# a run at each of their calls).
-
-
-def _atomic_save(array: np.ndarray, path: Path) -> str:
-    """Write a PNG under a temporary name in the same folder, then rename it: never a half-written file.
-    Returns the SHA-256 of the bytes written."""
-    buf = io.BytesIO()
-    save_png(array, buf)
-    data = buf.getvalue()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
-
-
-def _append(path: Path, record: dict) -> None:
-    """One manifest line, flushed to disk before the next output starts."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_manifest(out: Path, records: dict[str, dict]) -> None:
-    """``manifest.jsonl`` replaced at once by ``records``, one line per output, sorted."""
-    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text("".join(json.dumps(records[k], sort_keys=True) + "\n" for k in sorted(records)), encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
-
-
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _read_lines(path: Path) -> list[dict]:
-    """JSON objects of a JSONL file; a line cut by a killed process (or otherwise unreadable) is left out."""
-    records = []
-    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
-        for line in f:
-            with contextlib.suppress(json.JSONDecodeError):
-                rec = json.loads(line)
-                if isinstance(rec, dict) and isinstance(rec.get("output"), str):
-                    records.append(rec)
-    return records
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, dict]:
-    """The latest manifest record of each output (``manifest.jsonl``, then the per-process parts, in order)."""
-    out = Path(out_dir)
-    latest: dict[str, dict] = {}
-    for path in [out / MANIFEST, *sorted(out.glob(_PART.format("*")))]:
-        for rec in _read_lines(path):
-            latest[rec["output"]] = rec
-    return latest
-
-
-def _merge_manifest(out: Path, keep: set[str] | None = None) -> None:
-    """Main process: fold the parts into ``manifest.jsonl`` and drop them. With ``keep`` (the start of a run), only
-    the lines of those outputs stay, and every other file of the four folders (a stale output, companion or
-    temporary file) is deleted: the manifest first, so no line ever names a deleted file as done."""
-    records = read_manifest(out)
-    parts = sorted(out.glob(_PART.format("*")))
-    if keep is not None:
-        records = {k: v for k, v in records.items() if k in keep}
-    if parts or (out / MANIFEST).exists():
-        _write_manifest(out, records)
-    for p in parts:
-        _remove(p)
-    if keep is None:
-        return
-    files = {f for rec in records.values() for f in rec["files"]}
-    for folder in LAYOUT:
-        for p in sorted((out / folder).iterdir()):
-            if (
-                p.is_file()
-                and (p.suffix.lower() == ".png" or p.name.endswith(".tmp"))
-                and f"{folder}/{p.name}" not in files
-            ):
-                _remove(p)
-
-
 # --- the run ------------------------------------------------------------------------------------------------------
 
 
@@ -317,39 +180,202 @@ def _units(jobs: list[Job], seed: int, num_samples: int, own_masks: bool) -> lis
     return units
 
 
-def _digests(job: Job) -> dict:
+def _sha256s(job: Job) -> dict:
     """SHA-256 of the input files, so a resumed run redoes an output whose input changed."""
-    d = {"image_sha256": _sha256(job.image)}
+    d = {"image_sha256": manifest.sha256(job.image)}
     if isinstance(job.mask, Path):
-        d["mask_sha256"] = _sha256(job.mask)
+        d["mask_sha256"] = manifest.sha256(job.mask)
     return d
 
 
-def _is_done(
-    out: Path, unit: _Unit, record: dict | None, settings: dict, digests: dict, hashes: dict[str, str | None]
-) -> bool:
-    """Whether ``unit``'s manifest line has these settings, seed and input digests, and its files still hold the
-    bytes the line names (``hashes``: a cache of the files' SHA-256, None for a missing file)."""
-    if record is None or record.get("settings") != settings or record.get("seed") != unit.seed:
-        return False
-    if any(record.get(k) != v for k, v in digests.items()):
-        return False
-    named = record.get("files")
-    if not isinstance(named, dict) or set(named) != set(unit.files):
-        return False
-    for f in unit.files:
-        if f not in hashes:
-            hashes[f] = _sha256(out / f) if (out / f).is_file() else None
-        if hashes[f] is None or hashes[f] != named[f]:
-            return False
-    return True
+def _pixel_settings(pipe: Inpainter, s: Settings, mask: str, keep_mask: bool, invert: bool, pair: str) -> dict:
+    """Everything that changes an output's pixels, as its manifest line records it; the batch size and the process
+    count do not change them (a README promise)."""
+    settings = dict(
+        model=pipe.name,
+        model_sha256=pipe.fingerprint(),
+        resolution=pipe.resolution,
+        dtype=str(pipe.dtype).removeprefix("torch."),
+        device=pipe.device.type,
+        steps=s.steps,
+        jump_length=s.jump_length,
+        jump_n_sample=s.jump_n_sample,
+        seed=s.seed,
+        keep_mask=bool(keep_mask),
+        invert=bool(invert),
+        mask=mask,
+        pair=pair,
+        repaint=__version__,
+    )
+    if s.class_label is not None:
+        settings["class_label"] = int(s.class_label)
+    if pipe.classifier is not None:
+        settings["classifier_scale"] = s.classifier_scale
+    return settings
 
 
-def _companions(rgb: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RePaint's companion files, as :data:`LAYOUT` orders them: the masked input (region black), the input, the keep
-    mask (white = keep)."""
-    keep = np.repeat(~fill[..., None], 3, axis=2)
-    return np.where(keep, rgb, 0).astype(np.uint8), rgb, (keep * 255).astype(np.uint8)
+@dataclass
+class _FolderRun:
+    """One process's part of a folder run: what it plans, fits, samples and writes."""
+
+    pipe: Inpainter
+    settings: Settings  # checked
+    out: Path
+    state: object
+    keep_mask: bool
+    invert: bool
+    own_masks: bool  # a random preset: a mask per sample
+    pixels: dict  # _pixel_settings
+    log: Callable[[str], None]
+    summary: Summary = field(default_factory=Summary)
+    digests: dict = field(default_factory=dict)  # SHA-256 of each job's input files; None: unreadable
+    bad: set = field(default_factory=set)  # inputs of this process that failed to read
+
+    def skip(self, path, reason: str) -> None:
+        self.summary.failed.append((str(path), reason))
+        self.log(f"skipped {path}: {reason}")
+
+    def plan(self, units: list[_Unit]) -> tuple[list[_Unit], list[_Unit]]:
+        """(done, pending); every process reaches the same answer."""
+        records, hashes, done, pending = read_manifest(self.out), {}, [], []
+        for unit in units:
+            if unit.job not in self.digests:
+                try:
+                    self.digests[unit.job] = _sha256s(unit.job)
+                except OSError as e:
+                    self.digests[unit.job] = None
+                    if self.state.is_main_process:
+                        self.skip(unit.job.image, f"cannot read: {e}")
+            if self.digests[unit.job] is not None:
+                record = records.get(unit.output)
+                complete = manifest.is_done(self.out, unit, record, self.pixels, self.digests[unit.job], hashes)
+                (done if complete else pending).append(unit)
+        return done, pending
+
+    def start(self, units: list[_Unit], problems: list[tuple[str, str]]) -> list[_Unit]:
+        """The outputs still to make. The main process reports the problems and cleans the folder first: only
+        complete outputs of these settings stay, stale files and lines go before anything is sampled."""
+        if self.state.is_main_process:
+            for path, reason in problems:
+                self.skip(path, reason)
+            for d in LAYOUT:
+                (self.out / d).mkdir(parents=True, exist_ok=True)
+            manifest.merge_manifest(self.out)  # parts of a killed run, whatever its process count
+            done, pending = self.plan(units)
+            self.summary.done_before = len(done)
+            manifest.merge_manifest(self.out, keep={u.output for u in done})
+        self.state.wait_for_everyone()  # the folder is clean before anyone reads or appends
+        if not self.state.is_main_process:
+            pending = self.plan(units)[1]
+        self.state.wait_for_everyone()  # everyone has read the manifest before anyone appends to it
+        return pending
+
+    def fit(self, units: list[_Unit], bar) -> list[tuple[_Unit, tuple[np.ndarray, np.ndarray]]]:
+        """Each unit with its fitted (image, mask); an input that cannot be read is reported once and skipped."""
+        batch, fitted = [], {}
+        for unit in units:
+            key = (unit.job, unit.seed if self.own_masks else None)
+            if key not in fitted and unit.job not in self.bad:
+                try:
+                    fitted[key] = self.pipe.prepare(
+                        unit.job.image, unit.job.mask, keep_mask=self.keep_mask, invert=self.invert, seed=unit.seed
+                    )
+                except (ValueError, OSError) as e:
+                    self.bad.add(unit.job)
+                    self.skip(unit.job.image, str(e))
+            if unit.job in self.bad:
+                bar.update(1)
+            else:
+                batch.append((unit, fitted[key]))
+        return batch
+
+    def sample(self, batch, bar) -> None:
+        """One batched sampler call for ``batch``, then its files and manifest lines."""
+        s, began = self.settings, time.perf_counter()
+        seeds = [u.seed for u, _ in batch]
+        result = self.pipe.sample(
+            np.stack([rgb for _, (rgb, _) in batch]),
+            np.stack([m for _, (_, m) in batch]),
+            [jump_schedule(s.steps, s.jump_length, s.jump_n_sample)] * len(batch),
+            seeds,
+            lambda k, *_: bar.set_postfix_str(f"call {k + 1}/{s.calls}"),
+            class_labels=self.pipe.class_labels(seeds, s.class_label),
+            classifier_scale=s.classifier_scale,
+        )
+        seconds = (time.perf_counter() - began) / len(batch)
+        part = self.out / manifest.PART.format(self.state.process_index)
+        saved: dict[str, str] = {}  # this batch's companion files and their SHA-256
+        for (unit, fit), img in zip(batch, result):
+            for path, arr in zip(unit.companions, manifest.companions(*fit)):
+                if path not in saved:
+                    saved[path] = manifest.atomic_save(arr, self.out / path)
+            files = {unit.output: manifest.atomic_save(img, self.out / unit.output)}
+            files |= {p: saved[p] for p in unit.companions}
+            record = dict(output=unit.output, input=str(unit.job.image), mask=str(unit.job.mask), sample=unit.sample)
+            record |= dict(seed=unit.seed, settings=self.pixels, seconds=round(seconds, 4), batch=len(batch))
+            record |= dict(process=self.state.process_index, model_calls=s.calls, files=files)
+            record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            manifest.append(part, record | self.digests[unit.job])
+            self.summary.written.append(unit.output)
+            bar.update(1)
+
+
+def run_folder(
+    pipe: Inpainter,
+    image_dir,
+    out_dir,
+    settings: Settings,
+    *,
+    mask_dir=None,
+    preset: str | None = None,
+    keep_mask: bool = False,
+    invert: bool = False,
+    pair: str = "name",
+    batch_size: int = 1,
+    state=None,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> Summary:
+    """:func:`inpaint_folder` with its sampler settings as one :class:`~repaint.settings.Settings` (its
+    ``compare`` is not used here)."""
+    from tqdm import tqdm
+
+    state = state or SingleProcess()
+    s = pipe.check(settings)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    out = Path(out_dir)
+    for given in (image_dir, mask_dir):
+        if given is not None and any(Path(given).resolve() == (out / d).resolve() for d in LAYOUT):
+            raise ValueError(f"{given} is an output folder of {out}: a run deletes what it did not write there")
+    jobs, problems = pair_jobs(image_dir, mask_dir, preset, pair)
+    mask = f"preset:{preset}" if preset is not None else "file"
+    run = _FolderRun(
+        pipe=pipe,
+        settings=s,
+        out=out,
+        state=state,
+        keep_mask=keep_mask,
+        invert=invert,
+        own_masks=is_random(preset),
+        pixels=_pixel_settings(pipe, s, mask, keep_mask, invert, pair),
+        log=report or (lambda line: tqdm.write(line, file=sys.stderr)),
+    )
+    pending = run.start(_units(jobs, s.seed, s.num_samples, run.own_masks), problems)
+    with state.split_between_processes(pending) as mine:
+        several = f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""
+        show = progress and state.is_main_process
+        with tqdm(
+            total=len(mine), unit="img", file=sys.stderr, disable=not show, desc=f"RePaint {pipe.name}{several}"
+        ) as bar:
+            for start in range(0, len(mine), batch_size):
+                if batch := run.fit(mine[start : start + batch_size], bar):
+                    run.sample(batch, bar)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        manifest.merge_manifest(out)
+    state.wait_for_everyone()
+    return run.summary
 
 
 def inpaint_folder(
@@ -383,166 +409,15 @@ def inpaint_folder(
     split the work between processes; every process must call this with the same arguments. Bad inputs are reported
     through ``report`` (default: stderr) and skipped. Returns this process's :class:`Summary`.
     """
-    from tqdm import tqdm
-
-    state = state or SingleProcess()
-    steps, jump_length, jump_n_sample, seed, num_samples = pipe.check_settings(
-        steps, jump_length, jump_n_sample, seed, num_samples
-    )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    out = Path(out_dir)
-    summary = Summary()
-    log = report or (lambda s: tqdm.write(s, file=sys.stderr))
-
-    def skip(path, reason):
-        summary.failed.append((str(path), reason))
-        log(f"skipped {path}: {reason}")
-
-    for given in (image_dir, mask_dir):
-        if given is not None and any(Path(given).resolve() == (out / d).resolve() for d in LAYOUT):
-            raise ValueError(f"{given} is an output folder of {out}: a run deletes what it did not write there")
-    jobs, problems = pair_jobs(image_dir, mask_dir, preset, pair)
-    # Everything that changes an output's pixels; the batch size and the process count do not (a README promise).
-    settings = dict(
-        model=pipe.name,
-        model_sha256=pipe.fingerprint(),
-        resolution=pipe.resolution,
-        dtype=str(pipe.dtype).removeprefix("torch."),
-        device=pipe.device.type,
+    settings = Settings(
         steps=steps,
         jump_length=jump_length,
         jump_n_sample=jump_n_sample,
+        num_samples=num_samples,
         seed=seed,
-        keep_mask=bool(keep_mask),
-        invert=bool(invert),
-        mask=f"preset:{preset}" if preset is not None else "file",
-        pair=pair,
-        repaint=__version__,
+        class_label=class_label,
+        classifier_scale=classifier_scale,
     )
-    pipe.class_labels([seed], class_label)  # a ValueError now for a label an unconditional model cannot take
-    if class_label is not None:
-        settings["class_label"] = int(class_label)
-    scale = pipe.check_scale(classifier_scale)
-    if pipe.classifier is not None:
-        settings["classifier_scale"] = scale
-    own_masks = is_random(preset)
-    units = _units(jobs, seed, num_samples, own_masks)
-
-    digests: dict[Job, dict | None] = {}  # SHA-256 of each job's input files; None: unreadable
-
-    def plan() -> tuple[list[_Unit], list[_Unit]]:  # (done, pending); every process reaches the same answer
-        records, hashes, done, pending = read_manifest(out), {}, [], []
-        for unit in units:
-            if unit.job not in digests:
-                try:
-                    digests[unit.job] = _digests(unit.job)
-                except OSError as e:
-                    digests[unit.job] = None
-                    if state.is_main_process:
-                        skip(unit.job.image, f"cannot read: {e}")
-            if digests[unit.job] is not None:
-                complete = _is_done(out, unit, records.get(unit.output), settings, digests[unit.job], hashes)
-                (done if complete else pending).append(unit)
-        return done, pending
-
-    if state.is_main_process:
-        for path, reason in problems:
-            skip(path, reason)
-        for d in LAYOUT:
-            (out / d).mkdir(parents=True, exist_ok=True)
-        _merge_manifest(out)  # parts of a killed run, whatever its process count
-        done, pending = plan()
-        summary.done_before = len(done)
-        # Only complete outputs of these settings stay: stale files and lines go before anything is sampled.
-        _merge_manifest(out, keep={u.output for u in done})
-    state.wait_for_everyone()  # the folder is clean before anyone reads or appends
-    if not state.is_main_process:
-        pending = plan()[1]
-    state.wait_for_everyone()  # everyone has read the manifest before anyone appends to it
-
-    part = out / _PART.format(state.process_index)
-    schedule = jump_schedule(steps, jump_length, jump_n_sample)
-    calls = pipe.model_calls(steps, jump_length, jump_n_sample)
-    bad: set[Job] = set()  # inputs of this process that failed to read
-    with state.split_between_processes(pending) as mine:
-        bar = tqdm(
-            total=len(mine),
-            unit="img",
-            file=sys.stderr,
-            disable=not progress or not state.is_main_process,
-            desc=f"RePaint {pipe.name}" + (f" (process 0 of {state.num_processes})" if state.num_processes > 1 else ""),
-        )
-        for start in range(0, len(mine), batch_size):
-            batch, fitted = [], {}
-            for unit in mine[start : start + batch_size]:
-                key = (unit.job, unit.seed if own_masks else None)  # a random preset: a mask per sample
-                if key not in fitted and unit.job not in bad:
-                    try:
-                        fitted[key] = pipe.prepare(
-                            unit.job.image, unit.job.mask, keep_mask=keep_mask, invert=invert, seed=unit.seed
-                        )
-                    except (ValueError, OSError) as e:
-                        bad.add(unit.job)
-                        skip(unit.job.image, str(e))
-                if unit.job in bad:
-                    bar.update(1)
-                else:
-                    batch.append((unit, fitted[key]))
-            if not batch:
-                continue
-            began = time.perf_counter()
-            tick = lambda k, levels, x, x0: bar.set_postfix_str(f"call {k + 1}/{calls}")  # noqa: E731
-            seeds = [u.seed for u, _ in batch]
-            result = pipe.sample(
-                np.stack([rgb for _, (rgb, _) in batch]),
-                np.stack([m for _, (_, m) in batch]),
-                [schedule] * len(batch),
-                seeds,
-                tick,
-                class_labels=pipe.class_labels(seeds, class_label),
-                classifier_scale=scale,
-            )
-            seconds = (time.perf_counter() - began) / len(batch)
-            saved: dict[str, str] = {}  # this batch's companion files and their SHA-256
-            for (unit, fit), img in zip(batch, result):
-                for path, arr in zip(unit.companions, _companions(*fit)):
-                    if path not in saved:
-                        saved[path] = _atomic_save(arr, out / path)
-                files = {unit.output: _atomic_save(img, out / unit.output)} | {p: saved[p] for p in unit.companions}
-                _append(
-                    part,
-                    dict(
-                        output=unit.output,
-                        input=str(unit.job.image),
-                        mask=str(unit.job.mask),
-                        sample=unit.sample,
-                        seed=unit.seed,
-                        settings=settings,
-                        seconds=round(seconds, 4),
-                        batch=len(batch),
-                        process=state.process_index,
-                        model_calls=calls,
-                        files=files,
-                        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        **digests[unit.job],
-                    ),
-                )
-                summary.written.append(unit.output)
-                bar.update(1)
-        bar.close()
-    state.wait_for_everyone()
-    if state.is_main_process:
-        _merge_manifest(out)
-    state.wait_for_everyone()
-    return summary
-
-
-def process_device(requested: str | None, state):
-    """This process's device: accelerate's (cuda:<local rank> under a multi-GPU launch) unless one is named."""
-    import torch
-
-    own = getattr(state, "device", None)
-    if own is None or (requested is not None and torch.device(requested) != torch.device(own.type)):
-        return requested
-    return "cpu" if own.type == "cpu" else own
+    options = dict(mask_dir=mask_dir, preset=preset, keep_mask=keep_mask, invert=invert, pair=pair)
+    options |= dict(batch_size=batch_size, state=state, progress=progress, report=report)
+    return run_folder(pipe, image_dir, out_dir, settings, **options)

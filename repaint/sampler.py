@@ -3,6 +3,13 @@
 Step functions are pure and take their noise, so each is testable in closed form;
 :func:`sample_repaint` strings them together along one resampling schedule per sample.
 Images are float tensors in [-1, 1]; masks are bool, True = pixel to fill.
+
+The known part is merged *after* each step, as in the paper's Algorithm 1 (line 8), not before the next model call
+as the official code does; so the last step (level 0 -> -1, where abar = 1 and the known part is the input itself)
+returns the known pixels exactly, rather than a prediction of them.
+
+The known and unknown parts share one noise draw per step: they cover disjoint pixels, so this is exactly the same
+distribution as two independent draws, at half the cost.
 """
 
 from __future__ import annotations
@@ -144,35 +151,65 @@ def sample_repaint(
     class_labels: torch.Tensor | None = None,
     guide: Guide | None = None,
 ) -> torch.Tensor:
-    """Inpaint with RePaint: Algorithm 1 with resampling (section 4.2).
+    """Inpaint with RePaint: Algorithm 1 with resampling (section 4.2); returns x_0, (B, C, H, W).
 
-    Args:
-        model: ``model(x, timesteps) -> eps``, timesteps a long tensor with one training timestep per sample. With
-            ``tables.variance_type == "learned_range"`` it returns 2C channels: eps, then v (:func:`learned_sigma`).
-            With ``class_labels`` it is called as ``model(x, timesteps, labels)``, labels those of x's rows.
-        x: (B, C, H, W) starting noise x_T, one sample per row (drawn by the caller from ``generators``).
-        image: (B, C, H, W) or (1, C, H, W) the input image in [-1, 1]; only its known pixels are used.
-        mask: (B or 1, 1, H, W) bool, True = fill.
-        tables: the respaced noise tables (:func:`repaint.schedule.noise_tables`).
-        schedules: one :func:`repaint.schedule.jump_schedule` per sample; chains with different schedules
-            (n = 1 next to n > 1) advance together in one batched model call per tick, each at its own level.
-        generators: one ``torch.Generator`` per sample; a sample's draws do not depend on the others, so a
-            batched run gives each sample the image of a run alone with its generator.
-        callback: called after each tick as ``callback(tick, levels, x, x0_pred)``; ``levels`` holds each sample's
-            current level (-1 = done). It may raise to cancel the run.
-        class_labels: (B,) long tensor, one class per sample, for class-conditional models.
-        guide: classifier guidance (Dhariwal & Nichol 2021), ``guide(x_t, timesteps, labels)`` (e.g.
-            :func:`classifier_grad`), called at every denoising step, resampled ones and the last included, on the
-            merged x_t the model saw, with the training timesteps; it moves each step's mean by variance * gradient.
-            Needs ``class_labels``. None: unguided (no guide call at all).
-
-    The known part is merged *after* each step, as in the paper's Algorithm 1 (line 8), not before the next
-    model call as the official code does; so the last step (level 0 -> -1, where abar = 1 and the known part is
-    the input itself) returns the known pixels exactly, rather than a prediction of them.
-
-    The known and unknown parts share one noise draw per step: they cover disjoint pixels, so this is exactly
-    the same distribution as two independent draws, at half the cost.
+    ``model(x, timesteps) -> eps`` (``model(x, timesteps, labels)`` with ``class_labels``), timesteps a long tensor
+    of training timesteps, one per row; with ``tables.variance_type == "learned_range"`` it returns 2C channels: eps,
+    then v (:func:`learned_sigma`). ``x``: (B, C, H, W) starting noise x_T, one sample per row, drawn by the caller
+    from ``generators``, one ``torch.Generator`` per sample: a sample's draws do not depend on the others, so a
+    batched run gives each sample the image of a run alone. ``image``: (B or 1, C, H, W) in [-1, 1], only its known
+    pixels used; ``mask``: (B or 1, 1, H, W) bool, True = fill. ``tables``: :func:`repaint.schedule.noise_tables`.
+    ``schedules``: one :func:`repaint.schedule.jump_schedule` per sample; chains with different schedules (n = 1
+    beside n > 1) advance together, one batched model call per tick, each at its own level. ``callback(tick, levels,
+    x, x0_pred)`` after each tick, ``levels`` each sample's level (-1 = done); it may raise to cancel the run.
+    ``class_labels``: (B,) long, one class per sample. ``guide``: classifier guidance (Dhariwal & Nichol 2021),
+    ``guide(x_t, timesteps, labels)`` (e.g. :func:`classifier_grad`) at every denoising step, resampled ones and the
+    last included, on the merged x_t the model saw; it moves each step's mean by variance * gradient. Needs
+    ``class_labels``; None: unguided, no guide call at all.
     """
+    moves = _check(x, schedules, generators, tables, class_labels, guide)
+    dev = x.device
+    table, betas, channels = _coefficients(tables), tables.betas.tolist(), x.shape[1] * (1 + tables.learned_range)
+    x, x0_pred, noise = x.clone(), torch.zeros_like(x), torch.empty_like(x)
+    image, mask = image.expand_as(x), mask.expand(len(x), 1, *x.shape[2:])
+    levels = [s[0] for s in schedules]
+
+    def draw(rows):  # a standard normal for each sample in rows, from that sample's own generator
+        for b in rows:
+            torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
+
+    plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], dev)
+    for tick, (active, step, t, rows, groups) in enumerate(plan):
+        every = rows is None
+        x = _jump_up(x, noise, step, active, rows, betas, draw)  # Algorithm 1 line 10
+        xa = x if every else x[rows]
+        labels = None if class_labels is None else class_labels if every else class_labels[rows]
+        out = _call(model, xa, t, labels, channels, tables.variance_type)
+        grad = None if guide is None else guide(xa, t, labels)
+        draw(active)
+        n, img, fill = (noise, image, mask) if every else (noise[rows], image[rows], mask[rows])
+        merged, x0 = _denoise_rows(xa, out, n, img, fill, step[0][1], groups, table, tables, grad)
+        if every:
+            x, x0_pred = merged, x0
+        else:
+            x[rows], x0_pred[rows] = merged, x0
+        for b, (_, level) in zip(active, step):
+            levels[b] = level - 1
+        if callback is not None:
+            callback(tick, list(levels), x, x0_pred)
+    return x
+
+
+def _call(model: Model, x, t, labels, channels: int, variance_type: str) -> torch.Tensor:
+    """The model's output for rows ``x`` at training timesteps ``t``, checked to have the sampler's channels."""
+    out = model(x, t) if labels is None else model(x, t, labels)
+    if out.shape[1] != channels:
+        raise ValueError(f"the model returned {out.shape[1]} channels, the {variance_type} sampler needs {channels}")
+    return out
+
+
+def _check(x, schedules, generators, tables: NoiseTables, class_labels, guide) -> list:
+    """Each sample's moves, after the checks of :func:`sample_repaint`'s arguments."""
     if x.ndim != 4 or len(schedules) != len(x) or len(generators) != len(x):
         raise ValueError("x must be (B, C, H, W) with one schedule and one generator per sample")
     if guide is not None and class_labels is None:
@@ -181,12 +218,15 @@ def sample_repaint(
     for m in moves:
         if m[0][1] != tables.steps - 1:
             raise ValueError(f"a schedule must start at level {tables.steps - 1} (steps - 1), got {m[0][1]}")
-    dev = x.device
-    # Per-level coefficients as float64 Python floats: abar, abar_prev, beta, sigma (fixed variances), then
-    # min_log, max_log (learned range), the fixed variance (guidance). Python floats reach the device as kernel
-    # arguments, with no copy.
+    return moves
+
+
+def _coefficients(tables: NoiseTables) -> list[tuple]:
+    """Per-level coefficients as float64 Python floats: abar, abar_prev, beta, sigma (fixed variances), then
+    min_log, max_log (learned range), the fixed variance (guidance). Python floats reach the device as kernel
+    arguments, with no copy."""
     bounds = [b.tolist() for b in tables.log_variance_bounds()]
-    table = list(
+    return list(
         zip(
             tables.alphas_cumprod.tolist(),
             tables.alphas_cumprod_prev.tolist(),
@@ -196,66 +236,35 @@ def sample_repaint(
             tables.fixed_variance().tolist(),
         )
     )
-    channels = x.shape[1] * (2 if tables.learned_range else 1)
-    betas = tables.betas.tolist()
-    plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], dev)
 
-    x = x.clone()
-    x0_pred = torch.zeros_like(x)
-    noise = torch.empty_like(x)
-    image = image.expand_as(x)
-    mask = mask.expand(len(x), 1, *x.shape[2:])
-    levels = [s[0] for s in schedules]
 
-    def draw(rows):  # a standard normal for each sample in rows, from that sample's own generator
-        for b in rows:
-            torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
-
-    for tick, (active, step, t, rows, groups) in enumerate(plan):
-        every = rows is None
-        # Algorithm 1 line 10: back up one level at a time, each with its own (respaced) beta.
-        if all(ups == step[0][0] for ups, _ in step):  # the same jumps for all: one batched op per level
-            for up in step[0][0]:
-                draw(active)
-                if every:
-                    x = forward_step(x, betas[up], noise)
-                else:
-                    x[rows] = forward_step(x[rows], betas[up], noise[rows])
-        else:
-            for b, (ups, _) in zip(active, step):
-                for up in ups:
-                    draw([b])
-                    x[b] = forward_step(x[b], betas[up], noise[b])
-        lv = [level for _, level in step]
-        for b, level in zip(active, lv):
-            levels[b] = level
-        xa = x if every else x[rows]
-        labels = None if class_labels is None else class_labels if every else class_labels[rows]
-        out = model(xa, t) if labels is None else model(xa, t, labels)
-        if out.shape[1] != channels:
-            raise ValueError(
-                f"the model returned {out.shape[1]} channels, the {tables.variance_type} sampler needs {channels}"
-            )
-        grad = None if guide is None else guide(xa, t, labels)
-        draw(active)
-        n, img, fill = (noise, image, mask) if every else (noise[rows], image[rows], mask[rows])
-        if not groups:
-            merged, x0 = _denoise(xa, out, n, img, fill, table[lv[0]], lv[0], tables, grad)
-        else:  # compare mode: each level's rows with that level's coefficients, exactly as in a run alone
-            merged, x0 = torch.empty_like(xa), torch.empty_like(xa)
-            for level, r in groups:
-                merged[r], x0[r] = _denoise(
-                    xa[r], out[r], n[r], img[r], fill[r], table[level], level, tables, None if grad is None else grad[r]
-                )
-        if every:
-            x, x0_pred = merged, x0
-        else:
-            x[rows], x0_pred[rows] = merged, x0
-        for b in active:
-            levels[b] -= 1
-        if callback is not None:
-            callback(tick, list(levels), x, x0_pred)
+def _jump_up(x, noise, step, active, rows, betas, draw) -> torch.Tensor:
+    """Algorithm 1 line 10: the active rows backed up one level at a time, each with its own (respaced) beta."""
+    if all(ups == step[0][0] for ups, _ in step):  # the same jumps for all: one batched op per level
+        for up in step[0][0]:
+            draw(active)
+            if rows is None:
+                x = forward_step(x, betas[up], noise)
+            else:
+                x[rows] = forward_step(x[rows], betas[up], noise[rows])
+        return x
+    for b, (ups, _) in zip(active, step):
+        for up in ups:
+            draw([b])
+            x[b] = forward_step(x[b], betas[up], noise[b])
     return x
+
+
+def _denoise_rows(xa, out, n, img, fill, level, groups, table, tables, grad):
+    """One reverse step of the active rows, all at ``level``; or, in compare mode (``groups``), each level's rows
+    with that level's coefficients, exactly as in a run alone."""
+    if not groups:
+        return _denoise(xa, out, n, img, fill, table[level], level, tables, grad)
+    merged, x0 = torch.empty_like(xa), torch.empty_like(xa)
+    for lv, r in groups:
+        g = None if grad is None else grad[r]
+        merged[r], x0[r] = _denoise(xa[r], out[r], n[r], img[r], fill[r], table[lv], lv, tables, g)
+    return merged, x0
 
 
 def _plan(moves, batch: int, timesteps: list[int], device):

@@ -108,3 +108,17 @@ def tiny_classifier(
         pool="attention",
     )
     return randomise(model, seed).eval()
+
+
+def classifier_folder(tmp, model):
+    """``model`` (tiny_args' architecture, 64-channel heads) saved as a checkpoint and converted by its options."""
+    torch.save(model.state_dict(), tmp / "cls.pt")
+    o = dict(image_size=16, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="4")
+    import pytest
+
+    import repaint
+    from repaint import classifier as _classifier
+
+    with pytest.MonkeyPatch.context() as mp:  # create_classifier has no 16x16 size: tiny_args' multipliers
+        mp.setitem(_classifier._CHANNEL_MULT, 16, (1, 2, 2))
+        return repaint.convert_classifier(tmp / "cls.pt", tmp / "cls", **o)

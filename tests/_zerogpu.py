@@ -321,22 +321,24 @@ def main(port: int) -> None:
         inject_faults(os.environ["REPAINT_TEST_FAULT_FILE"])
     import app
 
-    print("ZEROGPU", app.ON_ZEROGPU, "MODELS", ",".join(app.SERVICE.models), flush=True)
+    print("ZEROGPU", app.ON_ZEROGPU, "MODELS", ",".join(app.SERVICE.cache.models), flush=True)
     import gradio as gr
     import spaces
     import torch
 
+    import repaint
     from repaint import space
 
     def test_gpu_run(settings: dict) -> int:
         """The GPU function on an unchecked request: how many events it yielded (or the error it raised)."""
-        return sum(1 for _ in app.gpu_run(space.Request(**settings)))
+        request = {k: settings.pop(k) for k in ("model", "image", "mask", "slot_s") if k in settings}
+        return sum(1 for _ in app.gpu_run(space.Request(**request, settings=repaint.Settings(**settings))))
 
     @spaces.GPU(duration=60)
     def test_eps(model: str, seed: int, batch: int) -> list:
         """One model call in the worker, as the sampler makes it, on a seeded input at timesteps spread over the
         chain: the output as nested lists."""
-        inp = app.SERVICE.get_model(model)
+        inp = app.SERVICE.cache.get_model(model)
         x = torch.randn(
             batch, inp.channels, inp.resolution, inp.resolution, generator=torch.Generator().manual_seed(seed)
         )

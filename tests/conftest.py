@@ -49,16 +49,29 @@ pin_environment()
 
 
 @pytest.fixture
-def service(monkeypatch):
-    """The app with a Service of the test's own (its runs, Stop flags and workers), sharing the loaded bundled
-    model: for the modules that drive the app (``pytestmark = pytest.mark.usefixtures("service")``)."""
+def make_service(monkeypatch):
+    """``make_service(**kwargs)``: the app with a ``space.Service(**kwargs)`` of the test's own (its runs, Stop
+    flags and workers), sharing the loaded bundled model."""
     import app
     from repaint import space
 
-    svc = space.Service()
-    svc.models["bundled"], svc.call_s["bundled"] = app.SERVICE.get_model("bundled"), app.SERVICE.call_s["bundled"]
-    monkeypatch.setattr(app, "SERVICE", svc)
-    return svc
+    def make(**kwargs):
+        svc = space.Service(**kwargs)
+        svc.cache.models["bundled"], svc.timing.call_s["bundled"] = (
+            app.SERVICE.cache.get_model("bundled"),
+            app.SERVICE.timing.call_s["bundled"],
+        )
+        monkeypatch.setattr(app, "SERVICE", svc)
+        return svc
+
+    return make
+
+
+@pytest.fixture
+def service(make_service):
+    """The app with a Service of the test's own: for the modules that drive the app
+    (``pytestmark = pytest.mark.usefixtures("service")``)."""
+    return make_service()
 
 
 @pytest.fixture
@@ -154,3 +167,49 @@ def hub(monkeypatch):
         template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)  # hf_hub_download's, read at import
         yield server
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """The tiny random-weight model (tests/_tiny.py), one per test module."""
+    from _tiny import tiny_pipe
+
+    return tiny_pipe()
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """The bundled model on the CPU, one per test module."""
+    import repaint
+
+    return repaint.load("bundled", device="cpu")
+
+
+# --- the browser tests' fixtures (tests/_browser.py has their helpers) ----------------------------------------------
+@pytest.fixture(scope="module")
+def url():
+    with served() as page_url:
+        yield page_url
+
+
+@pytest.fixture(scope="module")
+def browser(url):
+    import _browser
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _browser.ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(_browser.CHROMIUM), args=_browser.ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def orange(tmp_path):
+    """A flat 300x200 image: any blue on the canvas is the layer's."""
+    from _browser import ORANGE
+    from PIL import Image
+
+    path = tmp_path / "orange.png"
+    Image.new("RGB", (300, 200), ORANGE).save(path)
+    return path

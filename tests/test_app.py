@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _page import left_half_editor, ui_request
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
 import repaint
+import repaint.loading
 from repaint import space
 from repaint.sampler import _ticks
 from repaint.space import ServeError, pictures
@@ -29,17 +31,6 @@ def read(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def ui_request(session: str):
-    """A stand-in for gr.Request in direct handler calls: only its session hash is read."""
-    return type("Request", (), {"session_hash": session})()
-
-
-def left_half_editor(face) -> dict:
-    """An editor value: the face with the left_half preset as its layer."""
-    bg = np.asarray(Image.open(face).convert("RGBA"))
-    return {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
-
-
 # ------------------------------------------------------------------------------------------- helpers
 @pytest.mark.parametrize("size", [(256, 256), (300, 200), (37, 53), (32, 32)])
 @pytest.mark.parametrize("name", ["every_second_line", "super_resolution_2x", "left_half", "thin", "expand"])
@@ -51,9 +42,9 @@ def test_preset_layer_maps_back_to_the_model_preset_exactly(size, name):
     value["background"] = bg
     layer = value["layers"][0]
     assert layer.shape == (h, w, 4)  # exactly the background's size
-    mask = app.mask_from_editor(value)
+    mask = pictures.mask_from_editor(value)
     assert mask.shape == (h, w)
-    _, fitted = app.SERVICE.get_model("bundled").prepare(bg[..., :3].copy(), mask)
+    _, fitted = app.SERVICE.cache.get_model("bundled").prepare(bg[..., :3].copy(), mask)
     assert (fitted == repaint.masks.PRESETS[name](32, 32, 5)).all()
 
 
@@ -79,12 +70,13 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
     again, kept = app.redraw_preset(value, "top_half", "bundled", 0, shown)  # a second preset, no stroke between
     assert kept == {"__type__": "update"}  # the layer-only value: the kept image stays
     assert (
-        app.mask_from_editor({**again, "background": bg}) == pictures.preset_mask("top_half", *bg.shape[1::-1], 32, 0)
+        pictures.mask_from_editor({**again, "background": bg})
+        == pictures.preset_mask("top_half", *bg.shape[1::-1], 32, 0)
     ).all()
     *_, last = app.run(
         value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("layer"), None, shown
     )
-    assert last[0].startswith("Done")
+    assert last["status"].startswith("Done")
     with pytest.raises(Exception, match="No image"):  # a cleared editor is not run on the old image
         next(
             app.run(
@@ -119,7 +111,7 @@ def test_a_preset_picked_before_the_uploads_sync_ran_keeps_the_image_for_the_run
     *_, last = app.run(
         value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("race"), None, shown
     )
-    assert last[0].startswith("Done")
+    assert last["status"].startswith("Done")
 
 
 def test_the_editors_mask_is_one_mask_for_all_samples(face):
@@ -128,23 +120,40 @@ def test_the_editors_mask_is_one_mask_for_all_samples(face):
     bg = np.asarray(Image.open(face).convert("RGBA"))
     value = {**app.editor_with_preset({"background": bg, "layers": []}, "thick", "bundled", 0), "background": bg}
     gen = app.run(value, "thick", "bundled", 4, 2, 1, 5, False, 3, False, False, ui_request("shared-mask"))
-    out = next(x for x in gen if x[0].startswith("Done"))
-    results = [read(path) for path, _ in out[2]]  # read before the generator ends (it deletes the files)
+    out = next(x for x in gen if x["status"].startswith("Done"))
+    results = [read(path) for path, _ in out["gallery"]]  # read before the generator ends (it deletes the files)
     gen.close()
-    rgb, fill = app.SERVICE.get_model("bundled").prepare(bg[..., :3].copy(), app.mask_from_editor(value))
+    rgb, fill = app.SERVICE.cache.get_model("bundled").prepare(bg[..., :3].copy(), pictures.mask_from_editor(value))
     assert len(results) == 3 and not np.array_equal(fill, repaint.masks.preset("thick", 32, 32, 6))
     for got in results:
         assert np.array_equal(got[~fill], rgb[~fill])
 
 
 def test_duration_grows_with_work_and_is_capped():
-    d_small = app.SERVICE.gpu_duration(space.Request("bundled", None, None, 10, 5, 2, 0, 1, False))
-    d_big = app.SERVICE.gpu_duration(space.Request("bundled", None, None, 250, 10, 10, 0, 4, True))
+    d_small = app.SERVICE.slot.gpu_duration(
+        space.Request(
+            model="bundled",
+            settings=repaint.Settings(steps=10, jump_length=5, jump_n_sample=2, num_samples=1, seed=0, compare=False),
+        )
+    )
+    d_big = app.SERVICE.slot.gpu_duration(
+        space.Request(
+            model="bundled",
+            settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10, num_samples=4, seed=0, compare=True),
+        )
+    )
     assert space.GPU_MARGIN_S <= d_small < d_big <= space.GPU_CAP_S
-    huge = app.SERVICE.gpu_duration(space.Request("bundled", None, None, 1000, 1, 20, 0, 16, True))
+    huge = app.SERVICE.slot.gpu_duration(
+        space.Request(
+            model="bundled",
+            settings=repaint.Settings(
+                steps=1000, jump_length=1, jump_n_sample=20, num_samples=16, seed=0, compare=True
+            ),
+        )
+    )
     assert huge == space.GPU_CAP_S
-    calls = space.model_calls(250, 10, 10)
-    assert calls == app.SERVICE.get_model("bundled").model_calls(250, 10, 10)
+    calls = repaint.count_model_calls(250, 10, 10)
+    assert calls == app.SERVICE.cache.get_model("bundled").model_calls(250, 10, 10)
     assert f"{calls:,} model calls" in app.estimate_text("bundled", 250, 10, 10, 1, False)
 
 
@@ -152,24 +161,33 @@ def test_a_request_is_one_picklable_value(face):
     """A run's settings cross to the ZeroGPU worker as one value."""
     import pickle
 
-    req = space.Request("bundled", np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool), 10, 5, 2, 3, 2, True)
+    req = space.Request(
+        model="bundled",
+        settings=repaint.Settings(steps=10, jump_length=5, jump_n_sample=2, num_samples=2, seed=3, compare=True),
+        image=np.zeros((8, 8, 3), np.uint8),
+        mask=np.eye(8, dtype=bool),
+    )
     back = pickle.loads(pickle.dumps(req))
-    assert back.settings() == req.settings() and (back.mask == req.mask).all() and back.rows == 4
+    assert back.settings == req.settings and (back.mask == req.mask).all() and back.settings.rows == 4
 
 
 def test_request_that_cannot_fit_the_gpu_cap_is_refused(monkeypatch):
 
-    monkeypatch.setattr(app.SERVICE, "has_gpu", True)
-    monkeypatch.setitem(app.SERVICE.call_s, "bundled", 1.0)
+    monkeypatch.setattr(app.SERVICE.slot, "has_gpu", True)
+    monkeypatch.setitem(app.SERVICE.timing.call_s, "bundled", 1.0)
     with pytest.raises(ServeError, match="smaller|fewer"):
-        app.SERVICE.check_fits(space.Request("bundled", None, None, 250, 10, 10))
-    app.SERVICE.check_fits(space.Request("bundled", None, None, 10, 5, 2))
+        app.SERVICE.slot.check_fits(
+            space.Request(model="bundled", settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10))
+        )
+    app.SERVICE.slot.check_fits(
+        space.Request(model="bundled", settings=repaint.Settings(steps=10, jump_length=5, jump_n_sample=2))
+    )
 
 
 def test_unknown_model_is_refused():
 
     with pytest.raises(ServeError, match="unknown model"):
-        app.SERVICE.get_model("../../etc")
+        app.SERVICE.cache.get_model("../../etc")
 
 
 def test_failed_load_is_an_error_and_other_models_still_work(monkeypatch):
@@ -178,16 +196,16 @@ def test_failed_load_is_an_error_and_other_models_still_work(monkeypatch):
         raise repaint.ModelLoadError(f"model {name!r}: the Hub could not be reached")
 
     monkeypatch.setattr(repaint, "load", fail)
-    monkeypatch.delitem(app.SERVICE.models, "cifar10", raising=False)
+    monkeypatch.delitem(app.SERVICE.cache.models, "cifar10", raising=False)
     with pytest.raises(ServeError, match="Could not load model 'cifar10'"):
-        app.SERVICE.get_model("cifar10")
-    assert app.SERVICE.get_model("bundled") is app.SERVICE.models["bundled"]
+        app.SERVICE.cache.get_model("cifar10")
+    assert app.SERVICE.cache.get_model("bundled") is app.SERVICE.cache.models["bundled"]
 
 
 def test_default_falls_back_to_bundled_with_a_notice(monkeypatch):
     """The real loading path, offline with nothing cached (the suite's environment): the notice says why."""
-    monkeypatch.setattr(app.SERVICE, "has_gpu", True)
-    monkeypatch.delitem(app.SERVICE.models, "celebahq", raising=False)
+    monkeypatch.setattr(app.SERVICE.slot, "has_gpu", True)
+    monkeypatch.delitem(app.SERVICE.cache.models, "celebahq", raising=False)
     name, notice = app.SERVICE.pick_default("", app.GPU_MODEL, app.OFFLINE_MODEL, app.MODEL_ENV)
     assert name == "bundled" and "The default model 'celebahq' could not be loaded" in notice
     assert "not in the local cache" in notice and "Using the **bundled** model" in notice
@@ -203,17 +221,19 @@ def test_ui_handler_streams_previews_then_results(face, monkeypatch):
     outs = []
     for out in gen:  # Gradio copies the files of each yield before it asks for the next one
         outs.append(out)
-        if "Done" in out[0]:
+        if "Done" in out["status"]:
             break
-    previews = [o[1] for o in outs if isinstance(o[1], np.ndarray)]
+    previews = [o["preview"] for o in outs if isinstance(o["preview"], np.ndarray)]
     assert len(previews) >= 5  # streamed during the run
-    status, _, gallery, _, slider, gif, files, seed, *_ = outs[-1]
+    status, gallery, slider, gif, files, seed = (
+        outs[-1][k] for k in ("status", "gallery", "slider", "animation", "downloads", "seed")
+    )
     assert "Done" in status and seed == 7 and len(gallery) == 4  # 2 resampled + 2 plain
     assert all(f.endswith((".png", ".gif")) for f in files)
     frames = Image.open(gif).n_frames
     assert 5 <= frames <= space.ANIMATION_FRAMES + 1
     known = ~repaint.masks.PRESETS["left_half"](32, 32, 0)
-    rgb, _ = app.SERVICE.get_model("bundled").prepare(str(face), "left_half")
+    rgb, _ = app.SERVICE.cache.get_model("bundled").prepare(str(face), "left_half")
     for path, _ in gallery:
         assert (read(path)[known] == rgb[known]).all()
     folder = Path(files[0]).parent
@@ -232,7 +252,7 @@ def test_ui_and_api_share_the_checks(client, face, tmp_path):
     margin[:, :8] = (30, 90, 255, 128)  # painted in the left margin, which the centre crop drops
     value = {"background": wide, "layers": [margin], "composite": None}
     gen = app.run(value, "left_half", "bundled", 10, 5, 2, 0, False, 1, False, False, ui_request("test-crop"))
-    assert next(gen)[0].startswith("Starting")  # the page uses strokes outside a preset's square (issue 21)
+    assert next(gen)["status"].startswith("Starting")  # the page uses strokes outside a preset's square (issue 21)
     gen.close()
     image, mask = tmp_path / "wide.png", tmp_path / "margin.png"
     Image.fromarray(wide[..., :3]).save(image)
@@ -285,8 +305,8 @@ def test_a_drawn_mask_comes_back_at_the_photo_size(tmp_path):
     layer[90:110, 160:190] = (30, 90, 255, 128)  # an object in a corner
     value = {"background": photo, "layers": [layer], "composite": None}
     gen = app.run(value, app.DRAW, "bundled", 10, 5, 2, 0, False, 1, True, False, ui_request("test-full"))
-    last = next(out for out in gen if "Done" in out[0])  # its files live until the next step
-    status, _, gallery, _, slider, _, files, _, *_ = last
+    last = next(out for out in gen if "Done" in out["status"])  # its files live until the next step
+    status, gallery, slider, files = (last[k] for k in ("status", "gallery", "slider", "downloads"))
     assert "Done" in status and len(gallery) == 2
     drawn = layer[..., 3] > 0
     assert all(read(path).shape == (120, 200, 3) for path in files if path.endswith(".png"))
@@ -314,27 +334,26 @@ class StandInSpaces:
 
 
 @pytest.fixture
-def zerogpu(monkeypatch, service):
+def zerogpu(monkeypatch, make_service):
     """The app as on ZeroGPU: a stand-in ``spaces``, and a per-call time that is a guess until a run measures it."""
     fake = StandInSpaces()
-    monkeypatch.setattr(service, "on_zerogpu", True)
-    monkeypatch.setattr(service, "has_gpu", True)
-    monkeypatch.setitem(service.call_s, "bundled", 5.0)  # a wrong guess, refreshed by the first run
+    service = make_service(on_zerogpu=True, duration_factor=1.0)
+    monkeypatch.setitem(service.timing.call_s, "bundled", 5.0)  # a wrong guess, refreshed by the first run
     recorded = []
-    real = app.gpu_runner(fake)
+    real = fake.GPU(duration=service.slot.gpu_duration)(app.gpu_run)
 
     def spy(*args):
         recorded.append(args)
         yield from real(*args)
 
     monkeypatch.setattr(app, "gpu_run", spy)
-    return fake, recorded
+    return fake, recorded, service
 
 
-def test_zerogpu_duration_gets_the_handlers_arguments_and_time_is_refreshed(zerogpu, face, service):
-    fake, recorded = zerogpu
+def test_zerogpu_duration_gets_the_handlers_arguments_and_time_is_refreshed(zerogpu, face):
+    fake, recorded, service = zerogpu
     steps, j, r, samples = 10, 5, 2, 2
-    guess = service.call_s["bundled"]
+    guess = service.timing.call_s["bundled"]
     list(
         app.run(
             left_half_editor(face),
@@ -359,12 +378,12 @@ def test_zerogpu_duration_gets_the_handlers_arguments_and_time_is_refreshed(zero
     cost = sum(1 + space.GPU_BATCH_COST * (samples * len(active) - 1) for active in ticks)
     want = min(space.GPU_CAP_S, int(np.ceil(guess * cost + space.GPU_MARGIN_S)))
     assert seconds == want
-    after_ui = service.call_seconds("bundled", 1)
+    after_ui = service.timing.call_seconds("bundled", 1)
     assert after_ui < 1.0  # measured by the run (the bundled model is ms per call): the guess weighs nothing
-    service.run_s.clear()
+    service.timing.run_s.clear()
     list(app.api_inpaint(str(face), "left_half", "bundled", steps, j, r, 0, 1, False))
     assert len(fake.calls) == 2 and fake.calls[1][0] == recorded[1]
-    assert service.call_seconds("bundled", 1) < 1.0  # the API path refreshes it too
+    assert service.timing.call_seconds("bundled", 1) < 1.0  # the API path refreshes it too
 
 
 def test_stop_cancels_within_one_step(face):
@@ -375,7 +394,7 @@ def test_stop_cancels_within_one_step(face):
     next(gen)  # first preview
     app.stop_run(request)
     outs = list(gen)  # a Stop the visitor asked for ends the run with a status, not an error (issue 21)
-    assert len(outs) <= 2 and outs[-1][0].startswith("Stopped as you asked")
+    assert len(outs) <= 2 and outs[-1]["status"].startswith("Stopped as you asked")
 
 
 # ------------------------------------------------------------------------------------------- live API
@@ -390,7 +409,7 @@ def test_api_with_a_preset(client, face):
     (path,) = paths(out)
     res = read(path)
     assert res.shape == (32, 32, 3) and Image.open(path).info.get("srgb") == 0  # tagged sRGB, as the pixels are
-    rgb, _ = app.SERVICE.get_model("bundled").prepare(str(face), "every_second_line")
+    rgb, _ = app.SERVICE.cache.get_model("bundled").prepare(str(face), "every_second_line")
     known = ~repaint.masks.PRESETS["every_second_line"](32, 32, 0)
     assert (res[known] == rgb[known]).all()  # PNG end to end: known pixels exact
 
@@ -417,7 +436,7 @@ def test_api_compare(client, face):
     out = client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", compare=True, **SMALL)
     caps = [r["caption"] for r in out]
     assert len(out) == 2 and caps[0].startswith("n=2") and caps[1].startswith("n=1")
-    same = app.SERVICE.get_model("bundled").compare(
+    same = app.SERVICE.cache.get_model("bundled").compare(
         str(face), "left_half", steps=10, jump_length=5, jump_n_sample=2, seed=3
     )
     assert (read(paths(out)[0]) == np.asarray(same[0][0])).all()
@@ -452,12 +471,12 @@ def test_examples_exist_and_load_their_preset_into_the_editor(monkeypatch, has_g
         bg = np.asarray(Image.open(image).convert("RGBA"))
         value, _ = app.sync_preset({"background": bg, "layers": [], "composite": None}, preset, model, 0, None)
         value["background"] = bg
-        assert value["layers"][0].shape == bg.shape and app.mask_from_editor(value).any()
+        assert value["layers"][0].shape == bg.shape and pictures.mask_from_editor(value).any()
 
 
 # ------------------------------------------------------------------------------------------- faults and safety
 def run_workers():
-    return app.SERVICE.running()
+    return app.SERVICE.runner.running()
 
 
 def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monkeypatch):
@@ -465,7 +484,7 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
     import weakref
 
     request = ui_request("test-stop-free")
-    inp = app.SERVICE.get_model("bundled")
+    inp = app.SERVICE.cache.get_model("bundled")
     calls, refs = [], []
     eps = inp.eps
 
@@ -479,14 +498,14 @@ def test_stop_ends_the_worker_within_one_model_call_and_frees_the_run(face, monk
     gen = app.run(value, "left_half", "bundled", 250, 10, 10, 0, False, 1, False, False, request)
     next(gen)  # started
     next(gen)  # first preview: the worker is running
-    assert run_workers() and "test-stop-free" in app.SERVICE.stop_flags
+    assert run_workers() and "test-stop-free" in app.SERVICE.runner.stop_flags
     app.stop_run(request)
     at_stop = len(calls)
     outs = list(gen)  # a Stop the visitor asked for: a last status, not an error (issue 21)
-    assert outs[-1][0].startswith("Stopped as you asked")
+    assert outs[-1]["status"].startswith("Stopped as you asked")
     assert len(calls) - at_stop <= 1  # the call in flight, then the callback raises
     assert not run_workers()  # the worker ended
-    assert "test-stop-free" not in app.SERVICE.stop_flags
+    assert "test-stop-free" not in app.SERVICE.runner.stop_flags
     del gen, outs
     gc.collect()
     assert refs and all(r() is None for r in refs)  # none of the run's tensors is kept
@@ -504,24 +523,26 @@ def test_closing_the_run_generator_stops_the_worker(face):
         next(handler)
         assert run_workers()
         handler.close()
-        assert not run_workers() and "test-close" not in app.SERVICE.stop_flags
+        assert not run_workers() and "test-close" not in app.SERVICE.runner.stop_flags
 
 
 @pytest.fixture
 def broken_model(monkeypatch, tmp_path):
     """A registry entry 'broken' whose files come from ``tmp_path`` (as if downloaded there)."""
     monkeypatch.setitem(repaint.models.MODELS, "broken", repaint.ModelInfo("broken", "test/broken", 32, "test"))
-    monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None: tmp_path)
-    monkeypatch.delitem(app.SERVICE.models, "broken", raising=False)
+    monkeypatch.setattr(repaint.loading, "_download", lambda repo_id, name, cache_dir=None: tmp_path)
+    monkeypatch.delitem(app.SERVICE.cache.models, "broken", raising=False)
     return tmp_path
 
 
 def test_missing_files_are_a_clear_error_and_bundled_keeps_serving(broken_model, face):
 
     with pytest.raises(ServeError, match=r"Could not load model 'broken'.*config.json is missing.*Other models"):
-        app.SERVICE.get_model("broken")
-    assert "broken" not in app.SERVICE.models
-    assert app.SERVICE.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
+        app.SERVICE.cache.get_model("broken")
+    assert "broken" not in app.SERVICE.cache.models
+    assert app.SERVICE.cache.get_model("bundled").inpaint(
+        str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1
+    )
 
 
 def test_corrupt_weights_are_a_clear_error_and_bundled_keeps_serving(broken_model, face):
@@ -530,17 +551,19 @@ def test_corrupt_weights_are_a_clear_error_and_bundled_keeps_serving(broken_mode
         (broken_model / f).write_bytes((repaint.models.BUNDLED_DIR / f).read_bytes())
     (broken_model / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
     with pytest.raises(ServeError, match=r"Could not load model 'broken'.*cannot read"):
-        app.SERVICE.get_model("broken")
-    assert "broken" not in app.SERVICE.models
-    assert app.SERVICE.get_model("bundled").inpaint(str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1)
+        app.SERVICE.cache.get_model("broken")
+    assert "broken" not in app.SERVICE.cache.models
+    assert app.SERVICE.cache.get_model("bundled").inpaint(
+        str(face), "left_half", steps=5, jump_length=2, jump_n_sample=1
+    )
 
 
 def test_offline_hub_is_a_clear_error_and_bundled_keeps_serving(monkeypatch):
     """The real loading path with nothing cached and no Hub (the suite runs offline, tests/conftest.py)."""
-    monkeypatch.delitem(app.SERVICE.models, "celebahq", raising=False)
+    monkeypatch.delitem(app.SERVICE.cache.models, "celebahq", raising=False)
     with pytest.raises(ServeError, match=r"Could not load model 'celebahq'.*not in the local cache.*'bundled'"):
-        app.SERVICE.get_model("celebahq")
-    assert app.SERVICE.get_model("bundled") is app.SERVICE.models["bundled"]
+        app.SERVICE.cache.get_model("celebahq")
+    assert app.SERVICE.cache.get_model("bundled") is app.SERVICE.cache.models["bundled"]
 
 
 HUB_OK = ["google/ddpm-cifar10-32", "a/b", "Some-User_1/model.v2"]
@@ -568,21 +591,21 @@ HUB_BAD = [
 
 def test_hub_ids_are_refused_unless_allowed(monkeypatch):
 
-    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", False)
+    monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", False)
     for name in HUB_OK + HUB_BAD:
         with pytest.raises(ServeError, match="unknown model"):
-            app.SERVICE.check_model_name(name)
-    assert app.SERVICE.check_model_name("bundled") == "bundled"
+            app.SERVICE.cache.check_model_name(name)
+    assert app.SERVICE.cache.check_model_name("bundled") == "bundled"
 
 
 def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
 
-    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", True)
+    monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)
     for name in HUB_OK:
-        assert app.SERVICE.check_model_name(name) == name
+        assert app.SERVICE.cache.check_model_name(name) == name
     for name in HUB_BAD:
         with pytest.raises(ServeError, match="unknown model"):
-            app.SERVICE.check_model_name(name)
+            app.SERVICE.cache.check_model_name(name)
     # a local folder of the same name is never read: a Hub id only goes to the Hub
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").mkdir()
@@ -595,25 +618,25 @@ def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
             f"model {name!r} ({repo_id}) is not in the local cache and the Hub could not be reached"
         )
 
-    monkeypatch.setattr(repaint.models, "_download", offline)
+    monkeypatch.setattr(repaint.loading, "_download", offline)
     with pytest.raises(ServeError, match="Could not load model 'a/b'"):
-        app.SERVICE.get_model("a/b")
-    assert asked == ["a/b"] and "a/b" not in app.SERVICE.models
+        app.SERVICE.cache.get_model("a/b")
+    assert asked == ["a/b"] and "a/b" not in app.SERVICE.cache.models
 
 
 def test_hub_models_loaded_are_capped(monkeypatch):
-    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", True)
-    monkeypatch.setattr(repaint.models, "_download", lambda repo_id, name, cache_dir=None: repaint.models.BUNDLED_DIR)
+    monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)
+    monkeypatch.setattr(repaint.loading, "_download", lambda repo_id, name, cache_dir=None: repaint.models.BUNDLED_DIR)
     names = [f"owner/m{i}" for i in range(space.HUB_MODELS_MAX + 2)]
     try:
         for name in names:
-            assert app.SERVICE.get_model(name).name == name
-        hub = [n for n in app.SERVICE.models if n not in repaint.MODELS]
-        assert hub == names[-space.HUB_MODELS_MAX :] and "bundled" in app.SERVICE.models
+            assert app.SERVICE.cache.get_model(name).name == name
+        hub = [n for n in app.SERVICE.cache.models if n not in repaint.MODELS]
+        assert hub == names[-space.HUB_MODELS_MAX :] and "bundled" in app.SERVICE.cache.models
     finally:
         for name in names:
-            app.SERVICE.models.pop(name, None)
-            app.SERVICE.call_s.pop(name, None)
+            app.SERVICE.cache.models.pop(name, None)
+            app.SERVICE.timing.call_s.pop(name, None)
 
 
 def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
@@ -623,7 +646,7 @@ def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
 
     code = (
         "import app; d = next(b for b in app.demo.blocks.values() if getattr(b, 'elem_id', None) == 'model'); "
-        "print(app.ALLOW_HUB_IDS, d.allow_custom_value, app.SERVICE.check_model_name('someone/model'))"
+        "print(app.ALLOW_HUB_IDS, d.allow_custom_value, app.SERVICE.cache.check_model_name('someone/model'))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", app.HUB_IDS_ENV: "1"}
     out = subprocess.run(
@@ -684,12 +707,12 @@ def test_api_hub_ids_follow_the_variable(client, face, monkeypatch):
     def offline(repo_id, name, cache_dir=None):
         raise repaint.ModelLoadError(f"model {name!r} ({repo_id}): the Hub could not be reached")
 
-    monkeypatch.setattr(repaint.models, "_download", offline)
+    monkeypatch.setattr(repaint.loading, "_download", offline)
     args = {**SMALL, "model": "someone/model", "compare": False}
-    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", False)
+    monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", False)
     with pytest.raises(AppError, match="unknown model 'someone/model'"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
-    monkeypatch.setattr(app.SERVICE, "allow_hub_ids", True)
+    monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)
     with pytest.raises(AppError, match="Could not load model 'someone/model'.*Hub could not be reached"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
     with pytest.raises(AppError, match="unknown model"):
@@ -700,8 +723,22 @@ def test_full_mask_is_announced(monkeypatch):
     said = []
     monkeypatch.setattr(app.gr, "Info", lambda message, *a, **k: said.append(message))
     image = np.zeros((32, 32, 3), np.uint8)
-    app.check_request(space.Request("bundled", image, np.ones((32, 32), bool), 10, 5, 2))
-    app.check_request(space.Request("bundled", image, np.eye(32, dtype=bool), 10, 5, 2))
+    app.check_request(
+        space.Request(
+            model="bundled",
+            settings=repaint.Settings(steps=10, jump_length=5, jump_n_sample=2),
+            image=image,
+            mask=np.ones((32, 32), bool),
+        )
+    )
+    app.check_request(
+        space.Request(
+            model="bundled",
+            settings=repaint.Settings(steps=10, jump_length=5, jump_n_sample=2),
+            image=image,
+            mask=np.eye(32, dtype=bool),
+        )
+    )
     assert said == [app.FULL_MASK_NOTE]
 
 
@@ -746,7 +783,7 @@ def with_class_model(monkeypatch, service, class_model):
     monkeypatch.setitem(
         repaint.models.MODELS, "tinycc", repaint.ModelInfo("tinycc", None, 16, "test", gpu_only=False, num_classes=1000)
     )
-    service.models["tinycc"], service.call_s["tinycc"] = class_model, 0.001
+    service.cache.models["tinycc"], service.timing.call_s["tinycc"] = class_model, 0.001
     return class_model
 
 
@@ -772,9 +809,9 @@ def test_class_label_reaches_the_model_on_the_api_and_ui_paths(with_class_model,
     *_, last = app.run(
         left_half_editor(face), "left_half", "tinycc", 4, 2, 1, 5, False, 1, False, False, ui_request("cc"), 7
     )
-    assert "class 7" in last[0]
-    assert app.on_model_change("tinycc", 4, 2, 1, 1, False)[1]["visible"] is True
-    assert app.on_model_change("bundled", 4, 2, 1, 1, False)[1]["visible"] is False
+    assert "class 7" in last["status"]
+    assert app.on_model_change("tinycc", 4, 2, 1, 1, False)["class_label"]["visible"] is True
+    assert app.on_model_change("bundled", 4, 2, 1, 1, False)["class_label"]["visible"] is False
 
 
 def test_class_label_is_refused_for_an_unconditional_model_and_ignored_from_a_hidden_box(face):
@@ -784,7 +821,7 @@ def test_class_label_is_refused_for_an_unconditional_model_and_ignored_from_a_hi
     *_, last = app.run(
         left_half_editor(face), "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("cc2"), 504
     )
-    assert last[0].startswith("Done") and "class" not in last[0]
+    assert last["status"].startswith("Done") and "class" not in last["status"]
 
 
 # ------------------------------------------------------------------------------------------- classifier guidance
@@ -792,8 +829,7 @@ def test_class_label_is_refused_for_an_unconditional_model_and_ignored_from_a_hi
 def with_guided_model(monkeypatch, service, class_model, tmp_path):
     """The tiny class-conditional model guided by a tiny classifier (guided-diffusion's, converted), as 'tinyg'."""
     import torch
-    from _adm import tiny_classifier
-    from test_classifier import classifier_folder
+    from _adm import classifier_folder, tiny_classifier
 
     from repaint.classifier import read_classifier
 
@@ -805,7 +841,7 @@ def with_guided_model(monkeypatch, service, class_model, tmp_path):
         "tinyg",
         repaint.ModelInfo("tinyg", None, 16, "test", gpu_only=False, num_classes=1000, classifier="imagenet256"),
     )
-    service.models["tinyg"], service.call_s["tinyg"] = inp, 0.001
+    service.cache.models["tinyg"], service.timing.call_s["tinyg"] = inp, 0.001
     return inp
 
 
@@ -839,10 +875,10 @@ def test_classifier_scale_reaches_the_sampler_on_the_api_and_ui_paths(with_guide
         class_label=7,
         classifier_scale=0.0,
     )
-    assert last[0].startswith("Done")
+    assert last["status"].startswith("Done")
     # the page shows the scale only for a model with a classifier; a value left in a hidden one is not used
-    assert app.on_model_change("tinyg", 4, 2, 1, 1, False)[2]["visible"] is True
-    assert app.on_model_change("bundled", 4, 2, 1, 1, False)[2]["visible"] is False
+    assert app.on_model_change("tinyg", 4, 2, 1, 1, False)["classifier_scale"]["visible"] is True
+    assert app.on_model_change("bundled", 4, 2, 1, 1, False)["classifier_scale"]["visible"] is False
     *_, last = app.run(
         left_half_editor(face),
         "left_half",
@@ -859,4 +895,4 @@ def test_classifier_scale_reaches_the_sampler_on_the_api_and_ui_paths(with_guide
         class_label=None,
         classifier_scale=2.0,
     )
-    assert last[0].startswith("Done")
+    assert last["status"].startswith("Done")

@@ -9,19 +9,14 @@ import time
 
 import pytest
 import torch
+from _browser import ARTIFACTS, EXAMPLES, MARKS, open_page, settings, stroke, upload
 from conftest import served
-from test_browser import ARTIFACTS, EXAMPLES, browser, open_page, upload  # noqa: F401
-from test_browser_visitor import settings, stroke
 
 import app
 from repaint import space
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not __import__("pathlib").Path("/usr/bin/chromium").is_file(), reason="/usr/bin/chromium is missing"
-    ),
-]
+pytestmark = MARKS
+
 
 RUNS = {  # name: T, j, r, samples, compare
     "small": (20, 5, 2, 1, False),

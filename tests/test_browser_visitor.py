@@ -6,18 +6,27 @@ import time
 
 import numpy as np
 import pytest
+from _browser import (
+    ARTIFACTS,
+    MARKS,
+    alert,
+    canvas_shot,
+    image_box,
+    open_page,
+    pick_preset,
+    result_size,
+    send_photo,
+    settings,
+    stroke,
+    upload,
+    wait_status,
+)
+from _page import photo
 from PIL import Image
-from test_browser import ARTIFACTS, ORANGE, browser, canvas_shot, image_box, open_page, orange, pick_preset, upload, url  # noqa: F401
-from test_visitor import photo
 
 import app
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not __import__("pathlib").Path("/usr/bin/chromium").is_file(), reason="/usr/bin/chromium is missing"
-    ),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
@@ -25,52 +34,6 @@ def page(browser, url):  # noqa: F811
     pg = open_page(browser, url, width=1280, height=900)
     yield pg
     pg.close()
-
-
-def settings(pg, **values):
-    for elem_id, value in values.items():
-        box = pg.locator(f"#{elem_id} input[type=number]")
-        box.fill(str(value))
-        box.press("Enter")
-    pg.wait_for_timeout(500)
-
-
-def send_photo(pg, path):
-    with pg.expect_file_chooser() as chooser:
-        pg.locator("#photo").click()
-    chooser.value.set_files(str(path))
-
-
-def stroke(pg, canvas_box, points):
-    pg.get_by_role("button", name="Brush", exact=True).first.click()
-    pg.mouse.move(*points[0])
-    pg.mouse.down()
-    for p in points[1:]:
-        pg.mouse.move(*p, steps=5)
-    pg.mouse.up()
-    pg.wait_for_timeout(500)
-
-
-def wait_status(pg, pattern, timeout=180_000):
-    pg.wait_for_function(
-        "p => new RegExp(p).test(document.querySelector('#status').innerText)", arg=pattern, timeout=timeout
-    )
-    return pg.locator("#status").inner_text()
-
-
-def result_size(pg) -> list[int]:
-    """The first result's pixel size, once the browser has loaded it (the status says Done a moment before)."""
-    pg.wait_for_function(
-        "() => { const i = document.querySelector('#results img'); return i && i.complete && i.naturalWidth > 0; }"
-    )
-    return pg.evaluate(
-        "() => { const i = document.querySelector('#results img'); return [i.naturalWidth, i.naturalHeight]; }"
-    )
-
-
-def alert(pg, timeout=30_000) -> str:
-    pg.wait_for_selector("#page-alert", timeout=timeout)
-    return pg.locator("#page-alert").inner_text()
 
 
 def test_a_phone_photo_is_shown_painted_and_filled_at_full_size(page, tmp_path):
@@ -193,7 +156,7 @@ def test_an_unloadable_model_sends_the_chooser_back(page, monkeypatch):
         raise repaint.ModelLoadError("the Hub could not be reached")
 
     monkeypatch.setattr(repaint, "load", fail)
-    monkeypatch.delitem(app.SERVICE.models, "cifar10", raising=False)
+    monkeypatch.delitem(app.SERVICE.cache.models, "cifar10", raising=False)
     page.locator("#model input").fill("cifar10")
     page.locator("#model input").press("Enter")
     page.wait_for_function("() => document.body.innerText.includes('Back to bundled')", timeout=30_000)

@@ -11,10 +11,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from _adm import randomise, save_checkpoint, script_util, tiny_classifier
+from _adm import classifier_folder, randomise, save_checkpoint, script_util, tiny_classifier
 from _official import official_get_schedule_jump
+from _reference import gd_diffusion, model_of, reference_repaint
 from _tiny import tiny_unet
-from test_reference import gd_diffusion, model_of, reference_repaint
 
 import repaint
 from repaint import classifier as C
@@ -354,15 +354,6 @@ def guided_pipe(tmp_path_factory, released_like):
     ckpt, _, o = save_checkpoint(tmp / "tiny.pt", class_cond=True)
     folder = repaint.convert_adm(ckpt, tmp / "unet", **{k: v for k, v in o.items() if v != convert.DEFAULTS[k]})
     return folder, classifier_folder(tmp, released_like)
-
-
-def classifier_folder(tmp, model):
-    """``model`` (tiny_args' architecture, 64-channel heads) saved as a checkpoint and converted by its options."""
-    torch.save(model.state_dict(), tmp / "cls.pt")
-    o = dict(image_size=SIZE, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="4")
-    with pytest.MonkeyPatch.context() as mp:  # create_classifier has no 16x16 size: tiny_args' multipliers
-        mp.setitem(C._CHANNEL_MULT, SIZE, (1, 2, 2))
-        return repaint.convert_classifier(tmp / "cls.pt", tmp / "cls", **o)
 
 
 def test_scale_zero_is_the_unguided_run_bit_for_bit(guided_pipe):

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from _page import left_half_editor, ui_request
 from hypothesis import given
 from hypothesis import strategies as st
-from test_app import left_half_editor, ui_request
 
 import app
+import repaint
 from repaint import bench, space
 from repaint.sampler import _ticks
 
@@ -46,17 +47,19 @@ def test_batch_cost_grows_with_the_rows_when_the_timings_do(steps, rows):
 
 
 def test_the_wait_is_the_model_calls_the_page_runs_work_and_the_browsers_share(service):
-    service.call_s["bundled"], service.timed_costs["bundled"] = 0.02, {2: 1.5, 4: 2.5, 8: 5.0}
-    settings = (50, 5, 5, 4, False)  # 230 calls of 4 rows
-    calls = space.model_calls(50, 5, 5)
-    assert service.estimate_seconds("bundled", *settings) == pytest.approx(calls * 0.02 * 2.5)
-    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + space.EXTRA_S + space.PAGE_S)
-    service.note_page_run("bundled", 7.0, 4.5, 256 * 256)  # a page run of 7 s, 4.5 s of them model calls
-    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + space.PAGE_S)
+    service.timing.call_s["bundled"], service.timing.timed_costs["bundled"] = 0.02, {2: 1.5, 4: 2.5, 8: 5.0}
+    settings = repaint.Settings(steps=50, jump_length=5, jump_n_sample=5, num_samples=4)  # 230 calls of 4 rows
+    calls = settings.calls
+    assert service.timing.estimate_seconds("bundled", settings) == pytest.approx(calls * 0.02 * 2.5)
+    assert service.timing.wait_seconds("bundled", settings) == pytest.approx(
+        calls * 0.05 + space.EXTRA_S + space.PAGE_S
+    )
+    service.timing.note_page_run("bundled", 7.0, 4.5, 256 * 256)  # a page run of 7 s, 4.5 s of them model calls
+    assert service.timing.wait_seconds("bundled", settings) == pytest.approx(calls * 0.05 + 2.5 + space.PAGE_S)
     # a phone photo's run is not learned from: the next estimate does not know its image's size
-    service.note_page_run("bundled", 30.0, 4.5, 4000 * 3000)
-    assert service.wait_seconds("bundled", *settings) == pytest.approx(calls * 0.05 + 2.5 + space.PAGE_S)
-    text = service.estimate_text("bundled", *settings)
+    service.timing.note_page_run("bundled", 30.0, 4.5, 4000 * 3000)
+    assert service.timing.wait_seconds("bundled", settings) == pytest.approx(calls * 0.05 + 2.5 + space.PAGE_S)
+    text = service.estimate_text("bundled", settings)
     assert "about **16 s** from click to result" in text and "12 s of model calls" in text
     assert "50.0 ms per call, timed at start-up" in text and "4 s for the page" in text
 
@@ -67,60 +70,79 @@ def test_a_comparison_costs_the_rows_the_sampler_batches_at_each_call(steps, jum
     the estimate is the sum of those calls' costs, not every call at twice the rows."""
     jump = min(jump, steps)
     service = space.Service()
-    service.call_s["m"], service.timed_costs["m"] = 0.01, {2: 1.8, 4: 3.0, 8: 5.5}
-    counts = [space.model_calls(steps, jump, resample), space.model_calls(steps, jump, 1)]
+    service.timing.call_s["m"], service.timing.timed_costs["m"] = 0.01, {2: 1.8, 4: 3.0, 8: 5.5}
+    counts = [repaint.count_model_calls(steps, jump, resample), repaint.count_model_calls(steps, jump, 1)]
     want = sum(
-        0.01 * space.batch_cost(service.timed_costs["m"], samples * len(active), 1.0) for active in _ticks(counts)
+        0.01 * space.batch_cost(service.timing.timed_costs["m"], samples * len(active), 1.0)
+        for active in _ticks(counts)
     )
-    assert service.estimate_seconds("m", steps, jump, resample, samples, True) == pytest.approx(want)
+    assert service.timing.estimate_seconds(
+        "m", repaint.Settings(steps=steps, jump_length=jump, jump_n_sample=resample, num_samples=samples, compare=True)
+    ) == pytest.approx(want)
 
 
 def test_a_run_re_times_the_model_on_any_device(service):
     """On a CPU too (not only on ZeroGPU): a busy moment at start-up must not skew every later estimate. A run's
     measure is weighed by its calls against the start-up timing's PRIOR_CALLS; the row counts it did not use follow
     by the start-up timing's ratios."""
-    service.call_s["bundled"], service.timed_costs["bundled"] = 0.5, {2: 2.0, 4: 3.0, 8: 6.0}  # 1.5 s at 4 rows
-    calls = space.model_calls(250, 10, 10)
-    service.note_run(space.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)  # 4 rows: 60 ms per call
+    service.timing.call_s["bundled"], service.timing.timed_costs["bundled"] = (
+        0.5,
+        {2: 2.0, 4: 3.0, 8: 6.0},
+    )  # 1.5 s at 4 rows
+    calls = repaint.count_model_calls(250, 10, 10)
+    service.timing.note_run(
+        "bundled", repaint.Settings(steps=250, jump_length=10, jump_n_sample=10, num_samples=4, seed=0), 0.06
+    )  # 4 rows: 60 ms per call
     want = (1.5 * space.PRIOR_CALLS + 0.06 * calls) / (space.PRIOR_CALLS + calls)
-    assert service.call_seconds("bundled", 4) == pytest.approx(want)
-    assert service.call_seconds("bundled", 1) == pytest.approx(want / 3.0)
-    assert service.call_seconds("bundled", 8) == pytest.approx(want * 2.0)
-    service.note_run(space.Request("bundled", None, None, 250, 10, 10, 0, 4), 0.06)
-    assert service.call_seconds("bundled", 4) < 0.06 * 1.5  # two long runs: within the 1.5x the page promises
-    assert "measured by runs" in service.estimate_text("bundled", 10, 5, 2, 1, False)
+    assert service.timing.call_seconds("bundled", 4) == pytest.approx(want)
+    assert service.timing.call_seconds("bundled", 1) == pytest.approx(want / 3.0)
+    assert service.timing.call_seconds("bundled", 8) == pytest.approx(want * 2.0)
+    service.timing.note_run(
+        "bundled", repaint.Settings(steps=250, jump_length=10, jump_n_sample=10, num_samples=4, seed=0), 0.06
+    )
+    assert service.timing.call_seconds("bundled", 4) < 0.06 * 1.5  # two long runs: within the 1.5x the page promises
+    assert "measured by runs" in service.estimate_text(
+        "bundled", repaint.Settings(steps=10, jump_length=5, jump_n_sample=2)
+    )
 
 
 def test_a_short_run_moves_the_estimate_less_than_a_long_one_and_the_load_now_counts_most(service):
-    service.call_s["bundled"], service.timed_costs["bundled"] = 0.02, {}
-    small, paper = space.Request("bundled", None, None, 20, 5, 2), space.Request("bundled", None, None, 250, 10, 10)
-    service.note_run(small, 0.04)  # 35 calls, slowed by the page's start: twice the start-up timing
-    assert service.call_seconds("bundled", 1) == pytest.approx(
+    service.timing.call_s["bundled"], service.timing.timed_costs["bundled"] = 0.02, {}
+    small = repaint.Settings(steps=20, jump_length=5, jump_n_sample=2)
+    paper = repaint.Settings(steps=250, jump_length=10, jump_n_sample=10)
+    service.timing.note_run("bundled", small, 0.04)  # 35 calls, slowed by the page's start: twice the start-up timing
+    assert service.timing.call_seconds("bundled", 1) == pytest.approx(
         (0.02 * space.PRIOR_CALLS + 0.04 * 35) / (space.PRIOR_CALLS + 35)
     )
-    service.run_s.clear()
-    service.note_run(paper, 0.04)
-    assert service.call_seconds("bundled", 1) == pytest.approx(
+    service.timing.run_s.clear()
+    service.timing.note_run("bundled", paper, 0.04)
+    assert service.timing.call_seconds("bundled", 1) == pytest.approx(
         (0.02 * space.PRIOR_CALLS + 0.04 * 2410) / (space.PRIOR_CALLS + 2410)
     )
     for _ in range(10):
-        service.note_run(paper, 0.04)
-    service.note_run(paper, 0.08)  # the machine got busy: one long run says so, however many came before
-    assert service.call_seconds("bundled", 1) == pytest.approx(
+        service.timing.note_run("bundled", paper, 0.04)
+    service.timing.note_run(
+        "bundled", paper, 0.08
+    )  # the machine got busy: one long run says so, however many came before
+    assert service.timing.call_seconds("bundled", 1) == pytest.approx(
         (0.04 * space.RUN_CALLS_MAX + 0.08 * 2410) / (space.RUN_CALLS_MAX + 2410)
     )
 
 
 def test_each_row_count_keeps_its_own_measure_and_the_others_are_interpolated():
     service = space.Service(on_zerogpu=True)  # a guess weighs nothing: each run's measure is taken as it is
-    service.call_s["m"], service.timed_costs["m"] = 0.01, {2: 2.0, 4: 3.0, 8: 6.0}
-    service.note_run(space.Request("m", None, None, 20, 5, 2, 0, 1), 0.012)  # 1 row: 1.2x the timing
-    assert [service.call_seconds("m", r) for r in (1, 2, 4, 8)] == pytest.approx([0.012, 0.024, 0.036, 0.072])
-    service.note_run(space.Request("m", None, None, 20, 5, 2, 0, 4), 0.045)  # 4 rows: 1.5x
-    assert service.call_seconds("m", 1) == pytest.approx(0.012)
-    assert service.call_seconds("m", 4) == pytest.approx(0.045)
-    assert service.call_seconds("m", 2) == pytest.approx(0.02 * (1.2 + (1.5 - 1.2) / 3))  # a third of the way
-    assert service.call_seconds("m", 8) == pytest.approx(0.06 * 1.5)  # held beyond the last
+    service.timing.call_s["m"], service.timing.timed_costs["m"] = 0.01, {2: 2.0, 4: 3.0, 8: 6.0}
+    service.timing.note_run(
+        "m", repaint.Settings(steps=20, jump_length=5, jump_n_sample=2, num_samples=1, seed=0), 0.012
+    )  # 1 row: 1.2x the timing
+    assert [service.timing.call_seconds("m", r) for r in (1, 2, 4, 8)] == pytest.approx([0.012, 0.024, 0.036, 0.072])
+    service.timing.note_run(
+        "m", repaint.Settings(steps=20, jump_length=5, jump_n_sample=2, num_samples=4, seed=0), 0.045
+    )  # 4 rows: 1.5x
+    assert service.timing.call_seconds("m", 1) == pytest.approx(0.012)
+    assert service.timing.call_seconds("m", 4) == pytest.approx(0.045)
+    assert service.timing.call_seconds("m", 2) == pytest.approx(0.02 * (1.2 + (1.5 - 1.2) / 3))  # a third of the way
+    assert service.timing.call_seconds("m", 8) == pytest.approx(0.06 * 1.5)  # held beyond the last
 
 
 @given(
@@ -131,10 +153,12 @@ def test_after_a_run_the_same_run_is_estimated_at_what_it_measured(steps, jump, 
     calls are batched (a comparison's two row counts), is the estimate of the same run afterwards."""
     jump, resample = min(jump, steps), max(resample, 2) if compare else resample
     service = space.Service(on_zerogpu=True)
-    service.call_s["m"], service.timed_costs["m"] = 0.03, {2: 1.8, 4: 3.0, 8: 5.5}
-    settings = (steps, jump, resample, samples, compare)
-    service.note_run(space.Request("m", None, None, steps, jump, resample, 0, samples, compare), per_call)
-    assert service.estimate_seconds("m", *settings) == pytest.approx(per_call * space.model_calls(*settings[:3]))
+    service.timing.call_s["m"], service.timing.timed_costs["m"] = 0.03, {2: 1.8, 4: 3.0, 8: 5.5}
+    settings = repaint.Settings(
+        steps=steps, jump_length=jump, jump_n_sample=resample, num_samples=samples, compare=compare
+    )
+    service.timing.note_run("m", settings, per_call)
+    assert service.timing.estimate_seconds("m", settings) == pytest.approx(per_call * settings.calls)
 
 
 class TurnsFast:
@@ -184,24 +208,22 @@ class SlowStart:
     def __init__(self, setup, per_call, calls):
         self.setup, self.per_call, self.calls = setup, per_call, calls
 
-    def model_calls(self, *settings):
-        return self.calls
-
-    def inpaint(self, image, mask, callback, **settings):
+    def run(self, image, mask, settings, callback, **options):
         time.sleep(self.setup)
         for tick in range(self.calls):
             time.sleep(self.per_call)
             x = torch.zeros(1, 3, 2, 2)
             callback(tick, [0.5], x, x)
-        return [np.zeros((2, 2, 3), np.uint8)]
+        return [[np.zeros((2, 2, 3), np.uint8)]]
 
 
 def test_the_per_call_time_leaves_a_runs_set_up_out(service):
     """A run that prepares for 0.6 s and then makes 6 calls of 50 ms measures about 50 ms per call, not the
     (0.6 + 0.3) / 6 = 150 ms of its whole time: a short run would otherwise re-time the model far too slow."""
-    service.models["slowstart"], service._offered = SlowStart(0.6, 0.05, 6), ["slowstart", "bundled"]
-    *_, done = service.run(space.Request("slowstart", None, None, 10, 5, 2))
-    assert done[0] == "done" and 0.045 <= done[3] < 0.09, done[3]
+    service.cache.models["slowstart"], service.cache._offered = SlowStart(0.6, 0.05, 6), ["slowstart", "bundled"]
+    settings = repaint.Settings(steps=10, jump_length=5, jump_n_sample=2)
+    *_, done = service.runner.run(space.Request(model="slowstart", settings=settings))
+    assert isinstance(done, space.Done) and 0.045 <= done.per_call < 0.09, done
 
 
 def test_previews_come_at_most_every_interval(service, face, monkeypatch, one_thread):
@@ -211,7 +233,7 @@ def test_previews_come_at_most_every_interval(service, face, monkeypatch, one_th
     for out in app.run(
         left_half_editor(face), "left_half", "bundled", 50, 5, 5, 0, False, 1, False, False, ui_request("previews")
     ):
-        if isinstance(out[1], np.ndarray):
+        if isinstance(out["preview"], np.ndarray):
             sent.append(time.perf_counter())
     seconds = time.perf_counter() - start
     assert seconds > 2 * space.PREVIEW_INTERVAL_S  # long enough to tell
@@ -220,14 +242,14 @@ def test_previews_come_at_most_every_interval(service, face, monkeypatch, one_th
 
 
 def test_a_page_run_notes_its_time_outside_the_model_calls(service, face, one_thread):
-    assert "bundled" not in service.extra_s
+    assert "bundled" not in service.timing.extra_s
     list(
         app.run(
             left_half_editor(face), "left_half", "bundled", 10, 5, 2, 0, False, 1, False, False, ui_request("extra")
         )
     )
-    assert 0 < service.extra_s["bundled"] < 30
-    assert "bundled" in service.run_s
+    assert 0 < service.timing.extra_s["bundled"] < 30
+    assert "bundled" in service.timing.run_s
 
 
 def test_the_page_shows_the_estimate_anew_on_each_visit_and_after_each_run():

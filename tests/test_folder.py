@@ -19,7 +19,7 @@ import torch
 from _tiny import assert_same_run
 from PIL import Image
 
-from repaint import faces, folder, masks
+from repaint import faces, folder, manifest, masks
 from repaint.__main__ import main
 from repaint.models import load
 
@@ -28,11 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # the bundled model, in this
 REPO = Path(__file__).resolve().parents[1]
 KW = dict(steps=4, jump_length=2, jump_n_sample=2)  # 6 model calls per image
 CLI_KW = ["--steps", "4", "--jump-length", "2", "--jump-n-sample", "2"]
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return load("bundled", device="cpu")
 
 
 def make_inputs(root: Path, n: int = 5) -> tuple[Path, Path]:
@@ -62,11 +57,11 @@ def test_image_seed_is_a_hash_of_seed_name_and_sample():
     assert folder.image_seed(3, "x", 1) == folder.image_seed(3, "x", 1)
 
 
-def test_layout_matches_the_inputs_and_the_single_image_path(pipe, tmp_path):
+def test_layout_matches_the_inputs_and_the_single_image_path(bundled, tmp_path):
     img_dir, mask_dir = make_inputs(tmp_path, 3)
     out = tmp_path / "out"
     s = folder.inpaint_folder(
-        pipe, img_dir, out, mask_dir=mask_dir, keep_mask=True, batch_size=2, seed=5, progress=False, **KW
+        bundled, img_dir, out, mask_dir=mask_dir, keep_mask=True, batch_size=2, seed=5, progress=False, **KW
     )
     assert sorted(s.written) == [f"inpainted/{i:05d}.png" for i in range(3)] and not s.failed
     for i in range(3):
@@ -80,26 +75,26 @@ def test_layout_matches_the_inputs_and_the_single_image_path(pipe, tmp_path):
         assert np.array_equal(got[keep], face[keep])  # known pixels exact
         assert all(Image.open(out / d / name).info.get("srgb") == 0 for d in folder.LAYOUT)  # tagged sRGB
         # The same output as the one-image API with the image's seed: batching changes nothing.
-        (alone,) = pipe.inpaint(
+        (alone,) = bundled.inpaint(
             img_dir / name, mask_dir / name, keep_mask=True, seed=folder.image_seed(5, name[:-4]), **KW
         )
         assert np.array_equal(got, np.asarray(alone))
     lines = [json.loads(x) for x in (out / folder.MANIFEST).read_text().splitlines()]
     assert [x["output"] for x in lines] == [f"inpainted/{i:05d}.png" for i in range(3)]
     assert lines[1]["seed"] == folder.image_seed(5, "00001") and lines[1]["settings"]["steps"] == 4
-    assert lines[1]["model_calls"] == pipe.model_calls(**KW) and lines[1]["mask"] == str(mask_dir / "00001.png")
+    assert lines[1]["model_calls"] == bundled.model_calls(**KW) and lines[1]["mask"] == str(mask_dir / "00001.png")
 
 
-def test_outputs_do_not_depend_on_order_batch_or_subset(pipe, tmp_path):
+def test_outputs_do_not_depend_on_order_batch_or_subset(bundled, tmp_path):
     img_dir, _ = make_inputs(tmp_path, 4)
     folder.inpaint_folder(
-        pipe, img_dir, tmp_path / "all", preset="wide", batch_size=3, num_samples=2, progress=False, **KW
+        bundled, img_dir, tmp_path / "all", preset="wide", batch_size=3, num_samples=2, progress=False, **KW
     )
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(img_dir / "00002.png", one / "00002.png")
     folder.inpaint_folder(
-        pipe, one, tmp_path / "alone", preset="wide", batch_size=1, num_samples=2, progress=False, **KW
+        bundled, one, tmp_path / "alone", preset="wide", batch_size=1, num_samples=2, progress=False, **KW
     )
     both = pngs(tmp_path / "all")
     assert len(both) == 4 * 2 * 3 + 4  # a random preset: per sample an output, a masked input and a keep mask
@@ -110,19 +105,21 @@ def test_outputs_do_not_depend_on_order_batch_or_subset(pipe, tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["thick", "wide", "center_box"])
-def test_sample_i_is_the_api_run_with_its_seed_and_its_own_mask(pipe, tmp_path, preset):
+def test_sample_i_is_the_api_run_with_its_seed_and_its_own_mask(bundled, tmp_path, preset):
     """Folder mode's "sample i equals a run alone with its seed": output i of an image is the one-image API's result
     with seed image_seed(seed, stem, i), random presets included (each sample its own mask, drawn from that seed),
     and the masked input and keep mask written beside it are those of its own mask."""
     img_dir, _ = make_inputs(tmp_path, 2)
     out = tmp_path / "out"
-    folder.inpaint_folder(pipe, img_dir, out, preset=preset, num_samples=3, batch_size=4, seed=9, progress=False, **KW)
+    folder.inpaint_folder(
+        bundled, img_dir, out, preset=preset, num_samples=3, batch_size=4, seed=9, progress=False, **KW
+    )
     own = preset in masks.RANDOM
     for name in ("00000", "00001"):
         face = arr(out / "gt" / f"{name}.png")
         for i in range(3):
             s = folder.image_seed(9, name, i)
-            (alone,) = pipe.inpaint(img_dir / f"{name}.png", preset, seed=s, **KW)
+            (alone,) = bundled.inpaint(img_dir / f"{name}.png", preset, seed=s, **KW)
             assert_same_run(arr(out / "inpainted" / f"{name}-{i}.png"), alone)
             keep = ~masks.preset(preset, 32, 32, seed=s)
             companion = f"{name}-{i}.png" if own else f"{name}.png"
@@ -132,13 +129,13 @@ def test_sample_i_is_the_api_run_with_its_seed_and_its_own_mask(pipe, tmp_path, 
     assert len(pngs(out)) == 2 * 3 + 2 + (2 * 3 * 2 if own else 2 * 2)
 
 
-def test_resume_redoes_only_what_is_missing_or_changed(pipe, tmp_path):
+def test_resume_redoes_only_what_is_missing_or_changed(bundled, tmp_path):
     img_dir, mask_dir = make_inputs(tmp_path, 3)
     out = tmp_path / "out"
 
     def run(**kw):
         return folder.inpaint_folder(
-            pipe, img_dir, out, mask_dir=mask_dir, keep_mask=True, progress=False, **{**KW, **kw}
+            bundled, img_dir, out, mask_dir=mask_dir, keep_mask=True, progress=False, **{**KW, **kw}
         )
 
     run()
@@ -180,17 +177,17 @@ def assert_lines_tell_the_truth(out: Path) -> None:
     """Every manifest line (merged or a process's part) names files that hold the bytes it says."""
     for rec in folder.read_manifest(out).values():
         for f, digest in rec["files"].items():
-            assert (out / f).is_file() and folder._sha256(out / f) == digest, f
+            assert (out / f).is_file() and manifest.sha256(out / f) == digest, f
 
 
-def reference(pipe, img_dir: Path, root: Path, **kw) -> tuple[dict[str, bytes], list[dict]]:
+def reference(bundled, img_dir: Path, root: Path, **kw) -> tuple[dict[str, bytes], list[dict]]:
     """The state a clean run with these settings leaves."""
     out = root / f"ref-{len(list(root.glob('ref-*')))}"
-    folder.inpaint_folder(pipe, img_dir, out, progress=False, **kw)
+    folder.inpaint_folder(bundled, img_dir, out, progress=False, **kw)
     return state(out)
 
 
-def test_fewer_samples_leave_no_stale_outputs(pipe, tmp_path):
+def test_fewer_samples_leave_no_stale_outputs(bundled, tmp_path):
     """The issue's case: --num-samples 2, then 1, into one folder: img.png alone, with one manifest line."""
     img_dir, _ = make_inputs(tmp_path, 1)
     out = tmp_path / "out"
@@ -215,21 +212,21 @@ def test_fewer_samples_leave_no_stale_outputs(pipe, tmp_path):
         )
     assert sorted(p.name for p in (out / "inpainted").iterdir()) == ["00000.png"]
     assert sorted(folder.read_manifest(out)) == ["inpainted/00000.png"]
-    assert state(out) == reference(pipe, img_dir, tmp_path, preset="thick", **FAST)
+    assert state(out) == reference(bundled, img_dir, tmp_path, preset="thick", **FAST)
 
 
-def _bfloat16(pipe):
+def _bfloat16(bundled):
     return load("bundled", device="cpu", dtype="bfloat16")
 
 
-def _retrained(pipe):
+def _retrained(bundled):
     """The same name, other weights: a local model folder trained on in place."""
     import copy
 
-    unet = copy.deepcopy(pipe.unet)
+    unet = copy.deepcopy(bundled.unet)
     with torch.no_grad():
         next(unet.parameters()).add_(0.05)
-    return folder.Inpainter(unet, pipe.scheduler_config, pipe.name)
+    return folder.Inpainter(unet, bundled.scheduler_config, bundled.name)
 
 
 CHANGES = {  # every setting that changes an output's pixels (or its name), from the base run's
@@ -241,33 +238,33 @@ CHANGES = {  # every setting that changes an output's pixels (or its name), from
     "preset": dict(preset="wide"),
     "mask_dir": dict(preset=None, mask_dir=True),
     "invert": dict(invert=True),
-    "dtype": dict(pipe=_bfloat16),
-    "weights": dict(pipe=_retrained),
+    "dtype": dict(bundled=_bfloat16),
+    "weights": dict(bundled=_retrained),
 }
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
-def test_each_setting_that_changes_results_redoes_every_output(pipe, tmp_path, change):
+def test_each_setting_that_changes_results_redoes_every_output(bundled, tmp_path, change):
     img_dir, mask_dir = make_inputs(tmp_path, 2)
     base = dict(preset="thick", **FAST)
     kw = {**base, **CHANGES[change]}
-    other = kw.pop("pipe", lambda p: p)(pipe)
+    other = kw.pop("bundled", lambda p: p)(bundled)
     if kw.pop("mask_dir", False):
         kw["mask_dir"] = mask_dir
     out = tmp_path / "out"
-    folder.inpaint_folder(pipe, img_dir, out, progress=False, **base)
+    folder.inpaint_folder(bundled, img_dir, out, progress=False, **base)
     again = folder.inpaint_folder(other, img_dir, out, progress=False, **kw)
     assert again.done_before == 0 and len(again.written) == 2 * kw.get("num_samples", 1)
     assert state(out) == reference(other, img_dir, tmp_path, **kw)
     if change == "mask_dir":  # keep_mask applies to mask files only
-        assert folder.inpaint_folder(pipe, img_dir, out, progress=False, keep_mask=True, **kw).done_before == 0
+        assert folder.inpaint_folder(bundled, img_dir, out, progress=False, keep_mask=True, **kw).done_before == 0
 
 
-def test_the_batch_size_changes_nothing(pipe, tmp_path):
+def test_the_batch_size_changes_nothing(bundled, tmp_path):
     img_dir, _ = make_inputs(tmp_path, 3)
     out = tmp_path / "out"
-    folder.inpaint_folder(pipe, img_dir, out, preset="thick", batch_size=1, progress=False, **FAST)
-    again = folder.inpaint_folder(pipe, img_dir, out, preset="thick", batch_size=3, progress=False, **FAST)
+    folder.inpaint_folder(bundled, img_dir, out, preset="thick", batch_size=1, progress=False, **FAST)
+    again = folder.inpaint_folder(bundled, img_dir, out, preset="thick", batch_size=3, progress=False, **FAST)
     assert again.done_before == 3 and not again.written
 
 
@@ -285,10 +282,10 @@ def killed_at(at: int | None):
         def hooked(*a):
             calls.append(name)
             if len(calls) - 1 == at:
-                if name == "_append":
+                if name == "append":
                     with open(a[0], "a") as f:
                         f.write(json.dumps(a[1])[:50])
-                elif name == "_atomic_save":
+                elif name == "atomic_save":
                     a[1].with_name(f".{a[1].name}.999.tmp").write_bytes(b"half a png")
                 raise Killed
             return fn(*a)
@@ -296,13 +293,13 @@ def killed_at(at: int | None):
         return hooked
 
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("_atomic_save", "_append", "_write_manifest", "_remove"):
-            mp.setattr(folder, name, hook(name, getattr(folder, name)))
+        for name in ("atomic_save", "append", "write_manifest", "remove"):
+            mp.setattr(manifest, name, hook(name, getattr(manifest, name)))
         yield calls
 
 
 @pytest.mark.parametrize("to", ["same_names", "fewer_samples"])
-def test_a_run_killed_at_any_write_then_rerun_leaves_exactly_the_latest_settings(pipe, tmp_path, to):
+def test_a_run_killed_at_any_write_then_rerun_leaves_exactly_the_latest_settings(bundled, tmp_path, to):
     """From a complete run with settings A, a run with B is killed at each of its writes in turn; rerun with B, the
     folder is a clean B run's, byte for byte; rerun with A instead, a clean A run's. At every kill, each manifest line
     names files that hold its bytes (no line vouches for a stale file). One image, two samples."""
@@ -310,41 +307,41 @@ def test_a_run_killed_at_any_write_then_rerun_leaves_exactly_the_latest_settings
     a = dict(preset="thick", num_samples=2, batch_size=2, **FAST)
     b = dict(a, steps=3) if to == "same_names" else dict(a, num_samples=1)
     start = tmp_path / "a"
-    folder.inpaint_folder(pipe, img_dir, start, progress=False, **a)
-    ref_a, ref_b = state(start), reference(pipe, img_dir, tmp_path, **b)
+    folder.inpaint_folder(bundled, img_dir, start, progress=False, **a)
+    ref_a, ref_b = state(start), reference(bundled, img_dir, tmp_path, **b)
     counted = tmp_path / "counted"
     shutil.copytree(start, counted)
     with killed_at(None) as calls:
-        folder.inpaint_folder(pipe, img_dir, counted, progress=False, **b)
-    assert {"_atomic_save", "_append", "_write_manifest", "_remove"} <= set(calls), calls
+        folder.inpaint_folder(bundled, img_dir, counted, progress=False, **b)
+    assert {"atomic_save", "append", "write_manifest", "remove"} <= set(calls), calls
     for k in range(len(calls)):
         run = tmp_path / f"k{k}"
         shutil.copytree(start, run)
         with killed_at(k), pytest.raises(Killed):
-            folder.inpaint_folder(pipe, img_dir, run, progress=False, **b)
+            folder.inpaint_folder(bundled, img_dir, run, progress=False, **b)
         assert_lines_tell_the_truth(run)
         back = tmp_path / f"k{k}-back"
         shutil.copytree(run, back)
-        folder.inpaint_folder(pipe, img_dir, run, progress=False, **b)
+        folder.inpaint_folder(bundled, img_dir, run, progress=False, **b)
         assert state(run) == ref_b, (k, calls[k])
-        folder.inpaint_folder(pipe, img_dir, back, progress=False, **a)
+        folder.inpaint_folder(bundled, img_dir, back, progress=False, **a)
         assert state(back) == ref_a, (k, calls[k])
         shutil.rmtree(run)
         shutil.rmtree(back)
 
 
-def test_a_real_kill_between_an_output_and_its_manifest_line(pipe, tmp_path):
+def test_a_real_kill_between_an_output_and_its_manifest_line(bundled, tmp_path):
     """A process SIGKILLed after it renamed an output of settings B into place, before its manifest line: a later
     run with settings A (the same file names) redoes that file instead of taking it for its own."""
     img_dir, _ = make_inputs(tmp_path, 2)
     a = dict(preset="thick", **FAST)
     out = tmp_path / "out"
-    folder.inpaint_folder(pipe, img_dir, out, progress=False, **a)
+    folder.inpaint_folder(bundled, img_dir, out, progress=False, **a)
     ref_a = state(out)
     script = (
         "import os, signal, sys\n"
-        "from repaint import folder, load\n"
-        "folder._append = lambda path, record: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from repaint import folder, load, manifest\n"
+        "manifest.append = lambda path, record: os.kill(os.getpid(), signal.SIGKILL)\n"
         "folder.inpaint_folder(load('bundled', device='cpu'), sys.argv[1], sys.argv[2], preset='thick', steps=3,"
         " jump_length=1, jump_n_sample=1, progress=False)\n"
     )
@@ -358,12 +355,12 @@ def test_a_real_kill_between_an_output_and_its_manifest_line(pipe, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (out / "inpainted/00000.png").read_bytes() != ref_a[0]["inpainted/00000.png"]  # B's output, renamed in
     assert_lines_tell_the_truth(out)
-    again = folder.inpaint_folder(pipe, img_dir, out, progress=False, **a)
+    again = folder.inpaint_folder(bundled, img_dir, out, progress=False, **a)
     assert "inpainted/00000.png" in again.written
     assert state(out) == ref_a
 
 
-def test_bad_files_are_reported_and_skipped(pipe, tmp_path, capsys):
+def test_bad_files_are_reported_and_skipped(bundled, tmp_path, capsys):
     img_dir, mask_dir = make_inputs(tmp_path, 2)
     (img_dir / "broken.png").write_bytes(b"not a png")
     (mask_dir / "broken.png").write_bytes((mask_dir / "00000.png").read_bytes())
@@ -465,10 +462,10 @@ def _launch(n: int, img_dir: Path, out: Path, *extra: str, **popen) -> subproces
     )
 
 
-def test_two_processes_give_the_images_of_one(pipe, tmp_path):
+def test_two_processes_give_the_images_of_one(bundled, tmp_path):
     pytest.importorskip("accelerate")
     img_dir, _ = make_inputs(tmp_path, 5)
-    folder.inpaint_folder(pipe, img_dir, tmp_path / "one", preset="thick", batch_size=5, progress=False, **KW)
+    folder.inpaint_folder(bundled, img_dir, tmp_path / "one", preset="thick", batch_size=5, progress=False, **KW)
     proc = _launch(2, img_dir, tmp_path / "two", "--batch-size", "2", *CLI_KW)
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, log
@@ -480,11 +477,11 @@ def test_two_processes_give_the_images_of_one(pipe, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_two_process_run_resumes_in_one(pipe, tmp_path):
+def test_killed_two_process_run_resumes_in_one(bundled, tmp_path):
     pytest.importorskip("accelerate")
     img_dir, _ = make_inputs(tmp_path, 8)
     kw = dict(steps=20, jump_length=5, jump_n_sample=3)
-    folder.inpaint_folder(pipe, img_dir, tmp_path / "ref", preset="thick", batch_size=4, progress=False, **kw)
+    folder.inpaint_folder(bundled, img_dir, tmp_path / "ref", preset="thick", batch_size=4, progress=False, **kw)
     out = tmp_path / "out"
     proc = _launch(2, img_dir, out, "--steps", "20", "--jump-length", "5", "--jump-n-sample", "3")
     deadline = time.monotonic() + 240
@@ -495,7 +492,7 @@ def test_killed_two_process_run_resumes_in_one(pipe, tmp_path):
     proc.communicate()
     done = len(list((out / "inpainted").glob("*.png")))
     assert 0 < done < 8, "the run must be killed part-way"
-    s = folder.inpaint_folder(pipe, img_dir, out, preset="thick", batch_size=3, progress=False, **kw)
+    s = folder.inpaint_folder(bundled, img_dir, out, preset="thick", batch_size=3, progress=False, **kw)
     assert len(s.written) + s.done_before == 8 and s.done_before >= 1
     assert pngs(out) == pngs(tmp_path / "ref")
     assert len((out / folder.MANIFEST).read_text().splitlines()) == 8

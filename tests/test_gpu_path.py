@@ -14,7 +14,6 @@ import collections
 
 import pytest
 import torch
-from _tiny import tiny_pipe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
@@ -62,11 +61,6 @@ def _traffic(pipe, steps: int, rs: list[int], learned: bool = False) -> collecti
     with torch.inference_mode(), HostDeviceTraffic() as mode:
         sample_repaint(model, x, image, mask, tables, schedules, gens)
     return mode.calls
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipe()
 
 
 @pytest.mark.parametrize("rs", [[1], [3, 3], [3, 1], [2, 1, 3]], ids=["one", "batch", "compare", "mixed"])
@@ -152,13 +146,13 @@ print("fallback ok")
 
 
 def test_channels_last_is_for_cuda_only_and_changes_no_result(pipe):
-    """models._place gives a CUDA UNet channels_last weights and leaves a CPU one as it is; the layout itself
+    """loading._place gives a CUDA UNet channels_last weights and leaves a CPU one as it is; the layout itself
     changes the model's output by rounding only (checked here on the CPU, where it can run)."""
     import copy
 
-    from repaint import models
+    from repaint import loading
 
-    cpu = models._place(copy.deepcopy(pipe.unet), torch.device("cpu"))
+    cpu = loading._place(copy.deepcopy(pipe.unet), torch.device("cpu"))
     assert all(p.is_contiguous() for p in cpu.parameters())
     last = copy.deepcopy(pipe.unet).to(memory_format=torch.channels_last)
     assert any(p.ndim == 4 and not p.is_contiguous() for p in last.parameters())
@@ -179,5 +173,5 @@ def test_preload_compiles_each_offered_model_only_when_asked(monkeypatch):
         monkeypatch.setenv(space.AOT_ENV, value)
         svc = space.Service(offered=["bundled"])
         seen.clear()
-        assert svc.preload() == ""
+        assert svc.cache.preload() == ""
         assert seen == want

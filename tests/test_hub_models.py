@@ -190,14 +190,16 @@ def test_a_space_whose_default_model_fails_says_so_on_the_page_and_in_the_log(ca
     if cached:
         write_hub_cache(tmp_path, "google/ddpm-ema-celebahq-256", ddpm_repo("google/ddpm-ema-celebahq-256"))
     svc = space.Service(on_zerogpu=True, offered=["celebahq", "bundled"], duration_factor=1.5)
-    name, notice, _ = svc.start("", "celebahq", "bundled", "REPAINT_MODEL", (250, 10, 10))
+    name, notice, _ = svc.start("", "celebahq", "bundled", "REPAINT_MODEL", repaint.Settings())
     if cached:
-        assert (name, notice, svc.offered) == ("celebahq", "", ["celebahq", "bundled"])
+        assert (name, notice, svc.cache.offered) == ("celebahq", "", ["celebahq", "bundled"])
         return
-    assert name == "bundled" and svc.offered == ["bundled"]
+    assert name == "bundled" and svc.cache.offered == ["bundled"]
     assert "Could not load model 'celebahq'" in notice and "not in the local cache and HF_HUB_OFFLINE is set" in notice
     assert "No GPU here" not in notice
-    _, named, _ = svc.start("celebahq", "celebahq", "bundled", "REPAINT_MODEL", (250, 10, 10))  # named in the setting
+    _, named, _ = svc.start(
+        "celebahq", "celebahq", "bundled", "REPAINT_MODEL", repaint.Settings()
+    )  # named in the setting
     assert "REPAINT_MODEL='celebahq' could not be loaded; using 'bundled'" in named and "not an offered" not in named
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert any("celebahq" in r.getMessage() and "not in the local cache" in r.getMessage() for r in errors)

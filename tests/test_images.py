@@ -4,17 +4,11 @@ import io
 
 import numpy as np
 import pytest
-from _tiny import tiny_pipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from repaint import images, masks
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipe()
 
 
 def _png(img: Image.Image, fmt="PNG", **kw) -> bytes:

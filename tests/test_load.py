@@ -52,7 +52,7 @@ def known_pixels_kept(result, face) -> bool:
 
 
 def workers():
-    return app.SERVICE.running()
+    return app.SERVICE.runner.running()
 
 
 def wait_until(cond, timeout: float, every: float = 0.05) -> bool:
@@ -131,7 +131,7 @@ def test_a_job_cancelled_during_its_first_model_call_stops_the_model(server, fac
     (the CI saw this once with a slow first call): Gradio can close only a generator that has yielded, so the run
     must not start before that. The first call is held until a second after the cancel was sent."""
     release = threading.Event()
-    hook = service.get_model("bundled").unet.register_forward_pre_hook(lambda *_: release.wait(30) and None)
+    hook = service.cache.get_model("bundled").unet.register_forward_pre_hook(lambda *_: release.wait(30) and None)
     try:
         client = Client(server, verbose=False)
         job = client.submit(handle_file(str(face)), PRESET, seed=0, api_name="/inpaint", **LONG)
@@ -204,5 +204,5 @@ def test_throughput(server, face, settings):
     calls = repaint.count_model_calls(settings["steps"], settings["jump_length"], settings["jump_n_sample"])
     print(
         f"\nTHROUGHPUT {settings}: {n} requests in {spent:.1f} s = {60 * n / spent:.1f} requests/min "
-        f"({calls} model calls each, {1000 * app.SERVICE.call_s['bundled']:.1f} ms per call measured at load)"
+        f"({calls} model calls each, {1000 * app.SERVICE.timing.call_s['bundled']:.1f} ms per call measured at load)"
     )

@@ -22,7 +22,7 @@ from _adm import save_checkpoint
 from huggingface_hub import constants as hf_constants
 
 import repaint
-from repaint import convert, models, space
+from repaint import convert, loading, models, space
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -142,22 +142,22 @@ def test_a_download_holds_no_other_models_lock(tmp_path, drive, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     svc = space.Service()
     drive["gate"].clear()
-    slow = threading.Thread(target=svc.get_model, args=("tinyadm",), daemon=True)
+    slow = threading.Thread(target=svc.cache.get_model, args=("tinyadm",), daemon=True)
     slow.start()
     deadline = time.monotonic() + 30
     while not drive["asked"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert drive["asked"] == ["/tiny_1000.pt"]  # the download is under way, and held
     loaded = []
-    other = threading.Thread(target=lambda: loaded.append(svc.get_model("bundled")), daemon=True)
+    other = threading.Thread(target=lambda: loaded.append(svc.cache.get_model("bundled")), daemon=True)
     other.start()
     other.join(20)
     assert loaded and loaded[0].name == "bundled", "bundled waited for the other model's download"
-    assert slow.is_alive() and "tinyadm" not in svc.models
+    assert slow.is_alive() and "tinyadm" not in svc.cache.models
     drive["gate"].set()
     slow.join(30)
-    assert svc.models["tinyadm"].learned_variance
-    assert svc.get_model("tinyadm") is svc.models["tinyadm"]  # loaded once
+    assert svc.cache.models["tinyadm"].learned_variance
+    assert svc.cache.get_model("tinyadm") is svc.cache.models["tinyadm"]  # loaded once
     assert drive["asked"] == ["/tiny_1000.pt"]
 
 
@@ -166,12 +166,14 @@ def test_the_download_happens_in_the_checks_before_the_gpu_run(tmp_path, drive, 
     the run itself (the @spaces.GPU function's body) finds the model loaded and downloads nothing."""
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     fetched = []
-    real_fetch = models._fetch
-    monkeypatch.setattr(models, "_fetch", lambda *a: (fetched.append(a[2]), real_fetch(*a))[1])
+    real_fetch = loading._fetch
+    monkeypatch.setattr(loading, "_fetch", lambda *a: (fetched.append(a[2]), real_fetch(*a))[1])
     svc = space.Service()
     img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
-    req = space.Request("tinyadm", img, "left_half", steps=4, jump_length=2, jump_n_sample=1)
+    req = space.Request(
+        model="tinyadm", settings=repaint.Settings(steps=4, jump_length=2, jump_n_sample=1), image=img, mask="left_half"
+    )
     svc.check_request(req)
     assert fetched == ["tinyadm"]
-    events = list(svc.run(req))
+    events = list(svc.runner.run(req))
     assert events[-1][0] == "done" and fetched == ["tinyadm"]

@@ -129,11 +129,6 @@ def test_registry_is_frozen_data():
 # --- input handling ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipe()
-
-
 def test_prepare_centre_crops_and_resizes_mask_nearest(pipe):
     img = np.zeros((20, 40, 3), dtype=np.uint8)
     img[:, 10:30] = 200  # the centre square is uniform

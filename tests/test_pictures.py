@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 import repaint
-from repaint import space
+import repaint.loading
+from repaint import adm, space
 from repaint.sampler import _ticks
 from repaint.space import ServeError, pictures
 
@@ -69,26 +70,45 @@ def test_model_choices_offer_gpu_models_only_with_a_gpu():
 
 def test_gpu_duration_is_calls_times_batched_call_plus_margin_capped():
     svc = space.Service(on_zerogpu=True)
-    svc.call_s["bundled"] = 0.02
+    svc.timing.call_s["bundled"] = 0.02
     calls = repaint.count_model_calls(100, 10, 5)
     for samples, compare in ((1, False), (2, True)):
         # the rows of each model call, as the sampler plans them (a comparison's n=1 chains call at T ticks only)
         counts = [calls, repaint.count_model_calls(100, 10, 1)] if compare else [calls]
         rows = [samples * len(active) for active in _ticks(counts)]
         want = int(np.ceil(sum(0.02 * (1 + space.GPU_BATCH_COST * (r - 1)) for r in rows) + space.GPU_MARGIN_S))
-        got = svc.gpu_duration(space.Request("bundled", None, None, 100, 10, 5, 0, samples, compare))
+        got = svc.slot.gpu_duration(
+            space.Request(
+                model="bundled",
+                settings=repaint.Settings(
+                    steps=100, jump_length=10, jump_n_sample=5, num_samples=samples, seed=0, compare=compare
+                ),
+            )
+        )
         assert got == want
     assert (
-        svc.gpu_duration(space.Request("bundled", None, None, 1000, 1, 20, 0, 16, True))
-        == svc.gpu_seconds_max()
-        == int(space.ZEROGPU_TASK_MAX_S / svc.duration_factor)
+        svc.slot.gpu_duration(
+            space.Request(
+                model="bundled",
+                settings=repaint.Settings(
+                    steps=1000, jump_length=1, jump_n_sample=20, num_samples=16, seed=0, compare=True
+                ),
+            )
+        )
+        == svc.slot.gpu_seconds_max()
+        == int(space.ZEROGPU_TASK_MAX_S / svc.slot.duration_factor)
     )
-    svc.note_run(space.Request("bundled", None, None, 100, 10, 5, 0, 4), 0.05)  # 4 rows, 0.05 s per call
-    assert svc.call_seconds("bundled", 4) == pytest.approx(0.05)  # measured: the guess is gone
-    assert svc.call_seconds("bundled", 1) == pytest.approx(0.05 / (1 + space.GPU_BATCH_COST * 3))
-    assert svc.gpu_duration(space.Request("bundled", None, None, 100, 10, 5, 0, 4)) == int(
-        np.ceil(calls * 0.05 + space.GPU_MARGIN_S)
-    )
+    svc.timing.note_run(
+        "bundled", repaint.Settings(steps=100, jump_length=10, jump_n_sample=5, num_samples=4, seed=0), 0.05
+    )  # 4 rows, 0.05 s per call
+    assert svc.timing.call_seconds("bundled", 4) == pytest.approx(0.05)  # measured: the guess is gone
+    assert svc.timing.call_seconds("bundled", 1) == pytest.approx(0.05 / (1 + space.GPU_BATCH_COST * 3))
+    assert svc.slot.gpu_duration(
+        space.Request(
+            model="bundled",
+            settings=repaint.Settings(steps=100, jump_length=10, jump_n_sample=5, num_samples=4, seed=0),
+        )
+    ) == int(np.ceil(calls * 0.05 + space.GPU_MARGIN_S))
 
 
 def test_results_are_written_resampled_first(tmp_path):
@@ -106,7 +126,7 @@ def test_registry_tflop_matches_a_flop_count_of_each_architecture():
     from diffusers import UNet2DModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from repaint import bench, convert
+    from repaint import bench
 
     def tflop(config: dict) -> float:
         with torch.device("meta"):
@@ -124,7 +144,7 @@ def test_registry_tflop_matches_a_flop_count_of_each_architecture():
         assert repaint.MODELS[name].tflop == pytest.approx(tflop({**bench._COMMON, **bench.CONFIGS[name]}), rel=0.01)
     for name, info in repaint.MODELS.items():
         if info.preset is not None:
-            got = tflop(convert.diffusers_config(convert._options(info.preset, {})))
+            got = tflop(adm.diffusers_config(adm.adm_options(info.preset, {})))
             assert info.tflop == pytest.approx(got, rel=0.01) and got == pytest.approx(2.24, rel=0.01), name
 
 
@@ -139,7 +159,12 @@ def test_zerogpu_guess_is_the_models_work_over_the_assumed_throughput_with_a_mar
     svc = space.Service(on_zerogpu=True)  # nothing timed yet: the slot comes from the guess
     calls = repaint.count_model_calls(250, 10, 10)
     want = int(np.ceil(calls * m * 2.24 / space.ZEROGPU_TFLOPS + space.GPU_MARGIN_S))
-    assert svc.gpu_duration(space.Request("places2", None, None, 250, 10, 10)) == want
+    assert (
+        svc.slot.gpu_duration(
+            space.Request(model="places2", settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10))
+        )
+        == want
+    )
     assert want * space.ZEROGPU_FACTOR_MAX < space.ZEROGPU_TASK_MAX_S  # the paper's run is one task there
 
 
@@ -153,7 +178,7 @@ def test_offered_models_follow_the_setting_and_zerogpu_offers_no_request_time_do
     assert "bundled" in zero and "celebahq" in zero and not any(repaint.MODELS[n].url for n in zero)
     svc = space.Service(offered=["bundled"])
     with pytest.raises(space.ServeError, match="choose one of bundled$"):
-        svc.check_model_name("celebahq")
+        svc.cache.check_model_name("celebahq")
 
 
 def test_on_zerogpu_a_model_is_never_loaded_outside_the_main_thread(monkeypatch):
@@ -162,14 +187,14 @@ def test_on_zerogpu_a_model_is_never_loaded_outside_the_main_thread(monkeypatch)
     import threading
 
     loads = []
-    monkeypatch.setattr(repaint.models, "load", lambda name, *a, **k: loads.append(name))
+    monkeypatch.setattr(repaint.loading, "load", lambda name, *a, **k: loads.append(name))
     svc = space.Service(on_zerogpu=True, offered=["bundled", "cifar10"], allow_hub_ids=True)
-    assert not svc.allow_hub_ids  # a Hub id could only be loaded in a handler thread there
+    assert not svc.cache.allow_hub_ids  # a Hub id could only be loaded in a handler thread there
     errors = []
 
     def handler():
         try:
-            svc.get_model("cifar10")
+            svc.cache.get_model("cifar10")
         except space.ServeError as e:
             errors.append(str(e))
 
@@ -185,15 +210,16 @@ def test_zerogpu_defaults_fit_the_default_slot_with_the_most_resampling(name):
     RTX PRO 6000, whose seconds count 1.5x (the paper's 2,410 calls on an ADM model: more than an anonymous
     visitor's day), with the largest r that fits at the paper's T and j."""
     svc = space.Service(on_zerogpu=True, duration_factor=1.5)
-    steps, j, r = space.fitting_settings(svc, name, space.ZEROGPU_SLOT_S)
-    req = space.Request(name, None, None, steps, j, r)
-    assert svc.charged_seconds(req) == round(svc.gpu_duration(req) * 1.5) <= space.ZEROGPU_SLOT_S
+    fit = svc.slot.fitting_settings(name, space.ZEROGPU_SLOT_S)
+    steps, j, r = fit.steps, fit.jump_length, fit.jump_n_sample
+    req = space.Request(model=name, settings=repaint.Settings(steps=steps, jump_length=j, jump_n_sample=r))
+    assert svc.slot.charged_seconds(req) == round(svc.slot.gpu_duration(req) * 1.5) <= space.ZEROGPU_SLOT_S
     if (steps, r) != (250, 10):  # one more resampling (or the paper's T) would not fit
-        bigger = (steps, j, r + 1) if r < 10 else (250, 10, 1)
-        assert svc.charged_seconds(space.Request(name, None, None, *bigger)) > space.ZEROGPU_SLOT_S
+        bigger = fit.replace(jump_n_sample=r + 1) if r < 10 else repaint.Settings(jump_n_sample=1)
+        assert svc.slot.charged_seconds(space.Request(model=name, settings=bigger)) > space.ZEROGPU_SLOT_S
     if repaint.MODELS[name].tflop and repaint.MODELS[name].tflop > 2:  # the ADM models
-        paper = space.Request(name, None, None, 250, 10, 10)
-        assert svc.charged_seconds(paper) > space.ZEROGPU_QUOTA_S["anonymous"]
+        paper = space.Request(model=name, settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10))
+        assert svc.slot.charged_seconds(paper) > space.ZEROGPU_QUOTA_S["anonymous"]
 
 
 def test_the_estimate_names_the_charged_seconds_and_the_quotas_that_pay_them():
@@ -216,20 +242,26 @@ def test_a_run_longer_than_zerogpus_longest_task_is_refused_with_the_reason():
     RTX PRO 6000 (x1.5). A longer run is refused before a GPU is asked for; a shorter one is ZeroGPU's to refuse by
     the visitor's quota (its message reaches the page). On a GPU of the server's own, GPU_CAP_S bounds a run."""
     svc = space.Service(on_zerogpu=True, duration_factor=1.5)
-    assert svc.gpu_seconds_max() == 1600
-    long_run = space.Request("places2", None, None, 1000, 1, 20)  # 19,981 calls at the 0.09 s guess
-    svc.call_s["places2"] = space.zerogpu_guess("places2")
+    assert svc.slot.gpu_seconds_max() == 1600
+    long_run = space.Request(
+        model="places2", settings=repaint.Settings(steps=1000, jump_length=1, jump_n_sample=20)
+    )  # 19,981 calls at the 0.09 s guess
+    svc.timing.call_s["places2"] = space.zerogpu_guess("places2")
     with pytest.raises(
         ServeError,
         match=r"ZeroGPU runs a task for at most 40 min of quota \(1600 s on this GPU, "
         r"whose seconds count 1.5x\)\. Use fewer steps T",
     ):
-        svc.check_fits(long_run)
-    svc.check_fits(space.Request("places2", None, None, 250, 10, 10))  # 2,410 calls: 348 s charged, not refused
+        svc.slot.check_fits(long_run)
+    svc.slot.check_fits(
+        space.Request(model="places2", settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10))
+    )  # 2,410 calls: 348 s charged, not refused
     own = space.Service(has_gpu=True)
-    own.call_s["places2"] = 0.2
+    own.timing.call_s["places2"] = 0.2
     with pytest.raises(ServeError, match="this server gives one run at most 300 s of its GPU"):
-        own.check_fits(space.Request("places2", None, None, 250, 10, 10))
+        own.slot.check_fits(
+            space.Request(model="places2", settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10))
+        )
 
 
 def test_charged_seconds_are_what_spaces_schedules():
@@ -243,13 +275,13 @@ def test_charged_seconds_are_what_spaces_schedules():
         c for c in json.loads(files("spaces.zero").joinpath("configs.json").read_text()) if "Blackwell" in c["model"]
     )
     svc = space.Service(on_zerogpu=True, duration_factor=blackwell["duration_factor"])
-    svc.call_s["bundled"] = 0.013
+    svc.timing.call_s["bundled"] = 0.013
     with mock.patch.object(config, "get_config", lambda: blackwell):
-        assert svc.duration_factor == space.zerogpu_duration_factor() == 1.5
-        for settings in ((250, 10, 10), (100, 10, 5), (50, 5, 2), (1000, 1, 20)):
-            req = space.Request("bundled", None, None, *settings)
-            spaces_s = round(client.get_duration_seconds(timedelta(seconds=svc.gpu_duration(req)), None))
-            assert svc.charged_seconds(req) == spaces_s <= space.ZEROGPU_TASK_MAX_S
+        assert svc.slot.duration_factor == space.zerogpu_duration_factor() == 1.5
+        for steps, j, r in ((250, 10, 10), (100, 10, 5), (50, 5, 2), (1000, 1, 20)):
+            req = space.Request(model="bundled", settings=repaint.Settings(steps=steps, jump_length=j, jump_n_sample=r))
+            spaces_s = round(client.get_duration_seconds(timedelta(seconds=svc.slot.gpu_duration(req)), None))
+            assert svc.slot.charged_seconds(req) == spaces_s <= space.ZEROGPU_TASK_MAX_S
 
 
 @pytest.mark.parametrize(
@@ -265,7 +297,7 @@ def test_gpu_errors_reach_the_visitor_as_words(raised, want, caplog):
     gr.Error's message). Out of memory and CUDA failures become messages saying what to do; anything else stays as
     it is, with its traceback in the server's log. The error is raised at the run's 5th model call."""
     svc = space.Service()
-    inp = svc.models["bundled"] = repaint.load("bundled", device="cpu")
+    inp = svc.cache.models["bundled"] = repaint.load("bundled", device="cpu")
     calls, eps = [], inp.eps
 
     def failing(*args, **kwargs):
@@ -275,9 +307,14 @@ def test_gpu_errors_reach_the_visitor_as_words(raised, want, caplog):
         return eps(*args, **kwargs)
 
     inp.eps = failing
-    req = space.Request("bundled", np.zeros((32, 32, 3), np.uint8), "left_half", 10, 5, 2)
+    req = space.Request(
+        model="bundled",
+        settings=repaint.Settings(steps=10, jump_length=5, jump_n_sample=2),
+        image=np.zeros((32, 32, 3), np.uint8),
+        mask="left_half",
+    )
     with pytest.raises(ServeError if want else type(raised)) as got:
-        list(svc.run(req))
+        list(svc.runner.run(req))
     assert str(got.value) == (want or str(raised)) and len(calls) == 5
     assert any(r.levelname == "ERROR" for r in caplog.records)
 
@@ -286,10 +323,14 @@ def test_a_run_stopped_short_of_its_slot_says_how_far_it_got_and_sizes_later_slo
     """Issue 25, in this process: a run whose slot (``slot_s``, set where the GPU is asked for) would run out stops
     before the model call that would outlast it, with a message; the per-call time it measured replaces the guess."""
     svc = space.Service(on_zerogpu=True, duration_factor=1.5)
-    svc.models["bundled"] = repaint.load("bundled", device="cpu")
-    svc.call_s["bundled"] = space.zerogpu_guess("bundled", 32)
+    svc.cache.models["bundled"] = repaint.load("bundled", device="cpu")
+    svc.timing.call_s["bundled"] = space.zerogpu_guess("bundled", 32)
     req = space.Request(
-        "bundled", np.zeros((32, 32, 3), np.uint8), "left_half", 250, 10, 10, slot_s=int(space.SLOT_RESERVE_S) + 1
+        model="bundled",
+        settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10),
+        image=np.zeros((32, 32, 3), np.uint8),
+        mask="left_half",
+        slot_s=int(space.SLOT_RESERVE_S) + 1,
     )
     ticks = []
     with pytest.raises(
@@ -297,6 +338,6 @@ def test_a_run_stopped_short_of_its_slot_says_how_far_it_got_and_sizes_later_slo
         match=r"Stopped after ([\d,]+) of 2,410 model calls: at \d+ ms per call the run "
         r"would outlast its 6 s GPU slot\. Nothing was saved",
     ) as e:
-        ticks.extend(ev[1] for ev in space.stream(svc, svc.run, req) if ev[0] == "tick")
+        ticks.extend(ev.tick for ev in space.stream(svc, svc.runner.run, req) if isinstance(ev, space.Progress))
     assert 0 < len(ticks) < 2410 and e.value.args[0].startswith(f"Stopped after {len(ticks):,} of")
-    assert "bundled" in svc.run_s  # measured: later slots are sized from it, not from the guess
+    assert "bundled" in svc.timing.run_s  # measured: later slots are sized from it, not from the guess

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from _tiny import assert_same_run, tiny_pipe, tiny_scheduler
+from _tiny import assert_same_run, tiny_scheduler
 from diffusers import RePaintScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,11 +55,6 @@ def test_ticks_spread_short_chains_evenly():
 def _run(pipe, steps=8, j=2, r=2, seed=0, mask="left_half"):
     img = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
     return img, pipe.inpaint(img, mask, steps=steps, jump_length=j, jump_n_sample=r, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipe()
 
 
 @pytest.mark.parametrize("mask", ["left_half", "every_second_line", "super_resolution_2x", "thin"])

@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+from _page import photo, ui_request
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -18,39 +19,13 @@ SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, 
 pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
 
 
-def ui_request(session: str):
-    return type("Request", (), {"session_hash": session})()
-
-
-def photo(path, size=(4000, 3000), exif_rotate=False):
-    """A phone-sized JPEG: left half red-ish, right half green-ish, with grain."""
-    w, h = size
-    x = np.linspace(0, 1, w)[None, :, None]
-    y = np.linspace(0, 1, h)[:, None, None]
-    rgb = np.concatenate(
-        [
-            np.broadcast_to(200 * (x < 0.5) + 40 * y, (h, w, 1)),
-            np.broadcast_to(200 * (x >= 0.5) + 30 * y, (h, w, 1)),
-            np.broadcast_to(60 + 100 * x * y, (h, w, 1)),
-        ],
-        axis=2,
-    )
-    rgb = rgb + np.random.default_rng(0).normal(0, 8, (h, w, 3))  # grain: it compresses like a photo (~2.5 MB)
-    img = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
-    exif = Image.Exif()
-    if exif_rotate:
-        exif[0x0112] = 6  # shown rotated 90 degrees clockwise
-    img.save(path, quality=90, exif=exif)
-    return path
-
-
 def last(gen):
     """(status, first result as an array or None): the handler's last output, its result read at "Done" before the
     files are deleted (Gradio copies them at each yield; closing the handler deletes them)."""
     for out in gen:
-        if str(out[0]).startswith("Done"):
-            return out[0], np.asarray(Image.open(out[6][0]).convert("RGB"))
-    return out[0], None
+        if str(out["status"]).startswith("Done"):
+            return out["status"], np.asarray(Image.open(out["downloads"][0]).convert("RGB"))
+    return out["status"], None
 
 
 def run_page(value, preset, *, original=None, shown=None, compare=False, r=2, session="t", **kw):
@@ -145,8 +120,8 @@ def test_comparing_two_samples_labels_the_slider_n1_nr_and_offers_each_sample(fa
     bg = np.asarray(Image.open(face).convert("RGB"))
     value = {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
     for out in app.run(value, "left_half", "bundled", 10, 5, 2, 3, False, 2, True, False, ui_request("cmp")):
-        if str(out[0]).startswith("Done"):
-            gallery, labels, chooser, pairs = out[2], out[9], out[10], out[11]
+        if str(out["status"]).startswith("Done"):
+            gallery, labels, chooser, pairs = out["gallery"], out["slider_labels"], out["sample"], out["pairs"]
             files = {caption: np.asarray(Image.open(path).convert("RGB")) for path, caption in gallery}
             break
     assert "n=1" in labels and "n=2" in labels and "before" not in labels
@@ -187,7 +162,7 @@ def test_a_stop_ends_the_run_with_a_status_not_an_error(face):
     next(gen)
     assert app.stop_run(request).startswith("Stopping")
     outs = list(gen)  # no gr.Error
-    status = outs[-1][0]
+    status = outs[-1]["status"]
     assert status.startswith("Stopped as you asked, after ") and "of 1,910 model calls" in status
     assert app.stop_run(request) == "Nothing to stop: no run is in progress."  # and the flag is gone
 
@@ -220,15 +195,16 @@ def test_a_model_that_cannot_be_loaded_sends_the_chooser_back(monkeypatch):
     warnings = []
     monkeypatch.setattr(repaint, "load", fail)
     monkeypatch.setattr(app.gr, "Warning", warnings.append)
-    estimate, *_, chooser = app.on_model_change("cifar10", 10, 5, 2, 1, False)
+    changed = app.on_model_change("cifar10", 10, 5, 2, 1, False)
+    estimate, chooser = changed["estimate"], changed["model"]
     assert chooser == "bundled"
     assert "model calls" in estimate and "Error" not in estimate
     assert "Could not load model 'cifar10'" in warnings[0] and warnings[0].endswith("Back to bundled.")
-    assert app.on_model_change("bundled", 10, 5, 2, 1, False)[-1] == "bundled"
+    assert app.on_model_change("bundled", 10, 5, 2, 1, False)["model"] == "bundled"
 
 
 def test_serving_refuses_compare_r1_with_the_reason():
     with pytest.raises(space.ServeError, match="both results would be the same"):
-        space.check_compare(1, True)
-    space.check_compare(1, False)
-    space.check_compare(2, True)
+        space.check_compare(repaint.Settings(jump_n_sample=1, compare=True))
+    space.check_compare(repaint.Settings(jump_n_sample=1, compare=False))
+    space.check_compare(repaint.Settings(jump_n_sample=2, compare=True))

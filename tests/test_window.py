@@ -18,11 +18,6 @@ from repaint import window
 FAST = dict(steps=5, jump_length=5, jump_n_sample=1)
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return repaint.load("bundled", device="cpu")
-
-
 def noise_image(w: int, h: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -164,21 +159,21 @@ def test_known_context_around_the_mask_reaches_the_model(case, resolution):
 
 
 @pytest.mark.parametrize("w, h", [(640, 480), (480, 640)])
-def test_a_corner_mask_comes_back_at_full_size_unchanged_outside(pipe, tmp_path, w, h):
+def test_a_corner_mask_comes_back_at_full_size_unchanged_outside(bundled, tmp_path, w, h):
     rgb = noise_image(w, h, 2)
     mask = np.zeros((h, w), bool)
     mask[h - 70 : h - 20, w - 90 : w - 30] = True
     image_path, mask_path = tmp_path / "in.png", tmp_path / "mask.png"
     Image.fromarray(rgb).save(image_path)
     Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
-    for out in pipe.inpaint(str(image_path), str(mask_path), full_size=True, num_samples=2, **FAST):
+    for out in bundled.inpaint(str(image_path), str(mask_path), full_size=True, num_samples=2, **FAST):
         a = np.asarray(out)
         assert a.shape == (h, w, 3)
         assert (a[~mask] == rgb[~mask]).all()
         assert (a[mask] != rgb[mask]).any()  # filled
 
 
-def test_an_exif_rotated_photo_comes_back_upright_at_its_size(pipe, tmp_path):
+def test_an_exif_rotated_photo_comes_back_upright_at_its_size(bundled, tmp_path):
     upright = noise_image(60, 40, 3)  # 60 wide, 40 tall as seen
     stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # the camera's raw pixels: 40x60
     exif = Image.Exif()
@@ -187,18 +182,18 @@ def test_an_exif_rotated_photo_comes_back_upright_at_its_size(pipe, tmp_path):
     stored.save(path, exif=exif)
     mask = np.zeros((40, 60), bool)
     mask[5:15, 40:55] = True  # drawn on the upright photo
-    (out,) = pipe.inpaint(str(path), mask, full_size=True, **FAST)
+    (out,) = bundled.inpaint(str(path), mask, full_size=True, **FAST)
     a = np.asarray(out)
     assert a.shape == (40, 60, 3)
     assert (a[~mask] == upright[~mask]).all()
 
 
-def test_a_full_size_preset_changes_only_its_pixels(pipe, tmp_path):
+def test_a_full_size_preset_changes_only_its_pixels(bundled, tmp_path):
     rgb = noise_image(300, 200, 4)
     path = tmp_path / "in.png"
     Image.fromarray(rgb).save(path)
-    (full,) = pipe.inpaint(str(path), "left_half", full_size=True, **FAST)
-    (small,) = pipe.inpaint(str(path), "left_half", **FAST)
+    (full,) = bundled.inpaint(str(path), "left_half", full_size=True, **FAST)
+    (small,) = bundled.inpaint(str(path), "left_half", **FAST)
     a = np.asarray(full)
     assert a.shape == (200, 300, 3) and np.asarray(small).shape == (32, 32, 3)
     win = window.centre_window(300, 200)

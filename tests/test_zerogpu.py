@@ -256,7 +256,7 @@ def test_an_error_inside_the_gpu_function_keeps_its_message(server):
     page_url, _, _ = server
     client = Client(page_url, verbose=False)
     with pytest.raises(ValueError) as want:  # what the sampler says of these settings, asked here
-        repaint.load("bundled", device="cpu").check_settings(5, 9, 1, 0, 1)
+        repaint.load("bundled", device="cpu").check(repaint.Settings(steps=5, jump_length=9, jump_n_sample=1))
     settings = dict(model="bundled", image=str(FACE), mask="left_half", steps=5, jump_length=9, jump_n_sample=1)
     with pytest.raises(AppError) as got:
         client.predict(settings, api_name="/test_gpu_run")
@@ -287,8 +287,14 @@ def test_defaults_fit_the_default_slot_and_the_paper_is_one_click_away(server):
     page = Page(page_url)
     defaults = tuple(page.value(e) for e in ("steps", "jump", "resample"))
     svc = space.Service(on_zerogpu=True, duration_factor=1.5)  # the server's guess (nothing measured yet)
-    assert defaults == space.fitting_settings(svc, "cat", space.ZEROGPU_SLOT_S) != (250, 10, 10)
-    assert svc.charged_seconds(space.Request("cat", None, None, 250, 10, 10)) > space.ZEROGPU_SLOT_S
+    fit = svc.slot.fitting_settings("cat", space.ZEROGPU_SLOT_S)
+    assert defaults == (fit.steps, fit.jump_length, fit.jump_n_sample) != (250, 10, 10)
+    assert (
+        svc.slot.charged_seconds(
+            space.Request(model="cat", settings=repaint.Settings(steps=250, jump_length=10, jump_n_sample=10))
+        )
+        > space.ZEROGPU_SLOT_S
+    )
     estimate = page.value("estimate")  # the page's first estimate: the default model at the defaults
     charged = int(re.search(r"Requests \*\*(\d+) s\*\* of ZeroGPU quota \((\d+) s x 1.5", estimate).group(1))
     assert "within the daily quota of: anonymous (120 s/day)" in estimate and "assumed 25 TFLOP/s" in estimate

@@ -1,7 +1,9 @@
 """The Space layer: what the Gradio app needs beyond the core package, one idea per module.
 
-- :mod:`.offer`: which models are offered; :mod:`.service`: the model cache, ZeroGPU preload, timing, checks and runs;
-- :mod:`.estimate`: timing arithmetic; :mod:`.zerogpu`: the slot and quota; :mod:`.requests`: a run's request;
+- :mod:`.offer`: which models are offered; :mod:`.cache`: the models loaded, ZeroGPU's preload;
+- :mod:`.timing`: what a call costs and the estimates; :mod:`.estimate`: their arithmetic;
+- :mod:`.slot`: the GPU time a run asks for; :mod:`.zerogpu`: ZeroGPU's figures and quota;
+- :mod:`.requests`: a run's request; :mod:`.runner`: running it, Stop; :mod:`.service`: all of these for one server;
 - :mod:`.streams`: the chain from a request to the page and the API; :mod:`.files`: result files;
 - :mod:`.pictures`: what the page shows; :mod:`.page`: the page's parts; :mod:`.aot`: ahead-of-time compilation;
 - :mod:`.errors`: what a visitor is told.
@@ -11,6 +13,7 @@ setting in the module that defines it (``repaint.space.streams.PREVIEW_INTERVAL_
 
 from __future__ import annotations
 
+from .cache import AOT_ENV, ModelCache
 from .errors import GPU_FAILED, OUT_OF_MEMORY, ServeError, SlotSpent, Stopped, gpu_error, visible
 from .estimate import (
     BATCH_ROWS_TIMED,
@@ -36,26 +39,19 @@ from .requests import (
     Checked,
     Finished,
     Request,
-    batch_rows,
     check_compare,
-    model_calls,
     run_rows,
     uploaded_path,
 )
-from .service import (
-    ANIMATION_FRAMES,
-    AOT_ENV,
-    GPU_CAP_S,
-    SLOT_RESERVE_S,
-    WORKER_JOIN_S,
-    Service,
-    fitting_settings,
-    leave_a_core_to_the_server,
-)
+from .runner import ANIMATION_FRAMES, SLOT_RESERVE_S, WORKER_JOIN_S, Done, Runner, Spent, Tick
+from .service import Service, form_settings, leave_a_core_to_the_server
+from .slot import GPU_CAP_S, Slot
 from .streams import (
     NOTHING_TO_STOP,
     PREVIEW_INTERVAL_S,
     STOPPING,
+    Progress,
+    Status,
     api_stream,
     page_results,
     page_stream,
@@ -63,6 +59,7 @@ from .streams import (
     stream,
     until_stopped,
 )
+from .timing import Timing
 from .zerogpu import (
     ZEROGPU_CALL_S,
     ZEROGPU_FACTOR_MAX,
@@ -84,6 +81,7 @@ __all__ = [
     "CHEAP_CALL_S",
     "COMPARE_NEEDS_R",
     "Checked",
+    "Done",
     "EXTRA_PIXELS_MAX",
     "EXTRA_S",
     "Finished",
@@ -94,25 +92,33 @@ __all__ = [
     "HUB_ID_RE",
     "HUB_MODELS_MAX",
     "HUB_RESOLUTION_MAX",
+    "ModelCache",
     "NOTHING_TO_STOP",
     "OUT_OF_MEMORY",
     "PAGE_S",
     "PNG_LEVEL",
     "PREVIEW_INTERVAL_S",
     "PRIOR_CALLS",
+    "Progress",
     "RESULTS_DIR",
     "RESULTS_MAX_AGE_S",
     "RUN_CALLS_MAX",
     "Request",
+    "Runner",
     "SIZES",
     "SLOT_RESERVE_S",
     "STOPPING",
     "ServeError",
     "Service",
+    "Slot",
     "SlotSpent",
+    "Spent",
+    "Status",
     "Stopped",
     "TIMING_BUDGET_S",
     "TIMING_CALLS",
+    "Tick",
+    "Timing",
     "WORKER_JOIN_S",
     "ZEROGPU_CALL_S",
     "ZEROGPU_FACTOR_MAX",
@@ -124,16 +130,14 @@ __all__ = [
     "ZEROGPU_TFLOPS",
     "api_stream",
     "batch_cost",
-    "batch_rows",
     "call_interval",
     "check_compare",
-    "fitting_settings",
     "fmt_seconds",
+    "form_settings",
     "gpu_error",
     "gpu_seconds_text",
     "is_hub_id",
     "leave_a_core_to_the_server",
-    "model_calls",
     "model_choices",
     "model_table",
     "new_results_dir",

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ..models import Inpainter
+from ..pipeline import Inpainter
 
 __all__ = ["compile_unet", "export_unet", "on_zerogpu"]
 

@@ -4,6 +4,9 @@ alone sees (an upload refused as too large, a file the editor cannot read). Impo
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import gradio as gr
 
 __all__ = [
@@ -12,7 +15,10 @@ __all__ = [
     "api_inputs",
     "examples_rows",
     "head",
+    "keyed",
+    "results_values",
     "readable_image",
+    "results_area",
     "sample_choices",
     "show_sample",
     "slider_labels",
@@ -39,6 +45,79 @@ CSS = """
 /* the Examples' headers wrap, so the table fits the page's width (its last column was cut off at 1280 px) */
 #examples th, #examples th * {white-space: normal}
 """
+
+
+def keyed(fn, names: list[str]):
+    """``fn`` (a handler, plain or a generator) returns or yields {name: value}; Gradio gets the values in ``names``'
+    order (its outputs'), gr.skip() for a name not given. The signature stays ``fn``'s (Gradio reads it for
+    gr.Request and gr.Progress)."""
+
+    def ordered(values: dict) -> tuple:
+        unknown = set(values) - set(names)
+        if unknown:
+            raise KeyError(f"{fn.__name__} gave values for {sorted(unknown)}, not among its outputs")
+        return tuple(values.get(name, gr.skip()) for name in names)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            for values in fn(*args, **kwargs):
+                yield ordered(values)
+
+        return gen
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        return ordered(fn(*args, **kwargs))
+
+    return plain
+
+
+def results_values(results: dict, seed: int) -> dict:
+    """A finished page run's values (:func:`repaint.space.streams.page_results`), keyed by the page's components."""
+    return dict(
+        status=results["status"],
+        preview=gr.skip(),
+        gallery=results["gallery"],
+        side=gr.update(value=results["side"], label=results["side_label"]),
+        slider=results["slider"],
+        animation=results["gif"],
+        downloads=results["files"],
+        slider_labels=slider_labels(*results["slider_labels"]),
+        sample=sample_choices(len(results["pairs"]), seed),
+        pairs=results["pairs"],
+    )
+
+
+def results_area(c: dict) -> None:
+    """The results, out of the way (the Examples in the first screen) until a run shows them."""
+    with gr.Column(visible=False, elem_id="results-area") as c["results_area"]:
+        with gr.Row():  # min_width: on a phone one above the other, each the page's width
+            c["preview"] = gr.Image(
+                label="Predicted x0 while running", format="png", interactive=False, elem_id="preview", min_width=300
+            )
+            c["gallery"] = gr.Gallery(
+                label="Results (PNG)", format="png", columns=4, elem_id="results", interactive=False, min_width=300
+            )
+        with gr.Row():
+            c["side"] = gr.Image(label="Side by side", format="png", interactive=False, elem_id="side")
+            with gr.Column():
+                c["slider_labels"] = gr.HTML(slider_labels("before", "after"), elem_id="slider-labels")
+                c["slider"] = gr.ImageSlider(label="Before / after", format="png", interactive=False, elem_id="slider")
+                c["sample"] = gr.Radio([], label="Sample shown", visible=False, elem_id="sample")
+                c["pairs"] = gr.State(None)  # every sample's slider pair (repaint.space.streams.page_results)
+        with gr.Row():  # min_width: on a phone each gets the full width (the file names are readable)
+            c["animation"] = gr.Image(
+                label="The process: x_t, predicted x0, and the noise level",
+                type="filepath",
+                interactive=False,
+                elem_id="animation",
+                min_width=300,
+            )
+            c["downloads"] = gr.File(
+                label="Downloads", file_count="multiple", interactive=False, min_width=300, elem_id="downloads"
+            )
 
 
 def slider_labels(before: str, after: str) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import models
-from ..schedule import count_model_calls
+from ..pipeline import Inpainter
+from ..settings import Settings
 from .errors import ServeError
 
 log = logging.getLogger(__name__)
@@ -19,49 +19,30 @@ log = logging.getLogger(__name__)
 SIZES = ("auto", "full", "model")  # the API's result size: auto = full for a mask file, the model's for a preset
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
-    """One run's settings, as both handlers hand them on: checked, then given to the GPU function (picklable, for
-    the ZeroGPU worker process). ``image``: an RGB(A) array or an image file; ``mask``: a bool array (True = fill),
-    a mask file or a preset name; ``full_size``: the result at the image's own size (else the model's square)."""
+    """One run, as both handlers hand it on: checked, then given to the GPU function (picklable, for the ZeroGPU
+    worker process). ``image``: an RGB(A) array or an image file; ``mask``: a bool array (True = fill), a mask file
+    or a preset name; ``full_size``: the result at the image's own size (else the model's square). A request that
+    only sizes a slot or an estimate has no image or mask."""
 
     model: str
-    image: Any
-    mask: Any
-    steps: int = 250
-    jump_length: int = 10
-    jump_n_sample: int = 10
-    seed: int = 0
-    num_samples: int = 1
-    compare: bool = False
+    settings: Settings = Settings()
+    image: Any = None
+    mask: Any = None
     invert: bool = False
     full_size: bool = False
-    class_label: int | None = None
-    classifier_scale: float | None = None  # classifier guidance; None: the model's default (1 with a classifier)
-    stop_key: str | None = None  # the session whose Stop flag the run watches in this process (see Service.run)
+    stop_key: str | None = None  # the session whose Stop flag the run watches in this process (see Runner.run)
     # The GPU seconds asked of ZeroGPU for this run (stream sets it there): the worker, which cannot know what the
-    # main process asked, stops before it would outlast them (Service.run).
+    # main process asked, stops before it would outlast them (Runner.run).
     slot_s: int | None = None
-
-    @property
-    def rows(self) -> int:
-        """Rows of each batched model call."""
-        return batch_rows(self.num_samples, self.compare)
-
-    @property
-    def calls(self) -> int:
-        return model_calls(self.steps, self.jump_length, self.jump_n_sample)
-
-    def settings(self) -> tuple:
-        """(model, T, j, r, samples, compare): what the time estimate depends on."""
-        return self.model, self.steps, self.jump_length, self.jump_n_sample, self.num_samples, self.compare
 
 
 @dataclass
 class Checked:
     """A request that passed the checks: its model, and (image, mask) at the result's and at the model's size."""
 
-    model: models.Inpainter
+    model: Inpainter
     big: tuple[np.ndarray, np.ndarray]
     small: tuple[np.ndarray, np.ndarray]
 
@@ -79,17 +60,13 @@ class Finished:
     seconds: float = 0.0
 
 
-def batch_rows(num_samples: int, compare: bool) -> int:
-    return int(num_samples) * (2 if compare else 1)
-
-
-def run_rows(steps, jump_length, jump_n_sample, num_samples, compare) -> dict[int, int]:
+def run_rows(settings: Settings) -> dict[int, int]:
     """A run's model calls by their batch rows. A comparison batches its n=1 chains with the n=r ones only at the
     ticks where they call the model (repaint.sampler._ticks spreads the shorter chain's calls over the longer one's),
     so only those calls have both chains' rows."""
-    calls, rows = model_calls(steps, jump_length, jump_n_sample), int(num_samples)
-    both = model_calls(steps, jump_length, 1) if compare else 0
-    return {r: n for r, n in ((rows, calls - both), (2 * rows, both)) if n}
+    rows = settings.num_samples
+    both = settings.replace(jump_n_sample=1).calls if settings.compare else 0
+    return {r: n for r, n in ((rows, settings.calls - both), (2 * rows, both)) if n}
 
 
 COMPARE_NEEDS_R = (
@@ -98,14 +75,10 @@ COMPARE_NEEDS_R = (
 )
 
 
-def check_compare(jump_n_sample, compare) -> None:
+def check_compare(settings: Settings) -> None:
     """A comparison of n=1 with n=r is refused for r=1: the two chains would be one."""
-    if compare and int(jump_n_sample) == 1:
+    if settings.compare and settings.jump_n_sample == 1:
         raise ServeError(COMPARE_NEEDS_R)
-
-
-def model_calls(steps, jump_length, jump_n_sample) -> int:
-    return count_model_calls(int(steps), int(jump_length), int(jump_n_sample))
 
 
 def uploaded_path(value, upload_folder: str) -> str:

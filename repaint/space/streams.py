@@ -9,8 +9,11 @@ import math
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..images import save_png
 from . import pictures
@@ -18,6 +21,7 @@ from .errors import Stopped
 from .estimate import fmt_seconds
 from .files import PNG_LEVEL, RESULTS_DIR, new_results_dir, save_results
 from .requests import Checked, Finished, Request
+from .runner import Done, Spent, Tick
 
 if TYPE_CHECKING:
     from .service import Service
@@ -27,6 +31,26 @@ log = logging.getLogger(__name__)
 PREVIEW_INTERVAL_S = 0.5  # the page's live preview at most this often: each is a PNG the browser fetches in turn
 
 STOPPING, NOTHING_TO_STOP = "Stopping at the next model call...", "Nothing to stop: no run is in progress."
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A model call done, as :func:`stream` hands it on: ``tick`` of ``total``, the run's seconds so far and, every
+    few calls, the predicted x0 (uint8, one per row)."""
+
+    tick: int
+    total: int
+    seconds: float
+    x0: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the page shows while a run runs: a status text, the preview strip, and (done, total) model calls."""
+
+    text: str
+    preview: np.ndarray | None = None
+    calls: tuple[int, int] | None = None
 
 
 def stopped_text(ticks: int, total: int, seconds: float) -> str:
@@ -39,35 +63,33 @@ def stopped_text(ticks: int, total: int, seconds: float) -> str:
 
 def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None = None):
     """The run both handlers share after :meth:`Service.check_request`: ``gpu_run(req)`` (the GPU function: in a
-    ZeroGPU worker there), its per-call time noted, ``stop`` looked at after every event. Yields ("tick", tick,
-    total, seconds so far, x0 or None) per model call, then ("done", :class:`Finished`). Stop closes the GPU
-    function's generator (which ends its run, in this process or in the worker) and raises :class:`Stopped`."""
+    ZeroGPU worker there), its per-call time noted, ``stop`` looked at after every event. Yields a :class:`Progress`
+    per model call, then the :class:`Finished` run. Stop closes the GPU function's generator (which ends its run, in
+    this process or in the worker) and raises :class:`Stopped`."""
     start, frames, levels, finished = time.perf_counter(), [], [], None
     if service.on_zerogpu and req.slot_s is None:  # the slot's seconds cross to the worker with the request
-        req = dataclasses.replace(req, slot_s=service.gpu_duration(req))
+        req = dataclasses.replace(req, slot_s=service.slot.gpu_duration(req))
     gen = gpu_run(req)
     try:
         for ev in gen:
             if stop is not None and stop.is_set():
                 break
-            if ev[0] == "spent":  # the run stopped short of its slot's end: its per-call time sizes later slots
-                service.note_run(req, ev[1])
-                continue
-            if ev[0] == "done":
-                service.note_run(req, ev[3])
-                finished = Finished(req, ev[1], ev[2], frames, levels, ev[3] * len(levels))
-                continue
-            _, tick, total, lv, xt, x0 = ev
-            levels.append(lv)
-            if xt is not None:
-                frames.append((tick, xt, x0))
-            yield "tick", tick, total, time.perf_counter() - start, x0
+            if isinstance(ev, Spent):  # the run stopped short of its slot's end: its per-call time sizes later slots
+                service.timing.note_run(req.model, req.settings, ev.per_call)
+            elif isinstance(ev, Done):
+                service.timing.note_run(req.model, req.settings, ev.per_call)
+                finished = Finished(req, ev.results, ev.plain, frames, levels, ev.per_call * len(levels))
+            elif isinstance(ev, Tick):
+                levels.append(ev.levels)
+                if ev.x_t is not None:
+                    frames.append((ev.tick, ev.x_t, ev.x0))
+                yield Progress(ev.tick, ev.total, time.perf_counter() - start, ev.x0)
     finally:
         gen.close()
     if finished is None:  # raised here, not in an ``except``: no traceback keeps the run's tensors alive
         raise Stopped("Stopped.")
     finished.seconds = time.perf_counter() - start
-    yield "done", finished
+    yield finished
 
 
 def page_stream(
@@ -79,56 +101,53 @@ def page_stream(
     results_dir: Path = RESULTS_DIR,
     preview_height: int = 128,
 ):
-    """The page's run: yields ("status", (text, preview strip or None, (done, total) or None)) while it runs, then
-    ("done", :func:`page_results`), whose files are deleted when the caller asks for more (or closes this).
-    Previews come at most every PREVIEW_INTERVAL_S; the run's time outside its model calls is noted for the
-    estimates (:meth:`Service.note_page_run`)."""
-    start, shown = time.perf_counter(), -math.inf
-    wait = service.wait_seconds(*req.settings())
-    yield "status", (f"Starting: {req.calls:,} model calls, about {fmt_seconds(wait or 0)}...", None, None)
+    """The page's run: yields a :class:`Status` while it runs, then the :func:`page_results`, whose files are
+    deleted when the caller asks for more (or closes this). Previews come at most every PREVIEW_INTERVAL_S; the
+    remaining time is the run's own rate so far; the run's time outside its model calls is noted for the estimates
+    (:meth:`Timing.note_page_run`)."""
+    start, shown, s = time.perf_counter(), -math.inf, req.settings
+    wait = service.timing.wait_seconds(req.model, s)
+    yield Status(f"Starting: {s.calls:,} model calls, about {fmt_seconds(wait or 0)}...")
     for ev in stream(service, gpu_run, req, stop):
-        if ev[0] == "done":
-            done = ev[1]
-        elif ev[4] is not None and time.perf_counter() - shown >= PREVIEW_INTERVAL_S:
-            _, tick, total, spent, x0 = ev
-            shown = time.perf_counter()
-            text = (
-                f"Step {tick + 1:,}/{total:,} - {fmt_seconds(spent)} elapsed, ETA "
-                f"{fmt_seconds(spent / (tick + 1) * (total - tick - 1))}"
-            )
-            yield "status", (text, pictures.strip(list(x0), preview_height), (tick + 1, total))
+        if isinstance(ev, Finished):
+            done = ev
+        elif ev.x0 is not None and time.perf_counter() - shown >= PREVIEW_INTERVAL_S:
+            shown, calls = time.perf_counter(), ev.tick + 1
+            eta = fmt_seconds(ev.seconds / calls * (ev.total - calls))
+            text = f"Step {calls:,}/{ev.total:,} - {fmt_seconds(ev.seconds)} elapsed, ETA {eta}"
+            yield Status(text, pictures.strip(list(ev.x0), preview_height), (calls, ev.total))
     out_dir = new_results_dir(results_dir)
     try:
         results, seconds = page_results(done, checked, out_dir), time.perf_counter() - start
-        service.note_page_run(req.model, seconds, done.model_seconds, math.prod(done.results[0].shape[:2]))
+        service.timing.note_page_run(req.model, seconds, done.model_seconds, math.prod(done.results[0].shape[:2]))
         log.info(
             "page run %s, %d calls of %d rows: %.2f s, model calls %.2f s",
             req.model,
-            req.calls,
-            req.rows,
+            s.calls,
+            s.rows,
             seconds,
             done.model_seconds,
         )
-        yield "done", results
+        yield results
     finally:  # the server has copied the files by the time it asks for more (or closes us)
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def until_stopped(events, stop: threading.Event):
-    """:func:`page_stream`'s events, a Stop the visitor asked for (``stop`` set) ending them with a last ("status",
-    (what happened, None, None)) rather than the :class:`Stopped` error: a Stop is not a failure."""
+    """:func:`page_stream`'s events, a Stop the visitor asked for (``stop`` set) ending them with a last
+    :class:`Status` of what happened rather than the :class:`Stopped` error: a Stop is not a failure."""
     start, calls, stopped = time.perf_counter(), (0, 0), False
     try:
-        for kind, out in events:
-            if kind == "status" and out[2]:
-                calls = out[2]
-            yield kind, out
+        for ev in events:
+            if isinstance(ev, Status) and ev.calls:
+                calls = ev.calls
+            yield ev
     except Stopped:
         if not stop.is_set():
             raise
         stopped = True  # said outside the ``except``: no traceback keeps the run's tensors alive
     if stopped:
-        yield "status", (stopped_text(*calls, time.perf_counter() - start), None, None)
+        yield Status(stopped_text(*calls, time.perf_counter() - start))
 
 
 def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESULTS_DIR):
@@ -138,13 +157,13 @@ def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESU
     before that would go on to its end after a cancel."""
     yield None
     for ev in stream(service, gpu_run, req):
-        if ev[0] == "done":
-            done = ev[1]
-        elif ev[4] is not None:
+        if isinstance(ev, Finished):
+            done = ev
+        elif ev.x0 is not None:
             yield None
     out_dir = new_results_dir(results_dir)
     try:
-        yield save_results(out_dir, "", done.results, done.plain, req.jump_n_sample, req.seed)
+        yield save_results(out_dir, "", done.results, done.plain, req.settings.jump_n_sample, req.settings.seed)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -154,29 +173,29 @@ def page_results(done: Finished, checked: Checked, out_dir: Path) -> dict:
     side-by-side strip and its label, the before/after pair (sample 0's; ``pairs``: every sample's, the slider's
     views) and its two labels, the process GIF and every file to download."""
 
-    req, res, plain = done.request, done.results, done.plain
+    req, s, res, plain = done.request, done.request.settings, done.results, done.plain
     masked = pictures.show_mask(*checked.big)
-    gallery = save_results(out_dir, f"repaint_{req.model}_", res, plain, req.jump_n_sample, req.seed)
+    gallery = save_results(out_dir, f"repaint_{req.model}_", res, plain, s.jump_n_sample, s.seed)
     save_png(masked, out_dir / "input_masked.png", PNG_LEVEL)
     tile = max(2 * pictures.ANIMATION_TILE, checked.model.resolution)
     gif = pictures.make_animation(
-        done.frames, done.levels, req.steps, [0, len(res)] if plain else [0], out_dir / "process.gif"
+        done.frames, done.levels, s.steps, [0, len(res)] if plain else [0], out_dir / "process.gif"
     )
-    labels = checked.model.class_labels([req.seed + i for i in range(len(res))], req.class_label)
+    labels = checked.model.class_labels([s.seed + i for i in range(len(res))], s.class_label)
     classes = f", class {', '.join(map(str, labels))}" if labels else ""
     shown = pictures.view_copy(masked)  # every sample's "before" in a plain run: one copy
     pairs = [(pictures.view_copy(plain[i]) if plain else shown, pictures.view_copy(a)) for i, a in enumerate(res)]
     return dict(
         status=(
             f"Done in **{fmt_seconds(done.seconds)}** ({len(done.levels):,} model calls, {req.model}, seed "
-            f"{req.seed}{classes}). Known pixels are kept exactly; downloads are lossless PNG."
+            f"{s.seed}{classes}). Known pixels are kept exactly; downloads are lossless PNG."
         ),
         gallery=gallery,
         side=pictures.strip([masked, plain[0], res[0]] if plain else [masked, res[0]], tile),
-        side_label=f"masked input | n=1 | n={req.jump_n_sample}" if plain else "masked input | result",
+        side_label=f"masked input | n=1 | n={s.jump_n_sample}" if plain else "masked input | result",
         slider=pairs[0],
         pairs=pairs,
-        slider_labels=("n=1", f"n={req.jump_n_sample}") if plain else ("before", "after"),
+        slider_labels=("n=1", f"n={s.jump_n_sample}") if plain else ("before", "after"),
         gif=str(gif),
         files=[path for path, _ in gallery] + [str(out_dir / "input_masked.png"), str(gif)],
     )

@@ -1,0 +1,137 @@
+"""The models a server holds: which it offers, each loaded once (and timed), ZeroGPU's preload before launch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from .. import loading
+from ..loading import ModelLoadError
+from ..pipeline import Inpainter
+from ..registry import MODELS
+from . import aot
+from .errors import ServeError
+from .offer import HUB_MODELS_MAX, HUB_RESOLUTION_MAX, is_hub_id
+from .timing import Timing
+
+log = logging.getLogger(__name__)
+
+AOT_ENV = "REPAINT_AOT"  # "1": on ZeroGPU, preload compiles each offered UNet ahead of time (aot.compile_unet)
+
+
+class ModelCache:
+    """The models of one server, each loaded once and timed (:class:`Timing`). ``offered``: the registry names
+    served (None: all); ``allow_hub_ids``: any Hub id ``owner/name`` too (never on ZeroGPU, where a model can only
+    be placed on the GPU in the main thread before launch)."""
+
+    def __init__(self, timing: Timing, *, on_zerogpu: bool = False, allow_hub_ids: bool = False, offered=None):
+        self.timing, self.on_zerogpu = timing, on_zerogpu
+        self.allow_hub_ids = allow_hub_ids and not on_zerogpu
+        self._offered = None if offered is None else list(offered)  # None: every registry model
+        self.models: dict[str, Inpainter] = {}
+        self.failed: dict[str, str] = {}  # offered models that failed to load at start (preload): why
+        self._lock = threading.Lock()  # guards self.models and self._load_locks, held only briefly
+        self._load_locks: dict[str, threading.Lock] = {}  # one per model: a slow load blocks only that model
+
+    @property
+    def offered(self) -> list[str]:
+        """The registry names this server serves."""
+        return list(MODELS) if self._offered is None else self._offered
+
+    def check_model_name(self, name) -> str:
+        """``name`` if it may be loaded: an offered registry name, or (only with ``allow_hub_ids``) a Hub id."""
+        if isinstance(name, str) and (name in self.offered or (self.allow_hub_ids and is_hub_id(name))):
+            return name
+        extra = " or a Hugging Face Hub id owner/name" if self.allow_hub_ids else ""
+        raise ServeError(f"unknown model {repr(name)[:80]}: choose one of {', '.join(self.offered)}{extra}")
+
+    def model_resolution(self, name: str) -> int:
+        """The model's image size (a Hub model is loaded to learn it)."""
+        name = self.check_model_name(name)
+        return MODELS[name].resolution if name in MODELS else self.get_model(name).resolution
+
+    def num_classes(self, name: str) -> int:
+        """Classes of a class-conditional model (0: unconditional), from the registry when it knows the model."""
+        name = self.check_model_name(name)
+        return MODELS[name].num_classes if name in MODELS else self.get_model(name).num_classes
+
+    def has_classifier(self, name: str) -> bool:
+        """Whether the model is guided by a classifier (the registry's word, else the loaded model's)."""
+        name = self.check_model_name(name)
+        return MODELS[name].classifier is not None if name in MODELS else self.get_model(name).classifier is not None
+
+    def get_model(self, name: str) -> Inpainter:
+        """The loaded model ``name`` (loaded once); a failed load is a ServeError naming it. On ZeroGPU only the
+        models :meth:`preload` placed: a load there would run in a handler thread (or a GPU slot), where ZeroGPU's
+        CUDA emulation refuses ``.to("cuda")``."""
+        self.check_model_name(name)
+        if (inp := self.models.get(name)) is not None:
+            return inp
+        if self.on_zerogpu and threading.current_thread() is not threading.main_thread():
+            raise ServeError(f"Model {name!r} is not loaded on this Space.")
+        with self._lock:
+            load_lock = self._load_locks.setdefault(name, threading.Lock())
+        with load_lock:  # a download of one model (minutes) never holds up the others
+            if (inp := self.models.get(name)) is not None:
+                return inp
+            inp = self._load(name)
+            with self._lock:
+                hub = [n for n in self.models if n not in MODELS]
+                if name not in MODELS and len(hub) >= HUB_MODELS_MAX:
+                    for old in hub[: len(hub) - HUB_MODELS_MAX + 1]:  # oldest first (dicts keep insertion order)
+                        self.models.pop(old, None)
+                        self.timing.forget(old)
+                self.models[name] = inp
+            return inp
+
+    def _load(self, name: str) -> Inpainter:
+        """A registry name through repaint.load, then timed; a Hub id is only ever downloaded (never read as a local
+        folder)."""
+        try:
+            if name in MODELS:
+                inp = loading.load(name)
+            else:
+                inp = loading.load_hub(name)
+                if inp.resolution > HUB_RESOLUTION_MAX:
+                    raise ModelLoadError(
+                        f"model {name!r} is {inp.resolution}x{inp.resolution}; at most "
+                        f"{HUB_RESOLUTION_MAX}x{HUB_RESOLUTION_MAX} is served here"
+                    )
+            log.info("loaded %s (%.4f s per call)", name, self.timing.loaded(inp, name))
+            return inp
+        except ModelLoadError as e:
+            raise ServeError(f"Could not load model {name!r}: {e}. Other models still work.") from None
+        except Exception as e:  # noqa: BLE001 - anything else a load can raise must not kill the server
+            log.exception("loading %s failed", name)
+            raise ServeError(f"Could not load model {name!r} ({type(e).__name__}). Other models still work.") from None
+
+    def preload(self) -> str:
+        """Loads every offered model now (on ZeroGPU: in the main thread before launch, which places them on
+        ``cuda`` as its docs ask); a model that fails is no longer offered. Returns a notice ('' if all loaded)."""
+        failed, self._offered = [], list(self.offered)
+        for name in list(self._offered):
+            try:
+                self.get_model(name)
+            except ServeError as e:
+                log.error("model %s is not offered: %s", name, e)  # the page says it too (the notice)
+                self._offered.remove(name)
+                self.failed[name] = str(e)
+                failed.append(str(e))
+        if os.environ.get(AOT_ENV, "").strip() == "1":  # opt-in: compiled at start-up (repaint.space.aot)
+            for name in self._offered:
+                aot.compile_unet(self.models[name])
+        return " ".join(f"Not offered: {reason}" for reason in failed)
+
+    def usable_model(self, name, warn) -> str:
+        """``name`` loaded, or when it cannot be: ``warn(why)`` and the name of the last model that loaded (the page
+        goes back to it)."""
+        try:
+            self.get_model(name)
+            return name
+        except ServeError as e:
+            if not self.models:
+                raise
+            fallback = next(reversed(self.models))
+            warn(f"{e} Back to {fallback}.")
+            return fallback

@@ -1,0 +1,180 @@
+"""Running a request: the sampler in a worker thread, its model calls handed on as events, Stop and the slot's end.
+
+:meth:`Runner.run` is the GPU function's body; on ZeroGPU it runs in a worker process, so every event it yields is a
+picklable dataclass."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..images import from_tensor
+from .cache import ModelCache
+from .errors import ServeError, SlotSpent, gpu_error
+from .estimate import call_interval
+from .requests import Request
+
+ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
+WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
+# A run with a GPU slot (ZeroGPU) stops before a model call that would leave less than this of the slot: the worker's
+# start before the run and the results' hand-over after it also count against the slot.
+SLOT_RESERVE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A model call done: ``tick`` of ``total``, each sample's level, and every few calls the pictures (uint8)."""
+
+    tick: int
+    total: int
+    levels: list[int]
+    x_t: np.ndarray | None = None
+    x0: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Spent:
+    """The run stopped short of its slot's end; ``per_call``, what it measured, sizes later slots."""
+
+    per_call: float
+
+
+@dataclass(frozen=True)
+class Done:
+    """The run's results (n = r), the n = 1 ones beside them (compare; else empty) and its seconds per call."""
+
+    results: list[np.ndarray]
+    plain: list[np.ndarray]
+    per_call: float
+
+
+class Runner:
+    """Runs requests on the cache's models; holds the Stop flags of the runs in flight and their worker threads."""
+
+    def __init__(self, cache: ModelCache, *, on_zerogpu: bool = False):
+        self.cache, self.on_zerogpu = cache, on_zerogpu
+        self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
+        self.workers: set[threading.Thread] = set()  # worker threads still running
+
+    def stop(self, key) -> bool:
+        """Asks the session ``key``'s run to stop; False when it has none running."""
+        flag = self.stop_flags.get(key)
+        if flag is not None:
+            flag.set()
+        return flag is not None
+
+    def stop_flag(self, key: str) -> threading.Event:
+        """A new Stop flag for the session ``key``'s run (replacing an older run's); :meth:`drop_flag` after."""
+        flag = self.stop_flags[key] = threading.Event()
+        return flag
+
+    def drop_flag(self, key: str, flag: threading.Event) -> None:
+        if self.stop_flags.get(key) is flag:  # not a newer run's flag of the same session
+            del self.stop_flags[key]
+
+    def running(self) -> list[threading.Thread]:
+        """The worker threads still alive."""
+        return [t for t in list(self.workers) if t.is_alive()]
+
+    def run(self, req: Request):
+        """The GPU function's body: runs the sampler in a worker thread; yields a :class:`Tick` at every model call
+        and a :class:`Done` at the end. A run with ``req.slot_s`` stops before a model call that would outlast the
+        slot (SLOT_RESERVE_S kept): it yields a :class:`Spent` and raises a ServeError that says how far it got.
+        Closing the generator ends the run at its next model call; so does, off ZeroGPU, the Stop flag of
+        ``req.stop_key``. On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces'
+        worker looks at its stop event between two yields, so a stop ends the run before the next model call.
+        Elsewhere it runs ahead (the server's hand-offs do not hold the model up)."""
+        inp = self.cache.get_model(req.model)
+        # The Stop flag of this process's table, only where this process is the server's. A ZeroGPU worker's table is
+        # the copy forked with it, which would keep a Stop set at that moment for every later run of that session:
+        # there a Stop comes only through spaces' stop event, which closes this generator (issue 25).
+        stop = self.stop_flags.get(req.stop_key) if req.stop_key and not self.on_zerogpu else None
+        work = _Work(req, stop, in_step=self.on_zerogpu)
+        worker = threading.Thread(target=self._work, args=(work, inp), daemon=True, name="repaint-worker")
+        self.workers.add(worker)
+        worker.start()
+        try:
+            yield from work.events_until_done()
+        finally:
+            # Closed early (Stop, cancel, client gone): the worker, waiting at its callback, raises there.
+            work.closed.set()
+            work.resume.release()
+            worker.join(timeout=WORKER_JOIN_S)
+
+    def _work(self, work: _Work, inp) -> None:
+        try:
+            work.events.put(("result", inp.run(work.req.image, work.req.mask, work.req.settings, **work.options())))
+        except BaseException as e:  # noqa: BLE001 - handed to the generator
+            work.events.put(("error", e))
+        finally:
+            self.workers.discard(threading.current_thread())
+
+
+class _Work:
+    """One run's hand-over: its worker thread calls :meth:`callback`, the generator reads
+    :meth:`events_until_done`."""
+
+    def __init__(self, req: Request, stop: threading.Event | None, in_step: bool):
+        self.req, self.stop, self.in_step = req, stop, in_step
+        self.total = req.settings.calls
+        self.every = max(1, math.ceil(self.total / ANIMATION_FRAMES))
+        self.events: queue.Queue = queue.Queue()
+        self.resume, self.closed = threading.Semaphore(0), threading.Event()
+        self.times: list[float] = []  # the times of the model calls so far
+        self.start = time.perf_counter()
+
+    def options(self) -> dict:
+        return dict(callback=self.callback, invert=self.req.invert, full_size=self.req.full_size)
+
+    def callback(self, tick, levels, x, x0) -> None:
+        if self.closed.is_set() or (self.stop is not None and self.stop.is_set()):
+            raise InterruptedError("stopped")
+        self.times.append(time.perf_counter())
+        pic = tick % self.every == 0 or tick == self.total - 1
+        self.events.put(
+            Tick(tick, self.total, levels, from_tensor(x) if pic else None, from_tensor(x0) if pic else None)
+        )
+        if self.in_step:
+            self.resume.acquire()  # until the consumer asks for the next event (or closes the run)
+            if self.closed.is_set():
+                raise InterruptedError("stopped")
+        if self.req.slot_s and tick < self.total - 1:  # would the next call, and the hand-over, still fit the slot?
+            per_call = self.per_call()
+            if time.perf_counter() - self.start + per_call + SLOT_RESERVE_S > self.req.slot_s:
+                raise SlotSpent(tick + 1, self.total, per_call, self.req.slot_s)
+
+    def per_call(self) -> float:
+        """Seconds per model call so far: :func:`call_interval` of the calls' times (a run's set-up does not count)."""
+        if len(self.times) > 1:
+            return call_interval(self.times)
+        return (self.times[0] if self.times else time.perf_counter()) - self.start
+
+    def events_until_done(self):
+        while True:
+            ev = self.events.get()
+            if isinstance(ev, Tick):
+                yield ev
+                if self.in_step:
+                    self.resume.release()
+            elif ev[0] == "error":
+                error = ev[1]
+                del ev
+                if isinstance(error, InterruptedError) and self.stop is not None and self.stop.is_set():
+                    return  # the visitor's Stop: stream() reports it
+                if isinstance(error, SlotSpent):
+                    yield Spent(error.per_call)  # what it measured, for later slots
+                    raise ServeError(str(error))
+                raise gpu_error(error)
+            else:
+                res, *plain = ev[1]
+                per_call = call_interval(self.times) if len(self.times) > 1 else self._average()
+                yield Done([np.asarray(i) for i in res], [np.asarray(i) for i in (plain[0] if plain else [])], per_call)
+                return
+
+    def _average(self) -> float:
+        return (time.perf_counter() - self.start) / max(self.total, 1)

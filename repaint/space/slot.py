@@ -1,0 +1,77 @@
+"""The GPU time a run asks for: a ZeroGPU slot sized per request (and charged times the duration factor), or a
+cap on a GPU of the server's own; requests that cannot fit are refused before they queue."""
+
+from __future__ import annotations
+
+import math
+
+from ..settings import Settings
+from .errors import ServeError
+from .estimate import GPU_MARGIN_S, fmt_seconds
+from .requests import Request
+from .timing import Timing
+from .zerogpu import ZEROGPU_TASK_MAX_S, zerogpu_duration_factor, zerogpu_guess
+
+GPU_CAP_S = 300  # on a GPU of the server's own (not ZeroGPU): the longest run one request may ask for
+
+
+class Slot:
+    """Sizes runs' GPU time from :class:`Timing`'s estimates. ``duration_factor``: what ZeroGPU multiplies a
+    request's seconds by (:func:`zerogpu_duration_factor` unless given); 1 elsewhere."""
+
+    def __init__(
+        self, timing: Timing, *, has_gpu: bool = False, on_zerogpu: bool = False, duration_factor: float | None = None
+    ):
+        self.timing, self.has_gpu, self.on_zerogpu = timing, has_gpu or on_zerogpu, on_zerogpu
+        self.duration_factor = 1.0 if not on_zerogpu else duration_factor or zerogpu_duration_factor()
+
+    def gpu_seconds_max(self) -> int:
+        """The longest run one request may ask for: on ZeroGPU the longest task it schedules, in seconds before its
+        duration factor; on a GPU of the server's own GPU_CAP_S, so that one visitor cannot hold it for long."""
+        return int(ZEROGPU_TASK_MAX_S / self.duration_factor) if self.on_zerogpu else GPU_CAP_S
+
+    def gpu_duration(self, req: Request) -> int:
+        """ZeroGPU slot length for the GPU function (called with its request): its model calls times the measured
+        per-call time, plus a margin, capped at :meth:`gpu_seconds_max` (requests that cannot fit are refused
+        before)."""
+        if req.slot_s:
+            return req.slot_s  # sized when the run was handed to the GPU function (stream)
+        est = self.timing.estimate_seconds(req.model, req.settings)
+        if est is None:
+            est = req.settings.calls * zerogpu_guess(req.model)  # not loaded yet
+        return int(min(self.gpu_seconds_max(), math.ceil(est + GPU_MARGIN_S)))
+
+    def charged_seconds(self, req: Request) -> int:
+        """The seconds ZeroGPU schedules and charges for the request: :meth:`gpu_duration` times the duration
+        factor, rounded as spaces rounds them (get_duration_seconds, then round())."""
+        return round(self.gpu_duration(req) * self.duration_factor)
+
+    def too_long(self, est: float) -> str | None:
+        """Why a run of ``est`` seconds of model calls cannot have a GPU, or None when it can (or has no GPU)."""
+        if not self.has_gpu or est + GPU_MARGIN_S <= self.gpu_seconds_max():
+            return None
+        if self.on_zerogpu:
+            return (
+                f"ZeroGPU runs a task for at most {ZEROGPU_TASK_MAX_S // 60} min of quota ({self.gpu_seconds_max()}"
+                f" s on this GPU, whose seconds count {self.duration_factor:g}x)"
+            )
+        return f"this server gives one run at most {GPU_CAP_S} s of its GPU"
+
+    def check_fits(self, req: Request) -> None:
+        """A ServeError that says what to lower when the request cannot have the GPU time it needs."""
+        est = self.timing.estimate_seconds(req.model, req.settings) or 0.0
+        if (why := self.too_long(est)) is not None:
+            raise ServeError(
+                f"This run needs about {fmt_seconds(est)} of GPU time: {why}. Use fewer steps T, a smaller resample "
+                f"count r, a longer jump length j, fewer samples, or turn off the comparison."
+            )
+
+    def fitting_settings(self, name: str, slot_s: int) -> Settings:
+        """Settings for ``name`` whose ZeroGPU request fits ``slot_s`` seconds: the paper's T=250, j=10 with the
+        most resamplings r <= 10 that fit, else fewer steps (T = 200, 150, 100, 50, 25) with r from 10 down."""
+        for steps in (250, 200, 150, 100, 50, 25):
+            for r in range(10, 0, -1):
+                settings = Settings(steps=steps, jump_length=min(10, steps), jump_n_sample=r)
+                if self.charged_seconds(Request(model=name, settings=settings)) <= slot_s:
+                    return settings
+        return Settings(steps=25, jump_length=5, jump_n_sample=1)
