@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "square at the model's resolution (default auto: full for --mask, model for --preset)",
     )
     p.add_argument("--out", help="output PNG; with several samples OUT-0.png, OUT-1.png, ...")
+    _sampler_args(p)
+    _folder_args(p)
+    return p
+
+
+def _sampler_args(p: argparse.ArgumentParser) -> None:
+    """The model, the sampler's settings and where it runs."""
     p.add_argument("--model", default="bundled", help="registry name, folder or Hub id (default: bundled)")
     p.add_argument("--steps", type=int, default=250, help="respaced diffusion steps T (default 250)")
     p.add_argument("--jump-length", type=int, default=10, help="resampling jump length j (default 10)")
@@ -92,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "folder (python -m repaint.convert CLASSIFIER.pt DIR) or a released .pt (default: the registry "
         "model's own)",
     )
+
+
+def _folder_args(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("folder mode (instead of --image/--out; also under `accelerate launch -m repaint`)")
     f.add_argument("--image-dir", help="folder of input images: inpaint each one")
     f.add_argument("--out-dir", help="output folder: inpainted/, gt_masked/, gt/, gt_keep_mask/, manifest.jsonl")
@@ -102,7 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="name",
         help="match masks to images by file stem (default) or by sorted order, as RePaint's loader",
     )
-    return p
 
 
 def classifier_arg(args):

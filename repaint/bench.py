@@ -12,6 +12,7 @@ number of model calls times the median time of one UNet forward at that batch si
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import os
@@ -266,31 +267,26 @@ def run(
         ),
     ]
     if diffusers:
+        images, masks_ = np.stack([image] * batch), np.stack([mask] * batch)
+        seeds = list(range(batch))
+        wall = _timed(
+            functools.partial(diffusers_repaint, pipe, images, masks_, steps, jump_length, jump_n_sample, seeds),
+            pipe.device,
+        )
         rows.append(
-            dict(
-                name="diffusers RePaintPipeline eta=1",
-                calls=calls,
-                batch=batch,
-                floor_s=calls * t_b,
-                wall_s=_timed(
-                    lambda: diffusers_repaint(
-                        pipe,
-                        np.stack([image] * batch),
-                        np.stack([mask] * batch),
-                        steps,
-                        jump_length,
-                        jump_n_sample,
-                        list(range(batch)),
-                    ),
-                    pipe.device,
-                ),
-            )
+            dict(name="diffusers RePaintPipeline eta=1", calls=calls, batch=batch, floor_s=calls * t_b, wall_s=wall)
         )
     peer = rows[-1]["wall_s"] if diffusers else None
     for row in rows:
         row["ms_per_call"] = 1000 * row["wall_s"] / row["calls"]
         row["overhead_pct"] = 100 * (row["wall_s"] / row["floor_s"] - 1)
         row["vs_diffusers"] = row["wall_s"] / peer if peer else None
+    settings = dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, batch=batch)
+    return _machine(pipe) | settings | dict(call_ms={str(batch): 1000 * t_b, str(2 * batch): 1000 * t_2b}, rows=rows)
+
+
+def _machine(pipe: Inpainter) -> dict:
+    """The model and where it ran, for a report."""
     return dict(
         model=pipe.name,
         resolution=pipe.resolution,
@@ -299,12 +295,6 @@ def run(
         dtype=str(pipe.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
         torch=torch.__version__,
-        steps=steps,
-        jump_length=jump_length,
-        jump_n_sample=jump_n_sample,
-        batch=batch,
-        call_ms={str(batch): 1000 * t_b, str(2 * batch): 1000 * t_2b},
-        rows=rows,
     )
 
 

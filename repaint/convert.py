@@ -81,7 +81,8 @@ def _is_classifier(path: str, preset: str | None, options: dict) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line's arguments."""
     p = argparse.ArgumentParser(
         prog="python -m repaint.convert",
         description=__doc__.split("\n\n")[0],
@@ -115,6 +116,31 @@ def main(argv: list[str] | None = None) -> int:
             default=None,
             help=f"guided-diffusion option (default {default!r})",
         )
+    return p
+
+
+def _push(args, out: Path) -> None:
+    """--push-to-hub: the folder checked against its checkpoint, given a model card, uploaded."""
+    check = check_conversion(args.checkpoint, out)
+    licence = None if args.license is None else (args.license, args.license, args.source or "not stated")
+    (out / "README.md").write_text(model_card(out, check, licence=licence, repo_id=args.push_to_hub))
+    print(
+        f"checked: {check['tensors']} tensors, {check['values']:,} values equal the checkpoint's",
+        file=sys.stderr,
+    )
+    try:
+        url = push_to_hub(out, args.push_to_hub, private=args.private)
+    except Exception as e:  # huggingface_hub's HTTP errors, a missing token, ...: the folder stays written
+        raise OSError(
+            f"upload to {args.push_to_hub} failed ({type(e).__name__}: {e}); {out} is complete: "
+            f"upload it later with `hf upload {args.push_to_hub} {out}`"
+        ) from None
+    print(f"pushed to {args.push_to_hub}: {url}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    names = {**DEFAULTS, **CLASSIFIER_DEFAULTS}
     args = p.parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.push_to_hub and args.license is None and Path(args.checkpoint).name not in SOURCES:
@@ -137,21 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             out = convert_adm(args.checkpoint, args.out, preset=args.preset, **options)
         print(f"wrote {out}", file=sys.stderr)
         if args.push_to_hub:
-            check = check_conversion(args.checkpoint, out)
-            licence = None if args.license is None else (args.license, args.license, args.source or "not stated")
-            (out / "README.md").write_text(model_card(out, check, licence=licence, repo_id=args.push_to_hub))
-            print(
-                f"checked: {check['tensors']} tensors, {check['values']:,} values equal the checkpoint's",
-                file=sys.stderr,
-            )
-            try:
-                url = push_to_hub(out, args.push_to_hub, private=args.private)
-            except Exception as e:  # huggingface_hub's HTTP errors, a missing token, ...: the folder stays written
-                raise OSError(
-                    f"upload to {args.push_to_hub} failed ({type(e).__name__}: {e}); {out} is complete: "
-                    f"upload it later with `hf upload {args.push_to_hub} {out}`"
-                ) from None
-            print(f"pushed to {args.push_to_hub}: {url}", file=sys.stderr)
+            _push(args, out)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -53,6 +53,23 @@ def check_conversion(checkpoint: str | Path, folder: str | Path) -> dict:
     )
 
 
+def _released_licence(checkpoint: str) -> tuple[str, str, str]:
+    """(name, Hub licence id, source) of a released checkpoint (:data:`SOURCES`); a ValueError for another file."""
+    if checkpoint not in SOURCES:
+        raise ValueError(
+            f"{checkpoint} is not a released checkpoint ({', '.join(SOURCES)}): give its licence and source "
+            "(--license, --source)"
+        )
+    return SOURCES[checkpoint]
+
+
+def _card_header(licence_id: str) -> str:
+    """The model card's Hugging Face metadata."""
+    tags = ["diffusers", "unconditional-image-generation", "guided-diffusion", "repaint", "inpainting"]
+    lines = [f"license: {licence_id}", "library_name: diffusers", "pipeline_tag: unconditional-image-generation"]
+    return "\n".join(["---", *lines, "tags:", *(f"  - {t}" for t in tags), "---"])
+
+
 def model_card(
     folder: str | Path, check: dict, *, licence: tuple[str, str, str] | None = None, repo_id: str | None = None
 ) -> str:
@@ -61,34 +78,13 @@ def model_card(
     conversion options and the check of :func:`check_conversion`."""
     folder = Path(folder)
     o = json.loads((folder / "adm_options.json").read_text())
-    if licence is None:
-        if check["checkpoint"] not in SOURCES:
-            raise ValueError(
-                f"{check['checkpoint']} is not a released checkpoint ({', '.join(SOURCES)}): give its "
-                "licence and source (--license, --source)"
-            )
-        licence = SOURCES[check["checkpoint"]]
-    name, licence_id, source = licence
+    name, licence_id, source = licence or _released_licence(check["checkpoint"])
     sched = json.loads((folder / "scheduler_config.json").read_text())
     options = {k: o[k] for k in DEFAULTS if o.get(k) != DEFAULTS[k]}
     flags = " ".join(f"--{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items())
     preset = f"--preset {o['preset']}" if o.get("preset") else flags
     use = repo_id or "OWNER/NAME"
-    meta = "\n".join(
-        [
-            "---",
-            f"license: {licence_id}",
-            "library_name: diffusers",
-            "pipeline_tag: unconditional-image-generation",
-            "tags:",
-            "  - diffusers",
-            "  - unconditional-image-generation",
-            "  - guided-diffusion",
-            "  - repaint",
-            "  - inpainting",
-            "---",
-        ]
-    )
+    meta = _card_header(licence_id)
     return f"""{meta}
 
 # {check["checkpoint"]} as a diffusers `UNet2DModel`

@@ -166,6 +166,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _initial_unet(a, scheduler_config, state: dict | None) -> UNet2DModel:
+    """The UNet a run starts from: a saved state's architecture, ``--init``'s weights, or new seeded weights."""
+    if state:
+        return UNet2DModel.from_config(state["config"])
+    if a.init:
+        check_schedule(a.init, scheduler_config)
+        return UNet2DModel.from_pretrained(a.init)
+    channels = tuple(int(c) for c in a.channels.split(","))
+    levels = tuple(int(c) for c in a.attn_levels.split(",") if c)
+    with torch.random.fork_rng():  # seeded initial weights, global RNG left untouched
+        torch.manual_seed(a.seed)
+        return make_unet(a.size or 32, channels, a.layers_per_block, levels)
+
+
+def _train_step(unet, opt, alphas, x0: torch.Tensor, gen: torch.Generator, lr: float) -> torch.Tensor:
+    """One step of DDPM's simple loss (Ho et al. 2020, Algorithm 1): the noise predicted at a random timestep."""
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, len(alphas), (len(x0),), generator=gen)
+    ab = alphas[t].view(-1, 1, 1, 1)
+    loss = torch.nn.functional.mse_loss(unet(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t).sample, noise)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
+@torch.no_grad()
+def _ema_update(ema, unet, decay: float) -> None:
+    for pe, p in zip(ema.parameters(), unet.parameters()):
+        pe.lerp_(p, 1 - decay)
+
+
+def _state(unet, ema, opt, gen: torch.Generator, rng, step: int) -> dict:
+    """Everything a resumed run needs to continue exactly (weights, optimiser, both random generators, the step)."""
+    return {
+        "config": dict(unet.config),
+        "unet": unet.state_dict(),
+        "ema": ema.state_dict(),
+        "opt": opt.state_dict(),
+        "torch_rng": gen.get_state(),
+        "numpy_rng": rng.bit_generator.state,
+        "step": step,
+    }
+
+
+def _resume(state: dict, unet, ema, opt, gen: torch.Generator, rng) -> int:
+    """Puts a saved :func:`_state` back; returns its step."""
+    unet.load_state_dict(state["unet"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["torch_rng"])
+    rng.bit_generator.state = state["numpy_rng"]
+    return state["step"]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train (or resume), saving EMA weights to ``--out`` every ``--save-every`` steps and at the end."""
     a = parse_args(argv)
@@ -179,17 +237,7 @@ def main(argv: list[str] | None = None) -> None:
 
     state_path = work / STATE_FILE
     state = torch.load(state_path) if a.resume else None
-    if state:
-        unet = UNet2DModel.from_config(state["config"])
-    elif a.init:
-        check_schedule(a.init, scheduler.config)
-        unet = UNet2DModel.from_pretrained(a.init)
-    else:
-        channels = tuple(int(c) for c in a.channels.split(","))
-        levels = tuple(int(c) for c in a.attn_levels.split(",") if c)
-        with torch.random.fork_rng():  # seeded initial weights, global RNG left untouched
-            torch.manual_seed(a.seed)
-            unet = make_unet(a.size or 32, channels, a.layers_per_block, levels)
+    unet = _initial_unet(a, scheduler.config, state)
     size = unet.config.sample_size
     if a.size and a.size != size:
         raise SystemExit(f"--size {a.size} does not match the model's {size}")
@@ -197,31 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     rng = train_rng(a.seed) if data is None else np.random.default_rng(a.seed)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=0.0)
-    step = 0
-    if state:
-        unet.load_state_dict(state["unet"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
-        step = state["step"]
+    step = _resume(state, unet, ema, opt, gen, rng) if state else 0
 
     def save(final: bool) -> None:
         ema.save_pretrained(a.out)
         scheduler.save_pretrained(a.out)
         if a.keep_state or not final:
-            torch.save(
-                {
-                    "config": dict(unet.config),
-                    "unet": unet.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "torch_rng": gen.get_state(),
-                    "numpy_rng": rng.bit_generator.state,
-                    "step": step,
-                },
-                state_path,
-            )
+            torch.save(_state(unet, ema, opt, gen, rng, step), state_path)
         elif state_path.exists():
             state_path.unlink()
 
@@ -235,21 +265,10 @@ def main(argv: list[str] | None = None) -> None:
         unet.train()
         while step < a.steps:
             x0 = next_batch(rng, data, a.batch_size, size)
-            noise = torch.randn(x0.shape, generator=gen)
-            t = torch.randint(0, len(alphas), (len(x0),), generator=gen)
-            ab = alphas[t].view(-1, 1, 1, 1)
-            loss = torch.nn.functional.mse_loss(unet(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t).sample, noise)
-            for g in opt.param_groups:
-                g["lr"] = a.lr * min(1.0, (step + 1) / max(1, a.warmup))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
+            lr = a.lr * min(1.0, (step + 1) / max(1, a.warmup))
+            loss = _train_step(unet, opt, alphas, x0, gen, lr)
             step += 1
-            decay = min(a.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), unet.parameters()):
-                    pe.lerp_(p, 1 - decay)
+            _ema_update(ema, unet, min(a.ema_decay, (1 + step) / (10 + step)))
             log.writerow([step, f"{loss.item():.6f}"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
             bar.update()

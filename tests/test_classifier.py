@@ -127,7 +127,7 @@ def test_legacy_qkv_is_split_per_head():
 def test_presets_build_create_classifiers_architecture():
     """Each preset's parameter count equals guided_diffusion's create_classifier with its options; 256: 54.1M."""
     for name in C.CLASSIFIER_PRESETS:
-        o = C._options(name, {})
+        o = C.classifier_options(name, {})
         with torch.device("meta"):
             ours = C.build(C.classifier_config(o))
             theirs = script_util.create_classifier(classifier_use_fp16=False, **o)
@@ -136,7 +136,7 @@ def test_presets_build_create_classifiers_architecture():
         assert C.CLASSIFIER_FILES[f"{o['image_size']}x{o['image_size']}_classifier.pt"] == name
     with torch.device("meta"):
         assert (
-            sum(p.numel() for p in C.build(C.classifier_config(C._options("imagenet256_classifier", {}))).parameters())
+            sum(p.numel() for p in C.build(C.classifier_config(C.classifier_options("imagenet256_classifier", {}))).parameters())
             == 54_096_360
         )
 
@@ -199,7 +199,7 @@ def test_convert_classifier_options_preset_and_command_line(tmp_path, capsys):
 def test_real_256_classifier_matches_at_batch_2(tmp_path):
     """The released 256x256_classifier.pt architecture (54.1M parameters, random weights), saved under its released
     file name and converted by its preset through the command line: logits equal within 1e-5 relative."""
-    o = C._options("imagenet256_classifier", {})
+    o = C.classifier_options("imagenet256_classifier", {})
     model = randomise(script_util.create_classifier(classifier_use_fp16=False, **o)).eval()
     torch.save(model.state_dict(), tmp_path / "256x256_classifier.pt")
     assert convert.main([str(tmp_path / "256x256_classifier.pt"), str(tmp_path / "out")]) == 0
@@ -560,7 +560,7 @@ def test_registry_classifier_tflop_is_a_flop_count_of_forward_and_input_gradient
 
     info = repaint.CLASSIFIERS["imagenet256"]
     with torch.device("meta"):
-        model = C.build(C.classifier_config(C._options(info.preset, {}))).requires_grad_(False)
+        model = C.build(C.classifier_config(C.classifier_options(info.preset, {}))).requires_grad_(False)
         x = torch.zeros(1, 3, 256, 256, requires_grad=True)
         with FlopCounterMode(display=False) as forward:
             logits = model(x, torch.zeros(1, dtype=torch.long))

@@ -176,4 +176,4 @@ def test_the_download_happens_in_the_checks_before_the_gpu_run(tmp_path, drive, 
     svc.check_request(req)
     assert fetched == ["tinyadm"]
     events = list(svc.runner.run(req))
-    assert events[-1][0] == "done" and fetched == ["tinyadm"]
+    assert isinstance(events[-1], space.Done) and fetched == ["tinyadm"]
