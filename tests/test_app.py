@@ -639,6 +639,7 @@ def test_hub_models_loaded_are_capped(monkeypatch):
             app.SERVICE.timing.call_s.pop(name, None)
 
 
+@pytest.mark.heavy
 def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
     import os
     import subprocess

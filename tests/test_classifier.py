@@ -136,7 +136,10 @@ def test_presets_build_create_classifiers_architecture():
         assert C.CLASSIFIER_FILES[f"{o['image_size']}x{o['image_size']}_classifier.pt"] == name
     with torch.device("meta"):
         assert (
-            sum(p.numel() for p in C.build(C.classifier_config(C.classifier_options("imagenet256_classifier", {}))).parameters())
+            sum(
+                p.numel()
+                for p in C.build(C.classifier_config(C.classifier_options("imagenet256_classifier", {}))).parameters()
+            )
             == 54_096_360
         )
 

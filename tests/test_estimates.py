@@ -176,6 +176,7 @@ class TurnsFast:
         time.sleep(self.ms / 1000 * len(x) * (3 if self.calls <= self.slow else 1))
 
 
+@pytest.mark.slow
 def test_batch_sizes_are_timed_in_turn_so_a_busy_moment_slows_them_alike():
     times = bench.call_times(TurnsFast(2, slow=12), (1, 4), repeats=10, warmup=0)
     assert times[4] / times[1] == pytest.approx(4.0, rel=0.2)
@@ -217,6 +218,7 @@ class SlowStart:
         return [[np.zeros((2, 2, 3), np.uint8)]]
 
 
+@pytest.mark.slow
 def test_the_per_call_time_leaves_a_runs_set_up_out(service):
     """A run that prepares for 0.6 s and then makes 6 calls of 50 ms measures about 50 ms per call, not the
     (0.6 + 0.3) / 6 = 150 ms of its whole time: a short run would otherwise re-time the model far too slow."""
@@ -226,6 +228,7 @@ def test_the_per_call_time_leaves_a_runs_set_up_out(service):
     assert isinstance(done, space.Done) and 0.045 <= done.per_call < 0.09, done
 
 
+@pytest.mark.slow
 def test_previews_come_at_most_every_interval(service, face, monkeypatch, one_thread):
     """A run of 230 calls (several seconds) sends its previews at most every PREVIEW_INTERVAL_S (2 per second), not
     at each of its 48 animation frames; the first comes at once."""

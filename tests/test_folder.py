@@ -462,6 +462,7 @@ def _launch(n: int, img_dir: Path, out: Path, *extra: str, **popen) -> subproces
     )
 
 
+@pytest.mark.heavy
 def test_two_processes_give_the_images_of_one(bundled, tmp_path):
     pytest.importorskip("accelerate")
     img_dir, _ = make_inputs(tmp_path, 5)

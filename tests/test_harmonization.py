@@ -16,6 +16,8 @@ from repaint import faces, masks
 from repaint.evaluate import scores
 from repaint.schedule import jump_schedule
 
+pytestmark = pytest.mark.heavy
+
 N = 16
 #: Mean r=1 error (T=20, j=5, left half, 16 faces) over seeds 0-11, and its spread: 9.36, sd 0.43 per seed
 #: (8.74-9.89). The test pools seeds 0-3 (sd of the mean 0.22); the band is +-1.0, about 4.6 of those sd.

@@ -25,7 +25,7 @@ SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, num_samp
 N_CONCURRENT = 24  # requests sent at once (under QUEUE_MAX, so all must complete)
 DEADLINE_S = 180  # the whole burst must be answered by then
 PRESET = "every_second_line"
-pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
+pytestmark = [pytest.mark.heavy, pytest.mark.usefixtures("service")]  # each test its own Service (conftest.py)
 
 
 @pytest.fixture
