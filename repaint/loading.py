@@ -374,9 +374,7 @@ def _from_folder(root: Path, key: str, device, dtype) -> Inpainter:
 
 def _place(unet: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The UNet on ``device``; on a CUDA GPU with channels_last weights, the layout cuDNN's convolutions and
-    tensor cores prefer (their outputs follow it). Not measured on a GPU (none was lent to this project). A CPU
-    keeps the default layout: channels_last measured 8-10% faster there on the bundled model but no faster on
-    ADM-256, and it moves results by rounding, while every CPU figure and bit-exact test here is of the default
-    layout (docs/deploy.md, step 7)."""
+    tensor cores prefer (their outputs follow it). A CPU keeps the default layout, which every CPU figure and
+    bit-exact test here is of (docs/deploy.md, step 7, has what channels_last measured on this CPU)."""
     unet = unet.to(device)
     return unet.to(memory_format=torch.channels_last) if device.type == "cuda" else unet

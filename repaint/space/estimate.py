@@ -13,18 +13,18 @@ TIMING_CALLS = 3  # forward calls timed once per model at load
 CHEAP_CALL_S = 0.1  # a model this fast is also timed at the batch sizes a page run uses (BATCH_ROWS_TIMED) at load,
 TIMING_BUDGET_S = 1.5  # in turn with one row, for up to this long
 BATCH_ROWS_TIMED = (2, 4, 8)  # 1-4 samples, twice that to compare; between them the cost is interpolated
-# What runs measure refines the start-up timing, each row count on its own (Service.note_run), weighted by the run's
+# What runs measure refines the start-up timing, each row count on its own (Timing.note_run), weighted by the run's
 # calls. The start-up timing weighs as much as a run of PRIOR_CALLS calls, about the one-row calls it times (a ZeroGPU
-# guess: nothing). It runs alone, so with a browser on the same machine it reads low: the bundled model's bare call
-# timed 19-28 ms on this 2-core machine, its paper run in a browser 28-37 ms per call. A row count's measure weighs
-# at most RUN_CALLS_MAX calls, so that the estimates follow the machine's load now.
+# guess: nothing). It runs alone, so with a browser on the same machine it reads low (docs/space.md has the
+# figures). A row count's measure weighs at most RUN_CALLS_MAX calls, so that the estimates follow the machine's
+# load now.
 PRIOR_CALLS = 10
 RUN_CALLS_MAX = 500
 GPU_BATCH_COST = 0.5  # extra cost of each further batch row on a GPU, relative to one row (CPU: 1.0), if not timed
 # The wait a visitor sees from the click on Inpaint to the results shown is the model calls plus the rest: the page
 # run's own work (checks, result files, the GIF; measured by each run, EXTRA_S before the first) and the browser's
-# (sending the editor's layers before, showing the results after: PAGE_S, from issue 21's browser measurements, a
-# 256x256 photo on this server: 0.5-1.6 s before the handler starts and 0.25-0.7 s after its last yield).
+# (sending the editor's layers before, showing the results after: PAGE_S, from issue 21's browser measurements in
+# docs/space.md).
 EXTRA_S = 1.0
 PAGE_S = 1.5
 EXTRA_PIXELS_MAX = 1_000_000  # larger results are not learned from: the estimate does not know the photo's size
@@ -41,10 +41,8 @@ def fmt_seconds(s: float) -> str:
 def call_interval(times) -> float:
     """Seconds per model call of a run whose calls came at ``times`` (two or more): the slope of a straight line
     through them (least squares). It leaves out the run's set-up before its first call, and a delay near its start
-    or end (the page starting the run: a first interval of 50-95 ms in a browser) moves it far less than the average
-    from the first call to the last; stalls spread through the run (previews) count alike. Measured in a browser on
-    the bundled model: small runs of 35 calls averaged 25-49 ms per call, their slopes 24-40 ms; long runs 29-33 ms
-    either way."""
+    or end (the page starting the run) moves it far less than the average from the first call to the last; stalls
+    spread through the run (previews) count alike. docs/space.md has the browser measurements."""
     t = np.asarray(times, dtype=np.float64)
     k = np.arange(len(t)) - (len(t) - 1) / 2
     return float(k @ (t - t.mean()) / (k @ k))

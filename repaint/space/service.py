@@ -222,8 +222,7 @@ def form_settings(
 
 def leave_a_core_to_the_server(has_gpu: bool) -> None:
     """On a CPU (unless OMP_NUM_THREADS says otherwise) torch gets one core fewer: with torch on every core, the
-    server's event loop and the run's hand-offs preempt the model's threads mid-operation (2 cores, bundled model,
-    T=50, j=5, r=5, 2 samples: 7.7-8.0 s per API request with 2 threads, 4.6-4.8 s with 1; the sampler alone takes
-    3.0 s and 3.8 s)."""
+    server's event loop and the run's hand-offs preempt the model's threads mid-operation (docs/space.md measured
+    both ways)."""
     if not has_gpu and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, torch.get_num_threads() - 1))
