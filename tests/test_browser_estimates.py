@@ -61,8 +61,8 @@ def measure(pg, steps, jump, resample, samples, compare) -> tuple[float, float]:
     est = estimate_seconds(pg.locator("#estimate").inner_text())
     sv, name = app.SERVICE, app.OFFLINE_MODEL  # what the estimate rests on, printed for a failure's report
     print(
-        f"\nbefore {steps, jump, resample, samples, compare}: start-up {sv.call_s[name]:.4f} s, "
-        f"{sv.timed_costs[name]}; runs {sv.run_s.get(name)}; page {sv.extra_s.get(name)}",
+        f"\nbefore {steps, jump, resample, samples, compare}: start-up {sv.timing.call_s[name]:.4f} s, "
+        f"{sv.timing.timed_costs[name]}; runs {sv.timing.run_s.get(name)}; page {sv.timing.extra_s.get(name)}",
         flush=True,
     )
     start = time.perf_counter()
