@@ -168,14 +168,14 @@ def run(
     checked, flag = check_request(req), SERVICE.runner.stop_flag(key)
     try:
         events = streams.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
+        every_time = dict(seed=seed, results_area=gr.update(visible=True))  # the seed run, the results area shown
         for ev in streams.until_stopped(events, flag):
-            shown_always = dict(seed=seed, results_area=gr.update(visible=True))
             if isinstance(ev, streams.Status):  # a Stop too: its status, the preview cleared
                 if ev.calls:
                     progress(ev.calls, desc="Inpainting")
-                yield dict(status=ev.text, preview=ev.preview, **shown_always)
+                yield every_time | dict(status=ev.text, preview=ev.preview)
             else:
-                yield shown_always | page.results_values(ev, seed)
+                yield every_time | page.results_values(ev, seed)
     finally:
         SERVICE.runner.drop_flag(key, flag)
 

@@ -289,6 +289,24 @@ class _FolderRun:
                 batch.append((unit, fitted[key]))
         return batch
 
+    def record(self, unit: _Unit, files: dict[str, str], seconds: float, batch: int) -> dict:
+        """``unit``'s manifest line, once its files (path: SHA-256) are written."""
+        return dict(
+            output=unit.output,
+            input=str(unit.job.image),
+            mask=str(unit.job.mask),
+            sample=unit.sample,
+            seed=unit.seed,
+            settings=self.pixels,
+            seconds=round(seconds, 4),
+            batch=batch,
+            process=self.state.process_index,
+            model_calls=self.settings.calls,
+            files=files,
+            finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.digests[unit.job],
+        )
+
     def sample(self, batch, bar) -> None:
         """One batched sampler call for ``batch``, then its files and manifest lines."""
         s, began = self.settings, time.perf_counter()
@@ -311,11 +329,7 @@ class _FolderRun:
                     saved[path] = manifest.atomic_save(arr, self.out / path)
             files = {unit.output: manifest.atomic_save(img, self.out / unit.output)}
             files |= {p: saved[p] for p in unit.companions}
-            record = dict(output=unit.output, input=str(unit.job.image), mask=str(unit.job.mask), sample=unit.sample)
-            record |= dict(seed=unit.seed, settings=self.pixels, seconds=round(seconds, 4), batch=len(batch))
-            record |= dict(process=self.state.process_index, model_calls=s.calls, files=files)
-            record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            manifest.append(part, record | self.digests[unit.job])
+            manifest.append(part, self.record(unit, files, seconds, len(batch)))
             self.summary.written.append(unit.output)
             bar.update(1)
 

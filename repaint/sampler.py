@@ -168,17 +168,17 @@ def sample_repaint(
     ``class_labels``; None: unguided, no guide call at all.
     """
     moves = _check(x, schedules, generators, tables, class_labels, guide)
-    dev = x.device
-    table, betas, channels = _coefficients(tables), tables.betas.tolist(), x.shape[1] * (1 + tables.learned_range)
+    table, betas = _coefficients(tables), tables.betas.tolist()
+    channels = x.shape[1] * (2 if tables.learned_range else 1)  # eps, then v for a learned range
     x, x0_pred, noise = x.clone(), torch.zeros_like(x), torch.empty_like(x)
     image, mask = image.expand_as(x), mask.expand(len(x), 1, *x.shape[2:])
     levels = [s[0] for s in schedules]
 
     def draw(rows):  # a standard normal for each sample in rows, from that sample's own generator
         for b in rows:
-            torch.randn(x.shape[1:], generator=generators[b], device=dev, out=noise[b])
+            torch.randn(x.shape[1:], generator=generators[b], device=x.device, out=noise[b])
 
-    plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], dev)
+    plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], x.device)
     for tick, (active, step, t, rows, groups) in enumerate(plan):
         every = rows is None
         x = _jump_up(x, noise, step, active, rows, betas, draw)  # Algorithm 1 line 10

@@ -39,9 +39,13 @@ class ModelCache:
         """The registry names this server serves."""
         return list(MODELS) if self._offered is None else self._offered
 
+    def may_load(self, name) -> bool:
+        """Whether ``name`` may be loaded: an offered registry name, or (only with ``allow_hub_ids``) a Hub id."""
+        return isinstance(name, str) and (name in self.offered or (self.allow_hub_ids and is_hub_id(name)))
+
     def check_model_name(self, name) -> str:
-        """``name`` if it may be loaded: an offered registry name, or (only with ``allow_hub_ids``) a Hub id."""
-        if isinstance(name, str) and (name in self.offered or (self.allow_hub_ids and is_hub_id(name))):
+        """``name`` if it :meth:`may_load`, else a ServeError naming the choices."""
+        if self.may_load(name):
             return name
         extra = " or a Hugging Face Hub id owner/name" if self.allow_hub_ids else ""
         raise ServeError(f"unknown model {repr(name)[:80]}: choose one of {', '.join(self.offered)}{extra}")
@@ -98,7 +102,8 @@ class ModelCache:
                         f"model {name!r} is {inp.resolution}x{inp.resolution}; at most "
                         f"{HUB_RESOLUTION_MAX}x{HUB_RESOLUTION_MAX} is served here"
                     )
-            log.info("loaded %s (%.4f s per call)", name, self.timing.loaded(inp, name))
+            per_call = self.timing.loaded(inp, name)
+            log.info("loaded %s (%.4f s per call)", name, per_call)
             return inp
         except ModelLoadError as e:
             raise ServeError(f"Could not load model {name!r}: {e}. Other models still work.") from None

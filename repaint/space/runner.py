@@ -149,10 +149,9 @@ class _Work:
                 raise SlotSpent(tick + 1, self.total, per_call, self.req.slot_s)
 
     def per_call(self) -> float:
-        """Seconds per model call so far: :func:`call_interval` of the calls' times (a run's set-up does not count)."""
-        if len(self.times) > 1:
-            return call_interval(self.times)
-        return (self.times[0] if self.times else time.perf_counter()) - self.start
+        """Seconds per model call so far (at least one call made): :func:`call_interval` of the calls' times, so a
+        run's set-up does not count."""
+        return call_interval(self.times) if len(self.times) > 1 else self.times[0] - self.start
 
     def events_until_done(self):
         while True:
@@ -172,9 +171,8 @@ class _Work:
                 raise gpu_error(error)
             else:
                 res, *plain = ev[1]
-                per_call = call_interval(self.times) if len(self.times) > 1 else self._average()
+                # with one call or none, the whole run's time over its calls
+                average = (time.perf_counter() - self.start) / max(self.total, 1)
+                per_call = call_interval(self.times) if len(self.times) > 1 else average
                 yield Done([np.asarray(i) for i in res], [np.asarray(i) for i in (plain[0] if plain else [])], per_call)
                 return
-
-    def _average(self) -> float:
-        return (time.perf_counter() - self.start) / max(self.total, 1)

@@ -14,7 +14,6 @@ from ..settings import Settings
 from .cache import ModelCache
 from .errors import ServeError
 from .estimate import fmt_seconds
-from .offer import is_hub_id
 from .requests import SIZES, Checked, Request, check_compare, uploaded_path
 from .runner import Runner
 from .slot import Slot
@@ -69,7 +68,7 @@ class Service:
         notice = ""
         if wanted in self.cache.failed:
             notice, wanted = f"{env_name}={wanted!r} could not be loaded; ", ""
-        elif wanted and wanted not in self.cache.offered and not (self.cache.allow_hub_ids and is_hub_id(wanted)):
+        elif wanted and not self.cache.may_load(wanted):
             notice, wanted = f"{env_name}={wanted!r} is not an offered model; ", ""
         first = wanted or next(
             (m for m in (gpu_model if self.has_gpu else offline_model, offline_model) if m in self.cache.offered),
