@@ -4,6 +4,7 @@
     python -m repaint.bench --config cifar10 --steps 50
     python -m repaint.bench --config celebahq --device cuda --dtype float16
     python -m repaint.bench --classifier imagenet256_classifier         # classifier guidance's cost and precision
+    python -m repaint.bench --model bundled --write docs/benchmarks.md  # also (re)writes its section there
 
 All runs share one UNet, input, mask, seeds and schedule, in one process. The floor is the
 number of model calls times the median time of one UNet forward at that batch size.
@@ -12,11 +13,14 @@ number of model calls times the median time of one UNet forward at that batch si
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import inspect
 import json
 import os
 import platform
+import re
+import shlex
 import statistics
 import sys
 import time
@@ -309,6 +313,39 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({model}, {os.cpu_count()} cores)"
 
 
+REPORT_HEAD = """# Benchmarks
+
+Every section below is written by the command it names, run with `--write docs/benchmarks.md`, which replaces that
+section and leaves the others. Do not edit the figures by hand: run the command again. Other documents point here.
+"""
+
+
+def write_section(path: str, title: str, command: str, machine: str, body: str) -> None:
+    """(Re)write the ``## title`` section of the generated report at ``path``: when, where and with which command
+    it was measured, then ``body``. The other sections are kept; a new title is added at the end."""
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = f"## {title}\n\nMeasured {when} on {machine}, with:\n\n    {command}\n\n{body.strip()}\n"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = REPORT_HEAD
+    head, *sections = re.split(r"^(?=## )", text, flags=re.M)
+    titles = [s.split("\n", 1)[0][3:].strip() for s in sections]
+    if title in titles:
+        sections[titles.index(title)] = section
+    else:
+        sections.append(section)
+    with open(path, "w") as f:
+        f.write(head.rstrip("\n") + "\n\n" + "\n".join(s.rstrip("\n") + "\n" for s in sections))
+
+
+def machine_text(report: dict) -> str:
+    """Where a report was measured, in words (from :func:`_machine`'s fields)."""
+    r = report
+    return f"{r['device']}, {r['dtype']}, {r['threads']} torch threads, torch {r['torch']}"
+
+
 def markdown(report: dict) -> str:
     """The report as a Markdown table with a one-line header, ready to paste into an issue."""
     r = report
@@ -351,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20, help="forward calls timed for the floor's median")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' RePaintPipeline")
     p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--write", metavar="MD", help="also (re)write this run's section of a report (docs/benchmarks.md)")
     p.add_argument(
         "--classifier",
         metavar="PRESET",
@@ -371,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     print(markdown(report))
+    if args.write:
+        title = f"Sampler speed: {report['model']}, T={args.steps}, j={args.jump_length}, r={args.jump_n_sample}"
+        command = shlex.join(["python", "-m", "repaint.bench", *(sys.argv[1:] if argv is None else argv)])
+        write_section(args.write, title, command, machine_text(report), markdown(report))
     return 0
 
 

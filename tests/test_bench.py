@@ -52,3 +52,27 @@ def test_cli_json(tmp_path, capsys):
     )
     assert json.loads(out.read_text())["rows"][1]["calls"] == 5
     assert "| repaint (this project) | 5 |" in capsys.readouterr().out
+
+
+def test_write_section_replaces_its_own_section_and_keeps_the_others(tmp_path):
+    report = tmp_path / "benchmarks.md"
+    bench.write_section(str(report), "Speed: a", "python -m repaint.bench --a", "cpu (x)", "| a | 1 |")
+    bench.write_section(str(report), "Estimates: b", "python -m repaint.space.bench", "cpu (y)", "| b | 2 |")
+    bench.write_section(str(report), "Speed: a", "python -m repaint.bench --a", "cpu (z)", "| a | 3 |")
+    text = report.read_text()
+    assert text.startswith(bench.REPORT_HEAD)
+    assert [line for line in text.splitlines() if line.startswith("## ")] == ["## Speed: a", "## Estimates: b"]
+    assert "| a | 3 |" in text and "| a | 1 |" not in text and "| b | 2 |" in text
+    a = text.split("## Speed: a")[1].split("## ")[0]
+    assert "on cpu (z), with:" in a and "    python -m repaint.bench --a\n" in a
+    assert "on cpu (y), with:" in text.split("## Estimates: b")[1]
+
+
+def test_cli_writes_its_section_with_the_command_and_the_machine(tmp_path, capsys):
+    report = tmp_path / "benchmarks.md"
+    args = ["--model", "bundled", "--steps", "3", "--jump-length", "1", "--jump-n-sample", "2", "--repeats", "2"]
+    assert bench.main([*args, "--no-diffusers", "--write", str(report)]) == 0
+    text = report.read_text()
+    assert "## Sampler speed: bundled, T=3, j=1, r=2" in text
+    assert "python -m repaint.bench --model bundled --steps 3" in text and "torch threads" in text
+    assert "| repaint (this project) | 5 |" in text

@@ -1,6 +1,6 @@
 """The page's time estimate (issue 21): a batch's cost between the row counts timed, the whole wait (model calls,
 the page run's own work, the browser's share), re-timed by each run, previews at a rate the page can show. The
-estimate against the wait a visitor sees in a browser is tests/test_browser_estimates.py."""
+estimate against the wait itself is a benchmark: ``python -m repaint.space.bench`` (docs/benchmarks.md)."""
 
 import time
 from types import SimpleNamespace
