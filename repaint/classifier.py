@@ -27,6 +27,7 @@ from torch import nn
 from . import checkpoints
 
 __all__ = [
+    "CHANNEL_MULT",
     "CLASSIFIER_DEFAULTS",
     "CLASSIFIER_FILES",
     "CLASSIFIER_PRESETS",
@@ -64,7 +65,7 @@ CLASSIFIER_FILES = {
 }
 
 #: create_classifier's channel multipliers per image size, its head width and class count.
-_CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
+CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 _HEAD_CHANNELS = 64
 _NUM_CLASSES = 1000
 
@@ -177,14 +178,14 @@ def classifier_config(o: dict) -> dict:
             f"classifier_pool {o['classifier_pool']!r}: only 'attention' (the released classifiers') is supported"
         )
     size = int(o["image_size"])
-    if size not in _CHANNEL_MULT:
-        raise ValueError(f"image_size {size}: create_classifier knows {', '.join(map(str, _CHANNEL_MULT))}")
+    if size not in CHANNEL_MULT:
+        raise ValueError(f"image_size {size}: create_classifier knows {', '.join(map(str, CHANNEL_MULT))}")
     res = o["classifier_attention_resolutions"]
-    levels = checkpoints.attention_levels(dict(image_size=size, attention_resolutions=res), len(_CHANNEL_MULT[size]))
+    levels = checkpoints.attention_levels(dict(image_size=size, attention_resolutions=res), len(CHANNEL_MULT[size]))
     return encoder_config(
         size,
         int(o["classifier_width"]),
-        _CHANNEL_MULT[size],
+        CHANNEL_MULT[size],
         int(o["classifier_depth"]),
         levels,
         _HEAD_CHANNELS,

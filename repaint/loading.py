@@ -14,7 +14,7 @@ import torch
 from .pipeline import Inpainter
 from .registry import BUNDLED_DIR, CLASSIFIERS, MIRROR_ENV, MODELS, ModelInfo, hub_mirror
 
-__all__ = ["ModelLoadError", "default_dtype", "load", "load_hub", "scheduler_config"]
+__all__ = ["ModelLoadError", "default_dtype", "load", "load_hub", "place_unet", "scheduler_config"]
 
 log = logging.getLogger(__name__)
 
@@ -369,10 +369,10 @@ def load_hub(repo_id: str, device=None, dtype=None, cache_dir=None) -> Inpainter
 def _from_folder(root: Path, key: str, device, dtype) -> Inpainter:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     unet, sched = _read_folder(root, key, _dtype(dtype, device))
-    return Inpainter(_place(unet, device).eval().requires_grad_(False), sched, key)
+    return Inpainter(place_unet(unet, device).eval().requires_grad_(False), sched, key)
 
 
-def _place(unet: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def place_unet(unet: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The UNet on ``device``; on a CUDA GPU with channels_last weights, the layout cuDNN's convolutions and
     tensor cores prefer (their outputs follow it). A CPU keeps the default layout, which every CPU figure and
     bit-exact test here is of (docs/deploy.md, step 7, has what channels_last measured on this CPU)."""

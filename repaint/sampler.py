@@ -21,13 +21,16 @@ import torch
 from .schedule import NoiseTables
 
 __all__ = [
+    "call_ticks",
     "classifier_grad",
     "ddpm_step",
+    "denoise_step",
     "forward_step",
     "learned_log_variance",
     "learned_sigma",
     "q_sample",
     "sample_repaint",
+    "schedule_moves",
 ]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -95,7 +98,7 @@ def classifier_grad(classifier, x: torch.Tensor, t: torch.Tensor, labels: torch.
         return torch.autograd.grad(selected.sum(), x_in)[0] * scale
 
 
-def _moves(schedule: Sequence[int]) -> list[tuple[list[int], int]]:
+def schedule_moves(schedule: Sequence[int]) -> list[tuple[list[int], int]]:
     """Split a schedule into its denoising steps, each with the levels re-noised up to just before it."""
     moves, ups = [], []
     for a, b in zip(schedule, schedule[1:]):
@@ -111,7 +114,7 @@ def _moves(schedule: Sequence[int]) -> list[tuple[list[int], int]]:
     return moves
 
 
-def _ticks(counts: Sequence[int]) -> list[list[int]]:
+def call_ticks(counts: Sequence[int]) -> list[list[int]]:
     """For chains with ``counts`` model calls, which chains call the model at each shared tick.
 
     The longest chain calls at every tick; a shorter one is spread evenly over them,
@@ -121,7 +124,7 @@ def _ticks(counts: Sequence[int]) -> list[list[int]]:
     return [[b for b, c in enumerate(counts) if (k + 1) * c // n > k * c // n] for k in range(n)]
 
 
-def _denoise(x, out, noise, image, fill, c, level: int, tables: NoiseTables, grad=None):
+def denoise_step(x, out, noise, image, fill, c, level: int, tables: NoiseTables, grad=None):
     """One denoising step of the rows of ``x``, all at ``level`` (coefficients ``c``), from the model's output:
     Algorithm 1 lines 5-8. ``grad``: the guide's gradient at ``x``, which moves the step's mean by variance * grad
     (guided-diffusion's ``condition_mean``: the variance, not the std; the learned one for a learned range).
@@ -214,7 +217,7 @@ def _check(x, schedules, generators, tables: NoiseTables, class_labels, guide) -
         raise ValueError("x must be (B, C, H, W) with one schedule and one generator per sample")
     if guide is not None and class_labels is None:
         raise ValueError("guidance needs class_labels: the class to guide each sample towards")
-    moves = [_moves(s) for s in schedules]
+    moves = [schedule_moves(s) for s in schedules]
     for m in moves:
         if m[0][1] != tables.steps - 1:
             raise ValueError(f"a schedule must start at level {tables.steps - 1} (steps - 1), got {m[0][1]}")
@@ -259,11 +262,11 @@ def _denoise_rows(xa, out, n, img, fill, level, groups, table, tables, grad):
     """One reverse step of the active rows, all at ``level``; or, in compare mode (``groups``), each level's rows
     with that level's coefficients, exactly as in a run alone."""
     if not groups:
-        return _denoise(xa, out, n, img, fill, table[level], level, tables, grad)
+        return denoise_step(xa, out, n, img, fill, table[level], level, tables, grad)
     merged, x0 = torch.empty_like(xa), torch.empty_like(xa)
     for lv, r in groups:
         g = None if grad is None else grad[r]
-        merged[r], x0[r] = _denoise(xa[r], out[r], n[r], img[r], fill[r], table[lv], lv, tables, g)
+        merged[r], x0[r] = denoise_step(xa[r], out[r], n[r], img[r], fill[r], table[lv], lv, tables, g)
     return merged, x0
 
 
@@ -276,7 +279,7 @@ def _plan(moves, batch: int, timesteps: list[int], device):
     every step would wait for the device each time."""
     done = [0] * batch
     ticks, lists = [], []
-    for active in _ticks([len(m) for m in moves]):
+    for active in call_ticks([len(m) for m in moves]):
         step = [moves[b][done[b]] for b in active]
         for b in active:
             done[b] += 1

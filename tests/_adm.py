@@ -120,5 +120,5 @@ def classifier_folder(tmp, model):
     from repaint import classifier as _classifier
 
     with pytest.MonkeyPatch.context() as mp:  # create_classifier has no 16x16 size: tiny_args' multipliers
-        mp.setitem(_classifier._CHANNEL_MULT, 16, (1, 2, 2))
+        mp.setitem(_classifier.CHANNEL_MULT, 16, (1, 2, 2))
         return repaint.convert_classifier(tmp / "cls.pt", tmp / "cls", **o)

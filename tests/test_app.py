@@ -5,8 +5,10 @@ Runs on the bundled model with small settings, so the whole file takes well unde
 
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
+from _hub_repos import COMMIT, ddpm_repo, write_hub_cache
 from _page import left_half_editor, ui_request
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
@@ -14,9 +16,8 @@ from PIL import Image
 
 import app
 import repaint
-import repaint.loading
 from repaint import space
-from repaint.sampler import _ticks
+from repaint.sampler import call_ticks
 from repaint.space import ServeError, pictures
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
@@ -374,7 +375,7 @@ def test_zerogpu_duration_gets_the_handlers_arguments_and_time_is_refreshed(zero
     assert args == recorded[0] and kwargs == {}  # exactly what the handler passed to the GPU function
     # the rows of each call as the sampler plans them: 4 while the n=1 chains call too, else 2; on a GPU a call of
     # n rows costs 1 + 0.5 (n - 1) calls of one
-    ticks = _ticks([repaint.count_model_calls(steps, j, r), repaint.count_model_calls(steps, j, 1)])
+    ticks = call_ticks([repaint.count_model_calls(steps, j, r), repaint.count_model_calls(steps, j, 1)])
     cost = sum(1 + space.GPU_BATCH_COST * (samples * len(active) - 1) for active in ticks)
     want = min(space.GPU_CAP_S, int(np.ceil(guess * cost + space.GPU_MARGIN_S)))
     assert seconds == want
@@ -527,17 +528,27 @@ def test_closing_the_run_generator_stops_the_worker(face):
 
 
 @pytest.fixture
-def broken_model(monkeypatch, tmp_path):
-    """A registry entry 'broken' whose files come from ``tmp_path`` (as if downloaded there)."""
+def hub_cache(monkeypatch, tmp_path):
+    """An empty Hub cache of the test's own, read offline by the real loading code (the suite is offline, conftest):
+    ``write_hub_cache(hub_cache, repo_id, files)`` puts a repository in it."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def broken_model(monkeypatch, hub_cache):
+    """A registry entry 'broken' (repository test/broken) whose download in the Hub cache holds only its
+    model_index.json; returns the snapshot folder, where a test puts other files."""
     monkeypatch.setitem(repaint.models.MODELS, "broken", repaint.ModelInfo("broken", "test/broken", 32, "test"))
-    monkeypatch.setattr(repaint.loading, "_download", lambda repo_id, name, cache_dir=None: tmp_path)
     monkeypatch.delitem(app.SERVICE.cache.models, "broken", raising=False)
-    return tmp_path
+    write_hub_cache(hub_cache, "test/broken", {"model_index.json": ddpm_repo("test/broken")["model_index.json"]})
+    return hub_cache / "models--test--broken" / "snapshots" / COMMIT
 
 
 def test_missing_files_are_a_clear_error_and_bundled_keeps_serving(broken_model, face):
 
-    with pytest.raises(ServeError, match=r"Could not load model 'broken'.*config.json is missing.*Other models"):
+    with pytest.raises(ServeError, match=r"Could not load model 'broken'.*not in the local cache.*Other models"):
         app.SERVICE.cache.get_model("broken")
     assert "broken" not in app.SERVICE.cache.models
     assert app.SERVICE.cache.get_model("bundled").inpaint(
@@ -598,7 +609,7 @@ def test_hub_ids_are_refused_unless_allowed(monkeypatch):
     assert app.SERVICE.cache.check_model_name("bundled") == "bundled"
 
 
-def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
+def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path, hub_cache):
 
     monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)
     for name in HUB_OK:
@@ -610,24 +621,16 @@ def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "b").symlink_to(repaint.models.BUNDLED_DIR)
-    asked = []
-
-    def offline(repo_id, name, cache_dir=None):
-        asked.append(repo_id)
-        raise repaint.ModelLoadError(
-            f"model {name!r} ({repo_id}) is not in the local cache and the Hub could not be reached"
-        )
-
-    monkeypatch.setattr(repaint.loading, "_download", offline)
-    with pytest.raises(ServeError, match="Could not load model 'a/b'"):
-        app.SERVICE.cache.get_model("a/b")
-    assert asked == ["a/b"] and "a/b" not in app.SERVICE.cache.models
+    with pytest.raises(ServeError, match="Could not load model 'a/b'.*is not in the local cache"):
+        app.SERVICE.cache.get_model("a/b")  # the real loading code, offline with an empty cache (hub_cache)
+    assert "a/b" not in app.SERVICE.cache.models
 
 
-def test_hub_models_loaded_are_capped(monkeypatch):
+def test_hub_models_loaded_are_capped(monkeypatch, hub_cache):
     monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)
-    monkeypatch.setattr(repaint.loading, "_download", lambda repo_id, name, cache_dir=None: repaint.models.BUNDLED_DIR)
     names = [f"owner/m{i}" for i in range(space.HUB_MODELS_MAX + 2)]
+    for name in names:  # each a google/ddpm-* layout holding the bundled model's weights
+        write_hub_cache(hub_cache, name, ddpm_repo(name, weights_from=repaint.models.BUNDLED_DIR))
     try:
         for name in names:
             assert app.SERVICE.cache.get_model(name).name == name
@@ -704,17 +707,13 @@ def test_api_mask_paths_outside_the_upload_cache_are_refused(client, face, tmp_p
         link.unlink()
 
 
-def test_api_hub_ids_follow_the_variable(client, face, monkeypatch):
-    def offline(repo_id, name, cache_dir=None):
-        raise repaint.ModelLoadError(f"model {name!r} ({repo_id}): the Hub could not be reached")
-
-    monkeypatch.setattr(repaint.loading, "_download", offline)
+def test_api_hub_ids_follow_the_variable(client, face, monkeypatch, hub_cache):
     args = {**SMALL, "model": "someone/model", "compare": False}
     monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", False)
     with pytest.raises(AppError, match="unknown model 'someone/model'"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
     monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)
-    with pytest.raises(AppError, match="Could not load model 'someone/model'.*Hub could not be reached"):
+    with pytest.raises(AppError, match="Could not load model 'someone/model'.*not in the local cache"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **args)
     with pytest.raises(AppError, match="unknown model"):
         client.predict(handle_file(str(face)), "left_half", api_name="/inpaint", **{**args, "model": "../x/y"})

@@ -19,7 +19,7 @@ from _tiny import tiny_unet
 import repaint
 from repaint import classifier as C
 from repaint import convert, masks
-from repaint.sampler import _denoise, classifier_grad, sample_repaint
+from repaint.sampler import classifier_grad, denoise_step, sample_repaint
 from repaint.schedule import noise_tables
 
 SIZE = 16
@@ -263,7 +263,7 @@ def test_guided_mean_equals_condition_mean(pair, variance_type):
         grad = classifier_grad(ours, x, train_t, y, scale)
         torch.testing.assert_close(grad, cond_fn(x, train_t, y=y), rtol=1e-4, atol=1e-6)
         assert grad.abs().max() > 1e-3
-        mean, _ = _denoise(x, out, torch.zeros_like(x), x, fill, [col[level] for col in c], level, tables, grad)
+        mean, _ = denoise_step(x, out, torch.zeros_like(x), x, fill, [col[level] for col in c], level, tables, grad)
         torch.testing.assert_close(mean, want, rtol=1e-5, atol=1e-5)
         shifts[level] = float((want - ref["mean"]).abs().max())
     assert shifts[49] > 1e-2 and shifts[0] < shifts[10] < shifts[49]  # the guidance moves the mean, by the variance
@@ -442,7 +442,7 @@ def test_registry_classifier_downloads_once_then_works_offline(tmp_path, monkeyp
         "tinycls",
         dict(image_size=SIZE, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="4"),
     )
-    monkeypatch.setitem(C._CHANNEL_MULT, SIZE, (1, 2, 2))
+    monkeypatch.setitem(C.CHANNEL_MULT, SIZE, (1, 2, 2))
     monkeypatch.setitem(
         repaint.CLASSIFIERS,
         "tinycls",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import app
 import repaint
 from repaint import bench, space
-from repaint.sampler import _ticks
+from repaint.sampler import call_ticks
 
 pytestmark = pytest.mark.usefixtures("service")
 
@@ -66,7 +66,7 @@ def test_the_wait_is_the_model_calls_the_page_runs_work_and_the_browsers_share(s
 
 @given(st.integers(1, 60), st.integers(1, 12), st.integers(2, 10), st.integers(1, 4))
 def test_a_comparison_costs_the_rows_the_sampler_batches_at_each_call(steps, jump, resample, samples):
-    """The n=1 chains join the n=r ones only at the ticks they call the model (the sampler's own plan, _ticks);
+    """The n=1 chains join the n=r ones only at the ticks they call the model (the sampler's own plan, call_ticks);
     the estimate is the sum of those calls' costs, not every call at twice the rows."""
     jump = min(jump, steps)
     service = space.Service()
@@ -74,7 +74,7 @@ def test_a_comparison_costs_the_rows_the_sampler_batches_at_each_call(steps, jum
     counts = [repaint.count_model_calls(steps, jump, resample), repaint.count_model_calls(steps, jump, 1)]
     want = sum(
         0.01 * space.batch_cost(service.timing.timed_costs["m"], samples * len(active), 1.0)
-        for active in _ticks(counts)
+        for active in call_ticks(counts)
     )
     assert service.timing.estimate_seconds(
         "m", repaint.Settings(steps=steps, jump_length=jump, jump_n_sample=resample, num_samples=samples, compare=True)
@@ -219,10 +219,11 @@ class SlowStart:
 
 
 @pytest.mark.slow
-def test_the_per_call_time_leaves_a_runs_set_up_out(service):
+def test_the_per_call_time_leaves_a_runs_set_up_out(make_service):
     """A run that prepares for 0.6 s and then makes 6 calls of 50 ms measures about 50 ms per call, not the
     (0.6 + 0.3) / 6 = 150 ms of its whole time: a short run would otherwise re-time the model far too slow."""
-    service.cache.models["slowstart"], service.cache._offered = SlowStart(0.6, 0.05, 6), ["slowstart", "bundled"]
+    service = make_service(offered=["slowstart", "bundled"])
+    service.cache.models["slowstart"] = SlowStart(0.6, 0.05, 6)
     settings = repaint.Settings(steps=10, jump_length=5, jump_n_sample=2)
     *_, done = service.runner.run(space.Request(model="slowstart", settings=settings))
     assert isinstance(done, space.Done) and 0.045 <= done.per_call < 0.09, done

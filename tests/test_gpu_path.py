@@ -146,13 +146,13 @@ print("fallback ok")
 
 
 def test_channels_last_is_for_cuda_only_and_changes_no_result(pipe):
-    """loading._place gives a CUDA UNet channels_last weights and leaves a CPU one as it is; the layout itself
+    """loading.place_unet gives a CUDA UNet channels_last weights and leaves a CPU one as it is; the layout itself
     changes the model's output by rounding only (checked here on the CPU, where it can run)."""
     import copy
 
     from repaint import loading
 
-    cpu = loading._place(copy.deepcopy(pipe.unet), torch.device("cpu"))
+    cpu = loading.place_unet(copy.deepcopy(pipe.unet), torch.device("cpu"))
     assert all(p.is_contiguous() for p in cpu.parameters())
     last = copy.deepcopy(pipe.unet).to(memory_format=torch.channels_last)
     assert any(p.ndim == 4 and not p.is_contiguous() for p in last.parameters())

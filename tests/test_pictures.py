@@ -15,7 +15,7 @@ from PIL import Image
 import repaint
 import repaint.loading
 from repaint import adm, space
-from repaint.sampler import _ticks
+from repaint.sampler import call_ticks
 from repaint.space import ServeError, pictures
 
 
@@ -75,7 +75,7 @@ def test_gpu_duration_is_calls_times_batched_call_plus_margin_capped():
     for samples, compare in ((1, False), (2, True)):
         # the rows of each model call, as the sampler plans them (a comparison's n=1 chains call at T ticks only)
         counts = [calls, repaint.count_model_calls(100, 10, 1)] if compare else [calls]
-        rows = [samples * len(active) for active in _ticks(counts)]
+        rows = [samples * len(active) for active in call_ticks(counts)]
         want = int(np.ceil(sum(0.02 * (1 + space.GPU_BATCH_COST * (r - 1)) for r in rows) + space.GPU_MARGIN_S))
         got = svc.slot.gpu_duration(
             space.Request(

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repaint import masks
-from repaint.sampler import _moves, _ticks, ddpm_step, forward_step, q_sample, sample_repaint
+from repaint.sampler import call_ticks, ddpm_step, forward_step, q_sample, sample_repaint, schedule_moves
 from repaint.schedule import jump_schedule, noise_tables
 
 G = torch.Generator().manual_seed(0)
@@ -46,7 +46,7 @@ def test_ddpm_step_closed_form():
 
 
 def test_ticks_spread_short_chains_evenly():
-    ticks = _ticks([6, 2, 3])
+    ticks = call_ticks([6, 2, 3])
     assert all(0 in t for t in ticks)
     assert sum(1 in t for t in ticks) == 2 and sum(2 in t for t in ticks) == 3
     assert 1 in ticks[-1] and 2 in ticks[-1]  # every chain finishes on the last tick
@@ -282,7 +282,7 @@ def test_rejects_inconsistent_arguments(pipe):
 )
 def test_bad_schedules_are_refused(schedule, message):
     with pytest.raises(ValueError, match=message):
-        _moves(schedule)
+        schedule_moves(schedule)
 
 
 def test_callback_levels_in_compare_mode(pipe):

@@ -62,8 +62,8 @@ class Finished:
 
 def run_rows(settings: Settings) -> dict[int, int]:
     """A run's model calls by their batch rows. A comparison batches its n=1 chains with the n=r ones only at the
-    ticks where they call the model (repaint.sampler._ticks spreads the shorter chain's calls over the longer one's),
-    so only those calls have both chains' rows."""
+    ticks where they call the model (repaint.sampler.call_ticks spreads the shorter chain's calls over the longer
+    one's), so only those calls have both chains' rows."""
     rows = settings.num_samples
     both = settings.replace(jump_n_sample=1).calls if settings.compare else 0
     return {r: n for r, n in ((rows, settings.calls - both), (2 * rows, both)) if n}
