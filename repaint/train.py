@@ -224,6 +224,14 @@ def _resume(state: dict, unet, ema, opt, gen: torch.Generator, rng) -> int:
     return state["step"]
 
 
+def _loss_log(log_path: Path, resumed_at: int | None) -> Path:
+    """The loss log, started anew or, when resuming at step ``resumed_at``, without the rows logged after it."""
+    fresh = resumed_at is None or not log_path.exists()
+    rows = ["step,loss"] if fresh else log_path.read_text().splitlines()[: resumed_at + 1]
+    log_path.write_text("".join(r + "\n" for r in rows))
+    return log_path
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train (or resume), saving EMA weights to ``--out`` every ``--save-every`` steps and at the end."""
     a = parse_args(argv)
@@ -256,9 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             state_path.unlink()
 
     alphas = scheduler.alphas_cumprod
-    log_path = work / "loss.csv"
-    rows = log_path.read_text().splitlines()[: step + 1] if state and log_path.exists() else ["step,loss"]
-    log_path.write_text("".join(r + "\n" for r in rows))  # drop rows logged after the checkpoint
+    log_path = _loss_log(work / "loss.csv", step if state else None)
     with open(log_path, "a", newline="") as log_file:
         log = csv.writer(log_file, lineterminator="\n")
         bar = tqdm(total=a.steps, initial=step, file=sys.stderr, disable=a.no_progress, dynamic_ncols=True)
