@@ -6,7 +6,7 @@
 - :mod:`.requests`: a run's request; :mod:`.runner`: running it, Stop; :mod:`.service`: all of these for one server;
 - :mod:`.streams`: the chain from a request to the page and the API; :mod:`.files`: result files;
 - :mod:`.pictures`: what the page shows; :mod:`.page`: the page's parts; :mod:`.aot`: ahead-of-time compilation;
-- :mod:`.errors`: what a visitor is told.
+- :mod:`.errors`: what a visitor is told; :mod:`.bench`: the estimate against the wait, a benchmark command.
 
 The core (``repaint``'s other modules) never imports it. Its public names are importable from here too; patch a
 setting in the module that defines it (``repaint.space.streams.PREVIEW_INTERVAL_S``), not here."""
