@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "IncompleteWeights",
     "UnsupportedArchitecture",
     "attention_levels",
+    "from_pretrained_whole",
     "preset_of",
     "read_checkpoint",
     "rename_blocks",
@@ -25,6 +27,22 @@ __all__ = [
 
 class UnsupportedArchitecture(ValueError):
     """The checkpoint's architecture has no exact diffusers ``UNet2DModel`` equivalent."""
+
+
+class IncompleteWeights(ValueError):
+    """A weights file that does not fill every parameter of its config's model."""
+
+
+def from_pretrained_whole(cls, folder, **kwargs):
+    """``cls.from_pretrained(folder, **kwargs)``, refused unless the weights file fills every parameter with a
+    tensor of its shape. diffusers otherwise fills missing weights with random ones (and warns): a 100-byte file
+    beside a config of a billion parameters would load, and run as noise."""
+    model, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
+    missing, mismatched = info.get("missing_keys") or [], info.get("mismatched_keys") or []
+    if missing or mismatched:
+        what = f"{len(missing)} missing" if missing else f"{len(mismatched)} of the wrong shape"
+        raise IncompleteWeights(f"its weights do not cover its config: {what} of {len(model.state_dict())} tensors")
+    return model
 
 
 def attention_levels(o: dict, n_levels: int) -> list[bool]:

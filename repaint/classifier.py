@@ -331,4 +331,4 @@ def read_classifier(folder: Path, dtype: torch.dtype | None = None) -> NoisyClas
     config = json.loads((folder / "config.json").read_text())
     if config.get("_class_name") != "NoisyClassifier":
         raise ValueError(f"{folder.name} holds a {config.get('_class_name')}, not a NoisyClassifier")
-    return NoisyClassifier.from_pretrained(folder, use_safetensors=True, torch_dtype=dtype)
+    return checkpoints.from_pretrained_whole(NoisyClassifier, folder, use_safetensors=True, torch_dtype=dtype)

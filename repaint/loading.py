@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import IncompleteWeights, from_pretrained_whole
 from .pipeline import Inpainter
 from .registry import BUNDLED_DIR, CLASSIFIERS, MIRROR_ENV, MODELS, ModelInfo, hub_mirror
 
@@ -72,10 +73,14 @@ def _read_folder(root: Path, name: str, dtype: torch.dtype | None = None) -> tup
     try:
         _check_unet_config(json.loads(config_file.read_text()), name)
         # diffusers reads safetensors, or a .bin with torch.load(weights_only=True): no code is executed.
-        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=has_st, low_cpu_mem_usage=False, torch_dtype=dtype)
+        unet = from_pretrained_whole(
+            UNet2DModel, unet_dir, use_safetensors=has_st, low_cpu_mem_usage=False, torch_dtype=dtype
+        )
         sched = scheduler_config(json.loads(sched_file.read_text()))
     except ModelLoadError:
         raise
+    except IncompleteWeights as e:  # never run a model part random
+        raise ModelLoadError(f"model {name!r}: {e}") from None
     except Exception as e:  # corrupt weights, wrong shapes, bad json
         log.debug("model %r: reading %s failed", name, root, exc_info=True)  # paths stay in the log, not the message
         raise ModelLoadError(f"model {name!r}: cannot read its weights or config ({type(e).__name__})") from None

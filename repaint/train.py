@@ -27,6 +27,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from PIL import Image
 from tqdm import tqdm
 
+from repaint.checkpoints import from_pretrained_whole
 from repaint.faces import render_face, train_rng
 from repaint.images import fit_image, open_image
 from repaint.schedule import betas_from_config
@@ -172,7 +173,7 @@ def _initial_unet(a, scheduler_config, state: dict | None) -> UNet2DModel:
         return UNet2DModel.from_config(state["config"])
     if a.init:
         check_schedule(a.init, scheduler_config)
-        return UNet2DModel.from_pretrained(a.init)
+        return from_pretrained_whole(UNet2DModel, a.init)  # no random weights filled in
     channels = tuple(int(c) for c in a.channels.split(","))
     levels = tuple(int(c) for c in a.attn_levels.split(",") if c)
     with torch.random.fork_rng():  # seeded initial weights, global RNG left untouched

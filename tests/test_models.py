@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -366,3 +367,20 @@ def test_cli_offline_hub_id_subprocess(tmp_path):
     assert (out[0::2] == (10, 20, 30)).all()  # kept rows exact
     miss = subprocess.run(cmd[:-8] + ["--model", "cat"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert miss.returncode == 2 and "'cat' (google/ddpm-ema-cat-256) is not in the local cache" in miss.stderr
+
+
+def test_a_weights_file_that_does_not_fill_the_config_is_refused(tmp_path):
+    """diffusers fills the parameters a weights file lacks with random ones; the load refuses instead, for a model
+    folder and for a classifier folder alike (a random network must never run silently)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "partial"
+    shutil.copytree(repaint.models.BUNDLED_DIR, folder)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    dropped = sorted(state)[: len(state) // 2]
+    save_file({k: v for k, v in state.items() if k not in dropped}, weights)
+    with pytest.raises(repaint.ModelLoadError, match=rf"{len(dropped)} missing of {len(state)} tensors"):
+        repaint.load(str(folder), device="cpu")
+    save_file(state, weights)  # the whole file loads
+    assert repaint.load(str(folder), device="cpu").resolution == repaint.load("bundled", device="cpu").resolution
