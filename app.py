@@ -307,19 +307,23 @@ def image_column(c: dict) -> None:
     c["photo"] = gr.UploadButton(PHOTO_BUTTON, file_types=["image"], size="sm", elem_id="photo")
     with gr.Row():
         mask_info = "a preset goes into the editor as a layer you can edit"
-        c["preset"] = gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset", info=mask_info)
+        c["preset"] = page.known_choice(
+            gr.Dropdown(PRESET_CHOICES, value=DRAW, label="Mask", scale=2, elem_id="preset", info=mask_info)
+        )
         c["invert"] = gr.Checkbox(False, label="Invert: keep the painted region, fill the rest", scale=1)
 
 
 def settings_column(c: dict) -> None:
     """The model, the sampler's settings, the estimate and the buttons."""
-    c["model"] = gr.Dropdown(
-        offer.model_choices(HAS_GPU, SERVICE.cache.offered),
-        value=DEFAULT_MODEL,
-        label="Model",
-        elem_id="model",
-        allow_custom_value=SERVICE.cache.allow_hub_ids,
-        info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None,
+    c["model"] = page.known_choice(
+        gr.Dropdown(
+            offer.model_choices(HAS_GPU, SERVICE.cache.offered),
+            value=DEFAULT_MODEL,
+            label="Model",
+            elem_id="model",
+            allow_custom_value=SERVICE.cache.allow_hub_ids,
+            info="Or type a Hugging Face Hub id, owner/name." if ALLOW_HUB_IDS else None,
+        )
     )
     with gr.Accordion("Model details", open=False):
         gr.Markdown(offer.model_table())

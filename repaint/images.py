@@ -71,8 +71,9 @@ def open_image(source) -> Image.Image:
                 img.load()  # at its full size, so a mask drawn on the photo fits it
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"image too large: more than {MAX_PIXELS:,} pixels ({e})") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise ValueError(f"not a readable image file: {e}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:  # the reason without the file's path
+            why = "not a format PIL reads" if isinstance(e, UnidentifiedImageError) else (e.strerror or str(e))
+            raise ValueError(f"not a readable image file: {why}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = limit
     if img.width * img.height > MAX_PIXELS:

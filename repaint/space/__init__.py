@@ -14,7 +14,7 @@ setting in the module that defines it (``repaint.space.streams.PREVIEW_INTERVAL_
 from __future__ import annotations
 
 from .cache import AOT_ENV, ModelCache
-from .errors import GPU_FAILED, OUT_OF_MEMORY, ServeError, SlotSpent, Stopped, gpu_error, visible
+from .errors import ECHO_MAX, GPU_FAILED, OUT_OF_MEMORY, ServeError, SlotSpent, Stopped, echo, gpu_error, visible
 from .estimate import (
     BATCH_ROWS_TIMED,
     CHEAP_CALL_S,
@@ -78,6 +78,7 @@ __all__ = [
     "ANIMATION_FRAMES",
     "AOT_ENV",
     "BATCH_ROWS_TIMED",
+    "ECHO_MAX",
     "CHEAP_CALL_S",
     "COMPARE_NEEDS_R",
     "Checked",
@@ -134,6 +135,7 @@ __all__ = [
     "check_compare",
     "fmt_seconds",
     "form_settings",
+    "echo",
     "gpu_error",
     "gpu_seconds_text",
     "is_hub_id",

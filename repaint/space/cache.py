@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import threading
@@ -11,7 +12,7 @@ from ..loading import ModelLoadError
 from ..pipeline import Inpainter
 from ..registry import MODELS
 from . import aot
-from .errors import ServeError
+from .errors import ServeError, echo
 from .offer import HUB_MODELS_MAX, HUB_RESOLUTION_MAX, is_hub_id
 from .timing import Timing
 
@@ -48,7 +49,7 @@ class ModelCache:
         if self.may_load(name):
             return name
         extra = " or a Hugging Face Hub id owner/name" if self.allow_hub_ids else ""
-        raise ServeError(f"unknown model {repr(name)[:80]}: choose one of {', '.join(self.offered)}{extra}")
+        raise ServeError(f"unknown model {echo(name)}: choose one of {', '.join(self.offered)}{extra}")
 
     def model_resolution(self, name: str) -> int:
         """The model's image size (a Hub model is loaded to learn it)."""
@@ -73,7 +74,7 @@ class ModelCache:
         if (inp := self.models.get(name)) is not None:
             return inp
         if self.on_zerogpu and threading.current_thread() is not threading.main_thread():
-            raise ServeError(f"Model {name!r} is not loaded on this Space.")
+            raise ServeError(f"Model {echo(name)} is not loaded on this Space.")
         with self._lock:
             load_lock = self._load_locks.setdefault(name, threading.Lock())
         with load_lock:  # a download of one model (minutes) never holds up the others
@@ -106,10 +107,14 @@ class ModelCache:
             log.info("loaded %s (%.4f s per call)", name, per_call)
             return inp
         except ModelLoadError as e:
-            raise ServeError(f"Could not load model {name!r}: {e}. Other models still work.") from None
+            raise ServeError(
+                f"Could not load model {echo(name)}: {html.escape(str(e), quote=False)}. Other models still work."
+            ) from None
         except Exception as e:  # noqa: BLE001 - anything else a load can raise must not kill the server
             log.exception("loading %s failed", name)
-            raise ServeError(f"Could not load model {name!r} ({type(e).__name__}). Other models still work.") from None
+            raise ServeError(
+                f"Could not load model {echo(name)} ({type(e).__name__}). Other models still work."
+            ) from None
 
     def preload(self) -> str:
         """Loads every offered model now (on ZeroGPU: in the main thread before launch, which places them on

@@ -4,18 +4,43 @@ a run's failure becomes for the visitor."""
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
 
 import torch
 
-__all__ = ["GPU_FAILED", "OUT_OF_MEMORY", "ServeError", "SlotSpent", "Stopped", "gpu_error", "visible"]
+__all__ = [
+    "ECHO_MAX",
+    "GPU_FAILED",
+    "OUT_OF_MEMORY",
+    "ServeError",
+    "SlotSpent",
+    "Stopped",
+    "echo",
+    "gpu_error",
+    "visible",
+]
 
 log = logging.getLogger(__name__)
 
 
+ECHO_MAX = 40  # characters of a visitor's value a message repeats
+
+
 class ServeError(ValueError):
     """A request the Space refuses, with a message for the visitor."""
+
+
+def echo(value, limit: int = ECHO_MAX) -> str:
+    """A value a visitor sent, as a message repeats it: quoted, at most ``limit`` characters and HTML-escaped.
+    Gradio shows an error's text as HTML (sanitised, but links and forms pass), so a model name such as
+    ``<a href=...>`` would otherwise be a link in the page; the API's clients get the same text. Every message that
+    repeats a visitor's value goes through here."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return "'" + html.escape(text, quote=True) + "'"
 
 
 def visible(error_cls):

@@ -9,6 +9,8 @@ import inspect
 
 import gradio as gr
 
+from .errors import echo
+
 __all__ = [
     "COMPARE_INFO",
     "CSS",
@@ -167,7 +169,24 @@ def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Numbe
         try:
             return plain(payload)
         except (TypeError, ValueError, OverflowError):
-            message = f"{component.label} must be {must}, got {str(payload)[:40]!r}"
+            message = f"{component.label} must be {must}, got {echo(payload)}"
+        raise gr.Error(message)
+
+    component.preprocess = preprocess
+    return component
+
+
+def known_choice(component):
+    """``component`` (a gr.Dropdown or gr.Radio) with a value outside its choices refused by a gr.Error that repeats
+    it escaped (:func:`echo`): Gradio's own check (gradio 6.31.0) puts the raw value in its message, which the page
+    shows as HTML."""
+    plain = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return plain(payload)
+        except gr.Error:
+            message = f"{component.label} must be one of its choices, got {echo(payload)}"
         raise gr.Error(message)
 
     component.preprocess = preprocess
@@ -210,7 +229,7 @@ def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
         number(0, "seed"),
         number(1, "num_samples"),
         gr.Checkbox(False, label="compare"),
-        gr.Radio(list(sizes), value="auto", label="size"),
+        known_choice(gr.Radio(list(sizes), value="auto", label="size")),
         number(None, "class_label"),
         whole_number(gr.Number(None, label="classifier_scale"), "a number"),
     ]

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .. import masks, window
-from .errors import ServeError
+from .errors import ServeError, echo
 
 __all__ = [
     "DISPLAY_SIDE",
@@ -66,7 +66,7 @@ def preset_mask(name: str, width: int, height: int, resolution: int, seed: int =
     model sees; so it maps back to the model's resolution exactly. Outside the square: False.
     """
     if name not in masks.PRESETS:
-        raise ValueError(f"unknown mask preset {name!r}; choose one of: {', '.join(masks.PRESETS)}")
+        raise ValueError(f"unknown mask preset {echo(name)}; choose one of: {', '.join(masks.PRESETS)}")
     small = masks.PRESETS[name](resolution, resolution, int(seed))
     return window.spread(small, window.centre_window(width, height), height, width)
 

@@ -12,7 +12,7 @@ import torch
 from .. import masks
 from ..settings import Settings
 from .cache import ModelCache
-from .errors import ServeError
+from .errors import ServeError, echo
 from .estimate import fmt_seconds
 from .requests import SIZES, Checked, Request, check_compare, uploaded_path
 from .runner import Runner
@@ -194,11 +194,11 @@ class Service:
             mask = mask.strip()
         else:
             raise ServeError(
-                f"unknown mask preset {str(mask)[:40]!r}; choose one of: {', '.join(masks.PRESETS)}, "
+                f"unknown mask preset {echo(mask)}; choose one of: {', '.join(masks.PRESETS)}, "
                 f"or pass a mask file with handle_file"
             )
         if size not in SIZES:
-            raise ServeError(f"size must be one of {', '.join(SIZES)}, got {str(size)[:20]!r}")
+            raise ServeError(f"size must be one of {', '.join(SIZES)}, got {echo(size)}")
         full = size == "full" or (size == "auto" and mask not in masks.PRESETS)
         return Request(model=name, settings=settings, image=image, mask=mask, full_size=full)
 
