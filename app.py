@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from repaint import Settings
-from repaint.space import errors, files, offer, page, pictures, requests, service, streams, zerogpu
+from repaint.space import errors, files, limits, offer, page, pictures, requests, service, streams, zerogpu
 
 # ----------------------------------------------------------------------------------------------- constants
 TITLE = "RePaint: inpainting with denoising diffusion"
@@ -55,6 +55,7 @@ INTRO = (
 )
 
 SERVICE = service.Service(
+    limits=limits.Limits.from_env(),
     has_gpu=HAS_GPU,
     on_zerogpu=ON_ZEROGPU,
     allow_hub_ids=ALLOW_HUB_IDS,
@@ -64,6 +65,7 @@ visible_errors = errors.visible(gr.Error)  # a handler's ServeError: a gr.Error 
 
 
 # ----------------------------------------------------------------------------------------------- the editor
+@visible_errors
 def editor_with_preset(value, preset: str, model: str, seed: int):
     """The preset as the editor's only layer, at the background's size (cleared for Draw)."""
     draw = preset in (DRAW, None)
@@ -103,6 +105,7 @@ if spaces is not None:
     gpu_run = spaces.GPU(duration=SERVICE.slot.gpu_duration)(gpu_run)
 
 
+@visible_errors
 def estimate_text(model, steps, jump_length, jump_n_sample, num_samples, compare):
     """The estimate of the settings shown (a function of app.py's, so that runs' re-timing is read each time)."""
     try:
@@ -112,6 +115,7 @@ def estimate_text(model, steps, jump_length, jump_n_sample, num_samples, compare
     return SERVICE.estimate_text(model, settings)
 
 
+@visible_errors
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare) -> dict:
     """Estimate, class box, guidance scale (a model with a classifier), on ZeroGPU T, j, r fitting the slot; a model
     that fails to load: warned, chooser back."""
@@ -126,6 +130,17 @@ def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compar
         class_label=gr.update(visible=SERVICE.cache.num_classes(name) > 0),
         classifier_scale=gr.update(visible=SERVICE.cache.has_classifier(name)),
     )
+
+
+def over_the_limit(given: dict) -> str | None:
+    """Why a run (the page's or the API's values by name) is longer than this server gives one, checked before it
+    queues (page.validator); None when it fits, or when the handler will refuse it anyway (a bad value, a model
+    that may not load) or its time is unknown (a model not loaded yet: the handler checks it again)."""
+    try:
+        settings = service.form_settings(*(given[n] for n in SETTINGS[1:]))
+        return SERVICE.slot.why_not(given["model"], settings) if SERVICE.cache.may_load(given["model"]) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def check_request(req: requests.Request) -> requests.Checked:  # a mask over everything: the visitor is told
@@ -391,7 +406,8 @@ def events(demo: gr.Blocks, c: dict) -> None:
         **private,
     )
     inputs, outputs = [c[n] for n in RUN_INPUTS], [c[n] for n in RUN_OUTPUTS]
-    clicked = c["run"].click(page.keyed(run, RUN_OUTPUTS), inputs, outputs, api_visibility="private")
+    fits = page.validator(RUN_INPUTS, over_the_limit)
+    clicked = c["run"].click(page.keyed(run, RUN_OUTPUTS), inputs, outputs, api_visibility="private", validator=fits)
     clicked.then(estimate_text, settings, estimate, queue=False, **private)
     c["sample"].input(page.show_sample, [c["sample"], c["pairs"]], c["slider"], queue=False, **private)
     c["stop"].click(stop_run, None, c["status"], queue=False, api_visibility="private")  # the run ends itself
@@ -422,7 +438,8 @@ def build_demo() -> gr.Blocks:
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
             api_inputs = page.api_inputs(DEFAULTS.steps, DEFAULTS.jump_length, DEFAULTS.jump_n_sample, requests.SIZES)
             api_out = gr.Gallery(format="png", label="results")
-            gr.Button().click(api_inpaint, api_inputs, api_out, api_name="inpaint")
+            fits = page.validator(page.API_INPUTS, over_the_limit)
+            gr.Button().click(api_inpaint, api_inputs, api_out, api_name="inpaint", validator=fits)
         events(demo, c)
     demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
     return demo

@@ -14,7 +14,18 @@ setting in the module that defines it (``repaint.space.streams.PREVIEW_INTERVAL_
 from __future__ import annotations
 
 from .cache import AOT_ENV, ModelCache
-from .errors import ECHO_MAX, GPU_FAILED, OUT_OF_MEMORY, ServeError, SlotSpent, Stopped, echo, gpu_error, visible
+from .errors import (
+    ECHO_MAX,
+    GPU_FAILED,
+    OUT_OF_MEMORY,
+    BadInput,
+    ServeError,
+    SlotSpent,
+    Stopped,
+    echo,
+    gpu_error,
+    visible,
+)
 from .estimate import (
     BATCH_ROWS_TIMED,
     CHEAP_CALL_S,
@@ -78,6 +89,7 @@ __all__ = [
     "ANIMATION_FRAMES",
     "AOT_ENV",
     "BATCH_ROWS_TIMED",
+    "BadInput",
     "ECHO_MAX",
     "CHEAP_CALL_S",
     "COMPARE_NEEDS_R",

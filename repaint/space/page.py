@@ -5,25 +5,29 @@ alone sees (an upload refused as too large, a file the editor cannot read). Impo
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 
 import gradio as gr
 
-from .errors import echo
+from .errors import BadInput, echo
 
 __all__ = [
+    "API_INPUTS",
     "COMPARE_INFO",
     "CSS",
     "api_inputs",
     "examples_rows",
     "head",
     "keyed",
+    "known_choice",
     "results_values",
     "readable_image",
     "results_area",
     "sample_choices",
     "show_sample",
     "slider_labels",
+    "validator",
     "whole_number",
 ]
 
@@ -160,61 +164,91 @@ def examples_rows(folder, offline: str, has_gpu: bool, offered) -> list[list]:
 
 
 def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Number:
-    """``component`` (a gr.Number) with a bad value (``steps="abc"`` from a client) refused by a gr.Error naming the
-    input, not Gradio's "The upstream Gradio app has raised an exception": the value fails in preprocessing, before
-    the handler. (Its preprocess is wrapped on the instance: a subclass would make Gradio write a .pyi file.)"""
+    """``component`` (a gr.Number) with a bad value (``steps="abc"`` from a client) refused with a message naming
+    the input, not Gradio's "The upstream Gradio app has raised an exception": the value fails in preprocessing and
+    becomes a :class:`BadInput`, which the event's validator and handler refuse. (Its preprocess is wrapped on the
+    instance: a subclass would make Gradio write a .pyi file.)"""
     plain = component.preprocess
 
     def preprocess(payload):
         try:
             return plain(payload)
         except (TypeError, ValueError, OverflowError):
-            message = f"{component.label} must be {must}, got {echo(payload)}"
-        raise gr.Error(message)
+            return BadInput(f"{component.label} must be {must}, got {echo(payload)}")
 
     component.preprocess = preprocess
     return component
 
 
+def validator(names: list[str], why_not, blame: str = "steps"):
+    """An event's ``validator=``: Gradio calls it with the event's inputs (``names``, in order) when a request
+    arrives, before the request joins the queue, so a refusal comes at once even while another run holds the
+    worker. ``why_not({name: value})`` is the refusal's text or None; the page shows it on the ``blame`` input, and
+    gradio_client raises it as a ValidationError."""
+
+    def validate(*values):
+        if any(isinstance(v, BadInput) for v in values):  # each named on its input
+            return [gr.validate(False, v.message) if isinstance(v, BadInput) else gr.validate(True, "") for v in values]
+        message = why_not(dict(zip(names, values)))
+        return [gr.validate(message is None or name != blame, message or "") for name in names]
+
+    return validate
+
+
 def known_choice(component):
-    """``component`` (a gr.Dropdown or gr.Radio) with a value outside its choices refused by a gr.Error that repeats
-    it escaped (:func:`echo`): Gradio's own check (gradio 6.31.0) puts the raw value in its message, which the page
-    shows as HTML."""
+    """``component`` (a gr.Dropdown or gr.Radio) with a value outside its choices refused with a message that
+    repeats it escaped (:func:`echo`), as a :class:`BadInput`: Gradio's own check (gradio 6.31.0) raises with the raw
+    value in its message, which the page shows as HTML."""
     plain = component.preprocess
 
     def preprocess(payload):
         try:
             return plain(payload)
         except gr.Error:
-            message = f"{component.label} must be one of its choices, got {echo(payload)}"
-        raise gr.Error(message)
+            return BadInput(f"{component.label} must be one of its choices, got {echo(payload)}")
 
     component.preprocess = preprocess
     return component
 
 
 def readable_image(component: gr.Image) -> gr.Image:
-    """``component`` (a gr.Image) with an unreadable file (a corrupt PNG) refused by a gr.Error saying so."""
+    """``component`` (a gr.Image) with an unreadable file (a corrupt PNG) refused with a message saying so, as a
+    :class:`BadInput`."""
     plain = component.preprocess
 
     def preprocess(payload):
         try:
             return plain(payload)
-        except gr.Error:
-            raise
+        except gr.Error as e:
+            return BadInput(html.escape(e.message, quote=False))
         except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-            message = (
+            return BadInput(
                 f"The {component.label} file could not be read as an image ({type(e).__name__}): it is "
                 f"damaged or not an image. Send a PNG, JPEG or WebP file."
             )
-        raise gr.Error(message)
 
     component.preprocess = preprocess
     return component
 
 
+API_INPUTS = [
+    "image",
+    "mask",
+    "model",
+    "steps",
+    "jump_length",
+    "jump_n_sample",
+    "seed",
+    "num_samples",
+    "compare",
+    "size",
+    "class_label",
+    "classifier_scale",
+]
+
+
 def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
-    """The components of the ``inpaint`` API endpoint, in its argument order (see app.api_inpaint)."""
+    """The components of the ``inpaint`` API endpoint, in its argument order (API_INPUTS; see app.api_inpaint)."""
 
     def number(value, label):
         return whole_number(gr.Number(value, label=label, precision=0))

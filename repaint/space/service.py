@@ -14,6 +14,7 @@ from ..settings import Settings
 from .cache import ModelCache
 from .errors import ServeError, echo
 from .estimate import fmt_seconds
+from .limits import Limits
 from .requests import SIZES, Checked, Request, check_compare, uploaded_path
 from .runner import Runner
 from .slot import Slot
@@ -36,11 +37,14 @@ class Service:
         allow_hub_ids: bool = False,
         offered=None,
         duration_factor: float | None = None,
+        limits: Limits | None = None,
     ):
         self.on_zerogpu = on_zerogpu
         self.timing = Timing(on_zerogpu=on_zerogpu)
         self.cache = ModelCache(self.timing, on_zerogpu=on_zerogpu, allow_hub_ids=allow_hub_ids, offered=offered)
-        self.slot = Slot(self.timing, has_gpu=has_gpu, on_zerogpu=on_zerogpu, duration_factor=duration_factor)
+        self.slot = Slot(
+            self.timing, has_gpu=has_gpu, on_zerogpu=on_zerogpu, duration_factor=duration_factor, limits=limits
+        )
         self.runner = Runner(self.cache, on_zerogpu=on_zerogpu)
 
     @property

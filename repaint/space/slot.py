@@ -8,27 +8,37 @@ import math
 from ..settings import Settings
 from .errors import ServeError
 from .estimate import GPU_MARGIN_S, fmt_seconds
+from .limits import Limits
 from .requests import Request
 from .timing import Timing
 from .zerogpu import ZEROGPU_TASK_MAX_S, zerogpu_duration_factor, zerogpu_guess
 
-GPU_CAP_S = 300  # on a GPU of the server's own (not ZeroGPU): the longest run one request may ask for
+GPU_CAP_S = Limits().gpu_s_max  # on a GPU of the server's own (not ZeroGPU): the longest run, by default
 
 
 class Slot:
     """Sizes runs' GPU time from :class:`Timing`'s estimates. ``duration_factor``: what ZeroGPU multiplies a
-    request's seconds by (:func:`zerogpu_duration_factor` unless given); 1 elsewhere."""
+    request's seconds by (:func:`zerogpu_duration_factor` unless given); 1 elsewhere. ``limits``: the longest run
+    on a GPU of the server's own, and without a GPU."""
 
     def __init__(
-        self, timing: Timing, *, has_gpu: bool = False, on_zerogpu: bool = False, duration_factor: float | None = None
+        self,
+        timing: Timing,
+        *,
+        has_gpu: bool = False,
+        on_zerogpu: bool = False,
+        duration_factor: float | None = None,
+        limits: Limits | None = None,
     ):
         self.timing, self.has_gpu, self.on_zerogpu = timing, has_gpu or on_zerogpu, on_zerogpu
+        self.limits = limits or Limits()
         self.duration_factor = 1.0 if not on_zerogpu else duration_factor or zerogpu_duration_factor()
 
     def gpu_seconds_max(self) -> int:
         """The longest run one request may ask for: on ZeroGPU the longest task it schedules, in seconds before its
-        duration factor; on a GPU of the server's own GPU_CAP_S, so that one visitor cannot hold it for long."""
-        return int(ZEROGPU_TASK_MAX_S / self.duration_factor) if self.on_zerogpu else GPU_CAP_S
+        duration factor; on a GPU of the server's own ``limits.gpu_s_max``, so that one visitor cannot hold it for
+        long."""
+        return int(ZEROGPU_TASK_MAX_S / self.duration_factor) if self.on_zerogpu else int(self.limits.gpu_s_max)
 
     def gpu_duration(self, req: Request) -> int:
         """ZeroGPU slot length for the GPU function (called with its request): its model calls times the measured
@@ -47,24 +57,39 @@ class Slot:
         return round(self.gpu_duration(req) * self.duration_factor)
 
     def too_long(self, est: float) -> str | None:
-        """Why a run of ``est`` seconds of model calls cannot have a GPU, or None when it can (or has no GPU)."""
-        if not self.has_gpu or est + GPU_MARGIN_S <= self.gpu_seconds_max():
+        """Why a run of ``est`` seconds of model calls is refused, or None: longer than a GPU gives one run, or
+        without a GPU longer than ``limits.run_s_max``."""
+        if not self.has_gpu:
+            return (
+                None
+                if est <= self.limits.run_s_max
+                else f"this server gives one run at most {fmt_seconds(self.limits.run_s_max)}"
+            )
+        if est + GPU_MARGIN_S <= self.gpu_seconds_max():
             return None
         if self.on_zerogpu:
             return (
                 f"ZeroGPU runs a task for at most {ZEROGPU_TASK_MAX_S // 60} min of quota ({self.gpu_seconds_max()}"
                 f" s on this GPU, whose seconds count {self.duration_factor:g}x)"
             )
-        return f"this server gives one run at most {GPU_CAP_S} s of its GPU"
+        return f"this server gives one run at most {self.gpu_seconds_max()} s of its GPU"
+
+    def why_not(self, name: str, settings: Settings) -> str | None:
+        """What to say when a run of ``settings`` on ``name`` is longer than a run may be, or None (also when its
+        time is not known yet: a model not loaded)."""
+        est = self.timing.estimate_seconds(name, settings)
+        if est is None or (why := self.too_long(est)) is None:
+            return None
+        where = "GPU time" if self.has_gpu else "model calls"
+        return (
+            f"This run needs about {fmt_seconds(est)} of {where} ({settings.calls:,} calls): {why}. Use fewer "
+            f"steps T, a smaller resample count r, a longer jump length j, fewer samples, or turn off the comparison."
+        )
 
     def check_fits(self, req: Request) -> None:
-        """A ServeError that says what to lower when the request cannot have the GPU time it needs."""
-        est = self.timing.estimate_seconds(req.model, req.settings) or 0.0
-        if (why := self.too_long(est)) is not None:
-            raise ServeError(
-                f"This run needs about {fmt_seconds(est)} of GPU time: {why}. Use fewer steps T, a smaller resample "
-                f"count r, a longer jump length j, fewer samples, or turn off the comparison."
-            )
+        """A ServeError that says what to lower when the request is longer than a run may be."""
+        if (why := self.why_not(req.model, req.settings)) is not None:
+            raise ServeError(why)
 
     def fitting_settings(self, name: str, slot_s: int) -> Settings:
         """Settings for ``name`` whose ZeroGPU request fits ``slot_s`` seconds: the paper's T=250, j=10 with the
