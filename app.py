@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from repaint import Settings
-from repaint.space import errors, files, limits, offer, page, pictures, requests, service, streams, zerogpu
+from repaint.space import editor, errors, files, limits, offer, page, pictures, requests, service, streams, zerogpu
 
 # ----------------------------------------------------------------------------------------------- constants
 TITLE = "RePaint: inpainting with denoising diffusion"
@@ -300,21 +300,24 @@ MODEL_OUTPUTS = ["estimate", "class_label", "classifier_scale", "steps", "jump_l
 
 def image_column(c: dict) -> None:
     """The editor, the photo button and the mask's choices."""
-    c["editor"] = gr.ImageEditor(
-        label="Image - paint the region to fill",
-        type="numpy",
-        image_mode="RGBA",
-        format="png",
-        brush=BRUSH,
-        eraser=gr.Eraser(default_size=24),
-        layers=False,
-        transforms=(),
-        height=480,
-        sources=("upload", "clipboard"),
-        elem_id="editor",
-        # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which hold the
-        # brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
-        canvas_size=(1, 1),
+    c["editor"] = editor.guard_editor(
+        gr.ImageEditor(
+            label="Image - paint the region to fill",
+            type="numpy",
+            image_mode="RGBA",
+            format="png",
+            brush=BRUSH,
+            eraser=gr.Eraser(default_size=24),
+            layers=False,
+            transforms=(),
+            height=480,
+            sources=("upload", "clipboard"),
+            elem_id="editor",
+            # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which hold the
+            # brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
+            canvas_size=(1, 1),
+        ),
+        SERVICE.limits.pixels_max,
     )
     # the editor's background (a value the app sets carries only the layer); an uploaded photo's file (the editor
     # shows a copy, the run uses the file)
@@ -436,7 +439,9 @@ def build_demo() -> gr.Blocks:
         )
         gr.DeepLinkButton()
         with gr.Row(visible=False):  # the components of the ``inpaint`` API endpoint (gradio_client)
-            api_inputs = page.api_inputs(DEFAULTS.steps, DEFAULTS.jump_length, DEFAULTS.jump_n_sample, requests.SIZES)
+            api_inputs = page.api_inputs(
+                DEFAULTS.steps, DEFAULTS.jump_length, DEFAULTS.jump_n_sample, requests.SIZES, SERVICE.limits.pixels_max
+            )
             api_out = gr.Gallery(format="png", label="results")
             fits = page.validator(page.API_INPUTS, over_the_limit)
             gr.Button().click(api_inpaint, api_inputs, api_out, api_name="inpaint", validator=fits)

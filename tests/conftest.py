@@ -87,13 +87,13 @@ def one_thread():
 
 
 @contextlib.contextmanager
-def served(max_size: int | None = None):
-    """The app's page of its own (built now, from ``app.SERVICE`` as it is) on a port Gradio picks (it retries a taken
-    one), with the app's launch settings (its queue holding ``max_size`` waiting requests, if given, else the app's
-    QUEUE_MAX): yields its URL, closes it after."""
+def served(max_size: int | None = None, demo=None):
+    """The app's page of its own (built now, from ``app.SERVICE`` as it is, unless ``demo`` is given) on a port Gradio
+    picks (it retries a taken one), with the app's launch settings (its queue holding ``max_size`` waiting requests,
+    if given, else the app's QUEUE_MAX): yields its URL, closes it after."""
     import app
 
-    demo = app.build_demo()
+    demo = demo or app.build_demo()
     if max_size is not None:
         demo.queue(max_size=max_size, default_concurrency_limit=app.CONCURRENCY)
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)

@@ -1,12 +1,22 @@
 """A public link meets scripts (issue 30): what a request sends never comes back as markup, and no message names a
 server path. Through gradio_client against a served page, and through the page's handler and components."""
 
+import io
+import struct
+import zlib
+from pathlib import Path
+
 import gradio as gr
+import httpx
 import numpy as np
 import pytest
 from _page import ui_request
+from conftest import served
+from gradio.components.image_editor import EditorData
+from gradio.data_classes import FileData
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError, ValidationError
+from PIL import Image
 
 import app
 from repaint import Settings
@@ -114,3 +124,113 @@ def test_an_absurd_request_is_refused_before_it_queues_while_another_run_holds_t
         assert not busy.done()  # refused while the worker was still busy
     finally:
         busy.cancel()
+
+
+# ------------------------------------------------------------------------------------------- images held per request
+def huge_png(path, side: int = 13000):
+    """A valid greyscale PNG of side x side (169 megapixels for 13000) in about 200 KB: its rows are all black."""
+    raw = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte 0, then the pixels
+    data = b"".join(raw.compress(row) for _ in range(side)) + raw.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+class PeakRSS:
+    """The growth of this process's (the server's) peak resident memory during a ``with`` block, in MB: Linux
+    resets the peak (VmHWM) when 5 is written to /proc/self/clear_refs."""
+
+    def __enter__(self):
+        Path("/proc/self/clear_refs").write_text("5")
+        self.before = self._read("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        self.growth_mb = (self._read("VmHWM") - self.before) / 1024
+
+    @staticmethod
+    def _read(field: str) -> int:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1])  # kB
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory):
+    return huge_png(tmp_path_factory.mktemp("huge") / "huge.png")
+
+
+def test_a_13000_pixel_square_png_is_refused_from_its_header_on_inpaint(client, huge):
+    with PeakRSS() as peak, pytest.raises(ValidationError, match=r"13000x13000 \(169 megapixels\).*at most 50"):
+        client.predict(handle_file(str(huge)), "left_half", api_name="/inpaint", **SMALL)
+    assert peak.growth_mb < 300, peak.growth_mb
+
+
+def test_a_huge_mask_file_on_inpaint_is_refused_from_its_header(client, face, huge):
+    with PeakRSS() as peak, pytest.raises(AppError, match=r"more than 50,000,000 pixels"):
+        client.predict(handle_file(str(face)), handle_file(str(huge)), api_name="/inpaint", **SMALL)
+    assert peak.growth_mb < 300, peak.growth_mb
+
+
+def test_the_photo_button_refuses_a_huge_photo_from_its_header(huge):
+    with PeakRSS() as peak, pytest.raises(gr.Error, match="more than 50,000,000 pixels"):
+        app.load_photo(str(huge))
+    assert peak.growth_mb < 300, peak.growth_mb
+
+
+def editor_component(url: str) -> int:
+    config = httpx.get(url.rstrip("/") + "/config").json()
+    return next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "editor")
+
+
+def send_blob(url: str, component: int, blob: bytes, kind: str = "layer", index="0", blob_id="b1") -> httpx.Response:
+    fields = dict(
+        component_id=str(component), session_hash="hostile", fn_name="accept_blobs", type=kind, index=index, id=blob_id
+    )
+    return httpx.post(
+        url.rstrip("/") + "/gradio_api/component_server", data=fields, files={"file": ("blob", blob, "image/png")}
+    )
+
+
+def small_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGBA", (32, 32), (30, 90, 255, 128)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_accept_blobs_caps_the_layer_index_and_the_pixels_and_keeps_nothing_it_refused(huge):
+    """A script posts blobs to the editor's server function as the page's own client does: a layer index of ten
+    million, -1 and "null", and a 169-megapixel background. Each is refused and none is kept; the peak memory grows
+    by a fraction of what one such blob would take decoded; a normal layer is still taken."""
+    demo = app.build_demo()
+    editor = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "editor")
+    with served(demo=demo) as url:
+        component = editor_component(url)
+        with PeakRSS() as peak:
+            for index in ("10000000", "-1", "null"):
+                assert send_blob(url, component, small_png(), index=index, blob_id=f"i{index}").status_code == 200
+            assert send_blob(url, component, huge.read_bytes(), kind="background", blob_id="big").status_code == 200
+        assert peak.growth_mb < 20, peak.growth_mb
+        assert not editor.blob_storage, editor.blob_storage  # nothing refused is held
+        assert "at most 4 layers" in editor.refused["i10000000"] and "13000x13000" in editor.refused["big"]
+        assert send_blob(url, component, small_png(), index="0", blob_id="ok").status_code == 200
+        assert editor.blob_storage["ok"].layers[0] == small_png()
+        value = editor.preprocess(EditorData(id="big"))  # the event that sends a refused blob's id is refused
+        assert isinstance(value, BadInput) and "13000x13000" in value.message
+
+
+def test_an_editor_value_sent_as_files_is_measured_before_it_is_decoded(huge, face):
+    demo = app.build_demo()
+    editor = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "editor")
+    with PeakRSS() as peak:
+        value = editor.preprocess(EditorData(background=FileData(path=str(huge)), layers=[]))
+    assert isinstance(value, BadInput) and "13000x13000 (169 megapixels)" in value.message
+    assert peak.growth_mb < 300, peak.growth_mb
+    many = EditorData(background=FileData(path=str(face)), layers=[FileData(path=str(face))] * 5)
+    assert "at most 4 layers" in editor.preprocess(many).message
+    ok = editor.preprocess(EditorData(background=FileData(path=str(face)), layers=[FileData(path=str(face))]))
+    assert ok["background"].shape[:2] == Image.open(face).size[::-1]

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from ..images import MAX_PIXELS
+
 __all__ = ["LIMITS_ENV", "Limits"]
 
 #: environment variable of each limit a deployment may set, e.g. REPAINT_RUN_S_MAX=1800
-LIMITS_ENV = {"run_s_max": "REPAINT_RUN_S_MAX", "gpu_s_max": "REPAINT_GPU_S_MAX"}
+LIMITS_ENV = {"run_s_max": "REPAINT_RUN_S_MAX", "gpu_s_max": "REPAINT_GPU_S_MAX", "pixels_max": "REPAINT_PIXELS_MAX"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -17,16 +19,20 @@ class Limits:
     """``run_s_max``: the longest run, in estimated seconds of model calls, that a server without a GPU accepts (the
     page's defaults and the paper's settings on the bundled model take about a minute of a 2-core CPU; a request
     of many times that would hold the only worker for hours). ``gpu_s_max``: the same on a GPU of the server's own
-    (ZeroGPU has its own limit, its longest task). A request over either is refused before it queues."""
+    (ZeroGPU has its own limit, its longest task). A request over either is refused before it queues.
+    ``pixels_max``: the largest image any input takes (the editor's background and layers, the photo button,
+    ``/inpaint``'s image and mask file), read from the file's header before anything is decoded; a 4000x3000 phone
+    photo is 12 megapixels."""
 
     run_s_max: float = 600.0
     gpu_s_max: float = 300.0
+    pixels_max: int = MAX_PIXELS
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Limits:
         """The defaults, with each limit the environment sets (:data:`LIMITS_ENV`) in their place."""
         given = {field: environ.get(name, "").strip() for field, name in LIMITS_ENV.items()}
         try:
-            return cls(**{field: float(value) for field, value in given.items() if value})
+            return cls(**{field: type(getattr(cls, field))(value) for field, value in given.items() if value})
         except ValueError:
-            raise ValueError(f"{', '.join(LIMITS_ENV.values())} must be numbers of seconds") from None
+            raise ValueError(f"{', '.join(LIMITS_ENV.values())} must be numbers") from None

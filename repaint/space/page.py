@@ -10,6 +10,7 @@ import inspect
 
 import gradio as gr
 
+from .editor import guard_image
 from .errors import BadInput, echo
 
 __all__ = [
@@ -247,14 +248,14 @@ API_INPUTS = [
 ]
 
 
-def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes) -> list:
+def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes, pixels_max: int) -> list:
     """The components of the ``inpaint`` API endpoint, in its argument order (API_INPUTS; see app.api_inpaint)."""
 
     def number(value, label):
         return whole_number(gr.Number(value, label=label, precision=0))
 
     return [
-        readable_image(gr.Image(type="filepath", label="image", format="png")),
+        readable_image(guard_image(gr.Image(type="filepath", label="image", format="png"), pixels_max)),
         gr.JSON(label="mask: a preset name or handle_file(mask path)"),
         gr.Textbox(label="model"),
         number(steps, "steps"),

@@ -39,11 +39,11 @@ class Service:
         duration_factor: float | None = None,
         limits: Limits | None = None,
     ):
-        self.on_zerogpu = on_zerogpu
+        self.on_zerogpu, self.limits = on_zerogpu, limits or Limits()
         self.timing = Timing(on_zerogpu=on_zerogpu)
         self.cache = ModelCache(self.timing, on_zerogpu=on_zerogpu, allow_hub_ids=allow_hub_ids, offered=offered)
         self.slot = Slot(
-            self.timing, has_gpu=has_gpu, on_zerogpu=on_zerogpu, duration_factor=duration_factor, limits=limits
+            self.timing, has_gpu=has_gpu, on_zerogpu=on_zerogpu, duration_factor=duration_factor, limits=self.limits
         )
         self.runner = Runner(self.cache, on_zerogpu=on_zerogpu)
 
