@@ -132,17 +132,6 @@ def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compar
     )
 
 
-def over_the_limit(given: dict) -> str | None:
-    """Why a run (the page's or the API's values by name) is longer than this server gives one, checked before it
-    queues (page.validator); None when it fits, or when the handler will refuse it anyway (a bad value, a model
-    that may not load) or its time is unknown (a model not loaded yet: the handler checks it again)."""
-    try:
-        settings = service.form_settings(*(given[n] for n in SETTINGS[1:]))
-        return SERVICE.slot.why_not(given["model"], settings) if SERVICE.cache.may_load(given["model"]) else None
-    except (TypeError, ValueError):
-        return None
-
-
 def check_request(req: requests.Request) -> requests.Checked:  # a mask over everything: the visitor is told
     return SERVICE.check_request(req, SAMPLES_MAX, on_full_mask=lambda: gr.Info(FULL_MASK_NOTE))
 
@@ -409,8 +398,7 @@ def events(demo: gr.Blocks, c: dict) -> None:
         **private,
     )
     inputs, outputs = [c[n] for n in RUN_INPUTS], [c[n] for n in RUN_OUTPUTS]
-    fits = page.validator(RUN_INPUTS, over_the_limit)
-    clicked = c["run"].click(page.keyed(run, RUN_OUTPUTS), inputs, outputs, api_visibility="private", validator=fits)
+    clicked = c["run"].click(page.keyed(run, RUN_OUTPUTS), inputs, outputs, api_visibility="private")
     clicked.then(estimate_text, settings, estimate, queue=False, **private)
     c["sample"].input(page.show_sample, [c["sample"], c["pairs"]], c["slider"], queue=False, **private)
     c["stop"].click(stop_run, None, c["status"], queue=False, api_visibility="private")  # the run ends itself
@@ -443,8 +431,7 @@ def build_demo() -> gr.Blocks:
                 DEFAULTS.steps, DEFAULTS.jump_length, DEFAULTS.jump_n_sample, requests.SIZES, SERVICE.limits.pixels_max
             )
             api_out = gr.Gallery(format="png", label="results")
-            fits = page.validator(page.API_INPUTS, over_the_limit)
-            gr.Button().click(api_inpaint, api_inputs, api_out, api_name="inpaint", validator=fits)
+            gr.Button().click(api_inpaint, api_inputs, api_out, api_name="inpaint")
         events(demo, c)
     demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
     return demo

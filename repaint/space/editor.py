@@ -4,8 +4,8 @@ Gradio's ImageEditor (6.31.0) takes what a client sends as it is: its server fun
 client's layer index set a list's length (``[None] * index``), keeps every blob sent in one dict shared by all
 sessions until an event claims it, and its ``preprocess`` decodes the background, every layer and the composite at
 whatever size they are. :func:`guard_editor` wraps both on the instance (a subclass would make Gradio write a .pyi
-file), and :func:`guard_image` does the same for a gr.Image. A refused image becomes a :class:`BadInput` that the
-event's validator names before the request queues."""
+file), and :func:`guard_image` does the same for a gr.Image. A refused image becomes a :class:`BadInput`, which the
+event's handler refuses before it starts (errors.visible)."""
 
 from __future__ import annotations
 

@@ -37,9 +37,10 @@ class ServeError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class BadInput:
     """A value an input's preprocessing refused (page.whole_number, known_choice, readable_image), with the message
-    for the visitor. It is handed on instead of raised: an event's validator (page.validator) then names it before
-    the request queues (a raise there reaches the client as a bare HTTP 400), and a handler wrapped by
-    :func:`visible` raises it before it starts."""
+    for the visitor. It is handed on instead of raised, and a handler wrapped by :func:`visible` raises it before
+    it starts: every handler that takes the input refuses it with the same message, and the inputs' guards stay
+    usable where Gradio runs a preprocess outside an event (an event's ``validator=``, where a raise reaches the
+    client as a bare HTTP 400)."""
 
     message: str
 

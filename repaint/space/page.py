@@ -14,7 +14,6 @@ from .editor import guard_image
 from .errors import BadInput, echo
 
 __all__ = [
-    "API_INPUTS",
     "COMPARE_INFO",
     "CSS",
     "api_inputs",
@@ -28,7 +27,6 @@ __all__ = [
     "sample_choices",
     "show_sample",
     "slider_labels",
-    "validator",
     "whole_number",
 ]
 
@@ -167,7 +165,7 @@ def examples_rows(folder, offline: str, has_gpu: bool, offered) -> list[list]:
 def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Number:
     """``component`` (a gr.Number) with a bad value (``steps="abc"`` from a client) refused with a message naming
     the input, not Gradio's "The upstream Gradio app has raised an exception": the value fails in preprocessing and
-    becomes a :class:`BadInput`, which the event's validator and handler refuse. (Its preprocess is wrapped on the
+    becomes a :class:`BadInput`, which the event's handler refuses. (Its preprocess is wrapped on the
     instance: a subclass would make Gradio write a .pyi file.)"""
     plain = component.preprocess
 
@@ -179,21 +177,6 @@ def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Numbe
 
     component.preprocess = preprocess
     return component
-
-
-def validator(names: list[str], why_not, blame: str = "steps"):
-    """An event's ``validator=``: Gradio calls it with the event's inputs (``names``, in order) when a request
-    arrives, before the request joins the queue, so a refusal comes at once even while another run holds the
-    worker. ``why_not({name: value})`` is the refusal's text or None; the page shows it on the ``blame`` input, and
-    gradio_client raises it as a ValidationError."""
-
-    def validate(*values):
-        if any(isinstance(v, BadInput) for v in values):  # each named on its input
-            return [gr.validate(False, v.message) if isinstance(v, BadInput) else gr.validate(True, "") for v in values]
-        message = why_not(dict(zip(names, values)))
-        return [gr.validate(message is None or name != blame, message or "") for name in names]
-
-    return validate
 
 
 def known_choice(component):
@@ -232,24 +215,8 @@ def readable_image(component: gr.Image) -> gr.Image:
     return component
 
 
-API_INPUTS = [
-    "image",
-    "mask",
-    "model",
-    "steps",
-    "jump_length",
-    "jump_n_sample",
-    "seed",
-    "num_samples",
-    "compare",
-    "size",
-    "class_label",
-    "classifier_scale",
-]
-
-
 def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes, pixels_max: int) -> list:
-    """The components of the ``inpaint`` API endpoint, in its argument order (API_INPUTS; see app.api_inpaint)."""
+    """The components of the ``inpaint`` API endpoint, in its argument order (see app.api_inpaint)."""
 
     def number(value, label):
         return whole_number(gr.Number(value, label=label, precision=0))
