@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from repaint import Settings
-from repaint.space import editor, errors, files, limits, offer, page, pictures, requests, service, streams, zerogpu
+from repaint.space import errors, files, limits, offer, page, pictures, requests, service, streams, zerogpu
 
 # ----------------------------------------------------------------------------------------------- constants
 TITLE = "RePaint: inpainting with denoising diffusion"
@@ -289,25 +289,7 @@ MODEL_OUTPUTS = ["estimate", "class_label", "classifier_scale", "steps", "jump_l
 
 def image_column(c: dict) -> None:
     """The editor, the photo button and the mask's choices."""
-    c["editor"] = editor.guard_editor(
-        gr.ImageEditor(
-            label="Image - paint the region to fill",
-            type="numpy",
-            image_mode="RGBA",
-            format="png",
-            brush=BRUSH,
-            eraser=gr.Eraser(default_size=24),
-            layers=False,
-            transforms=(),
-            height=480,
-            sources=("upload", "clipboard"),
-            elem_id="editor",
-            # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which hold the
-            # brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
-            canvas_size=(1, 1),
-        ),
-        SERVICE.limits.pixels_max,
-    )
+    c["editor"] = page.image_editor("Image - paint the region to fill", BRUSH, SERVICE.limits.pixels_max)
     # the editor's background (a value the app sets carries only the layer); an uploaded photo's file (the editor
     # shows a copy, the run uses the file)
     c["shown"], c["original"] = gr.State(None), gr.State(None)

@@ -10,7 +10,7 @@ import inspect
 
 import gradio as gr
 
-from .editor import guard_image
+from .editor import guard_editor, guard_image
 from .errors import BadInput, echo
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "api_inputs",
     "examples_rows",
     "head",
+    "image_editor",
     "keyed",
     "known_choice",
     "results_values",
@@ -92,6 +93,30 @@ def results_values(results: dict, seed: int) -> dict:
         slider_labels=slider_labels(*results["slider_labels"]),
         sample=sample_choices(len(results["pairs"]), seed),
         pairs=results["pairs"],
+    )
+
+
+def image_editor(label: str, brush: gr.Brush, pixels_max: int) -> gr.ImageEditor:
+    """The page's editor: one layer to paint on with ``brush``, no transforms, its inputs guarded
+    (:func:`repaint.space.editor.guard_editor`: images of at most ``pixels_max`` pixels, a bounded layer index)."""
+    return guard_editor(
+        gr.ImageEditor(
+            label=label,
+            type="numpy",
+            image_mode="RGBA",
+            format="png",
+            brush=brush,
+            eraser=gr.Eraser(default_size=24),
+            layers=False,
+            transforms=(),
+            height=480,
+            sources=("upload", "clipboard"),
+            elem_id="editor",
+            # gradio 6.31.0 sizes a layer sent from the backend from the image container's bounds, which hold the
+            # brush's preview sprite of canvas_size: a 1x1 one places it at every size (pictures)
+            canvas_size=(1, 1),
+        ),
+        pixels_max,
     )
 
 
