@@ -65,7 +65,6 @@ visible_errors = errors.visible(gr.Error)  # a handler's ServeError: a gr.Error 
 
 
 # ----------------------------------------------------------------------------------------------- the editor
-@visible_errors
 def editor_with_preset(value, preset: str, model: str, seed: int):
     """The preset as the editor's only layer, at the background's size (cleared for Draw)."""
     draw = preset in (DRAW, None)
@@ -105,7 +104,6 @@ if spaces is not None:
     gpu_run = spaces.GPU(duration=SERVICE.slot.gpu_duration)(gpu_run)
 
 
-@visible_errors
 def estimate_text(model, steps, jump_length, jump_n_sample, num_samples, compare):
     """The estimate of the settings shown (a function of app.py's, so that runs' re-timing is read each time)."""
     try:
@@ -115,7 +113,6 @@ def estimate_text(model, steps, jump_length, jump_n_sample, num_samples, compare
     return SERVICE.estimate_text(model, settings)
 
 
-@visible_errors
 def on_model_change(name, steps, jump_length, jump_n_sample, num_samples, compare) -> dict:
     """Estimate, class box, guidance scale (a model with a classifier), on ZeroGPU T, j, r fitting the slot; a model
     that fails to load: warned, chooser back."""

@@ -33,7 +33,7 @@ from . import offer, streams
 from .estimate import PAGE_S, fmt_seconds
 from .service import Service
 
-PAPER = Settings(steps=250, jump_length=10, jump_n_sample=10)
+PAPER = Settings()  # the paper's T=250, j=10, r=10
 RUNS = {
     "small": Settings(steps=20, jump_length=5, jump_n_sample=2),
     "paper default": PAPER,

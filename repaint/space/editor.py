@@ -4,8 +4,7 @@ Gradio's ImageEditor (6.31.0) takes what a client sends as it is: its server fun
 client's layer index set a list's length (``[None] * index``), keeps every blob sent in one dict shared by all
 sessions until an event claims it, and its ``preprocess`` decodes the background, every layer and the composite at
 whatever size they are. :func:`guard_editor` wraps both on the instance (a subclass would make Gradio write a .pyi
-file), and :func:`guard_image` does the same for a gr.Image. A refused image becomes a :class:`BadInput`, which the
-event's handler refuses before it starts (errors.visible)."""
+file), and :func:`guard_image` does the same for a gr.Image. A refused image is a gr.Error with its message."""
 
 from __future__ import annotations
 
@@ -15,8 +14,6 @@ from collections import OrderedDict
 
 import gradio as gr
 from PIL import Image
-
-from .errors import BadInput
 
 __all__ = ["BLOBS_BYTES_MAX", "LAYERS_MAX", "guard_editor", "guard_image", "header_size", "pixels_refusal"]
 
@@ -35,6 +32,10 @@ def pixels_refusal(source, pixels_max: int, what: str = "image") -> str | None:
     """Why the image file ``source`` is refused (over ``pixels_max`` pixels, or no image), or None."""
     try:
         w, h = header_size(source)
+    except Image.DecompressionBombError:  # PIL's own refusal while reading the header: twice its MAX_IMAGE_PIXELS
+        return f"The {what} has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; this server takes " + (
+            f"images of at most {pixels_max / 1e6:.0f} megapixels."
+        )
     except Exception:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
         return f"The {what} could not be read as an image: it is damaged or not an image."
     if w * h <= pixels_max:
@@ -57,7 +58,7 @@ def guard_image(component: gr.Image, pixels_max: int) -> gr.Image:
     def preprocess(payload):
         path = _path(payload)
         if path is not None and (why := pixels_refusal(path, pixels_max, component.label or "image")):
-            return BadInput(why)
+            raise gr.Error(why)
         return plain(payload)
 
     component.preprocess = preprocess
@@ -97,7 +98,7 @@ def guard_editor(editor: gr.ImageEditor, pixels_max: int) -> gr.ImageEditor:
     """``editor`` with its blobs and files checked before they are kept or decoded: a layer index below
     LAYERS_MAX, every image within ``pixels_max`` (read from its header), at most BLOBS_BYTES_MAX of unclaimed blobs
     in all (a blob past it is refused; none already held is dropped, so no queued event loses its image). A refused
-    blob's id is remembered, and the event that sends it gets a :class:`BadInput`."""
+    blob's id is remembered, and the event that sends it is refused with its message (a gr.Error)."""
     editor.refused = OrderedDict()  # blob id -> message
 
     def accept_blobs(self, data):
@@ -113,10 +114,11 @@ def guard_editor(editor: gr.ImageEditor, pixels_max: int) -> gr.ImageEditor:
 
     def preprocess(self, payload):
         blob_id = getattr(payload, "id", None)
-        if blob_id is not None and blob_id in self.refused:
-            return BadInput(self.refused[blob_id])
-        if payload is not None and (why := _payload_refusal(payload, pixels_max)):
-            return BadInput(why)
+        why = self.refused.get(blob_id) if blob_id is not None else None
+        if why is None and payload is not None:
+            why = _payload_refusal(payload, pixels_max)
+        if why is not None:
+            raise gr.Error(why)
         return type(self).preprocess(self, payload)
 
     accept_blobs._is_server_fn = True  # what gradio's @server marks

@@ -3,7 +3,6 @@ a run's failure becomes for the visitor."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import html
 import inspect
@@ -12,7 +11,6 @@ import logging
 import torch
 
 __all__ = [
-    "BadInput",
     "ECHO_MAX",
     "GPU_FAILED",
     "OUT_OF_MEMORY",
@@ -34,17 +32,6 @@ class ServeError(ValueError):
     """A request the Space refuses, with a message for the visitor."""
 
 
-@dataclasses.dataclass(frozen=True)
-class BadInput:
-    """A value an input's preprocessing refused (page.whole_number, known_choice, readable_image), with the message
-    for the visitor. It is handed on instead of raised, and a handler wrapped by :func:`visible` raises it before
-    it starts: every handler that takes the input refuses it with the same message, and the inputs' guards stay
-    usable where Gradio runs a preprocess outside an event (an event's ``validator=``, where a raise reaches the
-    client as a bare HTTP 400)."""
-
-    message: str
-
-
 def echo(value, limit: int = ECHO_MAX) -> str:
     """A value a visitor sent, as a message repeats it: quoted, at most ``limit`` characters and HTML-escaped.
     Gradio shows an error's text as HTML (sanitised, but links and forms pass), so a model name such as
@@ -59,19 +46,13 @@ def echo(value, limit: int = ECHO_MAX) -> str:
 def visible(error_cls):
     """A decorator for handlers (plain or generators): a ServeError they raise becomes ``error_cls(message)`` (for
     Gradio: gr.Error, the one error it shows, and the one ZeroGPU's worker hands on). Raised outside the
-    ``except``, so no traceback of the run (and none of its tensors) hangs on the error. A :class:`BadInput` among
-    its arguments is raised the same way, before the handler starts."""
-
-    def refuse_bad(args, kwargs):
-        if bad := next((v for v in (*args, *kwargs.values()) if isinstance(v, BadInput)), None):
-            raise error_cls(bad.message)
+    ``except``, so no traceback of the run (and none of its tensors) hangs on the error."""
 
     def wrap(fn):
         if inspect.isgeneratorfunction(fn):
 
             @functools.wraps(fn)
             def gen(*args, **kwargs):
-                refuse_bad(args, kwargs)
                 try:
                     yield from fn(*args, **kwargs)
                     return
@@ -83,7 +64,6 @@ def visible(error_cls):
 
         @functools.wraps(fn)
         def plain(*args, **kwargs):
-            refuse_bad(args, kwargs)
             try:
                 return fn(*args, **kwargs)
             except ServeError as e:

@@ -19,10 +19,11 @@ class Limits:
     """``run_s_max``: the longest run, in estimated seconds of model calls, that a server without a GPU accepts (the
     page's defaults and the paper's settings on the bundled model take about a minute of a 2-core CPU; a request
     of many times that would hold the only worker for hours). ``gpu_s_max``: the same on a GPU of the server's own
-    (ZeroGPU has its own limit, its longest task). A request over either is refused before it queues.
-    ``pixels_max``: the largest image any input takes (the editor's background and layers, the photo button,
-    ``/inpaint``'s image and mask file), read from the file's header before anything is decoded; a 4000x3000 phone
-    photo is 12 megapixels."""
+    (ZeroGPU has its own limit, its longest task). A request over either is refused when its run starts, before
+    any model call. ``pixels_max``: the largest image the editor (background and layers) and ``/inpaint``'s image
+    take, read from the file's header before anything is decoded; a 4000x3000 phone photo is 12 megapixels. The
+    photo button and ``/inpaint``'s mask file are read by :func:`repaint.images.open_image`, which checks its header
+    against ``images.MAX_PIXELS``, this limit's default, whatever REPAINT_PIXELS_MAX says."""
 
     run_s_max: float = 600.0
     gpu_s_max: float = 300.0

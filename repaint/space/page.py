@@ -11,7 +11,7 @@ import inspect
 import gradio as gr
 
 from .editor import guard_editor, guard_image
-from .errors import BadInput, echo
+from .errors import echo
 
 __all__ = [
     "COMPARE_INFO",
@@ -187,57 +187,53 @@ def examples_rows(folder, offline: str, has_gpu: bool, offered) -> list[list]:
     return [[str(folder / r[0]), *r[1:]] for r in rows if (folder / r[0]).is_file() and r[2] in offered]
 
 
-def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Number:
-    """``component`` (a gr.Number) with a bad value (``steps="abc"`` from a client) refused with a message naming
-    the input, not Gradio's "The upstream Gradio app has raised an exception": the value fails in preprocessing and
-    becomes a :class:`BadInput`, which the event's handler refuses. (Its preprocess is wrapped on the
-    instance: a subclass would make Gradio write a .pyi file.)"""
+def _refused_as(component, errors, message_of):
+    """``component`` whose preprocess, where Gradio's raises one of ``errors``, raises a gr.Error with the app's
+    message ``message_of(payload, error)`` instead, raised outside the ``except`` (no chained traceback). Wrapped
+    on the instance: a subclass would make Gradio write a .pyi file."""
     plain = component.preprocess
 
     def preprocess(payload):
         try:
             return plain(payload)
-        except (TypeError, ValueError, OverflowError):
-            return BadInput(f"{component.label} must be {must}, got {echo(payload)}")
+        except errors as e:
+            message = message_of(payload, e)
+        raise gr.Error(message)
 
     component.preprocess = preprocess
     return component
+
+
+def whole_number(component: gr.Number, must: str = "a whole number") -> gr.Number:
+    """``component`` (a gr.Number) with a bad value (``steps="abc"`` from a client) refused by a gr.Error naming the
+    input and the value, escaped (:func:`echo`), not Gradio's "The upstream Gradio app has raised an exception"."""
+    return _refused_as(
+        component,
+        (TypeError, ValueError, OverflowError),
+        lambda p, e: f"{component.label} must be {must}, got {echo(p)}",
+    )
 
 
 def known_choice(component):
-    """``component`` (a gr.Dropdown or gr.Radio) with a value outside its choices refused with a message that
-    repeats it escaped (:func:`echo`), as a :class:`BadInput`: Gradio's own check (gradio 6.31.0) raises with the raw
-    value in its message, which the page shows as HTML."""
-    plain = component.preprocess
-
-    def preprocess(payload):
-        try:
-            return plain(payload)
-        except gr.Error:
-            return BadInput(f"{component.label} must be one of its choices, got {echo(payload)}")
-
-    component.preprocess = preprocess
-    return component
+    """``component`` (a gr.Dropdown or gr.Radio) with a value outside its choices refused by a gr.Error that repeats
+    it escaped (:func:`echo`): Gradio's own check (gradio 6.31.0) puts the raw value in its message, which the page
+    shows as HTML."""
+    return _refused_as(component, gr.Error, lambda p, e: f"{component.label} must be one of its choices, got {echo(p)}")
 
 
 def readable_image(component: gr.Image) -> gr.Image:
-    """``component`` (a gr.Image) with an unreadable file (a corrupt PNG) refused with a message saying so, as a
-    :class:`BadInput`."""
-    plain = component.preprocess
+    """``component`` (a gr.Image) with an unreadable file (a corrupt PNG) refused by a gr.Error saying so (Gradio's
+    own gr.Error passes on, escaped)."""
 
-    def preprocess(payload):
-        try:
-            return plain(payload)
-        except gr.Error as e:
-            return BadInput(html.escape(e.message, quote=False))
-        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-            return BadInput(
-                f"The {component.label} file could not be read as an image ({type(e).__name__}): it is "
-                f"damaged or not an image. Send a PNG, JPEG or WebP file."
-            )
+    def message_of(payload, e: Exception) -> str:
+        if isinstance(e, gr.Error):
+            return html.escape(e.message, quote=False)
+        return (
+            f"The {component.label} file could not be read as an image ({type(e).__name__}): it is damaged or not an "
+            "image. Send a PNG, JPEG or WebP file."
+        )
 
-    component.preprocess = preprocess
-    return component
+    return _refused_as(component, Exception, message_of)  # PIL raises many kinds for a damaged file
 
 
 def api_inputs(steps: int, jump_length: int, jump_n_sample: int, sizes, pixels_max: int) -> list:
