@@ -1,6 +1,7 @@
 """A public link meets scripts (issue 30): what a request sends never comes back as markup, and no message names a
 server path. Through gradio_client against a served page, and through the page's handler and components."""
 
+import html
 import io
 import struct
 import zlib
@@ -16,11 +17,13 @@ from gradio.components.image_editor import EditorData
 from gradio.data_classes import FileData
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 import app
 from repaint import Settings
-from repaint.space import ServeError, echo, page
+from repaint.space import ECHO_MAX, ServeError, echo, page
 from repaint.space.editor import guard_image
 from repaint.space.estimate import fmt_seconds
 from repaint.space.limits import Limits
@@ -33,6 +36,20 @@ pytestmark = pytest.mark.usefixtures("service")
 def assert_escaped(message: str) -> None:
     assert "<" not in message and ">" not in message, message
     assert "&lt;a href=" in message, message  # the value is named, escaped (and shortened)
+
+
+@given(st.one_of(st.text(), st.integers(), st.floats(allow_nan=True), st.none()))
+def test_echo_never_carries_markup_and_repeats_at_most_its_limit(value):
+    said = echo(value)
+    assert said[0] == said[-1] == "'" and not set("<>\"'&") & set(
+        said[1:-1]
+        .replace("&lt;", "")
+        .replace("&gt;", "")
+        .replace("&quot;", "")
+        .replace("&#x27;", "")
+        .replace("&amp;", "")
+    )
+    assert len(html.unescape(said[1:-1])) <= ECHO_MAX
 
 
 def test_echo_quotes_shortens_and_escapes():
