@@ -186,7 +186,10 @@ def stop_run(request: gr.Request):  # the run itself then says that it stopped
     return streams.STOPPING if stopped else streams.NOTHING_TO_STOP
 
 
-load_photo = visible_errors(pictures.photo_for_editor)  # the editor gets a copy of a photo, the run the original
+@visible_errors
+def load_photo(path) -> tuple[dict, dict]:
+    """The editor gets a copy of an uploaded photo, the run the original."""
+    return pictures.photo_for_editor(path, SERVICE.limits.pixels_max)
 
 
 @visible_errors

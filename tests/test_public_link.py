@@ -93,7 +93,7 @@ def test_a_file_that_is_not_an_image_is_refused_without_a_server_path(client, fa
         assert "/" not in message.replace("handle_file(path)", ""), message  # no path of the server's
     with pytest.raises(gr.Error) as error:  # the photo button
         app.load_photo(str(text))
-    assert "/" not in error.value.message and "cannot be used" in error.value.message
+    assert "/" not in error.value.message and "could not be read" in error.value.message
 
 
 def test_the_mask_presets_refusal_escapes_too():
@@ -113,6 +113,8 @@ def test_limits_have_their_defaults_and_follow_the_environment():
     assert Limits.from_env({"REPAINT_RUN_S_MAX": "60"}).run_s_max == 60.0
     with pytest.raises(ValueError, match="REPAINT_RUN_S_MAX"):
         Limits.from_env({"REPAINT_RUN_S_MAX": "a lot"})
+    with pytest.raises(ValueError, match="REPAINT_PIXELS_MAX at most 50,000,000"):  # images.MAX_PIXELS stays the ceiling
+        Limits.from_env({"REPAINT_PIXELS_MAX": "60000000"})
 
 
 def test_the_pages_defaults_and_the_papers_settings_fit_under_the_default_cap_and_an_absurd_run_does_not():
@@ -187,15 +189,30 @@ def test_a_13000_pixel_square_png_is_refused_from_its_header_on_inpaint(client, 
 
 
 def test_a_huge_mask_file_on_inpaint_is_refused_from_its_header(client, face, huge):
-    with PeakRSS() as peak, pytest.raises(AppError, match=r"more than 50,000,000 pixels"):
+    with PeakRSS() as peak, pytest.raises(AppError, match=r"mask file is 13000x13000.*at most 50 megapixels"):
         client.predict(handle_file(str(face)), handle_file(str(huge)), api_name="/inpaint", **SMALL)
     assert peak.growth_mb < 300, peak.growth_mb
 
 
 def test_the_photo_button_refuses_a_huge_photo_from_its_header(huge):
-    with PeakRSS() as peak, pytest.raises(gr.Error, match="more than 50,000,000 pixels"):
+    with PeakRSS() as peak, pytest.raises(gr.Error, match=r"photo is 13000x13000.*at most 50 megapixels"):
         app.load_photo(str(huge))
     assert peak.growth_mb < 300, peak.growth_mb
+
+
+def test_a_lowered_pixel_limit_reaches_the_photo_button_and_the_mask_file(make_service, tmp_path):
+    """REPAINT_PIXELS_MAX is the one pixel limit: lowered to 1 MP, a 1001x1000 photo and mask file are refused (from
+    their headers, with the limit and the size), and 1000x1000 ones are taken."""
+    svc = make_service(limits=Limits.from_env({"REPAINT_PIXELS_MAX": "1000000"}))
+    for side in (1001, 1000):
+        Image.new("L", (side, 1000), 255).save(tmp_path / f"{side}.png")
+    with pytest.raises(gr.Error, match=r"photo is 1001x1000 \(1 megapixels\).*at most 1 megapixels"):
+        app.load_photo(str(tmp_path / "1001.png"))
+    assert app.load_photo(str(tmp_path / "1000.png"))[1]["size"] == (1000, 1000)
+    ask = dict(image=np.zeros((8, 8, 3), np.uint8), model="bundled", settings=None, upload_folder=str(tmp_path))
+    with pytest.raises(ServeError, match=r"mask file is 1001x1000.*at most 1 megapixels"):
+        svc.api_request(mask={"path": str(tmp_path / "1001.png")}, **ask)
+    assert svc.api_request(mask={"path": str(tmp_path / "1000.png")}, **ask).mask == str(tmp_path / "1000.png")
 
 
 def editor_component(url: str) -> int:

@@ -8,42 +8,18 @@ file), and :func:`guard_image` does the same for a gr.Image. A refused image is 
 
 from __future__ import annotations
 
-import io
 import types
 from collections import OrderedDict
 
 import gradio as gr
-from PIL import Image
 
-__all__ = ["BLOBS_BYTES_MAX", "LAYERS_MAX", "guard_editor", "guard_image", "header_size", "pixels_refusal"]
+from .requests import pixels_refusal
+
+__all__ = ["BLOBS_BYTES_MAX", "LAYERS_MAX", "guard_editor", "guard_image"]
 
 LAYERS_MAX = 4  # the page draws on one layer; a preset adds one
 BLOBS_BYTES_MAX = 256 * 2**20  # unclaimed editor blobs held at once, all sessions together
 REFUSALS_KEPT = 256  # refused blob ids remembered, for the event that sends them
-
-
-def header_size(source) -> tuple[int, int]:
-    """(width, height) of an image file (a path or bytes) from its header; nothing is decoded."""
-    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source) as img:
-        return img.size
-
-
-def pixels_refusal(source, pixels_max: int, what: str = "image") -> str | None:
-    """Why the image file ``source`` is refused (over ``pixels_max`` pixels, or no image), or None."""
-    try:
-        w, h = header_size(source)
-    except Image.DecompressionBombError:  # PIL's own refusal while reading the header: twice its MAX_IMAGE_PIXELS
-        return f"The {what} has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; this server takes " + (
-            f"images of at most {pixels_max / 1e6:.0f} megapixels."
-        )
-    except Exception:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
-        return f"The {what} could not be read as an image: it is damaged or not an image."
-    if w * h <= pixels_max:
-        return None
-    return (
-        f"The {what} is {w}x{h} ({w * h / 1e6:.0f} megapixels); this server takes images of at most "
-        f"{pixels_max / 1e6:.0f} megapixels."
-    )
 
 
 def _path(file) -> str | None:

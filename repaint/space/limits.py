@@ -20,14 +20,18 @@ class Limits:
     page's defaults and the paper's settings on the bundled model take about a minute of a 2-core CPU; a request
     of many times that would hold the only worker for hours). ``gpu_s_max``: the same on a GPU of the server's own
     (ZeroGPU has its own limit, its longest task). A request over either is refused when its run starts, before
-    any model call. ``pixels_max``: the largest image the editor (background and layers) and ``/inpaint``'s image
-    take, read from the file's header before anything is decoded; a 4000x3000 phone photo is 12 megapixels. The
-    photo button and ``/inpaint``'s mask file are read by :func:`repaint.images.open_image`, which checks its header
-    against ``images.MAX_PIXELS``, this limit's default, whatever REPAINT_PIXELS_MAX says."""
+    any model call. ``pixels_max``: the largest image any path takes (the editor's background and layers, the photo
+    button, ``/inpaint``'s image and mask file), read from the file's header before anything is decoded; a
+    4000x3000 phone photo is 12 megapixels. It may lower, not raise, the library's own ceiling
+    (``images.MAX_PIXELS``, its default), which :func:`repaint.images.open_image` keeps."""
 
     run_s_max: float = 600.0
     gpu_s_max: float = 300.0
     pixels_max: int = MAX_PIXELS
+
+    def __post_init__(self):
+        if not 1 <= self.pixels_max <= MAX_PIXELS:
+            raise ValueError(f"pixels_max must be from 1 to {MAX_PIXELS:,} (images.MAX_PIXELS), got {self.pixels_max}")
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Limits:
@@ -36,4 +40,6 @@ class Limits:
         try:
             return cls(**{field: type(getattr(cls, field))(value) for field, value in given.items() if value})
         except ValueError:
-            raise ValueError(f"{', '.join(LIMITS_ENV.values())} must be numbers") from None
+            raise ValueError(
+                f"{', '.join(LIMITS_ENV.values())} must be numbers ({LIMITS_ENV['pixels_max']} at most {MAX_PIXELS:,})"
+            ) from None

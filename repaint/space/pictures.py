@@ -236,15 +236,19 @@ def with_background(value, shown) -> dict | None:
 DISPLAY_SIDE = 800  # longest side of the copy of an uploaded photo the editor shows (and sends back as PNG)
 
 
-def photo_for_editor(path, side: int = DISPLAY_SIDE) -> tuple[dict, dict]:
+def photo_for_editor(path, pixels_max: int, side: int = DISPLAY_SIDE) -> tuple[dict, dict]:
     """An uploaded photo (a file, kept as it is) for the editor: (an editor value whose background is an upright RGB
     copy at most ``side`` px on its longest side, the original: {"path", "size" (w, h), "key" (the copy's
     :func:`background_key`)}).
 
     The editor re-encodes its image as PNG on every change; a phone photo (12-50 MP) would be 20-100 MB each time,
-    so it gets this copy, and the run reads the original (see :func:`full_size_input`)."""
+    so it gets this copy, and the run reads the original (see :func:`full_size_input`). A photo over ``pixels_max``
+    pixels is refused from its file's header, before anything is decoded."""
     from ..images import open_image, to_rgb
+    from .requests import pixels_refusal
 
+    if why := pixels_refusal(path, pixels_max, "photo"):
+        raise ServeError(why)
     try:
         img = to_rgb(open_image(path), max_side=None)
     except ValueError as e:

@@ -3,12 +3,14 @@ back."""
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..pipeline import Inpainter
 from ..settings import Settings
@@ -89,3 +91,27 @@ def uploaded_path(value, upload_folder: str) -> str:
     if resolved is None or Path(upload_folder).resolve() not in resolved.parents or not resolved.is_file():
         raise ServeError("The mask file was not uploaded; pass it with gradio_client.handle_file(path).")
     return str(resolved)
+
+
+def header_size(source) -> tuple[int, int]:
+    """(width, height) of an image file (a path or bytes) from its header; nothing is decoded."""
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source) as img:
+        return img.size
+
+
+def pixels_refusal(source, pixels_max: int, what: str = "image") -> str | None:
+    """Why the image file ``source`` is refused (over ``pixels_max`` pixels, or no image), or None."""
+    try:
+        w, h = header_size(source)
+    except Image.DecompressionBombError:  # PIL's own refusal while reading the header: twice its MAX_IMAGE_PIXELS
+        return f"The {what} has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; this server takes " + (
+            f"images of at most {pixels_max / 1e6:.0f} megapixels."
+        )
+    except Exception:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
+        return f"The {what} could not be read as an image: it is damaged or not an image."
+    if w * h <= pixels_max:
+        return None
+    return (
+        f"The {what} is {w}x{h} ({w * h / 1e6:.0f} megapixels); this server takes images of at most "
+        f"{pixels_max / 1e6:.0f} megapixels."
+    )

@@ -15,7 +15,7 @@ from .cache import ModelCache
 from .errors import ServeError, echo
 from .estimate import fmt_seconds
 from .limits import Limits
-from .requests import SIZES, Checked, Request, check_compare, uploaded_path
+from .requests import SIZES, Checked, Request, check_compare, pixels_refusal, uploaded_path
 from .runner import Runner
 from .slot import Slot
 from .timing import Timing
@@ -194,6 +194,8 @@ class Service:
             raise ServeError("No mask: pass a preset name or a mask file.")
         if isinstance(mask, dict):
             mask = uploaded_path(mask, upload_folder)
+            if why := pixels_refusal(mask, self.limits.pixels_max, "mask file"):
+                raise ServeError(why)
         elif isinstance(mask, str) and mask.strip() in masks.PRESETS:
             mask = mask.strip()
         else:
