@@ -20,7 +20,20 @@ import numpy as np
 import torch
 
 from repaint import Settings
-from repaint.space import errors, files, limits, offer, page, pictures, requests, service, streams, zerogpu
+from repaint.space import (
+    clients,
+    errors,
+    files,
+    limits,
+    offer,
+    page,
+    pictures,
+    requests,
+    service,
+    streams,
+    visitors,
+    zerogpu,
+)
 
 # ----------------------------------------------------------------------------------------------- constants
 TITLE = "RePaint: inpainting with denoising diffusion"
@@ -74,23 +87,31 @@ def editor_with_preset(value, preset: str, model: str, seed: int):
     return gr.skip() if value is None else value
 
 
+def kept(background, shown):
+    """What the session keeps of the editor's image ``background`` for its runs (a file, files.hold), in place of
+    ``shown`` (deleted); gr.skip() when there is none or it is the same image."""
+    key = None if background is None else pictures.background_key({"background": background})
+    if key is None or pictures.same_background(key, pictures.kept_key(shown)):
+        return gr.skip()
+    files.release(shown)
+    return files.hold(background, key)
+
+
 @visible_errors
 def sync_preset(value, preset: str, model: str, seed: int, shown):
     """On any editor event: the preset drawn over a *new* background (an upload, an example), the same one left
-    alone (see pictures.editor_event). Returns (editor value or gr.skip(), the background the editor now shows)."""
+    alone (see pictures.editor_event). Returns (editor value or gr.skip(), what the session keeps of the image)."""
     redraw, background = pictures.editor_event(value, shown, preset in (DRAW, None))
     if background is None:  # the value this app just set (a layer only, see editor_with_preset)
         return gr.skip(), gr.skip()
-    return (editor_with_preset(value, preset, model, seed) if redraw else gr.skip()), background
+    return (editor_with_preset(value, preset, model, seed) if redraw else gr.skip()), kept(background, shown)
 
 
 @visible_errors
 def redraw_preset(value, preset: str, model: str, seed: int, shown):
-    """The visitor changed the preset, model or seed: (the preset drawn anew, pictures.carried_background)."""
+    """The visitor changed the preset, model or seed: (the preset drawn anew, pictures.carried_background kept)."""
     background = pictures.carried_background(value)
-    return editor_with_preset(
-        pictures.with_background(value, shown), preset, model, seed
-    ), gr.skip() if background is None else background
+    return editor_with_preset(pictures.with_background(value, shown), preset, model, seed), kept(background, shown)
 
 
 # ----------------------------------------------------------------------------------------------- handlers
@@ -170,15 +191,21 @@ def run(
     try:
         events = streams.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
         every_time = dict(seed=seed, results_area=gr.update(visible=True))  # the seed run, the results area shown
-        for ev in streams.until_stopped(events, flag):
-            if isinstance(ev, streams.Status):  # a Stop too: its status, the preview cleared
-                if ev.calls:
-                    progress(ev.calls, desc="Inpainting")
-                yield every_time | dict(status=ev.text, preview=ev.preview)
-            else:
-                yield every_time | page.results_values(ev, seed)
+        with clients.READERS.watching(request, flag):  # Stop when the page is gone too
+            yield from run_events(streams.until_stopped(events, flag), every_time, progress, seed)
     finally:
         SERVICE.runner.drop_flag(key, flag)
+
+
+def run_events(events, every_time: dict, progress, seed: int):
+    """The page's values of a run's events (page.keyed names them)."""
+    for ev in events:
+        if isinstance(ev, streams.Status):  # a Stop too: its status, the preview cleared
+            if ev.calls:
+                progress(ev.calls, desc="Inpainting")
+            yield every_time | dict(status=ev.text, preview=ev.preview)
+        else:
+            yield every_time | page.results_values(ev, seed)
 
 
 def stop_run(request: gr.Request):  # the run itself then says that it stopped
@@ -206,6 +233,7 @@ def api_inpaint(
     size="auto",
     class_label=None,
     classifier_scale=None,
+    request: gr.Request = None,
 ):
     """Inpaint ``image`` (a file) where ``mask`` says: a preset name (see repaint.masks.PRESETS) or a mask file
     (white or opaque = fill, same size as the image). Returns the results as PNG files; with ``compare``,
@@ -214,16 +242,28 @@ def api_inpaint(
     (full for a mask file, the model's for a preset). ``class_label``: a class-conditional model's class (imagenet:
     0-999) for every sample; empty, each sample draws a random class from its seed. ``classifier_scale``: classifier
     guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided). A generator:
-    Gradio closes it when the client cancels or disconnects, which stops the model at its next call."""
+    A client that cancels, disconnects or stops reading stops the model at its next call."""
     settings = service.form_settings(
         steps, jump_length, jump_n_sample, num_samples, compare, seed, class_label, classifier_scale
     )
+    key = f"api-{getattr(request, 'session_hash', None) or id(request)}"
     req = SERVICE.api_request(
-        image=image, mask=mask, model=model, settings=settings, size=size, upload_folder=gr.utils.get_upload_folder()
+        image=image,
+        mask=mask,
+        model=model,
+        settings=settings,
+        size=size,
+        upload_folder=gr.utils.get_upload_folder(),
+        stop_key=key,
     )
     check_request(req)
-    for out in streams.api_stream(SERVICE, gpu_run, req, RESULTS_DIR):
-        yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel or a lost client
+    flag = SERVICE.runner.stop_flag(key)
+    try:
+        with clients.READERS.watching(request, flag):
+            for out in streams.api_stream(SERVICE, gpu_run, req, flag, RESULTS_DIR):
+                yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel
+    finally:
+        SERVICE.runner.drop_flag(key, flag)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -292,7 +332,10 @@ def image_column(c: dict) -> None:
     c["editor"] = page.image_editor("Image - paint the region to fill", BRUSH, SERVICE.limits.pixels_max)
     # the editor's background (a value the app sets carries only the layer); an uploaded photo's file (the editor
     # shows a copy, the run uses the file)
-    c["shown"], c["original"] = gr.State(None), gr.State(None)
+    # what a session keeps of its images, each for SESSION_TTL_S after it last changed: the editor's image as a file
+    # (deleted with the state), the original of an uploaded photo (a file of Gradio's upload cache)
+    c["shown"] = gr.State(None, time_to_live=files.SESSION_TTL_S, delete_callback=files.release)
+    c["original"] = gr.State(None, time_to_live=files.SESSION_TTL_S)
     c["photo"] = gr.UploadButton(PHOTO_BUTTON, file_types=["image"], size="sm", elem_id="photo")
     with gr.Row():
         mask_info = "a preset goes into the editor as a layer you can edit"
@@ -380,15 +423,17 @@ def events(demo: gr.Blocks, c: dict) -> None:
         **private,
     )
     inputs, outputs = [c[n] for n in RUN_INPUTS], [c[n] for n in RUN_OUTPUTS]
-    clicked = c["run"].click(page.keyed(run, RUN_OUTPUTS), inputs, outputs, api_visibility="private")
+    run_ = dict(api_visibility="private", concurrency_id=visitors.RUN_CONCURRENCY)  # one limit with /inpaint's
+    clicked = c["run"].click(page.keyed(run, RUN_OUTPUTS), inputs, outputs, **run_)
     clicked.then(estimate_text, settings, estimate, queue=False, **private)
     c["sample"].input(page.show_sample, [c["sample"], c["pairs"]], c["slider"], queue=False, **private)
     c["stop"].click(stop_run, None, c["status"], queue=False, api_visibility="private")  # the run ends itself
     c["photo"].upload(load_photo, c["photo"], [editor, c["original"]], **private)
 
 
-def build_demo() -> gr.Blocks:
-    """The page: a new Blocks each call (tests serve their own), queued. One public endpoint: ``inpaint``."""
+def build_demo(queue_max: int = QUEUE_MAX) -> gr.Blocks:
+    """The page: a new Blocks each call (tests serve their own), its queue holding ``queue_max`` waiting runs, one
+    per visitor. One public endpoint: ``inpaint``."""
     c: dict = {}  # the page's components by name
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
@@ -413,9 +458,13 @@ def build_demo() -> gr.Blocks:
                 DEFAULTS.steps, DEFAULTS.jump_length, DEFAULTS.jump_n_sample, requests.SIZES, SERVICE.limits.pixels_max
             )
             api_out = gr.Gallery(format="png", label="results")
-            gr.Button().click(api_inpaint, api_inputs, api_out, api_name="inpaint")
+            gr.Button().click(
+                api_inpaint, api_inputs, api_out, api_name="inpaint", concurrency_id=visitors.RUN_CONCURRENCY
+            )
         events(demo, c)
-    demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=CONCURRENCY)
+    demo.queue(max_size=queue_max, default_concurrency_limit=CONCURRENCY)
+    visitors.guard_queue(demo, stopping=lambda session: SERVICE.runner.stopping(session))
+    clients.READERS.add(demo)  # from now on, how long each session's messages stay unread
     return demo
 
 

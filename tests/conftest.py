@@ -93,9 +93,8 @@ def served(max_size: int | None = None, demo=None):
     if given, else the app's QUEUE_MAX): yields its URL, closes it after."""
     import app
 
-    demo = demo or app.build_demo()
-    if max_size is not None:
-        demo.queue(max_size=max_size, default_concurrency_limit=app.CONCURRENCY)
+    assert demo is None or max_size is None, "a demo of the test's own has its own queue"
+    demo = demo or app.build_demo(**({} if max_size is None else {"queue_max": max_size}))
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
     try:
         yield demo.local_url

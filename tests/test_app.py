@@ -18,7 +18,7 @@ import app
 import repaint
 from repaint import space
 from repaint.sampler import call_ticks
-from repaint.space import ServeError, pictures
+from repaint.space import ServeError, files, pictures
 
 SMALL = dict(model="bundled", steps=10, jump_length=5, jump_n_sample=2, seed=3, num_samples=1)
 pytestmark = pytest.mark.usefixtures("service")  # each test its own Service (conftest.py)
@@ -55,11 +55,29 @@ def test_draw_clears_and_refresh_keeps_a_drawing():
     drawn[3, 3, 3] = 255
     v = {"background": bg, "layers": [drawn]}
     assert not app.editor_with_preset(v, app.DRAW, "bundled", 0)["layers"][0].any()
-    assert app.sync_preset(v, "left_half", "bundled", 0, bg)[0] == {"__type__": "update"}  # same image: kept
+    kept = files.hold(bg, pictures.background_key(v))
+    assert app.sync_preset(v, "left_half", "bundled", 0, kept) == (app.gr.skip(), app.gr.skip())  # same image: kept
     assert app.sync_preset(v, app.DRAW, "bundled", 0, None)[0] == {"__type__": "update"}  # drawing: kept
     other = {"background": np.full((64, 64, 4), 200, np.uint8), "layers": [drawn]}
-    value, shown = app.sync_preset(other, "left_half", "bundled", 0, bg)
-    assert value["layers"][0][..., 3].any() and shown is other["background"]  # new image: preset, and remembered
+    value, shown = app.sync_preset(other, "left_half", "bundled", 0, kept)
+    assert value["layers"][0][..., 3].any()  # new image: preset, and remembered (a file) in place of the old one
+    assert np.array_equal(files.held(shown), other["background"]) and files.held(kept) is None
+
+
+def test_a_session_keeps_its_image_as_a_file_deleted_with_its_state(tmp_path):
+    """What a session keeps of the editor's image is a file, not an array in the server's memory: the state's
+    delete_callback (its time-to-live, the session's end) deletes it, and past the bytes limit the oldest go first."""
+    big = np.zeros((100, 100, 4), np.uint8)
+    first = files.hold(big, [1], root=tmp_path, bytes_max=100_000)
+    second = files.hold(big + 1, [2], root=tmp_path, bytes_max=100_000)  # 2 x 40 kB: both kept
+    third = files.hold(big + 2, [3], root=tmp_path, bytes_max=100_000)  # the oldest goes
+    assert [files.held(h, tmp_path) is None for h in (first, second, third)] == [True, False, False]
+    files.release(third, tmp_path)
+    assert files.held(third, tmp_path) is None and files.held(second, tmp_path)[0, 0, 0] == 1
+    files.release({"path": str(tmp_path.parent / "elsewhere.npy")}, tmp_path)  # nothing outside its folder
+    demo = app.build_demo()
+    shown = next(b for b in demo.blocks.values() if isinstance(b, app.gr.State) and b.delete_callback is files.release)
+    assert shown.time_to_live == files.SESSION_TTL_S
 
 
 def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(face):
@@ -67,7 +85,7 @@ def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(f
     browser sends it back unchanged until the visitor paints: the run, and a second preset, use the kept image."""
     bg = np.asarray(Image.open(face).convert("RGBA"))
     value, shown = app.sync_preset({"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0, None)
-    assert value["background"] is None and shown is bg
+    assert value["background"] is None and np.array_equal(files.held(shown), bg)
     again, kept = app.redraw_preset(value, "top_half", "bundled", 0, shown)  # a second preset, no stroke between
     assert kept == {"__type__": "update"}  # the layer-only value: the kept image stays
     assert (
@@ -107,7 +125,7 @@ def test_a_preset_picked_before_the_uploads_sync_ran_keeps_the_image_for_the_run
     value, shown = app.redraw_preset(
         {"background": bg, "layers": [], "composite": None}, "left_half", "bundled", 0, None
     )  # no sync_preset ran: nothing recorded yet
-    assert value["background"] is None and shown is not None and np.array_equal(shown, bg)
+    assert value["background"] is None and np.array_equal(files.held(shown), bg)
     assert app.sync_preset(value, "left_half", "bundled", 0, None) == (app.gr.skip(), app.gr.skip())  # superseding
     *_, last = app.run(
         value, "left_half", "bundled", 4, 2, 1, 0, False, 1, False, False, ui_request("race"), None, shown

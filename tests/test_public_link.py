@@ -113,7 +113,9 @@ def test_limits_have_their_defaults_and_follow_the_environment():
     assert Limits.from_env({"REPAINT_RUN_S_MAX": "60"}).run_s_max == 60.0
     with pytest.raises(ValueError, match="REPAINT_RUN_S_MAX"):
         Limits.from_env({"REPAINT_RUN_S_MAX": "a lot"})
-    with pytest.raises(ValueError, match="REPAINT_PIXELS_MAX at most 50,000,000"):  # images.MAX_PIXELS stays the ceiling
+    with pytest.raises(
+        ValueError, match="REPAINT_PIXELS_MAX at most 50,000,000"
+    ):  # images.MAX_PIXELS stays the ceiling
         Limits.from_env({"REPAINT_PIXELS_MAX": "60000000"})
 
 

@@ -12,14 +12,12 @@ handler is driven through Gradio's queue over HTTP, as the browser does; ``/inpa
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -27,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 from _hub_repos import ddpm_repo, write_hub_cache
+from _wire import FACE, Page
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -37,7 +36,6 @@ from repaint.space import aot
 
 pytestmark = pytest.mark.zerogpu
 ROOT = Path(__file__).resolve().parents[1]
-FACE = ROOT / "examples" / "face1.png"
 
 
 @pytest.fixture(scope="module")
@@ -100,76 +98,6 @@ def serve(tmp: Path, expect_models: str | None = None, **settings: str):
 
 def device_calls(api: str) -> list[tuple[str, dict]]:
     return [tuple(c) for c in httpx.get(api + "test-calls").json()]
-
-
-class Page:
-    """The page as the browser drives it: its events by fn_index through Gradio's queue, one session."""
-
-    def __init__(self, url: str):
-        self.url, self.session = url.rstrip("/") + "/gradio_api", uuid.uuid4().hex
-        self.config = httpx.get(url.rstrip("/") + "/config").json()
-        self.ids = {c["props"].get("elem_id"): c["id"] for c in self.config["components"] if "props" in c}
-
-    def fn(self, elem_id: str, event: str) -> int:
-        return next(d["id"] for d in self.config["dependencies"] if [self.ids[elem_id], event] in d["targets"])
-
-    def value(self, elem_id: str):
-        return next(c["props"]["value"] for c in self.config["components"] if c["id"] == self.ids[elem_id])
-
-    def upload(self, array: np.ndarray, name: str) -> dict:
-        path = Path(os.environ.get("GRADIO_TEMP_DIR", "/tmp")) / f"{uuid.uuid4().hex}_{name}"
-        Image.fromarray(array).save(path)
-        with open(path, "rb") as f:
-            (server_path,) = httpx.post(self.url + "/upload", files={"files": (name, f)}).json()
-        return {"path": server_path, "meta": {"_type": "gradio.FileData"}, "orig_name": name}
-
-    def submit(self, fn_index: int, data: list) -> list[dict]:
-        """Runs one queued event to its end: the messages the server streamed."""
-        r = httpx.post(
-            self.url + "/queue/join",
-            json={
-                "data": data,
-                "fn_index": fn_index,
-                "trigger_id": None,
-                "session_hash": self.session,
-                "event_data": None,
-            },
-        )
-        r.raise_for_status()
-        messages = []
-        with httpx.stream("GET", self.url + "/queue/data", params={"session_hash": self.session}, timeout=300) as s:
-            for line in s.iter_lines():
-                if line.startswith("data:"):
-                    messages.append(json.loads(line[5:]))
-                    if messages[-1].get("msg") == "process_completed":
-                        return messages
-        return messages
-
-    def predict(self, fn_index: int, data: list):
-        """An event outside the queue (queue=False), as the browser posts it."""
-        r = httpx.post(
-            self.url + "/run/predict",
-            json={"data": data, "fn_index": fn_index, "session_hash": self.session},
-            timeout=60,
-        )
-        r.raise_for_status()
-        return r.json()["data"]
-
-    def inpaint(self, model: str, steps: int, jump: int, resample: int, samples: int = 1) -> list[dict]:
-        """The Inpaint button with the face and its left half painted."""
-        face = np.asarray(Image.open(FACE).convert("RGBA"))
-        layer = np.zeros_like(face)
-        layer[:, : face.shape[1] // 2] = (30, 90, 255, 128)
-        editor = {
-            "background": self.upload(face, "face.png"),
-            "layers": [self.upload(layer, "layer.png")],
-            "composite": None,
-        }
-        data = [editor, "draw", model, steps, jump, resample, 0, False, samples, False, False]
-        fn = self.fn("run", "click")
-        inputs = next(d["inputs"] for d in self.config["dependencies"] if d["id"] == fn)
-        values = {c["id"]: c["props"].get("value") for c in self.config["components"] if "props" in c}
-        return self.submit(fn, data + [values.get(i) for i in inputs[len(data) :]])  # the others as the page shows them
 
 
 def outcome(messages: list[dict]) -> tuple[bool, list]:

@@ -7,7 +7,8 @@
 - :mod:`.streams`: the chain from a request to the page and the API; :mod:`.files`: result files;
 - :mod:`.pictures`: what the page shows; :mod:`.page`: the page's parts; :mod:`.aot`: ahead-of-time compilation;
 - :mod:`.errors`: what a visitor is told; :mod:`.bench`: the estimate against the wait, a benchmark command;
-- :mod:`.limits`: what one request may ask; :mod:`.editor`: the image inputs' guards.
+- :mod:`.limits`: what one request may ask; :mod:`.editor`: the image inputs' guards; :mod:`.clients`: whether a
+  run's client still reads it.
 
 The core (``repaint``'s other modules) never imports it. Its public names are importable from here too; patch a
 setting in the module that defines it (``repaint.space.streams.PREVIEW_INTERVAL_S``), not here."""

@@ -1,4 +1,5 @@
-"""Result files: one folder per run, written fast and losslessly, swept when a crash leaves one behind."""
+"""Result files: one folder per run, written fast and losslessly, swept when a crash leaves one behind; and the
+editor's image a session keeps, held as a file rather than in the server's memory."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+import numpy as np
 
 from ..images import save_png
 
@@ -52,3 +56,63 @@ def save_results(out_dir: Path, prefix: str, res, plain, jump_n_sample: int, see
             save_png(a, path, PNG_LEVEL)
             saved.append((str(path), f"n={n}, seed {seed + i}"))
     return saved
+
+
+# The editor's image a session keeps for its runs (app.py's ``shown``), as a file here: a session holds a small dict,
+# not a full-size array in the server's memory. Its gr.State deletes the file when the session ends or its
+# time-to-live passes (release); a session replacing its image deletes the old one; past HELD_BYTES_MAX in all, the
+# oldest files go first (their session, should it run again without sending its image, is asked for it).
+HELD_DIR = Path(tempfile.gettempdir()) / "repaint_held"
+HELD_BYTES_MAX = 4 * 2**30
+SESSION_TTL_S = 3600  # what a session keeps, kept this long after it last changed (Gradio keeps a closed one an hour)
+
+
+def hold(array: np.ndarray, key, root: Path = HELD_DIR, bytes_max: int = HELD_BYTES_MAX) -> dict:
+    """``array`` written to a file of its own under ``root``: {"path", "key"} (``key``: what it is, for comparing
+    without reading it), the oldest files deleted while all of them take more than ``bytes_max``."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{uuid.uuid4().hex}.npy"
+    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+    files = sorted(root.glob("*.npy"), key=_mtime)
+    total = sum(_size(f) for f in files)
+    for old in files:
+        if total <= bytes_max or old == path:
+            break
+        total -= _size(old)
+        old.unlink(missing_ok=True)
+    return {"path": str(path), "key": key}
+
+
+def held(value, root: Path = HELD_DIR) -> np.ndarray | None:
+    """The array :func:`hold` kept, or None (none held, or deleted since)."""
+    path = _held_path(value, root)
+    try:
+        return None if path is None else np.load(path, allow_pickle=False)
+    except OSError:
+        return None
+
+
+def release(value, root: Path = HELD_DIR) -> None:
+    """Deletes what :func:`hold` kept (a state's delete_callback); anything else is left alone."""
+    path = _held_path(value, root)
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+def _held_path(value, root: Path) -> Path | None:
+    path = Path(value["path"]) if isinstance(value, dict) and isinstance(value.get("path"), str) else None
+    return path if path is not None and path.parent == root and path.suffix == ".npy" else None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

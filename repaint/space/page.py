@@ -12,6 +12,7 @@ import gradio as gr
 
 from .editor import guard_editor, guard_image
 from .errors import echo
+from .files import SESSION_TTL_S
 
 __all__ = [
     "COMPARE_INFO",
@@ -136,7 +137,9 @@ def results_area(c: dict) -> None:
                 c["slider_labels"] = gr.HTML(slider_labels("before", "after"), elem_id="slider-labels")
                 c["slider"] = gr.ImageSlider(label="Before / after", format="png", interactive=False, elem_id="slider")
                 c["sample"] = gr.Radio([], label="Sample shown", visible=False, elem_id="sample")
-                c["pairs"] = gr.State(None)  # every sample's slider pair (repaint.space.streams.page_results)
+                c["pairs"] = gr.State(  # every sample's slider pair (repaint.space.streams.page_results): view copies
+                    None, time_to_live=SESSION_TTL_S
+                )
         with gr.Row():  # min_width: on a phone each gets the full width (the file names are readable)
             c["animation"] = gr.Image(
                 label="The process: x_t, predicted x0, and the noise level",

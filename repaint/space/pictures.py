@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from .. import masks, window
 from .errors import ServeError, echo
+from .files import held
 
 __all__ = [
     "DISPLAY_SIDE",
@@ -21,6 +22,7 @@ __all__ = [
     "editor_event",
     "editor_image",
     "full_size_input",
+    "kept_key",
     "level_plot",
     "make_animation",
     "mask_from_editor",
@@ -185,15 +187,21 @@ def preset_value(value, preset: str | None, resolution: int, seed: int = 0) -> d
 
 def editor_event(value, shown, draw: bool) -> tuple[bool, np.ndarray | None]:
     """On any editor event: (draw the preset anew?, the background the editor now shows). A *new* background (an
-    upload, an example) gets the preset; the same background (a stroke, an erase, or the value the app just set) is
-    left alone, so painting on a preset keeps it and setting the value cannot loop; so is every one with ``draw``.
-    (False, None) for the value the app sets: it carries only the layer (see :func:`preset_value`), so the server
-    keeps the background for the run."""
+    upload, an example) gets the preset; the same background as ``shown`` (what the session keeps, see
+    :func:`kept_key`: a stroke, an erase, or the value the app just set) is left alone, so painting on a preset keeps
+    it and setting the value cannot loop; so is every one with ``draw``. (False, None) for the value the app sets: it
+    carries only the layer (see :func:`preset_value`), so the server keeps the background for the run."""
     key = background_key(value)
     if key is None:
         return False, None
     background = as_array(value["background"])
-    return not (draw or same_background(key, background_key({"background": shown}))), background
+    return not (draw or same_background(key, kept_key(shown))), background
+
+
+def kept_key(shown) -> list | None:
+    """The :func:`background_key` of the image a session keeps (``shown``: a :func:`repaint.space.files.hold`
+    value), or None."""
+    return shown.get("key") if isinstance(shown, dict) else None
 
 
 def background_key(value) -> list | None:
@@ -218,10 +226,11 @@ def carried_background(value) -> np.ndarray | None:
 
 
 def with_background(value, shown) -> dict | None:
-    """The editor value with its background filled in from ``shown`` (the image the editor shows), where the value
-    carries layers but no background: a value the app set itself holds only the preset layer (see app.py), and the
-    browser sends that value back unchanged until the visitor paints. A value without layers (a cleared editor) is
-    left as it is."""
+    """The editor value with its background filled in from ``shown`` (the image the editor shows, as the session
+    keeps it: :func:`repaint.space.files.hold`), where the value carries layers but no background: a value the app
+    set itself holds only the preset layer (see app.py), and the browser sends that value back unchanged until the
+    visitor paints. A value without layers (a cleared editor) is left as it is; so is one whose kept image is gone
+    (its run then asks for an image)."""
     if (
         not isinstance(value, dict)
         or shown is None
@@ -229,7 +238,8 @@ def with_background(value, shown) -> dict | None:
         or not value.get("layers")
     ):
         return value
-    return {**value, "background": shown}
+    background = held(shown)
+    return value if background is None else {**value, "background": background}
 
 
 # ----------------------------------------------------------------------------------------------- phone photos

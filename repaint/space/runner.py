@@ -53,12 +53,27 @@ class Done:
     per_call: float
 
 
+class StopFlag(threading.Event):
+    """A run's Stop flag: set by the visitor's Stop, or found set at a look (``is_set``, made before every model
+    call) once ``gone`` (a callable, see :meth:`repaint.space.clients.Readers.watching`) gives why the run's client
+    is gone."""
+
+    def __init__(self):
+        super().__init__()
+        self.gone = None
+
+    def is_set(self) -> bool:
+        if not super().is_set() and self.gone is not None and self.gone():
+            self.set()
+        return super().is_set()
+
+
 class Runner:
     """Runs requests on the cache's models; holds the Stop flags of the runs in flight and their worker threads."""
 
     def __init__(self, cache: ModelCache, *, on_zerogpu: bool = False):
         self.cache, self.on_zerogpu = cache, on_zerogpu
-        self.stop_flags: dict[str, threading.Event] = {}  # session -> its Stop flag, while its run runs
+        self.stop_flags: dict[str, StopFlag] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # worker threads still running
 
     def stop(self, key) -> bool:
@@ -68,9 +83,14 @@ class Runner:
             flag.set()
         return flag is not None
 
-    def stop_flag(self, key: str) -> threading.Event:
+    def stopping(self, key) -> bool:
+        """Whether the session ``key``'s run was asked to stop (and is ending)."""
+        flag = self.stop_flags.get(key)
+        return flag is not None and flag.is_set()
+
+    def stop_flag(self, key: str) -> StopFlag:
         """A new Stop flag for the session ``key``'s run (replacing an older run's); :meth:`drop_flag` after."""
-        flag = self.stop_flags[key] = threading.Event()
+        flag = self.stop_flags[key] = StopFlag()
         return flag
 
     def drop_flag(self, key: str, flag: threading.Event) -> None:

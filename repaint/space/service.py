@@ -184,9 +184,11 @@ class Service:
             stop_key=stop_key,
         )
 
-    def api_request(self, *, image, mask, model, settings: Settings, size="auto", upload_folder: str) -> Request:
+    def api_request(
+        self, *, image, mask, model, settings: Settings, size="auto", upload_folder: str, stop_key=None
+    ) -> Request:
         """The ``/inpaint`` endpoint's arguments as a :class:`Request` (see app.api_inpaint); a mask file only from
-        ``upload_folder``."""
+        ``upload_folder``; ``stop_key``: the key of the Stop flag the run watches."""
         name = self.cache.check_model_name(model)
         if image is None:
             raise ServeError("No image: pass an image file.")
@@ -206,7 +208,7 @@ class Service:
         if size not in SIZES:
             raise ServeError(f"size must be one of {', '.join(SIZES)}, got {echo(size)}")
         full = size == "full" or (size == "auto" and mask not in masks.PRESETS)
-        return Request(model=name, settings=settings, image=image, mask=mask, full_size=full)
+        return Request(model=name, settings=settings, image=image, mask=mask, full_size=full, stop_key=stop_key)
 
 
 def form_settings(

@@ -65,8 +65,11 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
     """The run both handlers share after :meth:`Service.check_request`: ``gpu_run(req)`` (the GPU function: in a
     ZeroGPU worker there), its per-call time noted, ``stop`` looked at after every event. Yields a :class:`Progress`
     per model call, then the :class:`Finished` run. Stop closes the GPU function's generator (which ends its run, in
-    this process or in the worker) and raises :class:`Stopped`."""
+    this process or in the worker) and raises :class:`Stopped`; a ``stop`` set before the run starts, before any
+    model call."""
     start, frames, levels, finished = time.perf_counter(), [], [], None
+    if stop is not None and stop.is_set():  # stopped before it started (its client gone while it queued): not run
+        raise Stopped("Stopped.")
     if service.on_zerogpu and req.slot_s is None:  # the slot's seconds cross to the worker with the request
         req = dataclasses.replace(req, slot_s=service.slot.gpu_duration(req))
     gen = gpu_run(req)
@@ -150,13 +153,16 @@ def until_stopped(events, stop: threading.Event):
         yield Status(stopped_text(*calls, time.perf_counter() - start))
 
 
-def api_stream(service: Service, gpu_run, req: Request, results_dir: Path = RESULTS_DIR):
+def api_stream(
+    service: Service, gpu_run, req: Request, stop: threading.Event | None = None, results_dir: Path = RESULTS_DIR
+):
     """``/inpaint``'s run: yields None first, before the run starts, and at each preview (a chance for the server to
-    notice a cancel or a lost client and close this), then the (path, caption) result files, deleted when the caller
-    asks for more (or closes). Gradio holds a generator, and can close it, only once it has yielded: a run started
-    before that would go on to its end after a cancel."""
+    notice a cancel and close this), then the (path, caption) result files, deleted when the caller asks for more
+    (or closes). Gradio holds a generator, and can close it, only once it has yielded: a run started before that
+    would go on to its end after a cancel. ``stop`` (set when its client is gone, see :mod:`.clients`) ends the run
+    at its next model call."""
     yield None
-    for ev in stream(service, gpu_run, req):
+    for ev in stream(service, gpu_run, req, stop):
         if isinstance(ev, Finished):
             done = ev
         elif ev.x0 is not None:
