@@ -464,6 +464,7 @@ def build_demo(queue_max: int = QUEUE_MAX) -> gr.Blocks:
         events(demo, c)
     demo.queue(max_size=queue_max, default_concurrency_limit=CONCURRENCY)
     visitors.guard_queue(demo, stopping=lambda session: SERVICE.runner.stopping(session))
+    files.sweep_deep_links_on_schedule(gr.utils.get_upload_folder(), *DELETE_CACHE)  # as delete_cache sweeps
     clients.READERS.add(demo)  # from now on, how long each session's messages stay unread
     return demo
 

@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
-from _wire import Page
 from conftest import served
 
 import app
 from repaint.space import clients
+from repaint.space.wire import Page
 
 pytestmark = pytest.mark.usefixtures("service")
 PAPER = ("bundled", 250, 10, 10)  # 2,410 model calls: about a minute of this CPU, were it not stopped

@@ -284,3 +284,27 @@ def test_an_image_past_pils_own_limit_is_refused_as_too_large_not_as_damaged(tmp
     image = page.readable_image(guard_image(gr.Image(type="filepath", label="image"), Limits().pixels_max))
     with pytest.raises(gr.Error, match=r"The image has more than \d+ megapixels.*at most 50 megapixels"):
         image.preprocess(FileData(path=str(path)))
+
+
+def test_saved_deep_links_are_swept_on_the_cache_schedule(tmp_path):
+    """Gradio's deep-link route saves a session's raw inputs under the upload folder's deep_links/, which its own
+    delete_cache never sweeps: the app sweeps them on the same schedule (app.DELETE_CACHE)."""
+    import os
+    import time
+
+    from repaint.space import files
+    from repaint.space.wire import Page
+
+    with served() as url:
+        page = Page(url)
+        page.submit(page.fn("editor", "upload"), [None, "left_half", "bundled", 0, None])  # the session exists
+        link = httpx.get(page.url + "/deep_link", params={"session_hash": page.session}).json()
+        saved = Path(gr.utils.get_upload_folder()) / "deep_links" / link
+        assert (saved / "state.json").is_file()
+        fresh = saved.parent / "fresh"
+        fresh.mkdir()
+        old = time.time() - app.DELETE_CACHE[1] - 1
+        os.utime(saved, (old, old))
+        assert files.sweep_deep_links(gr.utils.get_upload_folder(), app.DELETE_CACHE[1]) >= 1
+        assert not saved.exists() and fresh.exists()
+        fresh.rmdir()

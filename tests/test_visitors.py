@@ -7,13 +7,13 @@ import time
 
 import httpx
 import pytest
-from _wire import FACE, Page
 from conftest import served
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 
 import app
 from repaint.space import visitors
+from repaint.space.wire import FACE, Page
 
 pytestmark = pytest.mark.usefixtures("service")
 LONG = ("bundled", 250, 10, 10)  # 2,410 model calls: running for the whole test, then stopped

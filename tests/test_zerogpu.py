@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 from _hub_repos import ddpm_repo, write_hub_cache
-from _wire import FACE, Page
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -33,6 +32,7 @@ from PIL import Image
 import repaint
 from repaint import space
 from repaint.space import aot
+from repaint.space.wire import FACE, Page
 
 pytestmark = pytest.mark.zerogpu
 ROOT = Path(__file__).resolve().parents[1]

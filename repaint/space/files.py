@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -116,3 +117,38 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+# Gradio (6.31.0) saves a session's inputs for its deep-link route (/gradio_api/deep_link) under the upload folder's
+# deep_links/, outside the files its delete_cache sweeps: swept here on the same schedule.
+_sweeping: set[str] = set()
+
+
+def sweep_deep_links(upload_folder: str, max_age_s: float) -> int:
+    """Deletes the deep links saved under ``upload_folder`` more than ``max_age_s`` ago; how many."""
+    root = Path(upload_folder) / "deep_links"
+    if not root.is_dir():
+        return 0
+    n, now = 0, time.time()
+    for d in root.iterdir():
+        try:
+            if now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def sweep_deep_links_on_schedule(upload_folder: str, every_s: float, max_age_s: float) -> None:
+    """Every ``every_s``, :func:`sweep_deep_links` (one thread per folder, for the process's life)."""
+    if upload_folder in _sweeping:
+        return
+    _sweeping.add(upload_folder)
+
+    def sweep():
+        pause = threading.Event()  # never set (not time.sleep, which a test may patch)
+        while not pause.wait(every_s):
+            sweep_deep_links(upload_folder, max_age_s)
+
+    threading.Thread(target=sweep, daemon=True, name="repaint-deep-links").start()

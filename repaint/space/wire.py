@@ -1,5 +1,6 @@
 """The page's wire protocol, as the browser speaks it: its events by fn_index through Gradio's queue over HTTP, one
-session, with nothing of Gradio's client (so a test can join the queue and never read, or read and drop)."""
+session, with nothing of Gradio's client, so that a script can join the queue and never read, or read and drop (the
+tests and :mod:`.hostile` speak it to a served page)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-FACE = ROOT / "examples" / "face1.png"
+FACE = Path(__file__).resolve().parents[2] / "examples" / "face1.png"  # the page's first example
 
 
 class Page:
