@@ -8,7 +8,8 @@
 - :mod:`.pictures`: what the page shows; :mod:`.page`: the page's parts; :mod:`.aot`: ahead-of-time compilation;
 - :mod:`.errors`: what a visitor is told; :mod:`.bench`: the estimate against the wait, a benchmark command;
 - :mod:`.limits`: what one request may ask; :mod:`.editor`: the image inputs' guards; :mod:`.clients`: whether a
-  run's client still reads it.
+  run's client still reads it; :mod:`.visitors`: one run per visitor;
+- :mod:`.wire`: the page's wire protocol, as a script speaks it; :mod:`.hostile`: the public-link benchmark.
 
 The core (``repaint``'s other modules) never imports it. Its public names are importable from here too; patch a
 setting in the module that defines it (``repaint.space.streams.PREVIEW_INTERVAL_S``), not here."""

@@ -7,12 +7,13 @@ events not alive and drops its queued ones, but ends a running one only at the h
 page may be many model calls away. It never notices a client that joined the queue and never opened its stream, nor
 one that stopped reading (its messages just pile up).
 
-:class:`Readers` looks at those queues. A session's client is gone when its queue is no more
-(Gradio deletes it when the stream is cancelled), when one of its running events was marked not alive, or when its
-oldest unread message has stayed unread for ``grace_s`` (a thread of its own notes the oldest message of each
-session). A run :meth:`Readers.watching` its session finds its Stop flag set at the next look, made before every
-model call (off ZeroGPU in the worker's callback, on ZeroGPU at the next event, see :mod:`.runner`); a run whose
-client is already gone when it leaves the queue does not start.
+:class:`Readers` looks at those queues. A session's client is gone when its queue is no more (Gradio deletes it
+when the stream is cancelled), when one of its running events was marked not alive, or when its oldest unread
+message, one of an event still pending, has stayed unread for ``grace_s`` (a thread of its own notes the oldest
+message of each session; a message left over from an event that ended does not count). A run
+:meth:`Readers.watching` its session finds its Stop flag set at the next look, made before every model call (off
+ZeroGPU in the worker's callback, on ZeroGPU at the next event, see :mod:`.runner`); a run whose client is already
+gone when it leaves the queue does not start.
 
 The queues are Gradio's private state, read without a lock from another thread: a read that races with the server's
 event loop is skipped and made again at the next poll. ``tests/test_clients.py`` fails if the layout changes."""
@@ -40,7 +41,8 @@ class Readers:
     def __init__(self, grace_s: float = GRACE_S, poll_s: float = POLL_S, clock=time.monotonic):
         self.grace_s, self.poll_s, self.clock = grace_s, poll_s, clock
         self.blocks: weakref.WeakSet = weakref.WeakSet()
-        self.heads: dict[str, tuple[int, float]] = {}  # session -> (id of its oldest unread message, first seen)
+        # session -> (id of its oldest unread message, when first seen, its event's id)
+        self.heads: dict[str, tuple[int, float, str | None]] = {}
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
@@ -56,10 +58,18 @@ class Readers:
             return "its stream closed"
         if any(job.session_hash == session and not job.alive for jobs in queue.active_jobs if jobs for job in jobs):
             return "it disconnected"
-        seen = self.heads.get(session)
-        if seen is not None and self.clock() - seen[1] >= self.grace_s:
+        seen = self.heads.get(session)  # unread for grace_s: a message of an event still pending, not one left over
+        if seen is not None and self.clock() - seen[1] >= self.grace_s and seen[2] in self._pending(queue, session):
             return f"it read nothing for {self.grace_s:g} s"
         return None
+
+    @staticmethod
+    def _pending(queue, session: str) -> set:
+        """The ids of the session's events whose completion its client has not read."""
+        try:
+            return set(queue.pending_event_ids_session.get(session, ()))
+        except RuntimeError:  # changed while copied
+            return set()
 
     def scan(self) -> None:
         """Notes every session's oldest unread message, and when it was first seen."""
@@ -74,11 +84,12 @@ class Readers:
                 return
             for session, messages in sessions:
                 try:
-                    head = id(messages._queue[0])  # asyncio.Queue's deque: the oldest message not yet taken
+                    message = messages._queue[0]  # asyncio.Queue's deque: the oldest message not yet taken
                 except IndexError:
                     continue  # read to the end
                 seen = self.heads.get(session)
-                heads[session] = seen if seen is not None and seen[0] == head else (head, now)
+                fresh = (id(message), now, getattr(message, "event_id", None))
+                heads[session] = seen if seen is not None and seen[0] == id(message) else fresh
         self.heads = heads
 
     def _watch(self) -> None:
