@@ -3,6 +3,7 @@ the estimate a visitor reads, building and checking requests)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 
@@ -61,6 +62,7 @@ class Service:
         app.py``), so torch's threads are set first, and the model is timed on the threads its runs will use."""
         if server:
             leave_a_core_to_the_server(self.has_gpu)
+            hand_freed_memory_back()
         load_notice = self.cache.preload() if self.on_zerogpu else ""
         name, notice = self.pick_default(wanted, gpu_model, offline_model, env_name)
         settings = self.slot.fitting_settings(name, ZEROGPU_SLOT_S) if self.on_zerogpu else paper
@@ -233,3 +235,20 @@ def leave_a_core_to_the_server(has_gpu: bool) -> None:
     both ways)."""
     if not has_gpu and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+
+
+#: Allocations from this size up get pages of their own, handed back to the system when freed (glibc's M_MMAP_THRESHOLD)
+MMAP_THRESHOLD = 4 * 2**20
+
+
+def hand_freed_memory_back() -> bool:
+    """Large allocations (from MMAP_THRESHOLD up) get pages of their own, handed back to the system when freed.
+    glibc raises this threshold to each large block freed (up to 32 MB), so that the 16 MB blocks Pillow decodes an
+    image in, and numpy's arrays below 32 MB, land in the heap of whichever thread made them, which keeps them long
+    after the session that sent a large photo has left (``python -m repaint.space.hostile`` measures what four such
+    sessions leave behind, docs/benchmarks.md). False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD (a value fixes it: no more raising)
