@@ -105,7 +105,9 @@ def test_an_unreadable_photo_is_said_in_the_page(page, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     send_photo(page, bad)
-    page.wait_for_function("() => document.body.innerText.includes('The photo could not be read as an image')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.body.innerText.includes('The photo could not be read as an image')", timeout=30_000
+    )
 
 
 def test_a_stroke_outside_a_presets_square_is_used(page, orange):  # noqa: F811
