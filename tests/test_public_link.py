@@ -16,8 +16,7 @@ from gradio.components.image_editor import EditorData
 from gradio.data_classes import FileData
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from hypothesis import given
-from hypothesis import settings as examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -39,7 +38,7 @@ def assert_escaped(message: str) -> None:
     assert "&lt;a href=" in message, message  # the value is named, escaped (and shortened)
 
 
-@examples(deadline=None)  # no clock: a loaded machine made an example miss hypothesis's 200 ms
+@settings(deadline=None)  # no clock: a loaded machine made an example miss hypothesis's 200 ms
 @given(st.one_of(st.text(), st.integers(), st.floats(allow_nan=True), st.none()))
 def test_echo_never_carries_markup_and_repeats_at_most_its_limit(value):
     said = echo(value)
@@ -125,8 +124,8 @@ def test_the_pages_defaults_and_the_papers_settings_fit_under_the_default_cap_an
     slot = app.SERVICE.slot
     assert slot.limits == Limits() and not slot.has_gpu
     paper = Settings(steps=250, jump_length=10, jump_n_sample=10)
-    for settings in (app.DEFAULTS, paper):
-        assert slot.why_not("bundled", settings) is None, settings
+    for fits in (app.DEFAULTS, paper):
+        assert slot.why_not("bundled", fits) is None, fits
     why = slot.why_not("bundled", Settings(**{k: v for k, v in ABSURD.items() if k != "model"}))
     assert "19,981 calls" in why and f"at most {fmt_seconds(Limits().run_s_max)}" in why and "fewer steps T" in why
 
