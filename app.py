@@ -187,14 +187,11 @@ def run(
     req = SERVICE.page_request(
         image=image, mask=mask, model=model, settings=settings, invert=invert, full_size=full, stop_key=key
     )
-    checked, flag = check_request(req), SERVICE.runner.stop_flag(key)
-    try:
+    checked = check_request(req)
+    with SERVICE.runner.stop_flag(key) as flag, clients.READERS.watching(request, flag):  # Stop, or the page gone
         events = streams.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
         every_time = dict(seed=seed, results_area=gr.update(visible=True))  # the seed run, the results area shown
-        with clients.READERS.watching(request, flag):  # Stop when the page is gone too
-            yield from run_events(streams.until_stopped(events, flag), every_time, progress, seed)
-    finally:
-        SERVICE.runner.drop_flag(key, flag)
+        yield from run_events(streams.until_stopped(events, flag), every_time, progress, seed)
 
 
 def run_events(events, every_time: dict, progress, seed: int):
@@ -257,13 +254,9 @@ def api_inpaint(
         stop_key=key,
     )
     check_request(req)
-    flag = SERVICE.runner.stop_flag(key)
-    try:
-        with clients.READERS.watching(request, flag):
-            for out in streams.api_stream(SERVICE, gpu_run, req, flag, RESULTS_DIR):
-                yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel
-    finally:
-        SERVICE.runner.drop_flag(key, flag)
+    with SERVICE.runner.stop_flag(key) as flag, clients.READERS.watching(request, flag):  # the client gone
+        for out in streams.api_stream(SERVICE, gpu_run, req, flag, RESULTS_DIR):
+            yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel
 
 
 # ----------------------------------------------------------------------------------------------- loading

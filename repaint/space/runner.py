@@ -5,6 +5,7 @@ picklable dataclass."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -88,14 +89,15 @@ class Runner:
         flag = self.stop_flags.get(key)
         return flag is not None and flag.is_set()
 
-    def stop_flag(self, key: str) -> StopFlag:
-        """A new Stop flag for the session ``key``'s run (replacing an older run's); :meth:`drop_flag` after."""
+    @contextlib.contextmanager
+    def stop_flag(self, key: str):
+        """Within the block, a new Stop flag for the session ``key``'s run (replacing an older run's), dropped after."""
         flag = self.stop_flags[key] = StopFlag()
-        return flag
-
-    def drop_flag(self, key: str, flag: threading.Event) -> None:
-        if self.stop_flags.get(key) is flag:  # not a newer run's flag of the same session
-            del self.stop_flags[key]
+        try:
+            yield flag
+        finally:
+            if self.stop_flags.get(key) is flag:  # not a newer run's flag of the same session
+                del self.stop_flags[key]
 
     def running(self) -> list[threading.Thread]:
         """The worker threads still alive."""
