@@ -35,12 +35,18 @@ def new_results_dir(root: Path = RESULTS_DIR) -> Path:
 
 def sweep_results(root: Path = RESULTS_DIR, max_age_s: float = RESULTS_MAX_AGE_S) -> int:
     """Deletes result folders older than ``max_age_s`` (left by a crash or a closed server); how many."""
+    return sweep_folders(root, max_age_s, prefix="run_")
+
+
+def sweep_folders(root: Path, max_age_s: float, prefix: str = "") -> int:
+    """Deletes the folders in ``root`` whose name starts with ``prefix``, last changed more than ``max_age_s``
+    ago; how many."""
     if not root.is_dir():
         return 0
     n, now = 0, time.time()
     for d in root.iterdir():
         try:
-            if d.name.startswith("run_") and now - d.stat().st_mtime > max_age_s:
+            if d.name.startswith(prefix) and now - d.stat().st_mtime > max_age_s:
                 shutil.rmtree(d, ignore_errors=True)
                 n += 1
         except OSError:
@@ -74,12 +80,12 @@ def hold(array: np.ndarray, key, root: Path = HELD_DIR, bytes_max: int = HELD_BY
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{uuid.uuid4().hex}.npy"
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-    files = sorted(root.glob("*.npy"), key=_mtime)
-    total = sum(_size(f) for f in files)
-    for old in files:
+    stats = {f: st for f in root.glob("*.npy") if (st := _stat(f)) is not None}
+    total = sum(st.st_size for st in stats.values())
+    for old in sorted(stats, key=lambda f: stats[f].st_mtime):  # the oldest first
         if total <= bytes_max or old == path:
             break
-        total -= _size(old)
+        total -= stats[old].st_size
         old.unlink(missing_ok=True)
     return {"path": str(path), "key": key}
 
@@ -105,18 +111,12 @@ def _held_path(value, root: Path) -> Path | None:
     return path if path is not None and path.parent == root and path.suffix == ".npy" else None
 
 
-def _mtime(path: Path) -> float:
+def _stat(path: Path):
+    """``path``'s stat, or None once it is gone (another session's hold deleted it)."""
     try:
-        return path.stat().st_mtime
+        return path.stat()
     except OSError:
-        return 0.0
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+        return None
 
 
 # Gradio (6.31.0) saves a session's inputs for its deep-link route (/gradio_api/deep_link) under the upload folder's
@@ -126,18 +126,7 @@ _sweeping: set[str] = set()
 
 def sweep_deep_links(upload_folder: str, max_age_s: float) -> int:
     """Deletes the deep links saved under ``upload_folder`` more than ``max_age_s`` ago; how many."""
-    root = Path(upload_folder) / "deep_links"
-    if not root.is_dir():
-        return 0
-    n, now = 0, time.time()
-    for d in root.iterdir():
-        try:
-            if now - d.stat().st_mtime > max_age_s:
-                shutil.rmtree(d, ignore_errors=True)
-                n += 1
-        except OSError:
-            pass
-    return n
+    return sweep_folders(Path(upload_folder) / "deep_links", max_age_s)
 
 
 def sweep_deep_links_on_schedule(upload_folder: str, every_s: float, max_age_s: float) -> None:
