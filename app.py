@@ -87,10 +87,10 @@ def editor_with_preset(value, preset: str, model: str, seed: int):
     return gr.skip() if value is None else value
 
 
-def kept(background, shown):
-    """What the session keeps of the editor's image ``background`` for its runs (a file, files.hold), in place of
-    ``shown`` (deleted); gr.skip() when there is none or it is the same image."""
-    key = None if background is None else pictures.background_key({"background": background})
+def kept(background, key, shown):
+    """What the session keeps of the editor's image ``background`` (``key``: its pictures.background_key) for its
+    runs (a file, files.hold), in place of ``shown`` (deleted); gr.skip() when there is none or it is the same
+    image."""
     if key is None or pictures.same_background(key, pictures.kept_key(shown)):
         return gr.skip()
     files.release(shown)
@@ -101,17 +101,18 @@ def kept(background, shown):
 def sync_preset(value, preset: str, model: str, seed: int, shown):
     """On any editor event: the preset drawn over a *new* background (an upload, an example), the same one left
     alone (see pictures.editor_event). Returns (editor value or gr.skip(), what the session keeps of the image)."""
-    redraw, background = pictures.editor_event(value, shown, preset in (DRAW, None))
+    redraw, background, key = pictures.editor_event(value, shown, preset in (DRAW, None))
     if background is None:  # the value this app just set (a layer only, see editor_with_preset)
         return gr.skip(), gr.skip()
-    return (editor_with_preset(value, preset, model, seed) if redraw else gr.skip()), kept(background, shown)
+    return (editor_with_preset(value, preset, model, seed) if redraw else gr.skip()), kept(background, key, shown)
 
 
 @visible_errors
 def redraw_preset(value, preset: str, model: str, seed: int, shown):
     """The visitor changed the preset, model or seed: (the preset drawn anew, pictures.carried_background kept)."""
-    background = pictures.carried_background(value)
-    return editor_with_preset(pictures.with_background(value, shown), preset, model, seed), kept(background, shown)
+    background, key = pictures.carried_background(value), pictures.background_key(value)
+    drawn = editor_with_preset(pictures.with_background(value, shown), preset, model, seed)
+    return drawn, kept(background, key, shown)
 
 
 # ----------------------------------------------------------------------------------------------- handlers

@@ -185,17 +185,18 @@ def preset_value(value, preset: str | None, resolution: int, seed: int = 0) -> d
     return {"background": None, "layers": [layer], "composite": None}
 
 
-def editor_event(value, shown, draw: bool) -> tuple[bool, np.ndarray | None]:
-    """On any editor event: (draw the preset anew?, the background the editor now shows). A *new* background (an
-    upload, an example) gets the preset; the same background as ``shown`` (what the session keeps, see
-    :func:`kept_key`: a stroke, an erase, or the value the app just set) is left alone, so painting on a preset keeps
-    it and setting the value cannot loop; so is every one with ``draw``. (False, None) for the value the app sets: it
-    carries only the layer (see :func:`preset_value`), so the server keeps the background for the run."""
+def editor_event(value, shown, draw: bool) -> tuple[bool, np.ndarray | None, list | None]:
+    """On any editor event: (draw the preset anew?, the background the editor now shows, its
+    :func:`background_key`). A *new* background (an upload, an example) gets the preset; the same background as
+    ``shown`` (what the session keeps, see :func:`kept_key`: a stroke, an erase, or the value the app just set) is
+    left alone, so painting on a preset keeps it and setting the value cannot loop; so is every one with ``draw``.
+    (False, None, None) for the value the app sets: it carries only the layer (see :func:`preset_value`), so the
+    server keeps the background for the run."""
     key = background_key(value)
     if key is None:
-        return False, None
+        return False, None, None
     background = as_array(value["background"])
-    return not (draw or same_background(key, kept_key(shown))), background
+    return not (draw or same_background(key, kept_key(shown))), background, key
 
 
 def kept_key(shown) -> list | None:

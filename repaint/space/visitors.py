@@ -39,11 +39,10 @@ def address(request) -> str | None:
         return host or None
 
 
-def _visitor(event_or_body, request, api_names) -> set[tuple[str, str]]:
-    """Who asks: ("session", hash), and for an API call ("address", it)."""
-    keys = {("session", event_or_body.session_hash)} if event_or_body.session_hash else set()
-    fn = getattr(event_or_body, "fn", None)
-    if fn is not None and fn.api_name in api_names and (where := address(request)):
+def _visitor(session_hash: str | None, fn, request, api_names) -> set[tuple[str, str]]:
+    """Who asks for ``fn``: ("session", hash), and for an API call ("address", it)."""
+    keys = {("session", session_hash)} if session_hash else set()
+    if fn.api_name in api_names and (where := address(request)):
         keys.add(("address", where))
     return keys
 
@@ -71,8 +70,12 @@ def guard_queue(blocks, stopping=lambda session: False, concurrency_id=RUN_CONCU
             fn = None
         if fn is None or fn.concurrency_id != concurrency_id:
             return await push(body, request, username)
-        asking = _visitor(types.SimpleNamespace(session_hash=body.session_hash, fn=fn), request, api_names)
-        held = [_visitor(e, e.request, api_names) for e in _runs(self, concurrency_id) if not stopping(e.session_hash)]
+        asking = _visitor(body.session_hash, fn, request, api_names)
+        held = [
+            _visitor(e.session_hash, e.fn, e.request, api_names)
+            for e in _runs(self, concurrency_id)
+            if not stopping(e.session_hash)
+        ]
         if any(asking & keys for keys in [*held, *joining]):
             if fn.api_name in api_names:
                 return False, [{"__type__": "validate", "is_valid": False, "message": BUSY}], "validator_error"
