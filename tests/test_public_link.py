@@ -25,7 +25,7 @@ from repaint import Settings
 from repaint.space import ECHO_MAX, ServeError, echo, page
 from repaint.space.editor import guard_image
 from repaint.space.estimate import fmt_seconds
-from repaint.space.hostile import huge_png, png_bytes
+from repaint.space.hostile import huge_png, memory_mb, png_bytes, reset_peak
 from repaint.space.limits import Limits
 
 MARKUP = '<a href="https://evil.example/">click</a><form action="https://evil.example/"><input></form>'
@@ -149,21 +149,14 @@ def test_an_absurd_request_is_refused_at_once_without_a_model_call(client, face)
 
 # ------------------------------------------------------------------------------------------- images held per request
 class PeakRSS:
-    """The growth of this process's (the server's) peak resident memory during a ``with`` block, in MB: Linux
-    resets the peak (VmHWM) when 5 is written to /proc/self/clear_refs."""
+    """The growth of this process's (the server's) peak resident memory during a ``with`` block, in MB."""
 
     def __enter__(self):
-        Path("/proc/self/clear_refs").write_text("5")
-        self.before = self._read("VmRSS")
+        self.before = reset_peak("self")
         return self
 
     def __exit__(self, *exc):
-        self.growth_mb = (self._read("VmHWM") - self.before) / 1024
-
-    @staticmethod
-    def _read(field: str) -> int:
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
-        return int(line.split()[1])  # kB
+        self.growth_mb = memory_mb("self", "VmHWM") - self.before
 
 
 @pytest.fixture(scope="module")

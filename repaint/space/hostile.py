@@ -64,25 +64,32 @@ class Server:
         self.proc.terminate()
         self.proc.wait(30)
 
-    def _status(self, field: str) -> float:
-        line = next(x for x in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if x.startswith(field))
-        return int(line.split()[1]) / 1024  # MB
-
     def rss(self) -> float:
-        return self._status("VmRSS")
+        return memory_mb(self.proc.pid, "VmRSS")
 
     def reset_peak(self) -> float:
-        """Resets the peak resident set to the current one; returns that."""
-        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
-        return self.rss()
+        return reset_peak(self.proc.pid)
 
     def peak(self) -> float:
-        return self._status("VmHWM")
+        return memory_mb(self.proc.pid, "VmHWM")
 
     def cpu(self) -> float:
         """User and system seconds of the server so far."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pid: int | str, field: str) -> float:
+    """A memory figure of process ``pid`` ("self": this one) from /proc: VmRSS (resident now), VmHWM (its peak)."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(field))
+    return int(line.split()[1]) / 1024  # kB to MB
+
+
+def reset_peak(pid: int | str) -> float:
+    """Resets the peak resident set (VmHWM) of process ``pid`` to its current one (Linux: 5 written to clear_refs);
+    returns that, in MB."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return memory_mb(pid, "VmRSS")
 
 
 def huge_png(path: Path, side: int = 13000) -> Path:
@@ -113,14 +120,8 @@ def peak_growth(server: Server, request) -> tuple[float, object]:
     return server.peak() - before, out
 
 
-def editor_value(page: Page, background: dict, layers=()) -> dict:
+def editor_value(background: dict, layers=()) -> dict:
     return {"background": background, "layers": list(layers), "composite": None}
-
-
-def upload_file(page: Page, path: Path) -> dict:
-    with open(path, "rb") as f:
-        (server_path,) = httpx.post(page.url + "/upload", files={"files": (path.name, f)}, timeout=120).json()
-    return {"path": server_path, "meta": {"_type": "gradio.FileData"}, "orig_name": path.name}
 
 
 def outcome(page: Page, fn: int, data: list) -> dict:
@@ -128,7 +129,7 @@ def outcome(page: Page, fn: int, data: list) -> dict:
     return page.submit(fn, data)[-1]
 
 
-def blobs(server: Server, huge: Path) -> list[tuple[str, str]]:
+def blobs(server: Server, huge: Path) -> list[tuple[str, str, str]]:
     page = Page(server.url)
     editor = page.ids["editor"]
     base = server.rss()
@@ -182,10 +183,10 @@ def huge_paths(server: Server, huge: Path) -> list[tuple[str, str, str]]:
             lambda: client.predict(handle_file(str(FACE)), handle_file(str(huge)), api_name="/inpaint", **small)
         ),
         "the photo button": lambda: (
-            "13000x13000" in str(outcome(page, page.fn("photo", "upload"), [upload_file(page, huge)]))
+            "13000x13000" in str(outcome(page, page.fn("photo", "upload"), [page.upload_file(huge)]))
         ),
         "the editor's background": lambda: (
-            "13000x13000" in str(outcome(page, page.fn("editor", "upload"), sync_data(page, upload_file(page, huge))))
+            "13000x13000" in str(outcome(page, page.fn("editor", "upload"), sync_data(page.upload_file(huge))))
         ),
     }
     for name, call in paths.items():
@@ -200,19 +201,19 @@ def huge_paths(server: Server, huge: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def sync_data(page: Page, background: dict) -> list:
+def sync_data(background: dict) -> list:
     """The editor's upload event's inputs (editor, preset, model, seed, shown) for ``background``."""
-    return [editor_value(page, background), "left_half", "bundled", 0, None]
+    return [editor_value(background), "left_half", "bundled", 0, None]
 
 
 def sessions(server: Server, big: Path) -> list[tuple[str, str, str]]:
     base = server.rss()
     for _ in range(4):
         page = Page(server.url)
-        file = upload_file(page, big)
-        outcome(page, page.fn("editor", "upload"), sync_data(page, file))  # the editor shows it, the session keeps it
+        file = page.upload_file(big)
+        outcome(page, page.fn("editor", "upload"), sync_data(file))  # the editor shows it, the session keeps it
         fn, data = page.inpaint_event("bundled", 10, 5, 2)
-        data[0] = editor_value(page, file, [page.upload(layer(big), "layer.png")])
+        data[0] = editor_value(file, [page.upload(layer(big), "layer.png")])
         data[1] = "left_half"
         last = outcome(page, fn, data)
         assert last.get("success"), last

@@ -31,10 +31,16 @@ class Page:
         return next(c["props"]["value"] for c in self.config["components"] if c["id"] == self.ids[elem_id])
 
     def upload(self, array: np.ndarray, name: str) -> dict:
+        """``array`` saved as the image file ``name`` and uploaded: its FileData."""
         path = Path(os.environ.get("GRADIO_TEMP_DIR", "/tmp")) / f"{uuid.uuid4().hex}_{name}"
         Image.fromarray(array).save(path)
+        return self.upload_file(path, name)
+
+    def upload_file(self, path: Path, name: str | None = None) -> dict:
+        """The file ``path`` uploaded as the browser uploads it: its FileData."""
+        name = name or Path(path).name
         with open(path, "rb") as f:
-            (server_path,) = httpx.post(self.url + "/upload", files={"files": (name, f)}).json()
+            (server_path,) = httpx.post(self.url + "/upload", files={"files": (name, f)}, timeout=120).json()
         return {"path": server_path, "meta": {"_type": "gradio.FileData"}, "orig_name": name}
 
     def join(self, fn_index: int, data: list) -> str:
