@@ -17,6 +17,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -212,3 +213,14 @@ def orange(tmp_path):
     path = tmp_path / "orange.png"
     Image.new("RGB", (300, 200), ORANGE).save(path)
     return path
+
+
+def wait_until(cond, timeout: float, every: float = 0.05) -> bool:
+    """Whether ``cond()`` came true within ``timeout`` seconds (looked at every ``every``): a state the server
+    reaches, waited for with a bound only for failing."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(every)
+    return cond()

@@ -4,10 +4,9 @@ Spoken over Gradio's wire protocol (tests/_wire.py), as a script would; the bund
 
 import logging
 import threading
-import time
 
 import pytest
-from conftest import served
+from conftest import served, wait_until
 
 import app
 from repaint.space import clients
@@ -45,14 +44,6 @@ def calls(monkeypatch):
     logger.removeHandler(counter)
 
 
-def wait_for(done, what: str, timeout: float = 60.0) -> None:
-    """Until ``done()`` (a state the server reaches), or fail after ``timeout`` seconds saying ``what``."""
-    end = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < end, f"still waiting for {what}"
-        time.sleep(0.05)
-
-
 def idle() -> bool:
     """No run in flight: no Stop flag held, no worker thread alive."""
     return not app.SERVICE.runner.stop_flags and not app.SERVICE.runner.running()
@@ -60,7 +51,7 @@ def idle() -> bool:
 
 def assert_stopped_at_the_next_call(calls: Calls, total: int) -> None:
     assert calls.noticed.wait(60), "the client's leaving was never noticed"
-    wait_for(idle, "the run to end")
+    assert wait_until(idle, 60), "the run did not end"
     assert calls.n - calls.at_notice <= 1, (calls.at_notice, calls.n)  # the call under way at most
     assert 0 < calls.n < total, calls.n
 
@@ -100,5 +91,5 @@ def test_a_run_whose_client_left_while_it_queued_does_not_start_and_a_reading_on
         assert last["success"] and last["output"]["data"][0].startswith("Done"), last
         after_first = calls.n
         assert calls.noticed.wait(60), "B's client was never found gone"
-        wait_for(idle, "B's run to end")
+        assert wait_until(idle, 60), "B's run did not end"
     assert "before its run started" in calls.said and calls.n == after_first == 210, (calls.said, calls.n)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import served
+from conftest import served, wait_until
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -53,15 +53,6 @@ def known_pixels_kept(result, face) -> bool:
 
 def workers():
     return app.SERVICE.runner.running()
-
-
-def wait_until(cond, timeout: float, every: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(every)
-    return cond()
 
 
 def burst(url: str, face, n: int, settings: dict, deadline: float = DEADLINE_S) -> list[tuple[str, object]]:
