@@ -88,25 +88,53 @@ def _read_folder(root: Path, name: str, dtype: torch.dtype | None = None) -> tup
     return unet, sched
 
 
-def _download(repo_id: str, name: str, cache_dir=None) -> Path:
+def _download(repo_id: str, name: str, cache_dir=None, *, token=None, bytes_max: int | None = None) -> Path:
     """The local snapshot of a Hub repository holding what a load reads, and nothing else (the cache when offline).
 
     Each component's config is fetched from its own folder if the repository has one, else from the root
     (:func:`_component`); the UNet's class and the scheduler's prediction type are checked before any weights are
     fetched, then only the UNet's weights: safetensors if the repository has them, else the ``.bin``. Other
     components (a pipeline's ``vae/``, ``text_encoder/``) and files (``modeling_*.py``, images) are never fetched.
+    Every file after the first is fetched at the commit the first came from, so that a repository changed meanwhile
+    cannot mix two of its versions (or change a file whose size was read).
+
+    ``token``: huggingface_hub's (None: the logged-in user's, ``HF_TOKEN``; False: none, anonymous). ``bytes_max``:
+    the files' sizes in all at most this, each read from the Hub (the file list's size, a HEAD request) before it is
+    downloaded or read; None: no limit.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    label = _label(name, repo_id)
     cache_only = False  # set once the Hub could not be reached: each further file would wait for its retries again
+    revision, budget = None, bytes_max  # the commit of the first file; what the size limit leaves
+
+    def sized(filename: str) -> None:
+        """Refuses ``filename`` before it is fetched if it is larger than what ``bytes_max`` leaves."""
+        nonlocal budget
+        if budget is None:
+            return
+        kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=cache_only, token=token)
+        size = hf_hub_download(repo_id, filename, dry_run=True, **kwargs).file_size
+        if size is None:
+            raise ModelLoadError(f"{label}: the Hub gave no size for {filename}, so it is not downloaded")
+        if size > budget:
+            raise ModelLoadError(
+                f"{label} is too large: its {filename} is {size / 1e6:,.1f} MB, and a Hub model here may take at "
+                f"most {bytes_max / 1e6:,.1f} MB in all"
+            )
+        budget -= size
 
     def fetch(*candidates: str) -> Path:
         """The first of ``candidates`` the repository (or the cache) has."""
         nonlocal cache_only
         for i, filename in enumerate(candidates):
             try:
-                return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=cache_only))
+                sized(filename)
+                kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=cache_only, token=token)
+                return Path(hf_hub_download(repo_id, filename, **kwargs))
+            except ModelLoadError:
+                raise
             except EntryNotFoundError as e:  # not in the repository, or (LocalEntryNotFoundError) not in the cache
                 cache_only = cache_only or isinstance(e, LocalEntryNotFoundError)
                 if i == len(candidates) - 1:
@@ -117,11 +145,12 @@ def _download(repo_id: str, name: str, cache_dir=None) -> Path:
 
     config_file = fetch(f"{UNET_DIR}/config.json", "config.json")
     root = config_file.parent.parent if config_file.parent.name == UNET_DIR else config_file.parent
+    revision = root.name  # the snapshot's folder is named by its commit (huggingface_hub's cache layout)
     sched_file = fetch(f"{SCHEDULER_DIR}/scheduler_config.json", "scheduler_config.json")
     try:
         config, sched = json.loads(config_file.read_text()), scheduler_config(json.loads(sched_file.read_text()))
     except ValueError:
-        raise ModelLoadError(f"model {name!r} ({repo_id}): its config is not valid JSON") from None
+        raise ModelLoadError(f"{label}: its config is not valid JSON") from None
     _check_unet_config(config, name)
     _check_scheduler_config(sched, name)
     prefix = "" if config_file.parent == root else f"{UNET_DIR}/"
@@ -129,11 +158,15 @@ def _download(repo_id: str, name: str, cache_dir=None) -> Path:
     return root
 
 
+def _label(name: str, repo_id: str) -> str:
+    return f"model {name!r}" + ("" if name == repo_id else f" ({repo_id})")
+
+
 def _hub_error(e: Exception, repo_id: str, name: str, filename: str) -> ModelLoadError:
     """What went wrong fetching ``filename`` of ``repo_id``, in words (huggingface_hub's error classes)."""
     from huggingface_hub import constants, errors
 
-    label = f"model {name!r}" + ("" if name == repo_id else f" ({repo_id})")
+    label = _label(name, repo_id)
     if isinstance(e, errors.GatedRepoError):  # a RepositoryNotFoundError too: first
         why = (
             f"is gated on the Hub: accept its conditions on its page (https://huggingface.co/{repo_id}) and log in "
@@ -366,9 +399,12 @@ def _load_model(key: str, device, dtype, cache_dir) -> Inpainter:
     return _from_folder(root, key, device, dtype)
 
 
-def load_hub(repo_id: str, device=None, dtype=None, cache_dir=None) -> Inpainter:
-    """Load from the Hugging Face Hub only (or its cache): ``repo_id`` is never read as a local path."""
-    return _from_folder(_download(repo_id, repo_id, cache_dir), repo_id, device, dtype)
+def load_hub(repo_id: str, device=None, dtype=None, cache_dir=None, *, token=None, bytes_max=None) -> Inpainter:
+    """Load from the Hugging Face Hub only (or its cache): ``repo_id`` is never read as a local path. ``token`` and
+    ``bytes_max``: as :func:`_download` takes them (False: anonymous; the files' size limit)."""
+    return _from_folder(
+        _download(repo_id, repo_id, cache_dir, token=token, bytes_max=bytes_max), repo_id, device, dtype
+    )
 
 
 def _from_folder(root: Path, key: str, device, dtype) -> Inpainter:

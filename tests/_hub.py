@@ -13,7 +13,8 @@ and the one endpoint ``hf_hub_download`` calls, for the repositories in ``repos`
 - ``HEAD`` and ``GET /{repo}/resolve/{rev}/{path}``: the file with the headers the client reads (``X-Repo-Commit``,
   ``ETag``, ``Content-Length``), or the Hub's error, named by its ``X-Error-Code`` header (which huggingface_hub's
   ``hf_raise_for_status`` turns into its error classes): ``RepoNotFound`` (401, as the Hub answers a missing or
-  private repository), ``GatedRepo`` (403, a repository in ``gated``), ``EntryNotFound`` (404, a missing file).
+  private repository: one in ``private`` asked without an ``Authorization`` header), ``GatedRepo`` (403, a repository
+  in ``gated``), ``EntryNotFound`` (404, a missing file).
 
 The Hub's xet storage (hf_xet's content-addressed protocol) is not served: tests set ``HF_HUB_DISABLE_XET``, with
 which huggingface_hub uploads through git-lfs, a protocol the Hub still accepts.
@@ -45,6 +46,7 @@ class LoopbackHub:
         self.auth: set[str] = set()  # Authorization headers seen
         self.requests: list[str] = []  # "METHOD path" in order
         self.gated: set[str] = set()  # repositories whose files need accepted conditions (none are accepted here)
+        self.private: set[str] = set()  # repositories served only to a request with a token (any token here)
         self._objects: dict[str, bytes] = {}
         hub = self
 
@@ -74,9 +76,11 @@ class LoopbackHub:
 
             def _resolve(self, body: bool) -> None:
                 hub.requests.append(f"{'GET' if body else 'HEAD'} {self.path}")
+                if self.headers.get("Authorization"):
+                    hub.auth.add(self.headers["Authorization"])
                 m = re.fullmatch(r"/(.+?/.+?)/resolve/([^/]+)/(.+)", self.path.split("?")[0])
                 repo, path = (m.group(1), m.group(3)) if m else (None, None)
-                if repo not in hub.repos:
+                if repo not in hub.repos or (repo in hub.private and not self.headers.get("Authorization")):
                     code, status = "RepoNotFound", 401
                 elif repo in hub.gated:
                     code, status = "GatedRepo", 403

@@ -644,22 +644,6 @@ def test_allowed_hub_ids_are_strict_and_only_downloaded(monkeypatch, tmp_path, h
     assert "a/b" not in app.SERVICE.cache.models
 
 
-def test_hub_models_loaded_are_capped(monkeypatch, hub_cache):
-    monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)
-    names = [f"owner/m{i}" for i in range(space.HUB_MODELS_MAX + 2)]
-    for name in names:  # each a google/ddpm-* layout holding the bundled model's weights
-        write_hub_cache(hub_cache, name, ddpm_repo(name, weights_from=repaint.models.BUNDLED_DIR))
-    try:
-        for name in names:
-            assert app.SERVICE.cache.get_model(name).name == name
-        hub = [n for n in app.SERVICE.cache.models if n not in repaint.MODELS]
-        assert hub == names[-space.HUB_MODELS_MAX :] and "bundled" in app.SERVICE.cache.models
-    finally:
-        for name in names:
-            app.SERVICE.cache.models.pop(name, None)
-            app.SERVICE.timing.call_s.pop(name, None)
-
-
 @pytest.mark.heavy
 def test_hub_ids_in_the_dropdown_only_when_the_variable_is_set():
     import os

@@ -1,6 +1,7 @@
 """The Space layer: what the Gradio app needs beyond the core package, one idea per module.
 
-- :mod:`.offer`: which models are offered; :mod:`.cache`: the models loaded, ZeroGPU's preload;
+- :mod:`.offer`: which models are offered; :mod:`.cache`: the models loaded, ZeroGPU's preload; :mod:`.hub_ids`:
+  typed Hub ids' downloads, within limits;
 - :mod:`.timing`: what a call costs and the estimates; :mod:`.estimate`: their arithmetic;
 - :mod:`.slot`: the GPU time a run asks for; :mod:`.zerogpu`: ZeroGPU's figures and quota;
 - :mod:`.requests`: a run's request; :mod:`.runner`: running it, Stop; :mod:`.service`: all of these for one server;
@@ -45,7 +46,7 @@ from .estimate import (
     fmt_seconds,
 )
 from .files import PNG_LEVEL, RESULTS_DIR, RESULTS_MAX_AGE_S, new_results_dir, save_results, sweep_results
-from .offer import HUB_ID_RE, HUB_MODELS_MAX, HUB_RESOLUTION_MAX, is_hub_id, model_choices, model_table, offered_models
+from .offer import HUB_ID_RE, is_hub_id, model_choices, model_table, offered_models
 from .requests import (
     COMPARE_NEEDS_R,
     SIZES,
@@ -104,8 +105,6 @@ __all__ = [
     "GPU_FAILED",
     "GPU_MARGIN_S",
     "HUB_ID_RE",
-    "HUB_MODELS_MAX",
-    "HUB_RESOLUTION_MAX",
     "ModelCache",
     "NOTHING_TO_STOP",
     "OUT_OF_MEMORY",

@@ -13,7 +13,9 @@ from ..pipeline import Inpainter
 from ..registry import MODELS
 from . import aot
 from .errors import ServeError, echo
-from .offer import HUB_MODELS_MAX, HUB_RESOLUTION_MAX, is_hub_id
+from .hub_ids import HubDownloads
+from .limits import Limits
+from .offer import is_hub_id
 from .timing import Timing
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,21 @@ AOT_ENV = "REPAINT_AOT"  # "1": on ZeroGPU, preload compiles each offered UNet a
 class ModelCache:
     """The models of one server, each loaded once and timed (:class:`Timing`). ``offered``: the registry names
     served (None: all); ``allow_hub_ids``: any Hub id ``owner/name`` too (never on ZeroGPU, where a model can only
-    be placed on the GPU in the main thread before launch)."""
+    be placed on the GPU in the main thread before launch), loaded within ``limits`` (:mod:`.hub_ids`), at most
+    ``limits.hub_models_max`` of them held at once, the least recently used dropped first."""
 
-    def __init__(self, timing: Timing, *, on_zerogpu: bool = False, allow_hub_ids: bool = False, offered=None):
-        self.timing, self.on_zerogpu = timing, on_zerogpu
+    def __init__(
+        self,
+        timing: Timing,
+        *,
+        on_zerogpu: bool = False,
+        allow_hub_ids: bool = False,
+        offered=None,
+        limits: Limits | None = None,
+    ):
+        self.timing, self.on_zerogpu, self.limits = timing, on_zerogpu, limits or Limits()
         self.allow_hub_ids = allow_hub_ids and not on_zerogpu
+        self.hub_ids = HubDownloads(self.limits)
         self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, Inpainter] = {}
         self.failed: dict[str, str] = {}  # offered models that failed to load at start (preload): why
@@ -72,6 +84,8 @@ class ModelCache:
         CUDA emulation refuses ``.to("cuda")``."""
         self.check_model_name(name)
         if (inp := self.models.get(name)) is not None:
+            if name not in MODELS:
+                self._used(name)
             return inp
         if self.on_zerogpu and threading.current_thread() is not threading.main_thread():
             raise ServeError(f"Model {echo(name)} is not loaded on this Space.")
@@ -82,27 +96,27 @@ class ModelCache:
                 return inp
             inp = self._load(name)
             with self._lock:
-                hub = [n for n in self.models if n not in MODELS]
-                if name not in MODELS and len(hub) >= HUB_MODELS_MAX:
-                    for old in hub[: len(hub) - HUB_MODELS_MAX + 1]:  # oldest first (dicts keep insertion order)
+                hub = [n for n in self.models if n not in MODELS]  # least recently used first (_used)
+                if name not in MODELS and len(hub) >= self.limits.hub_models_max:
+                    for old in hub[: len(hub) - self.limits.hub_models_max + 1]:
                         self.models.pop(old, None)
                         self.timing.forget(old)
                 self.models[name] = inp
             return inp
 
+    def _used(self, name: str) -> None:
+        """``name`` (a Hub id) to the end of :attr:`models`, so that the Hub models are in the order they were last
+        used; its download is used too."""
+        with self._lock:
+            if (inp := self.models.pop(name, None)) is not None:
+                self.models[name] = inp
+        self.hub_ids.used(name)
+
     def _load(self, name: str) -> Inpainter:
         """A registry name through repaint.load, then timed; a Hub id is only ever downloaded (never read as a local
-        folder)."""
+        folder), within the limits (:mod:`.hub_ids`)."""
         try:
-            if name in MODELS:
-                inp = loading.load(name)
-            else:
-                inp = loading.load_hub(name)
-                if inp.resolution > HUB_RESOLUTION_MAX:
-                    raise ModelLoadError(
-                        f"model {name!r} is {inp.resolution}x{inp.resolution}; at most "
-                        f"{HUB_RESOLUTION_MAX}x{HUB_RESOLUTION_MAX} is served here"
-                    )
+            inp = loading.load(name) if name in MODELS else self.hub_ids.load(name)
             per_call = self.timing.loaded(inp, name)
             log.info("loaded %s (%.4f s per call)", name, per_call)
             return inp
@@ -134,14 +148,14 @@ class ModelCache:
         return " ".join(f"Not offered: {reason}" for reason in failed)
 
     def usable_model(self, name, warn) -> str:
-        """``name`` loaded, or when it cannot be: ``warn(why)`` and the name of the last model that loaded (the page
-        goes back to it)."""
+        """``name`` loaded, or when it cannot be: ``warn(why)`` and the name of the offered model that loaded last
+        (the page goes back to it; never to a Hub id, which another visitor may have typed)."""
         try:
             self.get_model(name)
             return name
         except ServeError as e:
-            if not self.models:
+            fallback = next((n for n in reversed(self.models) if n in self.offered), None)
+            if fallback is None:
                 raise
-            fallback = next(reversed(self.models))
             warn(f"{e} Back to {fallback}.")
             return fallback

@@ -11,7 +11,15 @@ from ..images import MAX_PIXELS
 __all__ = ["LIMITS_ENV", "Limits"]
 
 #: environment variable of each limit a deployment may set, e.g. REPAINT_RUN_S_MAX=1800
-LIMITS_ENV = {"run_s_max": "REPAINT_RUN_S_MAX", "gpu_s_max": "REPAINT_GPU_S_MAX", "pixels_max": "REPAINT_PIXELS_MAX"}
+LIMITS_ENV = {
+    "run_s_max": "REPAINT_RUN_S_MAX",
+    "gpu_s_max": "REPAINT_GPU_S_MAX",
+    "pixels_max": "REPAINT_PIXELS_MAX",
+    "hub_bytes_max": "REPAINT_HUB_BYTES_MAX",
+    "hub_cache_bytes_max": "REPAINT_HUB_CACHE_BYTES_MAX",
+    "hub_models_max": "REPAINT_HUB_MODELS_MAX",
+    "hub_resolution_max": "REPAINT_HUB_RESOLUTION_MAX",
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -23,15 +31,30 @@ class Limits:
     any model call. ``pixels_max``: the largest image any path takes (the editor's background and layers, the photo
     button, ``/inpaint``'s image and mask file), read from the file's header before anything is decoded; a
     4000x3000 phone photo is 12 megapixels. It may lower, not raise, the library's own ceiling
-    (``images.MAX_PIXELS``, its default), which :func:`repaint.images.open_image` keeps."""
+    (``images.MAX_PIXELS``, its default), which :func:`repaint.images.open_image` keeps.
+
+    Typed Hub ids (``REPAINT_ALLOW_HUB_IDS=1``, :mod:`.hub_ids`): ``hub_bytes_max``, one model's files in all, read
+    from the Hub before any is downloaded (google/ddpm-ema-*-256 are 455 MB; the paper's 256x256 ADM models, 2.2 GB,
+    are over it); ``hub_cache_bytes_max``, their downloads on disk, the least recently used deleted first;
+    ``hub_models_max``, how many are held in memory at once, the least recently used dropped first (so at most
+    ``hub_models_max`` x ``hub_bytes_max`` of weights in float32, twice that for a float16 file); and
+    ``hub_resolution_max``, the largest image size of one (time and memory per call)."""
 
     run_s_max: float = 600.0
     gpu_s_max: float = 300.0
     pixels_max: int = MAX_PIXELS
+    hub_bytes_max: int = 1_000_000_000
+    hub_cache_bytes_max: int = 4_000_000_000
+    hub_models_max: int = 2
+    hub_resolution_max: int = 512
 
     def __post_init__(self):
         if not 1 <= self.pixels_max <= MAX_PIXELS:
             raise ValueError(f"pixels_max must be from 1 to {MAX_PIXELS:,} (images.MAX_PIXELS), got {self.pixels_max}")
+        if not 1 <= self.hub_bytes_max <= self.hub_cache_bytes_max:
+            raise ValueError("hub_bytes_max must be at least 1 and at most hub_cache_bytes_max: one model must fit")
+        if self.hub_models_max < 1 or self.hub_resolution_max < 1:
+            raise ValueError("hub_models_max and hub_resolution_max must be at least 1")
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Limits:
@@ -41,5 +64,7 @@ class Limits:
             return cls(**{field: type(getattr(cls, field))(value) for field, value in given.items() if value})
         except ValueError:
             raise ValueError(
-                f"{', '.join(LIMITS_ENV.values())} must be numbers ({LIMITS_ENV['pixels_max']} at most {MAX_PIXELS:,})"
+                f"{', '.join(LIMITS_ENV.values())} must be numbers, whole ones but for the first two "
+                f"({LIMITS_ENV['pixels_max']} at most {MAX_PIXELS:,}; {LIMITS_ENV['hub_bytes_max']} at most "
+                f"{LIMITS_ENV['hub_cache_bytes_max']})"
             ) from None

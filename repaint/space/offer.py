@@ -10,8 +10,6 @@ from .. import models
 
 log = logging.getLogger(__name__)
 
-HUB_MODELS_MAX = 2  # Hub models (not in the registry) kept loaded at once; the oldest is dropped first
-HUB_RESOLUTION_MAX = 512  # larger Hub models are refused (time and memory)
 # owner/name as the Hub spells it: letters, digits, '-', '_', '.'; no '..' or '--', no leading/trailing '.'/'-'
 HUB_ID_RE = re.compile(
     r"(?!.*(\.\.|--))([A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?)/"

@@ -42,7 +42,9 @@ class Service:
     ):
         self.on_zerogpu, self.limits = on_zerogpu, limits or Limits()
         self.timing = Timing(on_zerogpu=on_zerogpu)
-        self.cache = ModelCache(self.timing, on_zerogpu=on_zerogpu, allow_hub_ids=allow_hub_ids, offered=offered)
+        self.cache = ModelCache(
+            self.timing, on_zerogpu=on_zerogpu, allow_hub_ids=allow_hub_ids, offered=offered, limits=self.limits
+        )
         self.slot = Slot(
             self.timing, has_gpu=has_gpu, on_zerogpu=on_zerogpu, duration_factor=duration_factor, limits=self.limits
         )

@@ -181,7 +181,8 @@ def page_results(done: Finished, checked: Checked, out_dir: Path) -> dict:
 
     req, s, res, plain = done.request, done.request.settings, done.results, done.plain
     masked = pictures.show_mask(*checked.big)
-    gallery = save_results(out_dir, f"repaint_{req.model}_", res, plain, s.jump_n_sample, s.seed)
+    stem = req.model.replace("/", "--")  # a Hub id owner/name, as the Hub cache names it
+    gallery = save_results(out_dir, f"repaint_{stem}_", res, plain, s.jump_n_sample, s.seed)
     save_png(masked, out_dir / "input_masked.png", PNG_LEVEL)
     tile = max(2 * pictures.ANIMATION_TILE, checked.model.resolution)
     gif = pictures.make_animation(
