@@ -116,3 +116,28 @@ def test_a_failed_load_goes_back_to_an_offered_model_never_to_another_visitors(h
         "Could not load model 'visitor/missing': model 'visitor/missing' is not a repository on the Hub (or it is "
         "private: log in with HF_TOKEN). Other models still work. Back to bundled."
     ]
+
+
+def test_a_page_run_with_a_typed_id_gives_its_results(hub, tmp_path, monkeypatch):
+    """The page's Inpaint button, as the browser sends it (repaint.space.wire), with a typed id: the run's status
+    names the model and its files are named after it (owner--name: a file name has no '/')."""
+    from conftest import served
+
+    import app
+    from repaint.models import BUNDLED_DIR
+    from repaint.space.wire import Page
+
+    hub.repos["someone/faces"] = ddpm_repo("someone/faces", weights_from=BUNDLED_DIR)
+    monkeypatch.setattr(app.SERVICE.cache, "allow_hub_ids", True)  # before the page is built: the chooser takes ids
+    cache_of(tmp_path, monkeypatch)  # the Hub cache of this test's own
+    try:
+        with served() as url:
+            done = Page(url).inpaint("someone/faces", steps=10, jump=5, resample=1)[-1]
+    finally:
+        app.SERVICE.cache.models.pop("someone/faces", None)
+        app.SERVICE.timing.forget("someone/faces")
+    assert done["success"], done
+    texts = [v for v in done["output"]["data"] if isinstance(v, str)]
+    assert any("model calls, someone/faces, seed 0)" in t for t in texts), texts
+    files = [f["image"]["orig_name"] if "image" in f else f.get("orig_name") for f in done["output"]["data"][2]]
+    assert files == ["repaint_someone--faces_n1_seed0.png"], files

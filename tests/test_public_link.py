@@ -118,6 +118,10 @@ def test_limits_have_their_defaults_and_follow_the_environment():
         ValueError, match="REPAINT_PIXELS_MAX at most 50,000,000"
     ):  # images.MAX_PIXELS stays the ceiling
         Limits.from_env({"REPAINT_PIXELS_MAX": "60000000"})
+    hub = Limits.from_env({"REPAINT_HUB_BYTES_MAX": "5000", "REPAINT_HUB_CACHE_BYTES_MAX": "8000"})
+    assert (hub.hub_bytes_max, hub.hub_cache_bytes_max) == (5000, 8000)
+    with pytest.raises(ValueError, match="REPAINT_HUB_BYTES_MAX at most REPAINT_HUB_CACHE_BYTES_MAX"):
+        Limits.from_env({"REPAINT_HUB_BYTES_MAX": "9000", "REPAINT_HUB_CACHE_BYTES_MAX": "8000"})  # one must fit
 
 
 def test_the_pages_defaults_and_the_papers_settings_fit_under_the_default_cap_and_an_absurd_run_does_not():
