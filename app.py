@@ -173,6 +173,7 @@ def run(
     shown=None,
     original=None,
     classifier_scale=None,
+    pairs=None,
     progress=gr.Progress(),  # noqa: B008 - Gradio's way to ask for a tracker
 ):
     """The UI handler: progress and previews (the results area shown), then the results, the slider's labels and
@@ -192,18 +193,19 @@ def run(
     with SERVICE.runner.stop_flag(key) as flag, clients.READERS.watching(request, flag):  # Stop, or the page gone
         events = streams.page_stream(SERVICE, gpu_run, req, checked, flag, RESULTS_DIR, PREVIEW_TILE)
         every_time = dict(seed=seed, results_area=gr.update(visible=True))  # the seed run, the results area shown
-        yield from run_events(streams.until_stopped(events, flag), every_time, progress, seed)
+        yield from run_events(streams.until_stopped(events, flag), every_time, progress, seed, pairs)
 
 
-def run_events(events, every_time: dict, progress, seed: int):
-    """The page's values of a run's events (page.keyed names them)."""
+def run_events(events, every_time: dict, progress, seed: int, pairs=None):
+    """The page's values of a run's events (page.keyed names them); ``pairs``: the session's slider pairs so far,
+    replaced by the results'."""
     for ev in events:
         if isinstance(ev, streams.Status):  # a Stop too: its status, the preview cleared
             if ev.calls:
                 progress(ev.calls, desc="Inpainting")
             yield every_time | dict(status=ev.text, preview=ev.preview)
         else:
-            yield every_time | page.results_values(ev, seed)
+            yield every_time | page.results_values(ev, seed, pairs)
 
 
 def stop_run(request: gr.Request):  # the run itself then says that it stopped
@@ -304,6 +306,7 @@ RUN_INPUTS = [
     "shown",
     "original",
     "classifier_scale",
+    "pairs",
 ]
 SETTINGS = ["model", "steps", "jump_length", "jump_n_sample", "num_samples", "compare"]  # what the estimate reads
 EXAMPLE_INPUTS = [

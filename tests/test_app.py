@@ -80,6 +80,30 @@ def test_a_session_keeps_its_image_as_a_file_deleted_with_its_state(tmp_path):
     assert shown.time_to_live == files.SESSION_TTL_S
 
 
+def test_a_sessions_slider_pairs_are_a_file_replaced_by_its_next_run(face):
+    """Every sample's before/after pair is what the chooser shows later: the session keeps them as one file (not
+    arrays in memory), the next run's replace it (the old file deleted) and the state's delete_callback deletes it."""
+    from pathlib import Path
+
+    bg = np.asarray(Image.open(face).convert("RGB"))
+    value = {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
+    kept = None
+    for seed in (0, 1):
+        *_, last = app.run(
+            value, "left_half", "bundled", 4, 2, 1, seed, False, 2, False, False, ui_request("pairs"), pairs=kept
+        )
+        assert last["status"].startswith("Done") and set(last["pairs"]) == {"path", "key"}
+        if kept is not None:
+            assert not Path(kept["path"]).exists(), "the first run's pairs are deleted by the second's"
+        kept = last["pairs"]
+        assert [np.array_equal(app.page.show_sample(i, kept)[1], last["slider"][1]) for i in (0, 1)] == [True, False]
+    states = [b for b in app.build_demo().blocks.values() if isinstance(b, app.gr.State)]
+    held = [b.time_to_live for b in states if b.delete_callback is files.release]
+    assert held == [files.SESSION_TTL_S] * 2  # shown's and pairs'
+    files.release(kept)
+    assert not Path(kept["path"]).exists() and app.page.show_sample(0, kept) == app.gr.skip()
+
+
 def test_a_value_with_only_the_preset_layer_runs_on_the_image_the_editor_shows(face):
     """The value the app sets holds only the layer (gradio 6.31.0 doubles a layer sent with its background), and the
     browser sends it back unchanged until the visitor paints: the run, and a second preset, use the kept image."""

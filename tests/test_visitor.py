@@ -121,12 +121,13 @@ def test_comparing_two_samples_labels_the_slider_n1_nr_and_offers_each_sample(fa
     value = {**app.editor_with_preset({"background": bg, "layers": []}, "left_half", "bundled", 0), "background": bg}
     for out in app.run(value, "left_half", "bundled", 10, 5, 2, 3, False, 2, True, False, ui_request("cmp")):
         if str(out["status"]).startswith("Done"):
-            gallery, labels, chooser, pairs = out["gallery"], out["slider_labels"], out["sample"], out["pairs"]
+            gallery, labels, chooser, kept = out["gallery"], out["slider_labels"], out["sample"], out["pairs"]
             files = {caption: np.asarray(Image.open(path).convert("RGB")) for path, caption in gallery}
             break
     assert "n=1" in labels and "n=2" in labels and "before" not in labels
     assert chooser["visible"] and [v for _, v in chooser["choices"]] == [0, 1] and "seed 4" in chooser["choices"][1][0]
-    assert len(pairs) == 2
+    pairs = [app.page.show_sample(i, kept) for i in range(2)]  # what the chooser puts in the slider
+    assert app.page.show_sample(2, kept) == app.page.show_sample(None, kept) == app.gr.skip()
     for i, (plain, resampled) in enumerate(pairs):
         n1 = next(a for c, a in files.items() if "n=1" in c and f"seed {3 + i}" in c)
         n2 = next(a for c, a in files.items() if "n=2" in c and f"seed {3 + i}" in c)

@@ -9,10 +9,11 @@ import html
 import inspect
 
 import gradio as gr
+import numpy as np
 
 from .editor import guard_editor, guard_image
 from .errors import echo
-from .files import SESSION_TTL_S
+from .files import SESSION_TTL_S, held, hold, release
 
 __all__ = [
     "COMPARE_INFO",
@@ -81,8 +82,10 @@ def keyed(fn, names: list[str]):
     return plain
 
 
-def results_values(results: dict, seed: int) -> dict:
-    """A finished page run's values (:func:`repaint.space.streams.page_results`), keyed by the page's components."""
+def results_values(results: dict, seed: int, pairs=None) -> dict:
+    """A finished page run's values (:func:`repaint.space.streams.page_results`), keyed by the page's components.
+    Every sample's slider pair is kept as one file (:func:`~.files.hold`) in place of the session's ``pairs``."""
+    release(pairs)
     return dict(
         status=results["status"],
         preview=gr.skip(),
@@ -93,7 +96,7 @@ def results_values(results: dict, seed: int) -> dict:
         downloads=results["files"],
         slider_labels=slider_labels(*results["slider_labels"]),
         sample=sample_choices(len(results["pairs"]), seed),
-        pairs=results["pairs"],
+        pairs=hold(np.stack([np.stack(pair) for pair in results["pairs"]]), "pairs"),
     )
 
 
@@ -137,9 +140,8 @@ def results_area(c: dict) -> None:
                 c["slider_labels"] = gr.HTML(slider_labels("before", "after"), elem_id="slider-labels")
                 c["slider"] = gr.ImageSlider(label="Before / after", format="png", interactive=False, elem_id="slider")
                 c["sample"] = gr.Radio([], label="Sample shown", visible=False, elem_id="sample")
-                c["pairs"] = gr.State(  # every sample's slider pair (repaint.space.streams.page_results): view copies
-                    None, time_to_live=SESSION_TTL_S
-                )
+                # every sample's slider pair (repaint.space.streams.page_results): view copies, as a file
+                c["pairs"] = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release)
         with gr.Row():  # min_width: on a phone each gets the full width (the file names are readable)
             c["animation"] = gr.Image(
                 label="The process: x_t, predicted x0, and the noise level",
@@ -164,8 +166,12 @@ def sample_choices(count: int, seed: int) -> dict:
 
 
 def show_sample(index, pairs):
-    """The slider's pair for the sample the visitor chose (``pairs``: every sample's, see streams.page_results)."""
-    return gr.skip() if index is None or not pairs else pairs[int(index)]
+    """The slider's pair for the sample the visitor chose (``pairs``: every sample's, kept by :func:`results_values`;
+    nothing once they are deleted)."""
+    kept = None if index is None else held(pairs)
+    if kept is None or not 0 <= int(index) < len(kept):
+        return gr.skip()
+    return tuple(kept[int(index)])
 
 
 def examples_rows(folder, offline: str, has_gpu: bool, offered) -> list[list]:
