@@ -207,6 +207,14 @@ class LoopbackHub:
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
+    def sent(self, since: int = 0) -> list[tuple[str, str]]:
+        """(revision, path) of each file sent (GET .../resolve/...), from request number ``since`` on."""
+        return [
+            tuple(r.split("/resolve/", 1)[1].split("?")[0].split("/", 1))
+            for r in self.requests[since:]
+            if r.startswith("GET ") and "/resolve/" in r
+        ]
+
     def __enter__(self) -> LoopbackHub:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self

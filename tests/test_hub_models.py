@@ -58,26 +58,20 @@ def test_cifar10s_pre_release_scheduler_config_reads_as_today_s():
     assert np.array_equal(a.timesteps, b.timesteps) and np.array_equal(a.posterior_variance, b.posterior_variance)
 
 
-def _gets(hub, revisions=None) -> set[str]:
-    """The files ``hub`` sent (GET), at any revision; ``revisions``: a list each one's revision is put in."""
-    files = set()
-    for r in hub.requests:
-        if r.startswith("GET "):
-            revision, path = r.split("/resolve/", 1)[1].split("/", 1)
-            files.add(path)
-            if revisions is not None:
-                revisions.append(revision)
-    return files
+def _gets(hub) -> set[str]:
+    return {path for _, path in hub.sent()}
 
 
 def test_a_download_fetches_only_the_files_a_load_reads(hub, tmp_path, monkeypatch):
     hub.repos["google/ddpm-ema-celebahq-256"] = ddpm_repo("google/ddpm-ema-celebahq-256")
     pipe = repaint.load("celebahq", device="cpu", cache_dir=tmp_path)
     assert _same_weights(pipe)
-    revisions = []
-    assert _gets(hub, revisions) == {"config.json", "scheduler_config.json", "diffusion_pytorch_model.bin"}
     commit = hashlib.sha1(b"google/ddpm-ema-celebahq-256").hexdigest()  # the loopback Hub's X-Repo-Commit
-    assert revisions == ["main", commit, commit], "the files after the first at its commit"
+    assert hub.sent() == [
+        ("main", "config.json"),
+        (commit, "scheduler_config.json"),  # the files after the first at its commit
+        (commit, "diffusion_pytorch_model.bin"),
+    ]
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # then from the cache alone
     assert _same_weights(repaint.load("celebahq", device="cpu", cache_dir=tmp_path))

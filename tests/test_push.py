@@ -82,7 +82,7 @@ def test_a_pushed_mirror_is_downloaded_and_loaded_as_the_registry_model(tmp_path
     monkeypatch.setenv("REPAINT_HUB_MIRROR_PLACES2", "someone/repaint-places2")
     pushed = len(hub.requests)
     pipe = repaint.load("places2", device="cpu", cache_dir=tmp_path / "cache")
-    gets = {r.split("/resolve/main/", 1)[1] for r in hub.requests[pushed:] if r.startswith("GET ")}
+    gets = {path for _, path in hub.sent(since=pushed)}
     assert gets == {"config.json", "scheduler_config.json", "diffusion_pytorch_model.safetensors"}
     assert pipe.learned_variance and pipe.resolution == o["image_size"]
     x, t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
