@@ -1,7 +1,8 @@
 """The RePaint sampler (Lugmayr et al., CVPR 2022, arXiv 2201.09865).
 
 Step functions are pure and take their noise, so each is testable in closed form;
-:func:`sample_repaint` strings them together along one resampling schedule per sample.
+:class:`Chain` strings them together along one resampling schedule per sample, as a state advanced one model call at
+a time; :func:`sample_repaint` drives one chain alone (:func:`run_chain`), :mod:`repaint.crowd` many at once.
 Images are float tensors in [-1, 1]; masks are bool, True = pixel to fill.
 
 The known part is merged *after* each step, as in the paper's Algorithm 1 (line 8), not before the next model call
@@ -21,6 +22,7 @@ import torch
 from .schedule import NoiseTables
 
 __all__ = [
+    "Chain",
     "call_ticks",
     "classifier_grad",
     "ddpm_step",
@@ -29,6 +31,7 @@ __all__ = [
     "learned_log_variance",
     "learned_sigma",
     "q_sample",
+    "run_chain",
     "sample_repaint",
     "schedule_moves",
 ]
@@ -141,6 +144,108 @@ def denoise_step(x, out, noise, image, fill, c, level: int, tables: NoiseTables,
     return torch.where(fill, unknown, known), x0  # line 8
 
 
+class Chain:
+    """One RePaint run (Algorithm 1 with resampling) as a state to advance, one model call at a time: its rows,
+    their levels and the noise each draws from its own generator. The math is :func:`denoise_step`'s and
+    :func:`forward_step`'s; whoever calls the model drives it:
+
+    - :meth:`next_input` re-noises the rows whose schedule jumps up here (line 10) and gives the model's input of
+      the next call: the rows of x_t, their training timesteps and class labels;
+    - :meth:`take` makes the step from the model's output on them (lines 5-8), and the guide's gradient if guided.
+
+    :func:`run_chain` drives one chain alone; :class:`repaint.crowd.Crowd` drives many, sharing each call. The
+    arguments are :func:`sample_repaint`'s."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        tables: NoiseTables,
+        schedules: Sequence[Sequence[int]],
+        generators: Sequence[torch.Generator],
+        *,
+        class_labels: torch.Tensor | None = None,
+        guided: bool = False,
+    ):
+        moves = _check(x, schedules, generators, tables, class_labels, guided)
+        self.tables, self.generators, self.class_labels = tables, generators, class_labels
+        self._table, self._betas = _coefficients(tables), tables.betas.tolist()
+        #: channels the model must return: eps, then v for a learned range
+        self.channels = x.shape[1] * (2 if tables.learned_range else 1)
+        self.x, self.x0_pred, self._noise = x.clone(), torch.zeros_like(x), torch.empty_like(x)
+        self._image, self._mask = image.expand_as(x), mask.expand(len(x), 1, *x.shape[2:])
+        #: each sample's level (-1: done)
+        self.levels = [s[0] for s in schedules]
+        self._plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], x.device)
+        #: model calls made, of :attr:`total`
+        self.tick, self.total = 0, len(self._plan)
+        self._pending: tuple | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.tick == self.total
+
+    def rows(self) -> int:
+        """How many rows the next model call takes."""
+        active, *_ = self._plan[self.tick]
+        return len(active)
+
+    def _draw(self, rows) -> None:
+        """A standard normal for each sample in ``rows``, from that sample's own generator."""
+        for b in rows:
+            torch.randn(self.x.shape[1:], generator=self.generators[b], device=self.x.device, out=self._noise[b])
+
+    def next_input(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x_t rows, their training timesteps, their class labels or None) of the next model call; the rows are
+        re-noised up to it first (Algorithm 1 line 10), once however often this is asked."""
+        if self._pending is None:
+            active, step, t, rows, _ = self._plan[self.tick]
+            self.x = _jump_up(self.x, self._noise, step, active, rows, self._betas, self._draw)
+            xa = self.x if rows is None else self.x[rows]
+            labels = self.class_labels
+            self._pending = xa, t, None if labels is None else labels if rows is None else labels[rows]
+        return self._pending
+
+    def take(self, out: torch.Tensor, grad: torch.Tensor | None = None) -> None:
+        """One step from the model's output ``out`` on :meth:`next_input`'s rows (and ``grad``, the guide's gradient
+        there: guided runs only): Algorithm 1 lines 5-8."""
+        if out.shape[1] != self.channels:
+            raise ValueError(
+                f"the model returned {out.shape[1]} channels, the {self.tables.variance_type} sampler needs "
+                f"{self.channels}"
+            )
+        xa, _, _ = self.next_input()
+        active, step, _, rows, groups = self._plan[self.tick]
+        self._draw(active)
+        every = rows is None
+        n, img, fill = (
+            (self._noise, self._image, self._mask)
+            if every
+            else (self._noise[rows], self._image[rows], self._mask[rows])
+        )
+        merged, x0 = _denoise_rows(xa, out, n, img, fill, step[0][1], groups, self._table, self.tables, grad)
+        if every:
+            self.x, self.x0_pred = merged, x0
+        else:
+            self.x[rows], self.x0_pred[rows] = merged, x0
+        for b, (_, level) in zip(active, step):
+            self.levels[b] = level - 1
+        self.tick, self._pending = self.tick + 1, None
+
+
+def run_chain(model: Model, chain: Chain, callback: Callback | None = None, guide: Guide | None = None) -> torch.Tensor:
+    """Drives ``chain`` alone to its end, one model call per tick: returns its x_0. ``model``, ``callback`` and
+    ``guide`` as :func:`sample_repaint` takes them."""
+    while not chain.done:
+        xa, t, labels = chain.next_input()
+        out = model(xa, t) if labels is None else model(xa, t, labels)
+        chain.take(out, None if guide is None else guide(xa, t, labels))
+        if callback is not None:
+            callback(chain.tick - 1, list(chain.levels), chain.x, chain.x0_pred)
+    return chain.x
+
+
 def sample_repaint(
     model: Model,
     x: torch.Tensor,
@@ -169,53 +274,18 @@ def sample_repaint(
     ``guide(x_t, timesteps, labels)`` (e.g. :func:`classifier_grad`) at every denoising step, resampled ones and the
     last included, on the merged x_t the model saw; it moves each step's mean by variance * gradient. Needs
     ``class_labels``; None: unguided, no guide call at all.
+
+    The run is a :class:`Chain` driven alone (:func:`run_chain`).
     """
-    moves = _check(x, schedules, generators, tables, class_labels, guide)
-    table, betas = _coefficients(tables), tables.betas.tolist()
-    channels = x.shape[1] * (2 if tables.learned_range else 1)  # eps, then v for a learned range
-    x, x0_pred, noise = x.clone(), torch.zeros_like(x), torch.empty_like(x)
-    image, mask = image.expand_as(x), mask.expand(len(x), 1, *x.shape[2:])
-    levels = [s[0] for s in schedules]
-
-    def draw(rows):  # a standard normal for each sample in rows, from that sample's own generator
-        for b in rows:
-            torch.randn(x.shape[1:], generator=generators[b], device=x.device, out=noise[b])
-
-    plan = _plan(moves, len(x), [int(t) for t in tables.timesteps], x.device)
-    for tick, (active, step, t, rows, groups) in enumerate(plan):
-        every = rows is None
-        x = _jump_up(x, noise, step, active, rows, betas, draw)  # Algorithm 1 line 10
-        xa = x if every else x[rows]
-        labels = None if class_labels is None else class_labels if every else class_labels[rows]
-        out = _call(model, xa, t, labels, channels, tables.variance_type)
-        grad = None if guide is None else guide(xa, t, labels)
-        draw(active)
-        n, img, fill = (noise, image, mask) if every else (noise[rows], image[rows], mask[rows])
-        merged, x0 = _denoise_rows(xa, out, n, img, fill, step[0][1], groups, table, tables, grad)
-        if every:
-            x, x0_pred = merged, x0
-        else:
-            x[rows], x0_pred[rows] = merged, x0
-        for b, (_, level) in zip(active, step):
-            levels[b] = level - 1
-        if callback is not None:
-            callback(tick, list(levels), x, x0_pred)
-    return x
+    chain = Chain(x, image, mask, tables, schedules, generators, class_labels=class_labels, guided=guide is not None)
+    return run_chain(model, chain, callback, guide)
 
 
-def _call(model: Model, x, t, labels, channels: int, variance_type: str) -> torch.Tensor:
-    """The model's output for rows ``x`` at training timesteps ``t``, checked to have the sampler's channels."""
-    out = model(x, t) if labels is None else model(x, t, labels)
-    if out.shape[1] != channels:
-        raise ValueError(f"the model returned {out.shape[1]} channels, the {variance_type} sampler needs {channels}")
-    return out
-
-
-def _check(x, schedules, generators, tables: NoiseTables, class_labels, guide) -> list:
+def _check(x, schedules, generators, tables: NoiseTables, class_labels, guided: bool) -> list:
     """Each sample's moves, after the checks of :func:`sample_repaint`'s arguments."""
     if x.ndim != 4 or len(schedules) != len(x) or len(generators) != len(x):
         raise ValueError("x must be (B, C, H, W) with one schedule and one generator per sample")
-    if guide is not None and class_labels is None:
+    if guided and class_labels is None:
         raise ValueError("guidance needs class_labels: the class to guide each sample towards")
     moves = [schedule_moves(s) for s in schedules]
     for m in moves:
