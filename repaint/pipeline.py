@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from . import images, masks, window
-from .sampler import Callback, classifier_grad, sample_repaint
+from .sampler import Callback, Chain, classifier_grad, run_chain
 from .schedule import jump_schedule, noise_tables
 from .settings import LIMITS, Settings
 
@@ -194,6 +194,7 @@ class Inpainter:
         class_labels: Sequence[int] | None = None,
         paste: bool = True,
         classifier_scale: float = 0.0,
+        drive=None,
     ) -> np.ndarray:
         """The batched core: uint8 (B, R, R, 3) fitted images and bool (B, R, R) masks (or one of each, shared),
         one schedule and one seed per sample -> uint8 (B, R, R, 3), known pixels exact.
@@ -202,7 +203,9 @@ class Inpainter:
         ``classifier_scale``: classifier guidance's scale (needs :attr:`classifier`); 0 runs unguided, the classifier
         never called.
         The sampler returns the known pixels exactly by itself; ``paste`` copies them from the input once more as a
-        guarantee. ``paste=False`` returns the sampler's own pixels, to measure that claim."""
+        guarantee. ``paste=False`` returns the sampler's own pixels, to measure that claim.
+        ``drive(chain, callback, guide) -> x_0``: what makes the model calls of the run's :class:`Chain`; None: this
+        model alone (:func:`run_chain`), else e.g. a :class:`repaint.crowd.Crowd` of this model's runs (``drive``)."""
         dev = self.device
         steps = schedules[0][0] + 1
         gens = [torch.Generator(dev).manual_seed(s) for s in seeds]
@@ -217,18 +220,9 @@ class Inpainter:
         guide = None
         if self.check_scale(classifier_scale):
             guide = functools.partial(classifier_grad, self.classifier, scale=float(classifier_scale))
-        out = sample_repaint(
-            self.eps,
-            x,
-            image,
-            m,
-            noise_tables(self.scheduler_config, steps),
-            schedules,
-            gens,
-            callback,
-            class_labels=labels,
-            guide=guide,
-        )
+        tables = noise_tables(self.scheduler_config, steps)
+        chain = Chain(x, image, m, tables, schedules, gens, class_labels=labels, guided=guide is not None)
+        out = (drive or functools.partial(run_chain, self.eps))(chain, callback, guide)
         result = images.from_tensor(out)
         if not paste:
             return result
@@ -246,10 +240,11 @@ class Inpainter:
         keep_mask: bool = False,
         invert: bool = False,
         full_size: bool = False,
+        drive=None,
     ) -> list[list[Image.Image]]:
         """Inpaint with ``settings``: one list of ``num_samples`` images per chain of :attr:`Settings.chains` (the
         r chain, then in compare mode the r = 1 one, sampled in one batch). :meth:`inpaint` and :meth:`compare` in
-        one typed value; the arguments are theirs."""
+        one typed value; the arguments are theirs, and ``drive`` :meth:`sample`'s."""
         s = self.check(settings)
         seeds = [s.seed + i for i in range(s.num_samples)]
         labels = self.class_labels(seeds, s.class_label)
@@ -276,6 +271,7 @@ class Inpainter:
             callback,
             None if labels is None else labels * chains,
             classifier_scale=s.classifier_scale,
+            drive=drive,
         )
         if full_size:
             big_masks = [big_mask] + [window.spread(f, win, *big.shape[:2]) if own else big_mask for f in fills[1:]]
