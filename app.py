@@ -52,7 +52,9 @@ PREVIEW_TILE = 128  # pixel height of the live preview
 MAX_FILE_SIZE = "32mb"  # per upload: disk and memory are shared (a 50 MP JPEG fits; the editor gets a copy)
 PHOTO_BUTTON = "Upload a photo (any size)"
 QUEUE_MAX = 32  # requests waiting at once; more are refused with "Queue is full"
-CONCURRENCY = 8 if ON_ZEROGPU else 1  # ZeroGPU: each run its own GPU worker; elsewhere one model per process
+# runs at once: on ZeroGPU each in a GPU worker of its own; elsewhere the runs of one model share its calls (a crowd,
+# repaint.crowd), at most crowd.ROWS_MAX rows per call, the runs taking turns past that
+CONCURRENCY = 8 if ON_ZEROGPU else 16
 DELETE_CACHE = (1800, 3600)  # every 30 min delete cached files older than 1 h
 CSS = page.CSS
 BRUSH = gr.Brush(default_size=24, colors=[("#1e5aff", 0.5)], default_color=("#1e5aff", 0.5), color_mode="fixed")

@@ -81,7 +81,7 @@ class Crowd:
             return chain.x
         with self._cond:
             self._runs.append(run)
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name=f"crowd-{self.name}")
                 self._thread.start()
             self._cond.notify_all()
@@ -92,10 +92,12 @@ class Crowd:
 
     # ------------------------------------------------------------------------------------------- the loop
     def _loop(self) -> None:
+        """Model calls while the crowd has runs; the thread ends when it has none (:meth:`drive` starts another)."""
         while True:
             with self._cond:
-                while not self._runs:
-                    self._cond.wait()
+                if not self._runs:
+                    self._thread = None
+                    return
             picked = self._pick()
             if picked:
                 with torch.inference_mode():

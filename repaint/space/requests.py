@@ -59,6 +59,7 @@ class Finished:
     frames: list = field(default_factory=list)
     levels: list = field(default_factory=list)
     model_seconds: float = 0.0  # the GPU function's own time (the per-call time it measured, times its calls)
+    shared: bool = False  # other runs shared its model calls (runner.Done.shared)
     seconds: float = 0.0
 
 

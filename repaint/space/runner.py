@@ -1,11 +1,13 @@
 """Running a request: the sampler in a worker thread, its model calls handed on as events, Stop and the slot's end.
 
 :meth:`Runner.run` is the GPU function's body; on ZeroGPU it runs in a worker process, so every event it yields is a
-picklable dataclass."""
+picklable dataclass. Elsewhere the runs of one model share its calls (:class:`repaint.crowd.Crowd`, one per model):
+each run's worker thread waits while the crowd's loop makes the calls."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import queue
 import threading
@@ -14,11 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..crowd import ROWS_MAX, Crowd
 from ..images import from_tensor
+from ..pipeline import Inpainter
 from .cache import ModelCache
 from .errors import ServeError, SlotSpent, gpu_error
 from .estimate import call_interval
-from .requests import Request
+from .requests import Request, run_rows
 
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
@@ -47,11 +51,13 @@ class Spent:
 
 @dataclass(frozen=True)
 class Done:
-    """The run's results (n = r), the n = 1 ones beside them (compare; else empty) and its seconds per call."""
+    """The run's results (n = r), the n = 1 ones beside them (compare; else empty) and its seconds per call;
+    ``shared``: other runs shared its model calls, so that time is not the model's alone."""
 
     results: list[np.ndarray]
     plain: list[np.ndarray]
     per_call: float
+    shared: bool = False
 
 
 class StopFlag(threading.Event):
@@ -70,12 +76,29 @@ class StopFlag(threading.Event):
 
 
 class Runner:
-    """Runs requests on the cache's models; holds the Stop flags of the runs in flight and their worker threads."""
+    """Runs requests on the cache's models; holds the Stop flags of the runs in flight and their worker threads, and
+    off ZeroGPU each model's crowd (``rows_max`` rows per model call)."""
 
-    def __init__(self, cache: ModelCache, *, on_zerogpu: bool = False):
-        self.cache, self.on_zerogpu = cache, on_zerogpu
+    def __init__(self, cache: ModelCache, *, on_zerogpu: bool = False, rows_max: int = ROWS_MAX):
+        self.cache, self.on_zerogpu, self.rows_max = cache, on_zerogpu, rows_max
         self.stop_flags: dict[str, StopFlag] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # worker threads still running
+        self._crowds: dict[str, tuple[Inpainter, Crowd]] = {}  # model name -> (the model, its crowd)
+        self._lock = threading.Lock()
+
+    def crowd(self, name: str, inp: Inpainter) -> Crowd:
+        """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again."""
+        with self._lock:
+            held = self._crowds.get(name)
+            if held is None or held[0] is not inp:
+                held = self._crowds[name] = (inp, Crowd(inp.eps, self.rows_max, name))
+            return held[1]
+
+    def others(self, name: str) -> int:
+        """Runs of the model ``name`` in its crowd now."""
+        with self._lock:
+            held = self._crowds.get(name)
+        return 0 if held is None else len(held[1])
 
     def stop(self, key) -> bool:
         """Asks the session ``key``'s run to stop; False when it has none running."""
@@ -116,7 +139,7 @@ class Runner:
         # the copy forked with it, which would keep a Stop set at that moment for every later run of that session:
         # there a Stop comes only through spaces' stop event, which closes this generator (issue 25).
         stop = self.stop_flags.get(req.stop_key) if req.stop_key and not self.on_zerogpu else None
-        work = _Work(req, stop, in_step=self.on_zerogpu)
+        work = _Work(req, stop, in_step=self.on_zerogpu, crowd=None if self.on_zerogpu else self.crowd(req.model, inp))
         worker = threading.Thread(target=self._work, args=(work, inp), daemon=True, name="repaint-worker")
         self.workers.add(worker)
         worker.start()
@@ -141,8 +164,9 @@ class _Work:
     """One run's hand-over: its worker thread calls :meth:`callback`, the generator reads
     :meth:`events_until_done`."""
 
-    def __init__(self, req: Request, stop: threading.Event | None, in_step: bool):
-        self.req, self.stop, self.in_step = req, stop, in_step
+    def __init__(self, req: Request, stop: threading.Event | None, in_step: bool, crowd: Crowd | None = None):
+        self.req, self.stop, self.in_step, self.crowd = req, stop, in_step, crowd
+        self.crowd_rows = None if crowd is None else crowd.rows  # the rows of the crowd's calls before this run
         self.total = req.settings.calls
         self.every = max(1, math.ceil(self.total / ANIMATION_FRAMES))
         self.events: queue.Queue = queue.Queue()
@@ -151,10 +175,15 @@ class _Work:
         self.start = time.perf_counter()
 
     def options(self) -> dict:
-        return dict(callback=self.callback, invert=self.req.invert, full_size=self.req.full_size)
+        drive = None if self.crowd is None else functools.partial(self.crowd.drive, stopped=self.stopped)
+        return dict(callback=self.callback, invert=self.req.invert, full_size=self.req.full_size, drive=drive)
+
+    def stopped(self) -> bool:
+        """The run was closed, or its Stop flag is set (a Stop, or its client gone)."""
+        return self.closed.is_set() or (self.stop is not None and self.stop.is_set())
 
     def callback(self, tick, levels, x, x0) -> None:
-        if self.closed.is_set() or (self.stop is not None and self.stop.is_set()):
+        if self.stopped():
             raise InterruptedError("stopped")
         self.times.append(time.perf_counter())
         pic = tick % self.every == 0 or tick == self.total - 1
@@ -196,5 +225,8 @@ class _Work:
                 # with one call or none, the whole run's time over its calls
                 average = (time.perf_counter() - self.start) / max(self.total, 1)
                 per_call = call_interval(self.times) if len(self.times) > 1 else average
-                yield Done([np.asarray(i) for i in res], [np.asarray(i) for i in (plain[0] if plain else [])], per_call)
+                own = sum(rows * calls for rows, calls in run_rows(self.req.settings).items())
+                shared = self.crowd is not None and self.crowd.rows - self.crowd_rows > own
+                results = [np.asarray(i) for i in res], [np.asarray(i) for i in (plain[0] if plain else [])]
+                yield Done(*results, per_call, shared)
                 return

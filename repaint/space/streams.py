@@ -80,8 +80,9 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
             if isinstance(ev, Spent):  # the run stopped short of its slot's end: its per-call time sizes later slots
                 service.timing.note_run(req.model, req.settings, ev.per_call)
             elif isinstance(ev, Done):
-                service.timing.note_run(req.model, req.settings, ev.per_call)
-                finished = Finished(req, ev.results, ev.plain, frames, levels, ev.per_call * len(levels))
+                if not ev.shared:  # a call shared with other runs' rows is not this run's alone to time
+                    service.timing.note_run(req.model, req.settings, ev.per_call)
+                finished = Finished(req, ev.results, ev.plain, frames, levels, ev.per_call * len(levels), ev.shared)
             elif isinstance(ev, Tick):
                 levels.append(ev.levels)
                 if ev.x_t is not None:
@@ -122,7 +123,8 @@ def page_stream(
     out_dir = new_results_dir(results_dir)
     try:
         results, seconds = page_results(done, checked, out_dir), time.perf_counter() - start
-        service.timing.note_page_run(req.model, seconds, done.model_seconds, math.prod(done.results[0].shape[:2]))
+        if not done.shared:
+            service.timing.note_page_run(req.model, seconds, done.model_seconds, math.prod(done.results[0].shape[:2]))
         log.info(
             "page run %s, %d calls of %d rows: %.2f s, model calls %.2f s",
             req.model,
