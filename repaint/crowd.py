@@ -66,6 +66,11 @@ class Crowd:
         with self._cond:
             return len(self._runs)
 
+    def waiting_rows(self) -> int:
+        """The rows the crowd's runs ask of their next call, all together."""
+        with self._cond:
+            return sum(run.chain.rows() for run in self._runs)
+
     def drive(
         self,
         chain: Chain,

@@ -187,9 +187,8 @@ class Chain:
         return self.tick == self.total
 
     def rows(self) -> int:
-        """How many rows the next model call takes."""
-        active, *_ = self._plan[self.tick]
-        return len(active)
+        """How many rows the next model call takes (0 once done)."""
+        return 0 if self.done else len(self._plan[self.tick][0])
 
     def _draw(self, rows) -> None:
         """A standard normal for each sample in ``rows``, from that sample's own generator."""

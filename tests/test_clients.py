@@ -73,14 +73,15 @@ def test_a_run_whose_stream_is_dropped_stops_at_its_next_model_call(calls):
         page = Page(url)
         page.join(*page.inpaint_event(*PAPER))
         stream = page.messages()
-        next(m for m in stream if m.get("msg") in ("progress", "process_generating"))
+        next(m for m in stream if m.get("msg") == "progress")  # after a model call: mid-run
         stream.close()
         assert_stopped_at_the_next_call(calls, 2410)
 
 
-def test_a_run_whose_client_left_while_it_queued_does_not_start_and_a_reading_one_runs_to_its_end(calls):
-    """Visitor A's run (read to its end) holds the only worker; B joins behind it and never reads. When A's run ends,
-    B's leaves the queue and is not run: no model call after A's."""
+def test_a_run_whose_client_left_while_it_queued_does_not_start_and_a_reading_one_runs_to_its_end(calls, monkeypatch):
+    """Visitor A's run (read to its end) holds the only worker (a server that takes one run at a time); B joins
+    behind it and never reads. When A's run ends, B's leaves the queue and is not run: no model call after A's."""
+    monkeypatch.setattr(app, "CONCURRENCY", 1)  # the page's queue takes one run at a time
     with served() as url:
         first, second = Page(url), Page(url)
         first.join(*first.inpaint_event("bundled", 50, 10, 5))  # 210 calls

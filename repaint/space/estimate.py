@@ -56,3 +56,9 @@ def batch_cost(timed: dict[int, float], rows: int, per_row: float) -> float:
         return 1 + per_row * (rows - 1)
     (r0, c0), (r1, c1) = next(((a, b) for a, b in zip(points, points[1:]) if rows <= b[0]), points[-2:])
     return c0 + (c1 - c0) * (rows - r0) / (r1 - r0)
+
+
+def sharing_text(runs: int) -> str:
+    """What the page says when ``runs`` other runs share the model's calls."""
+    many = runs > 1
+    return f"{runs} other run{'s' if many else ''} share{'' if many else 's'} the model now (the estimate counts them)."

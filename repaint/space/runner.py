@@ -94,11 +94,11 @@ class Runner:
                 held = self._crowds[name] = (inp, Crowd(inp.eps, self.rows_max, name))
             return held[1]
 
-    def others(self, name: str) -> int:
-        """Runs of the model ``name`` in its crowd now."""
+    def sharing(self, name: str) -> tuple[int, int]:
+        """(runs, rows of their next calls) of the model ``name``'s crowd now."""
         with self._lock:
             held = self._crowds.get(name)
-        return 0 if held is None else len(held[1])
+        return (0, 0) if held is None else (len(held[1]), held[1].waiting_rows())
 
     def stop(self, key) -> bool:
         """Asks the session ``key``'s run to stop; False when it has none running."""

@@ -14,7 +14,7 @@ from .. import masks
 from ..settings import Settings
 from .cache import ModelCache
 from .errors import ServeError, echo
-from .estimate import fmt_seconds
+from .estimate import fmt_seconds, sharing_text
 from .limits import Limits
 from .requests import SIZES, Checked, Request, check_compare, pixels_refusal, uploaded_path
 from .runner import Runner
@@ -110,21 +110,33 @@ class Service:
         except (ValueError, TypeError) as e:
             return f"Settings not valid: {e}"
         text = f"**{calls:,} model calls** (batch of {'up to ' if settings.compare else ''}{settings.rows})"
-        est = self.timing.estimate_seconds(name, settings)
-        if est is None:
+        alone = self.timing.estimate_seconds(name, settings)
+        if alone is None:
             return text + " - time unknown until the model is loaded."
-        wait = self.timing.wait_seconds(name, settings)
+        runs, sharing = self.sharing(name)
+        est, wait = (
+            self.timing.estimate_seconds(name, settings, sharing),
+            self.timing.wait_seconds(name, settings, sharing),
+        )
         text += (
             f" - about **{fmt_seconds(wait)}** from click to result: {fmt_seconds(est)} of model calls on "
             f"{self._where(name)} ({est / calls * 1000:.1f} ms per call, {self._source(name)}), "
             f"{fmt_seconds(wait - est)} for the page."
         )
-        if (why := self.slot.too_long(est)) is not None:
+        if runs:
+            text += f" {sharing_text(runs)}"
+        if (why := self.slot.too_long(alone)) is not None:
             return text + f" Too long: {why}. Reduce T, r or the samples."
         if self.on_zerogpu:
             req = Request(model=name, settings=settings)
             text += " " + gpu_seconds_text(self.slot.gpu_duration(req), self.slot.charged_seconds(req)) + "."
         return text
+
+    def sharing(self, name: str) -> tuple[int, tuple[int, int] | None]:
+        """(runs of the model ``name`` now, and the ``sharing`` of :meth:`Timing.estimate_seconds`: their rows and
+        the rows per call) off ZeroGPU, where runs share the model's calls; (0, None) when none run."""
+        runs, rows = (0, 0) if self.on_zerogpu else self.runner.sharing(name)
+        return (runs, (rows, self.runner.rows_max)) if runs else (0, None)
 
     def _where(self, name: str) -> str:
         return "ZeroGPU" if self.on_zerogpu else str(self.cache.models[name].device)

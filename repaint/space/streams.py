@@ -18,7 +18,7 @@ import numpy as np
 from ..images import save_png
 from . import pictures
 from .errors import Stopped
-from .estimate import fmt_seconds
+from .estimate import fmt_seconds, sharing_text
 from .files import PNG_LEVEL, RESULTS_DIR, new_results_dir, save_results
 from .requests import Checked, Finished, Request
 from .runner import Done, Spent, Tick
@@ -110,8 +110,10 @@ def page_stream(
     remaining time is the run's own rate so far; the run's time outside its model calls is noted for the estimates
     (:meth:`Timing.note_page_run`)."""
     start, shown, s = time.perf_counter(), -math.inf, req.settings
-    wait = service.timing.wait_seconds(req.model, s)
-    yield Status(f"Starting: {s.calls:,} model calls, about {fmt_seconds(wait or 0)}...")
+    runs, sharing = service.sharing(req.model)
+    wait = service.timing.wait_seconds(req.model, s, sharing)
+    shared = f" {sharing_text(runs)}" if runs else ""
+    yield Status(f"Starting: {s.calls:,} model calls, about {fmt_seconds(wait or 0)}...{shared}")
     for ev in stream(service, gpu_run, req, stop):
         if isinstance(ev, Finished):
             done = ev

@@ -3,6 +3,8 @@ from it (seconds of model calls, and a visitor's whole wait)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..bench import call_time, call_times
@@ -82,16 +84,26 @@ class Timing:
         )
         return one * self.rows_cost(name, rows) * float(off)
 
-    def estimate_seconds(self, name: str, settings: Settings) -> float | None:
-        """Seconds of model calls (what a ZeroGPU slot is sized by); :meth:`wait_seconds` is the visitor's wait."""
+    def estimate_seconds(self, name: str, settings: Settings, sharing: tuple[int, int] | None = None) -> float | None:
+        """Seconds of model calls (what a ZeroGPU slot is sized by); :meth:`wait_seconds` is the visitor's wait.
+        ``sharing``: (other runs' rows, rows per call at most) of the model's crowd, who share each call as they
+        are now until this run ends: each call has their rows too, and past the rows per call the runs take
+        turns."""
         if self.call_s.get(name) is None:
             return None
-        return sum(calls * self.call_seconds(name, rows) for rows, calls in run_rows(settings).items())
+        others, rows_max = sharing or (0, 0)
+        total = 0.0
+        for rows, calls in run_rows(settings).items():
+            together = rows + others
+            turns = math.ceil(together / rows_max) if others else 1
+            total += calls * turns * self.call_seconds(name, min(together, rows_max) if others else rows)
+        return total
 
-    def wait_seconds(self, name: str, settings: Settings) -> float | None:
-        """The page's whole wait, from the click to the results shown: the model calls, the page run's own work
-        (the last run's, EXTRA_S before one) and the browser's PAGE_S."""
-        est = self.estimate_seconds(name, settings)
+    def wait_seconds(self, name: str, settings: Settings, sharing: tuple[int, int] | None = None) -> float | None:
+        """The page's whole wait, from the click to the results shown: the model calls (``sharing``: as
+        :meth:`estimate_seconds` takes it), the page run's own work (the last run's, EXTRA_S before one) and the
+        browser's PAGE_S."""
+        est = self.estimate_seconds(name, settings, sharing)
         return None if est is None else est + self.extra_s.get(name, EXTRA_S) + PAGE_S
 
     def note_run(self, name: str, settings: Settings, per_call: float) -> None:
