@@ -39,16 +39,16 @@ PAPER = ("bundled", 250, 10, 10)
 
 
 class Server:
-    """``python app.py`` on a free loopback port, its /proc figures."""
+    """``python app.py`` (of the checkout at ``root``) on a free loopback port, its /proc figures."""
 
-    def __init__(self):
+    def __init__(self, root: Path = ROOT):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
         cmd = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.monotonic() + 180
         while True:
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from ..crowd import ROWS_MAX
 from ..images import MAX_PIXELS
 
 __all__ = ["LIMITS_ENV", "Limits"]
@@ -19,6 +20,7 @@ LIMITS_ENV = {
     "hub_cache_bytes_max": "REPAINT_HUB_CACHE_BYTES_MAX",
     "hub_models_max": "REPAINT_HUB_MODELS_MAX",
     "hub_resolution_max": "REPAINT_HUB_RESOLUTION_MAX",
+    "crowd_rows": "REPAINT_CROWD_ROWS",
 }
 
 
@@ -38,7 +40,10 @@ class Limits:
     are over it); ``hub_cache_bytes_max``, their downloads on disk, the least recently used deleted first;
     ``hub_models_max``, how many are held in memory at once, the least recently used dropped first (so at most
     ``hub_models_max`` x ``hub_bytes_max`` of weights in float32, twice that for a float16 file); and
-    ``hub_resolution_max``, the largest image size of one (time and memory per call)."""
+    ``hub_resolution_max``, the largest image size of one (time and memory per call).
+
+    ``crowd_rows``: off ZeroGPU, the rows of one model call that the runs sharing a model (:mod:`repaint.crowd`)
+    fill; past it they take turns."""
 
     run_s_max: float = 600.0
     gpu_s_max: float = 300.0
@@ -47,14 +52,15 @@ class Limits:
     hub_cache_bytes_max: int = 4_000_000_000
     hub_models_max: int = 2
     hub_resolution_max: int = 512
+    crowd_rows: int = ROWS_MAX
 
     def __post_init__(self):
         if not 1 <= self.pixels_max <= MAX_PIXELS:
             raise ValueError(f"pixels_max must be from 1 to {MAX_PIXELS:,} (images.MAX_PIXELS), got {self.pixels_max}")
         if not 1 <= self.hub_bytes_max <= self.hub_cache_bytes_max:
             raise ValueError("hub_bytes_max must be at least 1 and at most hub_cache_bytes_max: one model must fit")
-        if self.hub_models_max < 1 or self.hub_resolution_max < 1:
-            raise ValueError("hub_models_max and hub_resolution_max must be at least 1")
+        if min(self.hub_models_max, self.hub_resolution_max, self.crowd_rows) < 1:
+            raise ValueError("hub_models_max, hub_resolution_max and crowd_rows must be at least 1")
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Limits:

@@ -1,0 +1,224 @@
+"""The crowd benchmark (issue 27): visitors at once against ``python app.py`` in a subprocess (bundled model, CPU),
+through gradio_client, each visitor a client of its own:
+
+    python -m repaint.space.crowd_bench --baseline DIR --write docs/benchmarks.md
+
+- **eight visitors at once** with mixed settings (:data:`MIX`): the time until all eight are done, against the same
+  eight runs one after another on the server of ``DIR`` (a checkout from before the crowd: one run at a time) and on
+  this one;
+- **a T=20 run submitted 2 s after a paper-default run** (T=250, j=10, r=10) started: its click-to-result time
+  against its time alone;
+- the server's peak memory (VmHWM, reset before each case);
+- the bundled model's cost per row of a batched call against a one-row call, at 1, 2, 4, 8 and 16 rows, on the
+  threads the server gives torch (``service.leave_a_core_to_the_server``) and on all cores: the curve that decides
+  what a crowd gains."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from .hostile import Server
+from .wire import FACE
+
+#: (steps, jump_length, jump_n_sample, num_samples, compare): T from 20 to 250, r from 1 to 10, 1-4 samples, a Compare
+MIX = [
+    (250, 10, 10, 1, False),
+    (20, 5, 1, 4, False),
+    (50, 5, 5, 2, False),
+    (100, 10, 5, 1, False),
+    (250, 10, 2, 2, False),
+    (150, 10, 4, 3, False),
+    (50, 10, 10, 1, True),
+    (30, 5, 3, 4, False),
+]
+PAPER = (250, 10, 10, 1, False)
+SHORT = (20, 5, 1, 1, False)
+ROWS = (1, 2, 4, 8, 16)
+
+__all__ = ["MIX", "main", "per_row_costs"]
+
+
+def _inpaint(client, run, seed: int = 0):
+    from gradio_client import handle_file
+
+    steps, jump, resample, samples, compare = run
+    return client.submit(
+        handle_file(str(FACE)),
+        "left_half",
+        api_name="/inpaint",
+        model="bundled",
+        steps=steps,
+        jump_length=jump,
+        jump_n_sample=resample,
+        seed=seed,
+        num_samples=samples,
+        compare=compare,
+    )
+
+
+def clients(server: Server, n: int) -> list:
+    from gradio_client import Client
+
+    return [Client(server.url, verbose=False) for _ in range(n)]
+
+
+def one_after_another(server: Server, runs) -> tuple[float, float]:
+    """(seconds until all ``runs`` are done, one submitted when the last ended; the server's peak MB)."""
+    (client,) = clients(server, 1)
+    _inpaint(client, SHORT).result(timeout=600)  # warm: the model loaded and timed
+    server.reset_peak()
+    start = time.perf_counter()
+    for i, run in enumerate(runs):
+        _inpaint(client, run, seed=i).result(timeout=3600)
+    return time.perf_counter() - start, server.peak()
+
+
+def at_once(server: Server, runs) -> tuple[float, list[float], float]:
+    """(seconds until all ``runs`` are done, submitted at once by clients of their own; each one's seconds; the
+    server's peak MB)."""
+    crowd = clients(server, len(runs))
+    _inpaint(crowd[0], SHORT).result(timeout=600)
+    server.reset_peak()
+    start, done = time.perf_counter(), [0.0] * len(runs)
+    jobs = [_inpaint(c, run, seed=i) for i, (c, run) in enumerate(zip(crowd, runs))]
+
+    def wait(i):
+        jobs[i].result(timeout=3600)
+        done[i] = time.perf_counter() - start
+
+    threads = [threading.Thread(target=wait, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return max(done), done, server.peak()
+
+
+def short_after_paper(server: Server) -> tuple[float, float, float]:
+    """(the T=20 run's click-to-result seconds alone, then 2 s after a paper-default run started; the peak MB)."""
+    long_client, short_client = clients(server, 2)
+    _inpaint(short_client, SHORT).result(timeout=600)
+    start = time.perf_counter()
+    _inpaint(short_client, SHORT).result(timeout=600)
+    alone = time.perf_counter() - start
+    server.reset_peak()
+    long_job = _inpaint(long_client, PAPER)
+    while long_job.status().code.name not in ("PROCESSING", "ITERATING"):
+        time.sleep(0.05)
+    time.sleep(2)
+    start = time.perf_counter()
+    _inpaint(short_client, SHORT).result(timeout=3600)
+    shared = time.perf_counter() - start
+    long_job.result(timeout=3600)
+    return alone, shared, server.peak()
+
+
+def per_row_costs(threads: int, calls: int = 20) -> dict[int, float]:
+    """The bundled model's seconds per row of a call of each of :data:`ROWS` rows, over a one-row call's."""
+    import torch
+
+    from .. import loading
+
+    torch.set_num_threads(threads)
+    inp = loading.load("bundled", device="cpu")
+    seconds = {}
+    with torch.inference_mode():
+        for rows in ROWS:
+            x = torch.randn(rows, inp.channels, inp.resolution, inp.resolution)
+            t = torch.full((rows,), 500, dtype=torch.long)
+            for _ in range(3):
+                inp.eps(x, t)
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                inp.eps(x, t)
+                times.append(time.perf_counter() - start)
+            seconds[rows] = statistics.median(times) / rows
+    return {rows: s / seconds[1] for rows, s in seconds.items()}
+
+
+def _run_text(run) -> str:
+    steps, jump, resample, samples, compare = run
+    return f"T={steps}, j={jump}, r={resample}, {samples} sample{'s' if samples > 1 else ''}" + (
+        ", Compare" if compare else ""
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Visitors at once against python app.py (see the module's doc).")
+    p.add_argument("--baseline", metavar="DIR", help="a checkout of the code before the crowd, run one after another")
+    p.add_argument("--write", metavar="MD", help="also (re)write this benchmark's section of docs/benchmarks.md")
+    args = p.parse_args(argv)
+    rows = []
+    if args.baseline:
+        server = Server(Path(args.baseline))
+        try:
+            before, before_peak = one_after_another(server, MIX)
+        finally:
+            server.close()
+        rows.append(
+            (
+                "8 visitors one after another, before the crowd (`--baseline`)",
+                f"{before:.1f} s",
+                f"{before_peak:,.0f} MB",
+            )
+        )
+    server = Server()
+    try:
+        seq, seq_peak = one_after_another(server, MIX)
+        rows.append(("8 visitors one after another, this server", f"{seq:.1f} s", f"{seq_peak:,.0f} MB"))
+        crowd, each, crowd_peak = at_once(server, MIX)
+        base = before if args.baseline else seq
+        rows.append(
+            ("8 visitors at once, this server", f"{crowd:.1f} s ({crowd / base:.2f}x)", f"{crowd_peak:,.0f} MB")
+        )
+        alone, shared, short_peak = short_after_paper(server)
+    finally:
+        server.close()
+    rows.append(("a T=20 run alone, click to result", f"{alone:.1f} s", ""))
+    rows.append(
+        (
+            "the same, 2 s after a paper-default run started",
+            f"{shared:.1f} s ({shared / alone:.1f}x)",
+            f"{short_peak:,.0f} MB",
+        )
+    )
+    table = "| case | time until done | server's peak memory |\n|---|---:|---:|\n"
+    table += "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+    table += "\nEach visitor's time at once, from the same click:\n\n| visitor's run | seconds |\n|---|---:|\n"
+    table += "".join(f"| {_run_text(run)} | {s:.1f} |\n" for run, s in zip(MIX, each))
+    cores = os.cpu_count() or 1
+    server_threads = max(1, cores - 1) if cores > 1 else 1
+    curves = {threads: per_row_costs(threads) for threads in sorted({server_threads, cores})}
+    table += "\nThe bundled model's cost per row of a call, against a one-row call (median of 20 calls):\n\n"
+    table += "| torch threads | " + " | ".join(f"{r} rows" for r in ROWS) + " |\n|---|" + "---:|" * len(ROWS) + "\n"
+    for threads, costs in curves.items():
+        table += f"| {threads} | " + " | ".join(f"{costs[r]:.2f}" for r in ROWS) + " |\n"
+    print(table)
+    if args.write:
+        import torch
+
+        from ..bench import _device_name, write_section
+
+        command = "python -m repaint.space.crowd_bench --baseline DIR --write docs/benchmarks.md"
+        machine = f"{_device_name(torch.device('cpu'))}, torch {torch.__version__}, a `python app.py` subprocess"
+        if args.baseline:
+            machine += f"; the baseline DIR at {_commit(Path(args.baseline))}"
+        write_section(args.write, "A crowd on one machine: bundled", command, machine, table)
+    return 0
+
+
+def _commit(root: Path) -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    return f"commit {out.stdout.strip()[:60]}" if out.returncode == 0 else str(root)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
