@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from functools import cache
 from pathlib import Path
 
@@ -60,22 +59,18 @@ def open_image(source) -> Image.Image:
             if hasattr(source, "read")
             else Path(source)
         )
-        limit = Image.MAX_IMAGE_PIXELS
+        # The size is checked from the header, before anything is decoded. PIL's own limit (a process-wide setting,
+        # not changed here: threads share it) raises beyond twice its MAX_IMAGE_PIXELS while reading the header.
         try:
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL warns beyond it (an error here) and raises beyond twice it
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(data)  # reads the header only
-                if img.width * img.height > MAX_PIXELS:
-                    raise Image.DecompressionBombError(f"{img.width}x{img.height}")
-                img.load()  # at its full size, so a mask drawn on the photo fits it
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            img = Image.open(data)  # reads the header only
+            if img.width * img.height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{img.width}x{img.height}")
+            img.load()  # at its full size, so a mask drawn on the photo fits it
+        except Image.DecompressionBombError as e:
             raise ValueError(f"image too large: more than {MAX_PIXELS:,} pixels ({e})") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as e:  # the reason without the file's path
             why = "not a format PIL reads" if isinstance(e, UnidentifiedImageError) else (e.strerror or str(e))
             raise ValueError(f"not a readable image file: {why}") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
     if img.width * img.height > MAX_PIXELS:
         raise ValueError(f"image too large: {img.width}x{img.height} is more than {MAX_PIXELS:,} pixels")
     if min(img.size) < 1:
