@@ -81,9 +81,9 @@ class Crowd:
         """Runs ``chain`` to its end among the crowd's other runs: its x_0. ``callback`` and ``guide`` as
         :func:`repaint.sampler.run_chain` takes them; ``stopped()``, asked before each call the run would be in,
         ends it with an InterruptedError. The callback's exception, or the model's, is raised here."""
-        run = _Run(chain, callback, guide, stopped, next(self._counter))
         if chain.done:
             return chain.x
+        run = _Run(chain, callback, guide, stopped, next(self._counter))
         with self._cond:
             self._runs.append(run)
             if self._thread is None:

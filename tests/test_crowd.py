@@ -60,8 +60,8 @@ run_settings = st.builds(
 ).filter(lambda s: s.jump_length <= s.steps and (not s.compare or s.jump_n_sample > 1))
 
 
-@settings(max_examples=15, deadline=None)
-@given(runs=st.lists(run_settings, min_size=2, max_size=4), rows_max=st.integers(1, 12))
+@settings(max_examples=10, deadline=None)
+@given(runs=st.lists(run_settings, min_size=2, max_size=3), rows_max=st.integers(1, 12))
 def test_runs_sharing_the_calls_each_give_their_run_alones_result(pipe, runs, rows_max):
     crowd = Crowd(pipe.eps, rows_max=rows_max)
     for s, got in zip(runs, together(pipe, crowd, runs)):
@@ -229,3 +229,23 @@ def test_guided_and_class_conditional_runs_share_the_calls(tmp_path):
     for s, got in zip(runs, together(guided, crowd, runs)):
         for a, b in zip(outputs(got), outputs(guided.run(IMAGE, "center_box", s))):
             assert_same_run(a, b)
+
+
+def test_a_model_the_cache_let_go_is_freed_with_its_crowd():
+    """The runner keeps a crowd per model; once the cache drops the model (a Hub id past its bound), the next run's
+    crowd lookup lets the old one go, and with it the model."""
+    import gc
+    import weakref
+
+    from repaint import space
+
+    cache = space.ModelCache(space.Timing(), offered=["bundled"])
+    runner = space.Runner(cache)
+    old, new = tiny_pipe(), tiny_pipe()
+    cache.models["owner/old"], cache.models["owner/new"] = old, new
+    runner.crowd("owner/old", old)  # a crowd made for it, as a run makes one
+    gone = weakref.ref(old)
+    del cache.models["owner/old"], old
+    runner.crowd("owner/new", new)
+    gc.collect()
+    assert gone() is None

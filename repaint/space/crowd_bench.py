@@ -142,6 +142,54 @@ def per_row_costs(threads: int, calls: int = 20) -> dict[int, float]:
     return {rows: s / seconds[1] for rows, s in seconds.items()}
 
 
+def busy_neighbour_costs(calls: int = 20, rows: int = 8) -> dict[str, float]:
+    """Milliseconds of a call of the bundled model (``rows`` rows, the server's torch threads), alone and with a
+    thread running Python beside it, at Python's default switch interval and at the server's
+    (``service.SWITCH_INTERVAL_S``)."""
+    import sys
+
+    import torch
+
+    from .. import loading
+    from .service import SWITCH_INTERVAL_S, leave_a_core_to_the_server
+
+    leave_a_core_to_the_server(has_gpu=False)
+    inp = loading.load("bundled", device="cpu")
+    x = torch.randn(rows, inp.channels, inp.resolution, inp.resolution)
+    t = torch.full((rows,), 500, dtype=torch.long)
+
+    def per_call() -> float:
+        with torch.inference_mode():
+            for _ in range(3):
+                inp.eps(x, t)
+            start = time.perf_counter()
+            for _ in range(calls):
+                inp.eps(x, t)
+        return (time.perf_counter() - start) / calls * 1000
+
+    default, out = sys.getswitchinterval(), {"alone": per_call()}
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            sum(range(1000))
+
+    neighbour = threading.Thread(target=busy, daemon=True)
+    neighbour.start()
+    try:
+        for label, interval in (
+            (f"{default * 1000:g} ms", default),
+            (f"{SWITCH_INTERVAL_S * 1000:g} ms", SWITCH_INTERVAL_S),
+        ):
+            sys.setswitchinterval(interval)
+            out[f"a busy Python thread beside it, switch interval {label}"] = per_call()
+    finally:
+        sys.setswitchinterval(default)
+        stop.set()
+        neighbour.join()
+    return out
+
+
 def _run_text(run) -> str:
     steps, jump, resample, samples, compare = run
     return f"T={steps}, j={jump}, r={resample}, {samples} sample{'s' if samples > 1 else ''}" + (
@@ -199,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     table += "| torch threads | " + " | ".join(f"{r} rows" for r in ROWS) + " |\n|---|" + "---:|" * len(ROWS) + "\n"
     for threads, costs in curves.items():
         table += f"| {threads} | " + " | ".join(f"{costs[r]:.2f}" for r in ROWS) + " |\n"
+    table += "\nA call of 8 rows, on the server's torch threads, with a thread running Python beside it:\n\n"
+    table += "| case | ms per call |\n|---|---:|\n"
+    table += "".join(f"| {case} | {ms:.0f} |\n" for case, ms in busy_neighbour_costs().items())
     print(table)
     if args.write:
         import torch

@@ -87,8 +87,12 @@ class Runner:
         self._lock = threading.Lock()
 
     def crowd(self, name: str, inp: Inpainter) -> Crowd:
-        """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again."""
+        """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again. The
+        empty crowds of models the cache let go are dropped (a crowd holds its model)."""
         with self._lock:
+            for other, (model, crowd) in list(self._crowds.items()):
+                if self.cache.models.get(other) is not model and not len(crowd):
+                    del self._crowds[other]
             held = self._crowds.get(name)
             if held is None or held[0] is not inp:
                 held = self._crowds[name] = (inp, Crowd(inp.eps, self.rows_max, name))

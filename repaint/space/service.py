@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
@@ -65,6 +66,7 @@ class Service:
         if server:
             leave_a_core_to_the_server(self.has_gpu)
             hand_freed_memory_back()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         load_notice = self.cache.preload() if self.on_zerogpu else ""
         name, notice = self.pick_default(wanted, gpu_model, offline_model, env_name)
         settings = self.slot.fitting_settings(name, ZEROGPU_SLOT_S) if self.on_zerogpu else paper
@@ -249,6 +251,13 @@ def leave_a_core_to_the_server(has_gpu: bool) -> None:
     both ways)."""
     if not has_gpu and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+
+
+#: How often a thread that holds the interpreter hands it over (Python's default: 5 ms). The model calls need it
+#: back between their operations, hundreds per call: while a handler thread runs Python beside them, every call
+#: waits up to the interval at each operation. ``python -m repaint.space.crowd_bench`` measures a call with a busy
+#: thread beside it at the default and at this interval (docs/benchmarks.md).
+SWITCH_INTERVAL_S = 0.0002
 
 
 #: Allocations from this size up get pages of their own, handed back to the system when freed (glibc's M_MMAP_THRESHOLD)
