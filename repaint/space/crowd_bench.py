@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 def _commit(root: Path) -> str:
     import subprocess
 
-    out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
-    return f"commit {out.stdout.strip()[:60]}" if out.returncode == 0 else str(root)
+    out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    return f"commit {out.stdout.strip()}" if out.returncode == 0 else str(root)
 
 
 if __name__ == "__main__":
