@@ -109,12 +109,12 @@ def _download(repo_id: str, name: str, cache_dir=None, *, token=None, bytes_max:
     cache_only = False  # set once the Hub could not be reached: each further file would wait for its retries again
     revision, budget = None, bytes_max  # the commit of the first file; what the size limit leaves
 
-    def sized(filename: str) -> None:
-        """Refuses ``filename`` before it is fetched if it is larger than what ``bytes_max`` leaves."""
+    def sized(filename: str, kwargs: dict) -> None:
+        """Refuses ``filename`` before it is fetched (with ``kwargs``) if it is larger than what ``bytes_max``
+        leaves."""
         nonlocal budget
         if budget is None:
             return
-        kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=cache_only, token=token)
         size = hf_hub_download(repo_id, filename, dry_run=True, **kwargs).file_size
         if size is None:
             raise ModelLoadError(f"{label}: the Hub gave no size for {filename}, so it is not downloaded")
@@ -129,9 +129,9 @@ def _download(repo_id: str, name: str, cache_dir=None, *, token=None, bytes_max:
         """The first of ``candidates`` the repository (or the cache) has."""
         nonlocal cache_only
         for i, filename in enumerate(candidates):
+            kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=cache_only, token=token)
             try:
-                sized(filename)
-                kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=cache_only, token=token)
+                sized(filename, kwargs)
                 return Path(hf_hub_download(repo_id, filename, **kwargs))
             except ModelLoadError:
                 raise
