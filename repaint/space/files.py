@@ -80,14 +80,23 @@ def hold(array: np.ndarray, key, root: Path = HELD_DIR, bytes_max: int = HELD_BY
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{uuid.uuid4().hex}.npy"
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-    stats = {f: st for f in root.glob("*.npy") if (st := _stat(f)) is not None}
-    total = sum(st.st_size for st in stats.values())
-    for old in sorted(stats, key=lambda f: stats[f].st_mtime):  # the oldest first
-        if total <= bytes_max or old == path:
-            break
-        total -= stats[old].st_size
+    stats = {f: (st.st_size, st.st_mtime) for f in root.glob("*.npy") if (st := _stat(f)) is not None}
+    for old in oldest_over(stats, bytes_max, keep=path):
         old.unlink(missing_ok=True)
     return {"path": str(path), "key": key}
+
+
+def oldest_over(entries: dict[Path, tuple[int, float]], bytes_max: int, keep: Path | None = None) -> list[Path]:
+    """Which of ``entries`` (path -> (bytes, time last used)) to delete, the oldest first, for the rest to take at
+    most ``bytes_max`` in all; never ``keep``."""
+    total, out = sum(size for size, _ in entries.values()), []
+    for path in sorted(entries, key=lambda p: entries[p][1]):
+        if total <= bytes_max:
+            break
+        if path != keep:
+            total -= entries[path][0]
+            out.append(path)
+    return out
 
 
 def held(value, root: Path = HELD_DIR) -> np.ndarray | None:

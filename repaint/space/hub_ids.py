@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import loading
 from ..loading import ModelLoadError
 from ..pipeline import Inpainter
+from .files import oldest_over
 from .limits import Limits
 
 __all__ = ["HUB_IDS_DIR", "HubDownloads", "folder_bytes", "trim"]
@@ -96,14 +97,10 @@ def trim(root: Path, bytes_max: int) -> list[str]:
     use), while they take more than ``bytes_max`` in all: the names deleted."""
     if not root.is_dir():
         return []
-    folders = sorted((d for d in root.iterdir() if d.is_dir() and d.name.startswith("models--")), key=_used)
-    sizes = {d: folder_bytes(d) for d in folders}
-    total, deleted = sum(sizes.values()), []
-    for d in folders:
-        if total <= bytes_max:
-            break
+    folders = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("models--")]
+    deleted = []
+    for d in oldest_over({d: (folder_bytes(d), _used(d)) for d in folders}, bytes_max):
         _delete(root, d)
-        total -= sizes[d]
         deleted.append(d.name)
     if deleted:
         log.info("typed Hub ids' downloads: deleted %s (least recently used)", ", ".join(deleted))
