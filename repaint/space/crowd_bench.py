@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -119,55 +118,31 @@ def short_after_paper(server: Server) -> tuple[float, float, float]:
 
 
 def per_row_costs(threads: int, calls: int = 20) -> dict[int, float]:
-    """The bundled model's seconds per row of a call of each of :data:`ROWS` rows, over a one-row call's."""
+    """The bundled model's seconds per row of a call of each of :data:`ROWS` rows, over a one-row call's
+    (:func:`repaint.bench.call_times`: ``calls`` rounds of one call of each)."""
     import torch
 
     from .. import loading
+    from ..bench import call_times
 
     torch.set_num_threads(threads)
-    inp = loading.load("bundled", device="cpu")
-    seconds = {}
-    with torch.inference_mode():
-        for rows in ROWS:
-            x = torch.randn(rows, inp.channels, inp.resolution, inp.resolution)
-            t = torch.full((rows,), 500, dtype=torch.long)
-            for _ in range(3):
-                inp.eps(x, t)
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                inp.eps(x, t)
-                times.append(time.perf_counter() - start)
-            seconds[rows] = statistics.median(times) / rows
-    return {rows: s / seconds[1] for rows, s in seconds.items()}
+    seconds = call_times(loading.load("bundled", device="cpu"), ROWS, repeats=calls, warmup=3)
+    return {rows: seconds[rows] / rows / seconds[1] for rows in ROWS}
 
 
 def busy_neighbour_costs(calls: int = 20, rows: int = 8) -> dict[str, float]:
     """Milliseconds of a call of the bundled model (``rows`` rows, the server's torch threads), alone and with a
     thread running Python beside it, at Python's default switch interval and at the server's
-    (``service.SWITCH_INTERVAL_S``)."""
+    (``service.SWITCH_INTERVAL_S``); each the median of ``calls`` calls (:func:`repaint.bench.call_time`)."""
     import sys
 
-    import torch
-
     from .. import loading
+    from ..bench import call_time
     from .service import SWITCH_INTERVAL_S, leave_a_core_to_the_server
 
     leave_a_core_to_the_server(has_gpu=False)
     inp = loading.load("bundled", device="cpu")
-    x = torch.randn(rows, inp.channels, inp.resolution, inp.resolution)
-    t = torch.full((rows,), 500, dtype=torch.long)
-
-    def per_call() -> float:
-        with torch.inference_mode():
-            for _ in range(3):
-                inp.eps(x, t)
-            start = time.perf_counter()
-            for _ in range(calls):
-                inp.eps(x, t)
-        return (time.perf_counter() - start) / calls * 1000
-
-    default, out = sys.getswitchinterval(), {"alone": per_call()}
+    default, out = sys.getswitchinterval(), {"alone": call_time(inp, rows, calls) * 1000}
     stop = threading.Event()
 
     def busy():
@@ -182,7 +157,7 @@ def busy_neighbour_costs(calls: int = 20, rows: int = 8) -> dict[str, float]:
             (f"{SWITCH_INTERVAL_S * 1000:g} ms", SWITCH_INTERVAL_S),
         ):
             sys.setswitchinterval(interval)
-            out[f"a busy Python thread beside it, switch interval {label}"] = per_call()
+            out[f"a busy Python thread beside it, switch interval {label}"] = call_time(inp, rows, calls) * 1000
     finally:
         sys.setswitchinterval(default)
         stop.set()
@@ -243,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     server_threads = max(1, cores - 1) if cores > 1 else 1
     curves = {threads: per_row_costs(threads) for threads in sorted({server_threads, cores})}
-    table += "\nThe bundled model's cost per row of a call, against a one-row call (median of 20 calls):\n\n"
+    table += "\nThe bundled model's cost per row of a call, against a one-row call (20 rounds of one call each):\n\n"
     table += "| torch threads | " + " | ".join(f"{r} rows" for r in ROWS) + " |\n|---|" + "---:|" * len(ROWS) + "\n"
     for threads, costs in curves.items():
         table += f"| {threads} | " + " | ".join(f"{costs[r]:.2f}" for r in ROWS) + " |\n"
