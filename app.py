@@ -236,6 +236,7 @@ def api_inpaint(
     class_label=None,
     classifier_scale=None,
     request: gr.Request = None,
+    progress=gr.Progress(),  # noqa: B008 - Gradio's way to ask for a tracker
 ):
     """Inpaint ``image`` (a file) where ``mask`` says: a preset name (see repaint.masks.PRESETS) or a mask file
     (white or opaque = fill, same size as the image). Returns the results as PNG files; with ``compare``,
@@ -244,7 +245,8 @@ def api_inpaint(
     (full for a mask file, the model's for a preset). ``class_label``: a class-conditional model's class (imagenet:
     0-999) for every sample; empty, each sample draws a random class from its seed. ``classifier_scale``: classifier
     guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided). A generator:
-    A client that cancels, disconnects or stops reading stops the model at its next call."""
+    A client that cancels, disconnects or stops reading stops the model at its next call. Its progress messages say
+    what the page's status says: the estimate first (with the runs that share the model), then the steps."""
     settings = service.form_settings(
         steps, jump_length, jump_n_sample, num_samples, compare, seed, class_label, classifier_scale
     )
@@ -261,7 +263,11 @@ def api_inpaint(
     check_request(req)
     with SERVICE.runner.stop_flag(key) as flag, clients.READERS.watching(request, flag):  # the client gone
         for out in streams.api_stream(SERVICE, gpu_run, req, flag, RESULTS_DIR):
-            yield gr.skip() if out is None else out  # a skip: a chance for Gradio to notice a cancel
+            if isinstance(out, streams.Status):
+                progress(out.calls or (0, req.settings.calls), desc=out.text)
+                yield gr.skip()  # a chance for Gradio to notice a cancel
+            else:
+                yield out
 
 
 # ----------------------------------------------------------------------------------------------- loading

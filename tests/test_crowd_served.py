@@ -13,6 +13,7 @@ from PIL import Image
 
 import app
 from repaint import Settings
+from repaint.space.wire import Page
 
 pytestmark = pytest.mark.usefixtures("service")  # each test its own Service: its crowds, runs and timing
 
@@ -102,3 +103,26 @@ def test_the_page_says_how_many_runs_share_the_model(face):
     assert "2 other runs share the model now" in text, text
     per_call = [float(t.split(" ms per call")[0].rsplit("(", 1)[1]) for t in (alone, text)]
     assert per_call[1] > per_call[0], per_call  # each call also carries the others' rows
+
+
+def progress_texts(messages) -> list[str]:
+    """The texts of an event's progress messages, in order."""
+    return [unit["desc"] for m in messages if m.get("msg") == "progress" for unit in m["progress_data"]]
+
+
+def test_an_api_client_is_told_the_estimate_and_how_many_runs_share_the_model(face):
+    """/inpaint's progress messages say what the page's status says: the estimate first, then the steps."""
+    with served() as url:
+        page = Page(url)
+        alone = progress_texts(page.submit(*page.api_event("bundled", 10, 5, 1)))
+        long_job = Client(url, verbose=False).submit(
+            handle_file(str(face)), "left_half", api_name="/inpaint", **settings(250, 10, 10)
+        )
+        assert wait_until(lambda: crowd_runs() == 1, 60), "the long run did not start"
+        shared = progress_texts(page.submit(*page.api_event("bundled", 10, 5, 1)))
+        long_job.cancel()
+    for texts in (alone, shared):
+        assert texts[0].startswith("Starting: 10 model calls, about "), texts
+        assert texts[-1].startswith("Step 10/10 - "), texts
+    assert "share" not in alone[0], alone
+    assert "1 other run shares the model now" in shared[0], shared

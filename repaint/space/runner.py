@@ -33,11 +33,13 @@ SLOT_RESERVE_S = 5.0
 
 @dataclass(frozen=True)
 class Tick:
-    """A model call done: ``tick`` of ``total``, each sample's level, and every few calls the pictures (uint8)."""
+    """Model calls done, up to ``tick`` of ``total``: each call's levels (one per row) since the last Tick, and every
+    few calls the pictures (uint8). Off ZeroGPU a Tick comes only with pictures (and at the last call), so that the
+    run's consumer does not wake at every call beside the model's thread; on ZeroGPU, at every call."""
 
     tick: int
     total: int
-    levels: list[int]
+    levels: list[list[int]]
     x_t: np.ndarray | None = None
     x0: np.ndarray | None = None
 
@@ -131,13 +133,13 @@ class Runner:
         return [t for t in list(self.workers) if t.is_alive()]
 
     def run(self, req: Request):
-        """The GPU function's body: runs the sampler in a worker thread; yields a :class:`Tick` at every model call
-        and a :class:`Done` at the end. A run with ``req.slot_s`` stops before a model call that would outlast the
-        slot (SLOT_RESERVE_S kept): it yields a :class:`Spent` and raises a ServeError that says how far it got.
-        Closing the generator ends the run at its next model call; so does, off ZeroGPU, the Stop flag of
-        ``req.stop_key``. On ZeroGPU the worker thread waits at each call until the generator is resumed: spaces'
-        worker looks at its stop event between two yields, so a stop ends the run before the next model call.
-        Elsewhere it runs ahead (the server's hand-offs do not hold the model up)."""
+        """The GPU function's body: runs the sampler in a worker thread; yields a :class:`Tick` (on ZeroGPU at every
+        model call, elsewhere with each preview) and a :class:`Done` at the end. A run with ``req.slot_s`` stops
+        before a model call that would outlast the slot (SLOT_RESERVE_S kept): it yields a :class:`Spent` and raises
+        a ServeError that says how far it got. Closing the generator ends the run at its next model call; so does,
+        off ZeroGPU, the Stop flag of ``req.stop_key``. On ZeroGPU the worker thread waits at each call until the
+        generator is resumed: spaces' worker looks at its stop event between two yields, so a stop ends the run
+        before the next model call. Elsewhere it runs ahead (the server's hand-offs do not hold the model up)."""
         inp = self.cache.get_model(req.model)
         # The Stop flag of this process's table, only where this process is the server's. A ZeroGPU worker's table is
         # the copy forked with it, which would keep a Stop set at that moment for every later run of that session:
@@ -176,6 +178,7 @@ class _Work:
         self.events: queue.Queue = queue.Queue()
         self.resume, self.closed = threading.Semaphore(0), threading.Event()
         self.times: list[float] = []  # the times of the model calls so far
+        self.levels: list[list[int]] = []  # each call's levels since the last Tick
         self.start = time.perf_counter()
 
     def options(self) -> dict:
@@ -190,10 +193,13 @@ class _Work:
         if self.stopped():
             raise InterruptedError("stopped")
         self.times.append(time.perf_counter())
+        self.levels.append(levels)
         pic = tick % self.every == 0 or tick == self.total - 1
-        self.events.put(
-            Tick(tick, self.total, levels, from_tensor(x) if pic else None, from_tensor(x0) if pic else None)
-        )
+        if pic or self.in_step:
+            calls, self.levels = self.levels, []
+            self.events.put(
+                Tick(tick, self.total, calls, from_tensor(x) if pic else None, from_tensor(x0) if pic else None)
+            )
         if self.in_step:
             self.resume.acquire()  # until the consumer asks for the next event (or closes the run)
             if self.closed.is_set():

@@ -35,8 +35,8 @@ STOPPING, NOTHING_TO_STOP = "Stopping at the next model call...", "Nothing to st
 
 @dataclass(frozen=True)
 class Progress:
-    """A model call done, as :func:`stream` hands it on: ``tick`` of ``total``, the run's seconds so far and, every
-    few calls, the predicted x0 (uint8, one per row)."""
+    """Model calls done, as :func:`stream` hands them on: up to ``tick`` of ``total``, the run's seconds so far and,
+    every few calls, the predicted x0 (uint8, one per row)."""
 
     tick: int
     total: int
@@ -64,9 +64,9 @@ def stopped_text(ticks: int, total: int, seconds: float) -> str:
 def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None = None):
     """The run both handlers share after :meth:`Service.check_request`: ``gpu_run(req)`` (the GPU function: in a
     ZeroGPU worker there), its per-call time noted, ``stop`` looked at after every event. Yields a :class:`Progress`
-    per model call, then the :class:`Finished` run. Stop closes the GPU function's generator (which ends its run, in
-    this process or in the worker) and raises :class:`Stopped`; a ``stop`` set before the run starts, before any
-    model call."""
+    per :class:`Tick` of the run, then the :class:`Finished` run. Stop closes the GPU function's generator (which
+    ends its run, in this process or in the worker) and raises :class:`Stopped`; a ``stop`` set before the run
+    starts, before any model call."""
     start, frames, levels, finished = time.perf_counter(), [], [], None
     if stop is not None and stop.is_set():  # stopped before it started (its client gone while it queued): not run
         raise Stopped("Stopped.")
@@ -84,7 +84,7 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
                     service.timing.note_run(req.model, req.settings, ev.per_call)
                 finished = Finished(req, ev.results, ev.plain, frames, levels, ev.per_call * len(levels), ev.shared)
             elif isinstance(ev, Tick):
-                levels.append(ev.levels)
+                levels.extend(ev.levels)
                 if ev.x_t is not None:
                     frames.append((ev.tick, ev.x_t, ev.x0))
                 yield Progress(ev.tick, ev.total, time.perf_counter() - start, ev.x0)
@@ -110,18 +110,13 @@ def page_stream(
     remaining time is the run's own rate so far; the run's time outside its model calls is noted for the estimates
     (:meth:`Timing.note_page_run`)."""
     start, shown, s = time.perf_counter(), -math.inf, req.settings
-    runs, sharing = service.sharing(req.model)
-    wait = service.timing.wait_seconds(req.model, s, sharing)
-    shared = f" {sharing_text(runs)}" if runs else ""
-    yield Status(f"Starting: {s.calls:,} model calls, about {fmt_seconds(wait or 0)}...{shared}")
+    yield starting(service, req)
     for ev in stream(service, gpu_run, req, stop):
         if isinstance(ev, Finished):
             done = ev
         elif ev.x0 is not None and time.perf_counter() - shown >= PREVIEW_INTERVAL_S:
-            shown, calls = time.perf_counter(), ev.tick + 1
-            eta = fmt_seconds(ev.seconds / calls * (ev.total - calls))
-            text = f"Step {calls:,}/{ev.total:,} - {fmt_seconds(ev.seconds)} elapsed, ETA {eta}"
-            yield Status(text, pictures.strip(list(ev.x0), preview_height), (calls, ev.total))
+            shown = time.perf_counter()
+            yield dataclasses.replace(step(ev), preview=pictures.strip(list(ev.x0), preview_height))
     out_dir = new_results_dir(results_dir)
     try:
         results, seconds = page_results(done, checked, out_dir), time.perf_counter() - start
@@ -138,6 +133,23 @@ def page_stream(
         yield results
     finally:  # the server has copied the files by the time it asks for more (or closes us)
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def starting(service: Service, req: Request) -> Status:
+    """The status before a run's first model call: its calls and wait, counting the runs that share its model."""
+    runs, sharing = service.sharing(req.model)
+    wait = service.timing.wait_seconds(req.model, req.settings, sharing)
+    shared = f" {sharing_text(runs)}" if runs else ""
+    return Status(f"Starting: {req.settings.calls:,} model calls, about {fmt_seconds(wait or 0)}...{shared}")
+
+
+def step(ev: Progress) -> Status:
+    """The status after the model calls of ``ev``: how far, how long so far and the time left at that rate."""
+    calls = ev.tick + 1
+    eta = fmt_seconds(ev.seconds / calls * (ev.total - calls))
+    return Status(
+        f"Step {calls:,}/{ev.total:,} - {fmt_seconds(ev.seconds)} elapsed, ETA {eta}", None, (calls, ev.total)
+    )
 
 
 def until_stopped(events, stop: threading.Event):
@@ -160,17 +172,18 @@ def until_stopped(events, stop: threading.Event):
 def api_stream(
     service: Service, gpu_run, req: Request, stop: threading.Event | None = None, results_dir: Path = RESULTS_DIR
 ):
-    """``/inpaint``'s run: yields None first, before the run starts, and at each preview (a chance for the server to
-    notice a cancel and close this), then the (path, caption) result files, deleted when the caller asks for more
-    (or closes). Gradio holds a generator, and can close it, only once it has yielded: a run started before that
-    would go on to its end after a cancel. ``stop`` (set when its client is gone, see :mod:`.clients`) ends the run
-    at its next model call."""
-    yield None
+    """``/inpaint``'s run: yields a :class:`Status` first, before the run starts (:func:`starting`: the page's
+    estimate), and at each preview (:func:`step`, without the pictures; each a chance for the server to notice a
+    cancel and close this), then the (path, caption) result files, deleted when the caller asks for more (or
+    closes). Gradio holds a generator, and can close it, only once it has yielded: a run started before that would
+    go on to its end after a cancel. ``stop`` (set when its client is gone, see :mod:`.clients`) ends the run at its
+    next model call."""
+    yield starting(service, req)
     for ev in stream(service, gpu_run, req, stop):
         if isinstance(ev, Finished):
             done = ev
         elif ev.x0 is not None:
-            yield None
+            yield step(ev)
     out_dir = new_results_dir(results_dir)
     try:
         yield save_results(out_dir, "", done.results, done.plain, req.settings.jump_n_sample, req.settings.seed)
