@@ -122,12 +122,7 @@ def call_times(pipe: Inpainter, batches, repeats: int = 20, warmup: int = 1, bud
     moment of the machine slows a round's calls alike, so the ratios hold: on a quiet 2-core machine, 1.5 s of rounds
     gave a 4-row call 2.5x-2.8x a 1-row one in eight tries; each batch timed apart, 1.7x-2.7x. ``warmup`` rounds
     first, then ``repeats`` rounds, or fewer once ``budget_s`` seconds are spent (at least three)."""
-    inputs = {}
-    for b in batches:
-        x = torch.zeros(b, pipe.channels, pipe.resolution, pipe.resolution, device=pipe.device)  # values: no matter
-        t = torch.full((b,), pipe.train_steps // 2, device=pipe.device, dtype=torch.long)
-        labels = torch.zeros(b, dtype=torch.long, device=pipe.device) if pipe.num_classes else None
-        inputs[b] = x, t, labels
+    inputs = {b: pipe.probe_inputs(b) for b in batches}
 
     def call(b):
         pipe.eps(*inputs[b])

@@ -24,15 +24,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .memory import free_bytes, peak_bytes
 from .sampler import Callback, Chain, Guide, Model
 
-__all__ = ["ROWS_MAX", "Crowd"]
+__all__ = ["MEMORY_SHARE", "ROWS_MAX", "Crowd", "rows_for_memory", "sized_rows"]
 
 log = logging.getLogger(__name__)
 
-#: rows per model call by default: on this project's 2-core CPU a call of the bundled model costs, per row, about
-#: half of a one-row call's at 8 to 16 rows (docs/benchmarks.md, the crowd's per-row curve), and little less beyond.
+#: rows per model call at most, by default: on this project's 2-core CPU a call of the bundled model costs, per row,
+#: about half of a one-row call's at 8 to 16 rows (docs/benchmarks.md, the crowd's per-row curve), and little less
+#: beyond. Fewer when the model's memory per row says so (:func:`sized_rows`).
 ROWS_MAX = 16
+#: the share of a device's free memory one model call's rows may take (the rest: the runs' own tensors, a guided
+#: run's classifier gradient, the allocator's slack, other programs)
+MEMORY_SHARE = 0.5
 
 
 @dataclass(eq=False)
@@ -172,3 +177,27 @@ def _asked(stopped: Callable[[], bool]) -> bool:
     except Exception:  # noqa: BLE001 - a broken check stops its run rather than the crowd
         log.exception("a run's stopped() failed")
         return True
+
+
+# ----------------------------------------------------------------------------------------------- rows per call
+def rows_for_memory(
+    fixed: int, per_row: int, free: int | None, cap: int = ROWS_MAX, share: float = MEMORY_SHARE
+) -> int:
+    """The most rows, from 1 to ``cap``, of a call that takes ``fixed`` + rows x ``per_row`` bytes within ``share``
+    of ``free`` bytes; ``cap`` when the free memory is not known."""
+    if free is None:
+        return cap
+    return int(max(1, min(cap, (free * share - fixed) // max(per_row, 1))))
+
+
+def sized_rows(call: Callable[[int], object], device: torch.device, cap: int = ROWS_MAX) -> int:
+    """Rows per call of a model on ``device`` (:func:`rows_for_memory`): ``call(rows)`` makes one model call of that
+    many rows. Its peak memory at two rows, then at one (a CPU's allocator may keep what the first freed, which
+    makes the second's read lower and the cost per row higher, never lower), gives the cost per row and the rest."""
+    with torch.inference_mode():
+        two = peak_bytes(lambda: call(2), device)
+        one = peak_bytes(lambda: call(1), device)
+    if two is None or one is None:
+        return cap
+    per_row = max(two - one, 1)
+    return rows_for_memory(max(one - per_row, 0), per_row, free_bytes(device), cap)

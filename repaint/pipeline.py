@@ -109,6 +109,14 @@ class Inpainter:
         out = self.unet(x.to(self.dtype), t, class_labels=class_labels).sample
         return out[:, : self.channels * (2 if self.learned_variance else 1)].float()
 
+    def probe_inputs(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Inputs of a model call of ``rows`` rows (x_t, timesteps, class labels), to time the call or measure its
+        memory: their values do not matter."""
+        x = torch.zeros(rows, self.channels, self.resolution, self.resolution, device=self.device)
+        t = torch.full((rows,), self.train_steps // 2, device=self.device, dtype=torch.long)
+        labels = torch.zeros(rows, dtype=torch.long, device=self.device) if self.num_classes else None
+        return x, t, labels
+
     def class_labels(self, seeds: Sequence[int], class_label: int | None = None) -> list[int] | None:
         """One class per sample: ``class_label`` for all, or (None) a random class drawn from each sample's seed,
         as the official test.py draws a random class per sample. None for an unconditional model."""

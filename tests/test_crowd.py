@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from _adm import classifier_folder, save_checkpoint, tiny_classifier
 from _tiny import assert_same_run, tiny_pipe
 from hypothesis import given, settings
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 import repaint
 from repaint import convert
-from repaint.crowd import Crowd
+from repaint.crowd import MEMORY_SHARE, Crowd, rows_for_memory, sized_rows
+from repaint.memory import free_bytes
 from repaint.settings import Settings, count_model_calls
 
 IMAGE = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
@@ -249,3 +251,38 @@ def test_a_model_the_cache_let_go_is_freed_with_its_crowd():
     runner.crowd("owner/new", new)
     gc.collect()
     assert gone() is None
+
+
+MB = 2**20
+
+
+@given(
+    fixed=st.integers(0, 2**34),
+    per_row=st.integers(1, 2**32),
+    free=st.integers(0, 2**37),
+    cap=st.integers(1, 64),
+    share=st.floats(0.05, 1.0),
+)
+def test_the_rows_per_call_are_the_most_that_fit_the_memory(fixed, per_row, free, cap, share):
+    rows = rows_for_memory(fixed, per_row, free, cap, share)
+    assert 1 <= rows <= cap
+    assert rows == 1 or fixed + rows * per_row <= free * share, "it fits"
+    assert rows == cap or fixed + (rows + 1) * per_row > free * share, "one row more would not"
+    assert rows_for_memory(fixed, per_row, None, cap, share) == cap, "memory unknown: the cap"
+
+
+def test_the_rows_per_call_come_from_the_memory_a_call_takes():
+    """A "model" whose call of n rows holds 48 MB and n x 64 MB at once: the rows measured from its peaks are the
+    rows those known sizes give for the machine's free memory."""
+
+    def call(rows):
+        held = torch.ones(48 * MB // 4), torch.ones(rows * 64 * MB // 4)
+        return sum(float(t[-1]) for t in held)
+
+    cpu = torch.device("cpu")
+    got = sized_rows(call, cpu, cap=10**6)
+    want = rows_for_memory(48 * MB, 64 * MB, free_bytes(cpu), cap=10**6)
+    assert abs(got - want) <= max(2, 0.05 * want), (got, want)
+    assert sized_rows(call, cpu, cap=3) == 3, "at most the cap"
+    small = int(free_bytes(cpu) * MEMORY_SHARE // (64 * MB)) // 8  # memory for about an eighth of the rows that fit
+    assert 1 <= sized_rows(lambda rows: call(rows * 8), cpu, cap=10**6) <= small + 2

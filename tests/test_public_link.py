@@ -22,10 +22,11 @@ from PIL import Image
 
 import app
 from repaint import Settings
+from repaint.memory import memory_mb, reset_peak
 from repaint.space import ECHO_MAX, ServeError, echo, page
 from repaint.space.editor import guard_image
 from repaint.space.estimate import fmt_seconds
-from repaint.space.hostile import huge_png, memory_mb, png_bytes, reset_peak
+from repaint.space.hostile import huge_png, png_bytes
 from repaint.space.limits import Limits
 
 MARKUP = '<a href="https://evil.example/">click</a><form action="https://evil.example/"><input></form>'

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from ..memory import memory_mb, reset_peak
 from .wire import FACE, Page
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,19 +78,6 @@ class Server:
         """User and system seconds of the server so far."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def memory_mb(pid: int | str, field: str) -> float:
-    """A memory figure of process ``pid`` ("self": this one) from /proc: VmRSS (resident now), VmHWM (its peak)."""
-    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(field))
-    return int(line.split()[1]) / 1024  # kB to MB
-
-
-def reset_peak(pid: int | str) -> float:
-    """Resets the peak resident set (VmHWM) of process ``pid`` to its current one (Linux: 5 written to clear_refs);
-    returns that, in MB."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return memory_mb(pid, "VmRSS")
 
 
 def huge_png(path: Path, side: int = 13000) -> Path:

@@ -42,8 +42,9 @@ class Limits:
     ``hub_models_max`` x ``hub_bytes_max`` of weights in float32, twice that for a float16 file); and
     ``hub_resolution_max``, the largest image size of one (time and memory per call).
 
-    ``crowd_rows``: off ZeroGPU, the rows of one model call that the runs sharing a model (:mod:`repaint.crowd`)
-    fill; past it they take turns."""
+    ``crowd_rows``: off ZeroGPU, the most rows of one model call that the runs sharing a model
+    (:mod:`repaint.crowd`) fill; fewer where the model's memory per row and the device's free memory say so
+    (:func:`repaint.crowd.sized_rows`); past it they take turns."""
 
     run_s_max: float = 600.0
     gpu_s_max: float = 300.0

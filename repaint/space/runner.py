@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crowd import ROWS_MAX, Crowd
+from ..crowd import ROWS_MAX, Crowd, sized_rows
 from ..images import from_tensor
 from ..pipeline import Inpainter
 from .cache import ModelCache
@@ -89,22 +89,25 @@ class Runner:
         self._lock = threading.Lock()
 
     def crowd(self, name: str, inp: Inpainter) -> Crowd:
-        """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again. The
-        empty crowds of models the cache let go are dropped (a crowd holds its model)."""
+        """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again, its rows
+        per call sized from the model's memory per row (:func:`repaint.crowd.sized_rows`, at most ``rows_max``; two
+        model calls, once per loaded model). The empty crowds of models the cache let go are dropped (a crowd holds
+        its model)."""
         with self._lock:
             for other, (model, crowd) in list(self._crowds.items()):
                 if self.cache.models.get(other) is not model and not len(crowd):
                     del self._crowds[other]
             held = self._crowds.get(name)
             if held is None or held[0] is not inp:
-                held = self._crowds[name] = (inp, Crowd(inp.eps, self.rows_max, name))
+                rows = sized_rows(lambda n: inp.eps(*inp.probe_inputs(n)), inp.device, self.rows_max)
+                held = self._crowds[name] = (inp, Crowd(inp.eps, rows, name))
             return held[1]
 
-    def sharing(self, name: str) -> tuple[int, int]:
-        """(runs, rows of their next calls) of the model ``name``'s crowd now."""
+    def sharing(self, name: str) -> tuple[int, int, int]:
+        """(runs, rows of their next calls, rows per call) of the model ``name``'s crowd now."""
         with self._lock:
             held = self._crowds.get(name)
-        return (0, 0) if held is None else (len(held[1]), held[1].waiting_rows())
+        return (0, 0, self.rows_max) if held is None else (len(held[1]), held[1].waiting_rows(), held[1].rows_max)
 
     def stop(self, key) -> bool:
         """Asks the session ``key``'s run to stop; False when it has none running."""

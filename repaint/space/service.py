@@ -137,8 +137,8 @@ class Service:
     def sharing(self, name: str) -> tuple[int, tuple[int, int] | None]:
         """(runs of the model ``name`` now, and the ``sharing`` of :meth:`Timing.estimate_seconds`: their rows and
         the rows per call) off ZeroGPU, where runs share the model's calls; (0, None) when none run."""
-        runs, rows = (0, 0) if self.on_zerogpu else self.runner.sharing(name)
-        return (runs, (rows, self.runner.rows_max)) if runs else (0, None)
+        runs, rows, rows_max = (0, 0, 0) if self.on_zerogpu else self.runner.sharing(name)
+        return (runs, (rows, rows_max)) if runs else (0, None)
 
     def _where(self, name: str) -> str:
         return "ZeroGPU" if self.on_zerogpu else str(self.cache.models[name].device)
