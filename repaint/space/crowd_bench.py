@@ -5,7 +5,8 @@ through gradio_client, each visitor a client of its own:
 
 - **eight visitors at once** with mixed settings (:data:`MIX`): the time until all eight are done, against the same
   eight runs one after another on the server of ``DIR`` (a checkout from before the crowd: one run at a time) and on
-  this one;
+  this one; ``--rounds`` times (2), the cases in turn on new servers, since this machine's speed drifts by a tenth
+  or more over minutes;
 - **a T=20 run submitted 2 s after a paper-default run** (T=250, j=10, r=10) started: its click-to-result time
   against its time alone;
 - the server's peak memory (VmHWM, reset before each case);
@@ -172,37 +173,55 @@ def _run_text(run) -> str:
     )
 
 
+def eight_visitors(baseline: Path | None, rounds: int) -> tuple[list, list, list, list, dict]:
+    """``rounds`` rounds of :data:`MIX`, each on new servers: one after another on ``baseline``'s (if given) and on
+    this one, then at once on this one. Lists of each case's seconds, each visitor's seconds at once, and the peaks."""
+    before, seq, crowd, each = [], [], [], []
+    peaks = {"before": [], "seq": [], "crowd": []}
+    for _ in range(rounds):  # in turn, so that a slow spell of the machine slows each case alike
+        if baseline:
+            server = Server(baseline)
+            try:
+                seconds, peak = one_after_another(server, MIX)
+            finally:
+                server.close()
+            before.append(seconds)
+            peaks["before"].append(peak)
+        server = Server()
+        try:
+            seconds, peak = one_after_another(server, MIX)
+            seq.append(seconds)
+            peaks["seq"].append(peak)
+            seconds, times, peak = at_once(server, MIX)
+            crowd.append(seconds)
+            each.append(times)
+            peaks["crowd"].append(peak)
+        finally:
+            server.close()
+    return before, seq, crowd, each, peaks
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Visitors at once against python app.py (see the module's doc).")
     p.add_argument("--baseline", metavar="DIR", help="a checkout of the code before the crowd, run one after another")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of the eight visitors' cases, each on new servers")
     p.add_argument("--write", metavar="MD", help="also (re)write this benchmark's section of docs/benchmarks.md")
     args = p.parse_args(argv)
-    rows = []
-    if args.baseline:
-        server = Server(Path(args.baseline))
-        try:
-            before, before_peak = one_after_another(server, MIX)
-        finally:
-            server.close()
-        rows.append(
-            (
-                "8 visitors one after another, before the crowd (`--baseline`)",
-                f"{before:.1f} s",
-                f"{before_peak:,.0f} MB",
-            )
-        )
+    before, seq, crowd, each, peaks = eight_visitors(Path(args.baseline) if args.baseline else None, args.rounds)
     server = Server()
     try:
-        seq, seq_peak = one_after_another(server, MIX)
-        rows.append(("8 visitors one after another, this server", f"{seq:.1f} s", f"{seq_peak:,.0f} MB"))
-        crowd, each, crowd_peak = at_once(server, MIX)
-        base = before if args.baseline else seq
-        rows.append(
-            ("8 visitors at once, this server", f"{crowd:.1f} s ({crowd / base:.2f}x)", f"{crowd_peak:,.0f} MB")
-        )
         alone, shared, short_peak = short_after_paper(server)
     finally:
         server.close()
+    rows = []
+    if args.baseline:
+        rows.append(
+            ("8 visitors one after another, before the crowd (`--baseline`)", _times(before), _mb(peaks["before"]))
+        )
+    rows.append(("8 visitors one after another, this server", _times(seq), _mb(peaks["seq"])))
+    base = before if args.baseline else seq
+    ratios = ", ".join(f"{c / b:.2f}x" for c, b in zip(crowd, base))
+    rows.append(("8 visitors at once, this server", f"{_times(crowd)} ({ratios})", _mb(peaks["crowd"])))
     rows.append(("a T=20 run alone, click to result", f"{alone:.1f} s", ""))
     rows.append(
         (
@@ -213,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     table = "| case | time until done | server's peak memory |\n|---|---:|---:|\n"
     table += "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
-    table += "\nEach visitor's time at once, from the same click:\n\n| visitor's run | seconds |\n|---|---:|\n"
-    table += "".join(f"| {_run_text(run)} | {s:.1f} |\n" for run, s in zip(MIX, each))
+    table += (
+        "\nEach round is its own servers, the cases in the order above; the ratio is each round's at once over its\n"
+    )
+    table += "one after another. Each visitor's time at once, from the same click (each round):\n\n"
+    table += "| visitor's run | seconds |\n|---|---:|\n"
+    table += "".join(f"| {_run_text(run)} | {', '.join(f'{r[i]:.1f}' for r in each)} |\n" for i, run in enumerate(MIX))
     cores = os.cpu_count() or 1
     server_threads = max(1, cores - 1) if cores > 1 else 1
     curves = {threads: per_row_costs(threads) for threads in sorted({server_threads, cores})}
@@ -237,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
             machine += f"; the baseline DIR at {_commit(Path(args.baseline))}"
         write_section(args.write, "A crowd on one machine: bundled", command, machine, table)
     return 0
+
+
+def _times(seconds: list[float]) -> str:
+    return ", ".join(f"{s:.1f} s" for s in seconds)
+
+
+def _mb(peaks: list[float]) -> str:
+    return ", ".join(f"{m:,.0f} MB" for m in peaks)
 
 
 def _commit(root: Path) -> str:
