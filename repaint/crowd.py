@@ -141,7 +141,7 @@ class Crowd:
         t = torch.cat([ts for _, ts, _ in inputs])
         labels = None if inputs[0][2] is None else torch.cat([lb for _, _, lb in inputs])
         try:
-            out = self.model(x, t) if labels is None else self.model(x, t, labels)
+            out = _forward(self.model, x, t, labels)
         except BaseException as e:  # noqa: BLE001 - the model's failure (out of memory) ends the runs in the call
             for run in picked:
                 self._end(run, e)
@@ -171,6 +171,11 @@ class Crowd:
         run.done.set()
 
 
+def _forward(model: Model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """One model call: labels only for a class-conditional model's rows."""
+    return model(x, t) if labels is None else model(x, t, labels)
+
+
 def _asked(stopped: Callable[[], bool]) -> bool:
     try:
         return bool(stopped())
@@ -190,13 +195,14 @@ def rows_for_memory(
     return int(max(1, min(cap, (free * share - fixed) // max(per_row, 1))))
 
 
-def sized_rows(call: Callable[[int], object], device: torch.device, cap: int = ROWS_MAX) -> int:
-    """Rows per call of a model on ``device`` (:func:`rows_for_memory`): ``call(rows)`` makes one model call of that
-    many rows. Its peak memory at two rows, then at one (a CPU's allocator may keep what the first freed, which
-    makes the second's read lower and the cost per row higher, never lower), gives the cost per row and the rest."""
+def sized_rows(model: Model, inputs: Callable[[int], tuple], device: torch.device, cap: int = ROWS_MAX) -> int:
+    """Rows per call of ``model`` on ``device`` (:func:`rows_for_memory`); ``inputs(rows)``: the (x, t, labels) of a
+    call of that many rows. Its peak memory at two rows, then at one (a CPU's allocator may keep what the first
+    freed, which makes the second's read lower and the cost per row higher, never lower), gives the cost per row
+    and the rest."""
     with torch.inference_mode():
-        two = peak_bytes(lambda: call(2), device)
-        one = peak_bytes(lambda: call(1), device)
+        two = peak_bytes(lambda: _forward(model, *inputs(2)), device)
+        one = peak_bytes(lambda: _forward(model, *inputs(1)), device)
     if two is None or one is None:
         return cap
     per_row = max(two - one, 1)

@@ -275,14 +275,17 @@ def test_the_rows_per_call_come_from_the_memory_a_call_takes():
     """A "model" whose call of n rows holds 48 MB and n x 64 MB at once: the rows measured from its peaks are the
     rows those known sizes give for the machine's free memory."""
 
-    def call(rows):
-        held = torch.ones(48 * MB // 4), torch.ones(rows * 64 * MB // 4)
-        return sum(float(t[-1]) for t in held)
+    def model(x, t):
+        held = torch.ones(48 * MB // 4), torch.ones(len(x) * 64 * MB // 4)
+        return sum(float(h[-1]) for h in held)
+
+    def inputs(rows):
+        return torch.zeros(rows), torch.zeros(rows), None
 
     cpu = torch.device("cpu")
-    got = sized_rows(call, cpu, cap=10**6)
+    got = sized_rows(model, inputs, cpu, cap=10**6)
     want = rows_for_memory(48 * MB, 64 * MB, free_bytes(cpu), cap=10**6)
     assert abs(got - want) <= max(2, 0.05 * want), (got, want)
-    assert sized_rows(call, cpu, cap=3) == 3, "at most the cap"
+    assert sized_rows(model, inputs, cpu, cap=3) == 3, "at most the cap"
     small = int(free_bytes(cpu) * MEMORY_SHARE // (64 * MB)) // 8  # memory for about an eighth of the rows that fit
-    assert 1 <= sized_rows(lambda rows: call(rows * 8), cpu, cap=10**6) <= small + 2
+    assert 1 <= sized_rows(model, lambda rows: inputs(rows * 8), cpu, cap=10**6) <= small + 2

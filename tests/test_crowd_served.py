@@ -121,8 +121,8 @@ def test_an_api_client_is_told_the_estimate_and_how_many_runs_share_the_model(fa
         assert wait_until(lambda: crowd_runs() == 1, 60), "the long run did not start"
         shared = progress_texts(page.submit(*page.api_event("bundled", 10, 5, 1)))
         long_job.cancel()
-    for texts in (alone, shared):
+    for texts in (alone, shared):  # Gradio sends the latest progress every 10 ms: one may replace the one before
         assert texts[0].startswith("Starting: 10 model calls, about "), texts
-        assert texts[-1].startswith("Step 10/10 - "), texts
-    assert "share" not in alone[0], alone
-    assert "1 other run shares the model now" in shared[0], shared
+        assert all(t.startswith("Step ") for t in texts[1:]) and len(texts) > 1, texts
+    assert not any("share" in t for t in alone), alone
+    assert all("1 other run shares the model now" in t for t in shared), shared

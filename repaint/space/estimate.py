@@ -58,7 +58,8 @@ def batch_cost(timed: dict[int, float], rows: int, per_row: float) -> float:
     return c0 + (c1 - c0) * (rows - r0) / (r1 - r0)
 
 
-def sharing_text(runs: int) -> str:
-    """What the page says when ``runs`` other runs share the model's calls."""
+def sharing_text(runs: int, estimated: bool = True) -> str:
+    """What the page says when ``runs`` other runs share the model's calls (``estimated``: in an estimate)."""
     many = runs > 1
-    return f"{runs} other run{'s' if many else ''} share{'' if many else 's'} the model now (the estimate counts them)."
+    text = f"{runs} other run{'s' if many else ''} share{'' if many else 's'} the model now"
+    return text + (" (the estimate counts them)." if estimated else ".")

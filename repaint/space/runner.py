@@ -42,6 +42,7 @@ class Tick:
     levels: list[list[int]]
     x_t: np.ndarray | None = None
     x0: np.ndarray | None = None
+    others: int = 0  # other runs in the model's crowd at that call (off ZeroGPU)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Runner:
                     del self._crowds[other]
             held = self._crowds.get(name)
             if held is None or held[0] is not inp:
-                rows = sized_rows(lambda n: inp.eps(*inp.probe_inputs(n)), inp.device, self.rows_max)
+                rows = sized_rows(inp.eps, inp.probe_inputs, inp.device, self.rows_max)
                 held = self._crowds[name] = (inp, Crowd(inp.eps, rows, name))
             return held[1]
 
@@ -200,9 +201,9 @@ class _Work:
         pic = tick % self.every == 0 or tick == self.total - 1
         if pic or self.in_step:
             calls, self.levels = self.levels, []
-            self.events.put(
-                Tick(tick, self.total, calls, from_tensor(x) if pic else None, from_tensor(x0) if pic else None)
-            )
+            x_t, x0 = (from_tensor(x), from_tensor(x0)) if pic else (None, None)
+            others = 0 if self.crowd is None else len(self.crowd) - 1  # this run is one of the crowd's till it ends
+            self.events.put(Tick(tick, self.total, calls, x_t, x0, others))
         if self.in_step:
             self.resume.acquire()  # until the consumer asks for the next event (or closes the run)
             if self.closed.is_set():

@@ -42,6 +42,7 @@ class Progress:
     total: int
     seconds: float
     x0: np.ndarray | None = None
+    others: int = 0  # other runs sharing the model's calls then
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
                 levels.extend(ev.levels)
                 if ev.x_t is not None:
                     frames.append((ev.tick, ev.x_t, ev.x0))
-                yield Progress(ev.tick, ev.total, time.perf_counter() - start, ev.x0)
+                yield Progress(ev.tick, ev.total, time.perf_counter() - start, ev.x0, ev.others)
     finally:
         gen.close()
     if finished is None:  # raised here, not in an ``except``: no traceback keeps the run's tensors alive
@@ -144,12 +145,13 @@ def starting(service: Service, req: Request) -> Status:
 
 
 def step(ev: Progress) -> Status:
-    """The status after the model calls of ``ev``: how far, how long so far and the time left at that rate."""
+    """The status after the model calls of ``ev``: how far, how long so far, the time left at that rate, and how
+    many other runs shared the model's calls then."""
     calls = ev.tick + 1
     eta = fmt_seconds(ev.seconds / calls * (ev.total - calls))
-    return Status(
-        f"Step {calls:,}/{ev.total:,} - {fmt_seconds(ev.seconds)} elapsed, ETA {eta}", None, (calls, ev.total)
-    )
+    shared = f" {sharing_text(ev.others, estimated=False)}" if ev.others else ""
+    text = f"Step {calls:,}/{ev.total:,} - {fmt_seconds(ev.seconds)} elapsed, ETA {eta}.{shared}"
+    return Status(text, None, (calls, ev.total))
 
 
 def until_stopped(events, stop: threading.Event):
