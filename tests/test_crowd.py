@@ -289,3 +289,17 @@ def test_the_rows_per_call_come_from_the_memory_a_call_takes():
     assert sized_rows(model, inputs, cpu, cap=3) == 3, "at most the cap"
     small = int(free_bytes(cpu) * MEMORY_SHARE // (64 * MB)) // 8  # memory for about an eighth of the rows that fit
     assert 1 <= sized_rows(model, lambda rows: inputs(rows * 8), cpu, cap=10**6) <= small + 2
+
+
+def test_a_loaded_models_crowd_gets_the_rows_its_memory_allows():
+    """The cache sizes a model's rows per call at load (two calls measured, at most ``Limits.crowd_rows``), and the
+    runner's crowd of that model takes them; this machine's memory holds more than 16 rows of the bundled model."""
+    from repaint import space
+    from repaint.space.limits import Limits
+
+    cache = space.ModelCache(space.Timing(), offered=["bundled"], limits=Limits(crowd_rows=5))
+    inp = cache.get_model("bundled")
+    assert cache.crowd_rows["bundled"] == 5
+    assert sized_rows(inp.eps, inp.probe_inputs, inp.device, cap=16) == 16
+    cache.crowd_rows["bundled"] = 3  # as a model whose rows take more memory would be sized
+    assert space.Runner(cache, rows_max=5).crowd("bundled", inp).rows_max == 3

@@ -8,6 +8,7 @@ import os
 import threading
 
 from .. import loading
+from ..crowd import sized_rows
 from ..loading import ModelLoadError
 from ..pipeline import Inpainter
 from ..registry import MODELS
@@ -44,6 +45,8 @@ class ModelCache:
         self._offered = None if offered is None else list(offered)  # None: every registry model
         self.models: dict[str, Inpainter] = {}
         self.failed: dict[str, str] = {}  # offered models that failed to load at start (preload): why
+        # off ZeroGPU, the rows per call of each loaded model's crowd that its memory allows (at most crowd_rows)
+        self.crowd_rows: dict[str, int] = {}
         self._lock = threading.Lock()  # guards self.models and self._load_locks, held only briefly
         self._load_locks: dict[str, threading.Lock] = {}  # one per model: a slow load blocks only that model
 
@@ -100,6 +103,7 @@ class ModelCache:
                 if name not in MODELS and len(hub) >= self.limits.hub_models_max:
                     for old in hub[: len(hub) - self.limits.hub_models_max + 1]:
                         self.models.pop(old, None)
+                        self.crowd_rows.pop(old, None)
                         self.timing.forget(old)
                 self.models[name] = inp
             return inp
@@ -113,11 +117,14 @@ class ModelCache:
         self.hub_ids.used(name)
 
     def _load(self, name: str) -> Inpainter:
-        """A registry name through repaint.load, then timed; a Hub id is only ever downloaded (never read as a local
-        folder), within the limits (:mod:`.hub_ids`)."""
+        """A registry name through repaint.load, then timed, and off ZeroGPU its crowd's rows per call sized from its
+        memory per row (:func:`repaint.crowd.sized_rows`: two calls); a Hub id is only ever downloaded (never read
+        as a local folder), within the limits (:mod:`.hub_ids`)."""
         try:
             inp = loading.load(name) if name in MODELS else self.hub_ids.load(name)
             per_call = self.timing.loaded(inp, name)
+            if not self.on_zerogpu:
+                self.crowd_rows[name] = sized_rows(inp.eps, inp.probe_inputs, inp.device, self.limits.crowd_rows)
             log.info("loaded %s (%.4f s per call)", name, per_call)
             return inp
         except ModelLoadError as e:

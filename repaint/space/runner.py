@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crowd import ROWS_MAX, Crowd, sized_rows
+from ..crowd import ROWS_MAX, Crowd
 from ..images import from_tensor
 from ..pipeline import Inpainter
 from .cache import ModelCache
@@ -90,17 +90,16 @@ class Runner:
         self._lock = threading.Lock()
 
     def crowd(self, name: str, inp: Inpainter) -> Crowd:
-        """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again, its rows
-        per call sized from the model's memory per row (:func:`repaint.crowd.sized_rows`, at most ``rows_max``; two
-        model calls, once per loaded model). The empty crowds of models the cache let go are dropped (a crowd holds
-        its model)."""
+        """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again, with the
+        rows per call the cache sized from the model's memory at load (else ``rows_max``). The empty crowds of
+        models the cache let go are dropped (a crowd holds its model)."""
         with self._lock:
             for other, (model, crowd) in list(self._crowds.items()):
                 if self.cache.models.get(other) is not model and not len(crowd):
                     del self._crowds[other]
             held = self._crowds.get(name)
             if held is None or held[0] is not inp:
-                rows = sized_rows(inp.eps, inp.probe_inputs, inp.device, self.rows_max)
+                rows = min(self.rows_max, self.cache.crowd_rows.get(name, self.rows_max))
                 held = self._crowds[name] = (inp, Crowd(inp.eps, rows, name))
             return held[1]
 
