@@ -186,7 +186,7 @@ def test_client_that_disconnects_does_not_leave_work_running(server, face):
     ids=["T10-j5-r2", "example-T50-j5-r5-x2"],
 )
 def test_throughput(server, face, settings):
-    """Requests per minute the CPU app holds: a burst of concurrent requests, answered one at a time."""
+    """Requests per minute the CPU app holds: a burst of concurrent requests, whose runs share the model's calls."""
     n = 20
     start = time.monotonic()
     outcomes = burst(server, face, n, {**SMALL, **settings}, deadline=600)
