@@ -302,4 +302,4 @@ def test_a_loaded_models_crowd_gets_the_rows_its_memory_allows():
     assert cache.crowd_rows["bundled"] == 5
     assert sized_rows(inp.eps, inp.probe_inputs, inp.device, cap=16) == 16
     cache.crowd_rows["bundled"] = 3  # as a model whose rows take more memory would be sized
-    assert space.Runner(cache, rows_max=5).crowd("bundled", inp).rows_max == 3
+    assert space.Runner(cache).crowd("bundled", inp).rows_max == 3

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crowd import ROWS_MAX, Crowd
+from ..crowd import Crowd
 from ..images import from_tensor
 from ..pipeline import Inpainter
 from .cache import ModelCache
@@ -80,10 +80,10 @@ class StopFlag(threading.Event):
 
 class Runner:
     """Runs requests on the cache's models; holds the Stop flags of the runs in flight and their worker threads, and
-    off ZeroGPU each model's crowd (``rows_max`` rows per model call)."""
+    off ZeroGPU each model's crowd (the rows per call the cache sized at the model's load)."""
 
-    def __init__(self, cache: ModelCache, *, on_zerogpu: bool = False, rows_max: int = ROWS_MAX):
-        self.cache, self.on_zerogpu, self.rows_max = cache, on_zerogpu, rows_max
+    def __init__(self, cache: ModelCache, *, on_zerogpu: bool = False):
+        self.cache, self.on_zerogpu = cache, on_zerogpu
         self.stop_flags: dict[str, StopFlag] = {}  # session -> its Stop flag, while its run runs
         self.workers: set[threading.Thread] = set()  # worker threads still running
         self._crowds: dict[str, tuple[Inpainter, Crowd]] = {}  # model name -> (the model, its crowd)
@@ -91,7 +91,7 @@ class Runner:
 
     def crowd(self, name: str, inp: Inpainter) -> Crowd:
         """The crowd of the loaded model ``inp`` (named ``name``): a new one if the model was loaded again, with the
-        rows per call the cache sized from the model's memory at load (else ``rows_max``). The empty crowds of
+        rows per call the cache sized from the model's memory at load (else ``Limits.crowd_rows``). The empty crowds of
         models the cache let go are dropped (a crowd holds its model)."""
         with self._lock:
             for other, (model, crowd) in list(self._crowds.items()):
@@ -99,7 +99,7 @@ class Runner:
                     del self._crowds[other]
             held = self._crowds.get(name)
             if held is None or held[0] is not inp:
-                rows = min(self.rows_max, self.cache.crowd_rows.get(name, self.rows_max))
+                rows = self.cache.crowd_rows.get(name, self.cache.limits.crowd_rows)
                 held = self._crowds[name] = (inp, Crowd(inp.eps, rows, name))
             return held[1]
 
@@ -107,7 +107,7 @@ class Runner:
         """(runs, rows of their next calls, rows per call) of the model ``name``'s crowd now."""
         with self._lock:
             held = self._crowds.get(name)
-        return (0, 0, self.rows_max) if held is None else (len(held[1]), held[1].waiting_rows(), held[1].rows_max)
+        return (0, 0, 0) if held is None else (len(held[1]), held[1].waiting_rows(), held[1].rows_max)
 
     def stop(self, key) -> bool:
         """Asks the session ``key``'s run to stop; False when it has none running."""

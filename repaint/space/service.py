@@ -49,7 +49,7 @@ class Service:
         self.slot = Slot(
             self.timing, has_gpu=has_gpu, on_zerogpu=on_zerogpu, duration_factor=duration_factor, limits=self.limits
         )
-        self.runner = Runner(self.cache, on_zerogpu=on_zerogpu, rows_max=self.limits.crowd_rows)
+        self.runner = Runner(self.cache, on_zerogpu=on_zerogpu)
 
     @property
     def has_gpu(self) -> bool:
