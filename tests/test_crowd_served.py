@@ -87,6 +87,22 @@ def test_a_cancelled_run_leaves_and_the_other_equals_its_run_alone(face):
         assert_same_run(a, b)
 
 
+def test_a_cancel_is_answered_within_a_call_or_so_whatever_the_preview_cadence(face, monkeypatch):
+    """Gradio answers a client's cancel only once the handler has yielded: the run yields between its previews too
+    (TICK_INTERVAL_S), so a cancel returns and the model stops long before the next preview. Here a paper-default
+    run has one preview, at its last call: the cancel (which gradio_client gives 5 s) came before it."""
+    monkeypatch.setattr("repaint.space.runner.ANIMATION_FRAMES", 1)
+    with served() as url:
+        job = Client(url, verbose=False).submit(
+            handle_file(str(face)), "left_half", api_name="/inpaint", **settings(250, 10, 10)
+        )
+        crowd = app.SERVICE.runner.crowd("bundled", app.SERVICE.cache.get_model("bundled"))
+        assert wait_until(lambda: crowd_runs() == 1 and crowd.calls > 10, 60), "the run did not start"
+        job.cancel()  # raises httpx.ReadTimeout if the server has not answered within 5 s
+        assert wait_until(lambda: crowd_runs() == 0, 30), "the cancelled run did not leave"
+    assert crowd.calls < Settings(steps=250, jump_length=10, jump_n_sample=10).calls - 1, crowd.calls
+
+
 def test_the_page_says_how_many_runs_share_the_model(face):
     """The estimate counts the runs sharing the model's calls, and says so."""
     alone = app.SERVICE.estimate_text("bundled", Settings(steps=50, jump_length=5, jump_n_sample=5))

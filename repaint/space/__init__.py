@@ -57,7 +57,7 @@ from .requests import (
     run_rows,
     uploaded_path,
 )
-from .runner import ANIMATION_FRAMES, SLOT_RESERVE_S, WORKER_JOIN_S, Done, Runner, Spent, Tick
+from .runner import ANIMATION_FRAMES, SLOT_RESERVE_S, TICK_INTERVAL_S, WORKER_JOIN_S, Done, Runner, Spent, Tick
 from .service import Service, form_settings, leave_a_core_to_the_server
 from .slot import GPU_CAP_S, Slot
 from .streams import (
@@ -128,6 +128,7 @@ __all__ = [
     "Spent",
     "Status",
     "Stopped",
+    "TICK_INTERVAL_S",
     "TIMING_BUDGET_S",
     "TIMING_CALLS",
     "Tick",

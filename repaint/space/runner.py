@@ -25,6 +25,9 @@ from .estimate import call_interval
 from .requests import Request, run_rows
 
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
+# Off ZeroGPU a run hands its consumer a Tick at least this often (and at each preview): each is the server's chance
+# to notice a client's cancel, which Gradio answers only once the handler's generator has yielded.
+TICK_INTERVAL_S = 0.25
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
 # A run with a GPU slot (ZeroGPU) stops before a model call that would leave less than this of the slot: the worker's
 # start before the run and the results' hand-over after it also count against the slot.
@@ -34,8 +37,9 @@ SLOT_RESERVE_S = 5.0
 @dataclass(frozen=True)
 class Tick:
     """Model calls done, up to ``tick`` of ``total``: each call's levels (one per row) since the last Tick, and every
-    few calls the pictures (uint8). Off ZeroGPU a Tick comes only with pictures (and at the last call), so that the
-    run's consumer does not wake at every call beside the model's thread; on ZeroGPU, at every call."""
+    few calls the pictures (uint8). Off ZeroGPU a Tick comes with pictures (and at the last call) and, between them,
+    at the first call TICK_INTERVAL_S or more after the last Tick: the run's consumer does not wake at every call
+    beside the model's thread, yet a cancel is noticed within a call or so. On ZeroGPU, at every call."""
 
     tick: int
     total: int
@@ -137,12 +141,13 @@ class Runner:
 
     def run(self, req: Request):
         """The GPU function's body: runs the sampler in a worker thread; yields a :class:`Tick` (on ZeroGPU at every
-        model call, elsewhere with each preview) and a :class:`Done` at the end. A run with ``req.slot_s`` stops
-        before a model call that would outlast the slot (SLOT_RESERVE_S kept): it yields a :class:`Spent` and raises
-        a ServeError that says how far it got. Closing the generator ends the run at its next model call; so does,
-        off ZeroGPU, the Stop flag of ``req.stop_key``. On ZeroGPU the worker thread waits at each call until the
-        generator is resumed: spaces' worker looks at its stop event between two yields, so a stop ends the run
-        before the next model call. Elsewhere it runs ahead (the server's hand-offs do not hold the model up)."""
+        model call, elsewhere with each preview and at least every TICK_INTERVAL_S) and a :class:`Done` at the end. A
+        run with ``req.slot_s`` stops before a model call that would outlast the slot (SLOT_RESERVE_S kept): it yields a
+        :class:`Spent` and raises a ServeError that says how far it got. Closing the generator ends the run at its next
+        model call; so does, off ZeroGPU, the Stop flag of ``req.stop_key``. On ZeroGPU the worker thread waits at each
+        call until the generator is resumed: spaces' worker looks at its stop event between two yields, so a stop ends
+        the run before the next model call. Elsewhere it runs ahead (the server's hand-offs do not hold the model
+        up)."""
         inp = self.cache.get_model(req.model)
         # The Stop flag of this process's table, only where this process is the server's. A ZeroGPU worker's table is
         # the copy forked with it, which would keep a Stop set at that moment for every later run of that session:
@@ -182,7 +187,7 @@ class _Work:
         self.resume, self.closed = threading.Semaphore(0), threading.Event()
         self.times: list[float] = []  # the times of the model calls so far
         self.levels: list[list[int]] = []  # each call's levels since the last Tick
-        self.start = time.perf_counter()
+        self.start = self.ticked = time.perf_counter()
 
     def options(self) -> dict:
         drive = None if self.crowd is None else functools.partial(self.crowd.drive, stopped=self.stopped)
@@ -195,11 +200,12 @@ class _Work:
     def callback(self, tick, levels, x, x0) -> None:
         if self.stopped():
             raise InterruptedError("stopped")
-        self.times.append(time.perf_counter())
+        now = time.perf_counter()
+        self.times.append(now)
         self.levels.append(levels)
         pic = tick % self.every == 0 or tick == self.total - 1
-        if pic or self.in_step:
-            calls, self.levels = self.levels, []
+        if pic or self.in_step or now - self.ticked >= TICK_INTERVAL_S:
+            calls, self.levels, self.ticked = self.levels, [], now
             x_t, x0 = (from_tensor(x), from_tensor(x0)) if pic else (None, None)
             others = 0 if self.crowd is None else len(self.crowd) - 1  # this run is one of the crowd's till it ends
             self.events.put(Tick(tick, self.total, calls, x_t, x0, others))
