@@ -24,6 +24,7 @@ import shlex
 import statistics
 import sys
 import time
+import types
 import warnings
 
 import numpy as np
@@ -231,6 +232,28 @@ def diffusers_repaint(
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
+class _Zeros(torch.nn.Module):
+    """A stand-in for a UNet that returns zeros of its output's shape at once: a run with it times the sampler's own
+    work (the steps, the merges, the noise draws), without the model."""
+
+    def __init__(self, unet: torch.nn.Module):
+        super().__init__()
+        self.config = unet.config
+        p = next(unet.parameters())
+        self.anchor = torch.nn.Parameter(torch.zeros((), device=p.device, dtype=p.dtype))  # the device and dtype
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels=None):
+        shape = (len(x), self.config.out_channels, *x.shape[2:])
+        return types.SimpleNamespace(sample=torch.zeros(shape, device=x.device, dtype=x.dtype))
+
+
+def sampler_seconds(pipe: Inpainter, image: np.ndarray, mask: np.ndarray, **kw) -> float:
+    """Seconds of ``pipe.inpaint(image, mask, **kw)`` with the model replaced by one that returns zeros: the
+    sampler's own part of a run."""
+    zeros = Inpainter(_Zeros(pipe.unet), pipe.scheduler_config, pipe.name)
+    return _timed(lambda: zeros.inpaint(image, mask, **kw), pipe.device)
+
+
 def run(
     pipe: Inpainter,
     steps: int,
@@ -281,7 +304,9 @@ def run(
         row["overhead_pct"] = 100 * (row["wall_s"] / row["floor_s"] - 1)
         row["vs_diffusers"] = row["wall_s"] / peer if peer else None
     settings = dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, batch=batch)
-    return _machine(pipe) | settings | dict(call_ms={str(batch): 1000 * t_b, str(2 * batch): 1000 * t_2b}, rows=rows)
+    sampler_ms = 1000 * sampler_seconds(pipe, image, mask, **kw) / calls
+    call_ms = {str(batch): 1000 * t_b, str(2 * batch): 1000 * t_2b}
+    return _machine(pipe) | settings | dict(call_ms=call_ms, sampler_ms=sampler_ms, rows=rows)
 
 
 def _machine(pipe: Inpainter) -> dict:
@@ -362,6 +387,11 @@ def markdown(report: dict) -> str:
             f"| {row['name']} | {row['calls']} | {row['batch']} | {row['wall_s']:.2f} | "
             f"{row['ms_per_call']:.2f} | {row['overhead_pct']:+.1f}% | {ratio} |"
         )
+    lines += [
+        "",
+        f"The sampler's own work: {r['sampler_ms']:.3f} ms per model call (this project's run with a stand-in model "
+        "that returns zeros).",
+    ]
     return "\n".join(lines)
 
 

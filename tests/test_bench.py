@@ -20,6 +20,20 @@ def test_report_rows_and_markdown():
     json.dumps(report)
     table = bench.markdown(report)
     assert table.count("\n|") == 6 and "tiny" in table  # header, rule, 4 rows
+    assert 0 < report["sampler_ms"] < report["rows"][1]["ms_per_call"]
+    assert f"The sampler's own work: {report['sampler_ms']:.3f} ms per model call" in table
+
+
+def test_the_sampler_alone_runs_the_same_chain_with_a_model_that_returns_zeros():
+    """The stand-in keeps the model's shapes: the run is the sampler's whole chain, its known pixels exact."""
+    pipe = tiny_pipe()
+    zeros = bench.Inpainter(bench._Zeros(pipe.unet), pipe.scheduler_config, "zeros")
+    image = (bench.np.random.default_rng(0).random((pipe.resolution, pipe.resolution, 3)) * 255).astype("uint8")
+    mask = pipe.prepare(image, "left_half")[1]
+    calls = []
+    out = zeros.inpaint(image, mask, steps=6, jump_length=2, jump_n_sample=2, callback=lambda *a: calls.append(a))
+    assert len(calls) == 10
+    assert (bench.np.asarray(out[0])[~mask] == image[~mask]).all()
 
 
 def test_random_configs_have_the_real_architecture():
