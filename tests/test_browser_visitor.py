@@ -1,6 +1,7 @@
 """Issue 21 in a real browser (Playwright, Debian's headless Chromium): a phone photo goes through the page, strokes
 outside a preset's square are used, what the browser alone sees (a refused upload, an unreadable file) is said in
-the page, Stop says what happened. Run with ``pytest -m browser tests/test_browser_visitor.py``."""
+the page, Stop says what happened, and (issue 27) the status says when other runs share the model. Run with
+``pytest -m browser tests/test_browser_visitor.py``."""
 
 import time
 
@@ -140,6 +141,36 @@ def test_stop_says_what_happened(page, orange):  # noqa: F811
     page.wait_for_timeout(1000)
     assert page.locator(".toast-title", has_text="Error").count() == 0
     assert wait_status(page, "Stopped as you asked", 1000)  # it stays
+
+
+def test_the_status_says_how_many_other_runs_share_the_model(page, url, orange):  # noqa: F811
+    """Issue 27: while another visitor's run is under way, the page's step status says that it shares the model."""
+    from conftest import wait_until
+    from gradio_client import Client, handle_file
+
+    other = Client(url, verbose=False).submit(
+        handle_file(str(orange)),
+        "left_half",
+        api_name="/inpaint",
+        model="bundled",
+        steps=250,
+        jump_length=10,
+        jump_n_sample=10,
+        seed=0,
+        num_samples=1,
+        compare=False,
+    )
+    try:
+        assert wait_until(lambda: app.SERVICE.runner.sharing("bundled")[0] == 1, 60), "the other run did not start"
+        upload(page, orange)
+        pick_preset(page, "Left half")
+        settings(page, steps=50, jump=5, resample=5)
+        page.locator("#run").click()
+        status = wait_status(page, "^Step |Done|rror", 60_000)
+        assert status.startswith("Step ") and status.endswith(" 1 other run shares the model now."), status
+    finally:
+        other.cancel()
+    assert wait_status(page, "Done|rror").startswith("Done")
 
 
 def test_compare_with_r1_is_refused_in_the_page(page, orange):  # noqa: F811
