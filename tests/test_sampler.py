@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repaint import masks
-from repaint.sampler import call_ticks, ddpm_step, forward_step, q_sample, sample_repaint, schedule_moves
+from repaint.sampler import Chain, call_ticks, ddpm_step, forward_step, q_sample, sample_repaint, schedule_moves
 from repaint.schedule import jump_schedule, noise_tables
 
 G = torch.Generator().manual_seed(0)
@@ -270,6 +270,30 @@ def test_rejects_inconsistent_arguments(pipe):
             sample_repaint(pipe.eps, args["x"], image, mask, tables, args["schedules"], args["generators"])
     with pytest.raises(ValueError, match="must start at level 3"):
         sample_repaint(pipe.eps, x, image, mask, tables, [s, jump_schedule(3, 1, 1)], [g, g])
+    with pytest.raises(ValueError, match="guidance needs class_labels"):  # a guide without classes to guide towards
+        sample_repaint(pipe.eps, x, image, mask, tables, [s, s], [g, g], guide=lambda xa, t, labels: xa)
+    Chain(x, image, mask, tables, [s, s], [g, g])  # unguided by default: no class labels needed
+
+
+def test_a_chains_rows_are_its_next_calls_rows_and_none_once_done(pipe):
+    """What a crowd sizes its calls by: in compare mode the plain chain sits out some calls."""
+    tables = noise_tables(dict(tiny_scheduler().config), 6)
+    schedules = [jump_schedule(6, 2, 3), jump_schedule(6, 2, 1)]
+    chain = Chain(
+        torch.zeros(2, 3, 16, 16),
+        torch.zeros(1, 3, 16, 16),
+        torch.ones(1, 1, 16, 16, dtype=bool),
+        tables,
+        schedules,
+        [torch.Generator().manual_seed(i) for i in range(2)],
+    )
+    seen = []
+    while not chain.done:
+        xa, t, _ = chain.next_input()
+        assert chain.rows() == len(xa) == len(t)
+        seen.append(chain.rows())
+        chain.take(pipe.eps(xa, t))
+    assert chain.rows() == 0 and set(seen) == {1, 2}, seen
 
 
 @pytest.mark.parametrize(
