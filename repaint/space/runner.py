@@ -26,8 +26,10 @@ from .requests import Request, run_rows
 
 ANIMATION_FRAMES = 48  # frames of the process GIF (and streamed previews)
 # Off ZeroGPU a run hands its consumer a Tick at least this often (and at each preview): each is the server's chance
-# to notice a client's cancel, which Gradio answers only once the handler's generator has yielded.
-TICK_INTERVAL_S = 0.25
+# to notice a client's cancel, which Gradio answers only once the handler's generator has yielded. Not much less:
+# each is also the server's Python work beside the model's thread, which slows its calls (a crowd of eight runs was
+# slower with a Tick every 0.25 s than with previews only).
+TICK_INTERVAL_S = 1.0
 WORKER_JOIN_S = 1.0  # how long closing a run waits for its worker thread (it stops at its next model call)
 # A run with a GPU slot (ZeroGPU) stops before a model call that would leave less than this of the slot: the worker's
 # start before the run and the results' hand-over after it also count against the slot.
