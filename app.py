@@ -245,8 +245,9 @@ def api_inpaint(
     (full for a mask file, the model's for a preset). ``class_label``: a class-conditional model's class (imagenet:
     0-999) for every sample; empty, each sample draws a random class from its seed. ``classifier_scale``: classifier
     guidance for a model with a classifier (imagenet; empty: 1, the paper's setting; 0: unguided). A generator:
-    A client that cancels, disconnects or stops reading stops the model at its next call. Its progress messages say
-    what the page's status says: the estimate first (with the runs that share the model), then the steps."""
+    A client that disconnects or stops reading stops the model at its next call; one that cancels, at the next of
+    its progress messages (about a second). They say what the page's status says: the estimate first (with the runs
+    that share the model), then the steps."""
     settings = service.form_settings(
         steps, jump_length, jump_n_sample, num_samples, compare, seed, class_label, classifier_scale
     )
