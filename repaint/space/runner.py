@@ -39,9 +39,10 @@ SLOT_RESERVE_S = 5.0
 @dataclass(frozen=True)
 class Tick:
     """Model calls done, up to ``tick`` of ``total``: each call's levels (one per row) since the last Tick, and every
-    few calls the pictures (uint8). Off ZeroGPU a Tick comes with pictures (and at the last call) and, between them,
-    at the first call TICK_INTERVAL_S or more after the last Tick: the run's consumer does not wake at every call
-    beside the model's thread, yet a cancel is noticed within a call or so. On ZeroGPU, at every call."""
+    few calls the pictures (uint8). A Tick is ``due`` with pictures (and at the last call) and, between them, at the
+    first call TICK_INTERVAL_S or more after the last due one: the run's consumer hands those on. Off ZeroGPU only
+    due Ticks come, so the consumer does not wake at every call beside the model's thread, yet a cancel is noticed
+    within a call or so. On ZeroGPU a Tick comes at every call."""
 
     tick: int
     total: int
@@ -49,6 +50,7 @@ class Tick:
     x_t: np.ndarray | None = None
     x0: np.ndarray | None = None
     others: int = 0  # other runs in the model's crowd at that call (off ZeroGPU)
+    due: bool = True
 
 
 @dataclass(frozen=True)
@@ -206,11 +208,14 @@ class _Work:
         self.times.append(now)
         self.levels.append(levels)
         pic = tick % self.every == 0 or tick == self.total - 1
-        if pic or self.in_step or now - self.ticked >= TICK_INTERVAL_S:
-            calls, self.levels, self.ticked = self.levels, [], now
+        due = pic or now - self.ticked >= TICK_INTERVAL_S
+        if due or self.in_step:
+            calls, self.levels = self.levels, []
+            if due:
+                self.ticked = now
             x_t, x0 = (from_tensor(x), from_tensor(x0)) if pic else (None, None)
             others = 0 if self.crowd is None else len(self.crowd) - 1  # this run is one of the crowd's till it ends
-            self.events.put(Tick(tick, self.total, calls, x_t, x0, others))
+            self.events.put(Tick(tick, self.total, calls, x_t, x0, others, due))
         if self.in_step:
             self.resume.acquire()  # until the consumer asks for the next event (or closes the run)
             if self.closed.is_set():

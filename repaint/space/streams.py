@@ -21,7 +21,7 @@ from .errors import Stopped
 from .estimate import fmt_seconds, sharing_text
 from .files import PNG_LEVEL, RESULTS_DIR, new_results_dir, save_results
 from .requests import Checked, Finished, Request
-from .runner import TICK_INTERVAL_S, Done, Spent, Tick
+from .runner import Done, Spent, Tick
 
 if TYPE_CHECKING:
     from .service import Service
@@ -43,6 +43,7 @@ class Progress:
     seconds: float
     x0: np.ndarray | None = None
     others: int = 0  # other runs sharing the model's calls then
+    due: bool = True  # the run's Tick was due (a preview, or TICK_INTERVAL_S after the last): /inpaint says it
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def stream(service: Service, gpu_run, req: Request, stop: threading.Event | None
                 levels.extend(ev.levels)
                 if ev.x_t is not None:
                     frames.append((ev.tick, ev.x_t, ev.x0))
-                yield Progress(ev.tick, ev.total, time.perf_counter() - start, ev.x0, ev.others)
+                yield Progress(ev.tick, ev.total, time.perf_counter() - start, ev.x0, ev.others, ev.due)
     finally:
         gen.close()
     if finished is None:  # raised here, not in an ``except``: no traceback keeps the run's tensors alive
@@ -175,18 +176,16 @@ def api_stream(
     service: Service, gpu_run, req: Request, stop: threading.Event | None = None, results_dir: Path = RESULTS_DIR
 ):
     """``/inpaint``'s run: yields a :class:`Status` first, before the run starts (:func:`starting`: the page's
-    estimate), and at each preview and TICK_INTERVAL_S after the last yield (:func:`step`, without the pictures; each a
-    chance for the server to notice a cancel and close this), then the (path, caption) result files, deleted when the
-    caller asks for more (or closes). Gradio holds a generator, and can close it, only once it has yielded: a run
-    started before that would go on to its end after a cancel, and a cancel waits for the next yield. ``stop`` (set when
-    its client is gone, see :mod:`.clients`) ends the run at its next model call."""
+    estimate), and at each of the run's due ticks: each preview, and TICK_INTERVAL_S after the last (:func:`step`,
+    without the pictures; each a chance for the server to notice a cancel and close this), then the (path, caption)
+    result files, deleted when the caller asks for more (or closes). Gradio holds a generator, and can close it, only
+    once it has yielded: a run started before that would go on to its end after a cancel, and a cancel waits for the
+    next yield. ``stop`` (set when its client is gone, see :mod:`.clients`) ends the run at its next model call."""
     yield starting(service, req)
-    shown = time.perf_counter()
     for ev in stream(service, gpu_run, req, stop):
         if isinstance(ev, Finished):
             done = ev
-        elif ev.x0 is not None or time.perf_counter() - shown >= TICK_INTERVAL_S:  # on ZeroGPU a Tick every call
-            shown = time.perf_counter()
+        elif ev.due:  # on ZeroGPU a Tick comes at every call
             yield step(ev)
     out_dir = new_results_dir(results_dir)
     try:
